@@ -1,0 +1,128 @@
+"""CPU benchmark of the op backends on NCSN++-sized tensors: cpp kernels against the eager baselines.
+
+Baselines, measured in the same run: GroupNorm(+SiLU) against F.silu(F.group_norm(...)) (what the
+official NCSN++ runs) and against the reference backend; upfirdn2d against the reference backend,
+which is the official CPU path (zero insertion, pad, depthwise convolution). Candidates are timed
+in interleaved rounds so that machine noise hits them alike; the median is reported.
+
+    python benchmarks/bench_ops_cpu.py [--rounds 40] [--json benchmarks/results/cpu-DATE.json]
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+import fastsde
+from fastsde import ops
+
+
+def fir(k, separable):
+    """The normalised FIR filter of NCSN++ from its 1-D taps: 1-D (separable) or its 2-D outer product."""
+    k = torch.tensor(k, dtype=torch.float32)
+    k = k / k.sum()
+    return k if separable else torch.outer(k, k)
+
+
+def cases():
+    """(name, {candidate: fn}, baseline name, bytes moved by one call at minimum)."""
+    out = []
+    for shape in [(8, 256, 32, 32), (8, 128, 32, 32), (8, 256, 16, 16)]:
+        x = torch.randn(shape)
+        C = shape[1]
+        w, b = torch.randn(C), torch.randn(C)
+        G = min(C // 4, 32)
+        nbytes = 2 * x.numel() * 4
+        out.append((f"group_norm+silu {list(shape)}", {
+            "eager F.silu(F.group_norm)": lambda x=x, w=w, b=b, G=G: F.silu(F.group_norm(x, G, w, b, 1e-6)),
+            "reference": lambda x=x, w=w, b=b, G=G: ops.group_norm(x, G, w, b, act="silu", backend="reference"),
+            "cpp": lambda x=x, w=w, b=b, G=G: ops.group_norm(x, G, w, b, act="silu", backend="cpp"),
+        }, "eager F.silu(F.group_norm)", nbytes))
+        out.append((f"group_norm {list(shape)}", {
+            "eager F.group_norm": lambda x=x, w=w, b=b, G=G: F.group_norm(x, G, w, b, 1e-6),
+            "cpp": lambda x=x, w=w, b=b, G=G: ops.group_norm(x, G, w, b, backend="cpp"),
+        }, "eager F.group_norm", nbytes))
+    k1, k2 = fir([1, 3, 3, 1], True), fir([1, 3, 3, 1], False)
+    for shape in [(8, 256, 16, 16), (8, 128, 32, 32)]:
+        x = torch.randn(shape)
+        n = x.numel() * 4
+        for name, up, down, pad, gain, moved in [("up2 pad(2,1)", 2, 1, (2, 1), 4, n * 5),
+                                                 ("down2 pad(1,1)", 1, 2, (1, 1), 1, n * 5 // 4),
+                                                 ("blur pad(2,2)", 1, 1, (2, 2), 1, n * 2)]:
+            args = (up, down, pad)
+            out.append((f"upfirdn2d {name} {list(shape)}", {
+                "reference": lambda x=x, a=args, k=k2 * gain: ops.upfirdn2d(x, k, *a, backend="reference"),
+                "cpp 2-D filter": lambda x=x, a=args, k=k2 * gain: ops.upfirdn2d(x, k, *a, backend="cpp"),
+                "cpp separable": lambda x=x, a=args, k=k1 * gain ** 0.5: ops.upfirdn2d(x, k, *a, backend="cpp"),
+            }, "reference", moved))
+    x = torch.randn(8, 3, 32, 32)
+    s, z = torch.randn_like(x), torch.randn_like(x)
+    a, b2, c = torch.rand(8), torch.rand(8), torch.rand(8)
+    out.append(("predictor_step [8, 3, 32, 32]", {
+        "reference": lambda: ops.predictor_step(x, s, a, b2, c, noise=z, backend="reference"),
+        "cpp": lambda: ops.predictor_step(x, s, a, b2, c, noise=z, backend="cpp"),
+    }, "reference", 5 * x.numel() * 4))
+    out.append(("langevin_step [8, 3, 32, 32]", {
+        "reference": lambda: ops.langevin_step(x, s, a, 0.16, noise=z, backend="reference"),
+        "cpp": lambda: ops.langevin_step(x, s, a, 0.16, noise=z, backend="cpp"),
+    }, "reference", 5 * x.numel() * 4))
+    return out
+
+
+def measure(fns, rounds, inner):
+    times = {k: [] for k in fns}
+    for f in fns.values():
+        f()  # warm-up
+    for _ in range(rounds):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                f()
+            times[k].append((time.perf_counter() - t0) / inner)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "fastsde": fastsde.__version__, "python": platform.python_version(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rounds", type=int, default=40)
+    p.add_argument("--inner", type=int, default=3)
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args()
+    rows = []
+    for name, fns, base, nbytes in cases():
+        med = measure(fns, args.rounds, args.inner)
+        for cand, t in med.items():
+            rows.append({"case": name, "candidate": cand, "median_ms": t * 1e3,
+                         "speedup_vs_baseline": med[base] / t, "baseline": base,
+                         "GB_per_s": nbytes / t / 1e9})
+    info = machine()
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as fh:
+            json.dump({"machine": info, "rows": rows}, fh, indent=1)
+    print(f"# {info['cpu']}, {info['threads']} threads, torch {info['torch']}, {info['date']}")
+    print(f"{'case':44s} {'candidate':28s} {'median ms':>10s} {'vs baseline':>11s} {'GB/s':>6s}")
+    for r in rows:
+        print(f"{r['case']:44s} {r['candidate']:28s} {r['median_ms']:10.3f} "
+              f"{r['speedup_vs_baseline']:10.2f}x {r['GB_per_s']:6.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+// Shared by the CPU and CUDA kernels: argument checks, output sizes and layout rules.
+// The Python layer (fastsde/ops) runs the same checks first with the same wording, so a bad
+// argument gets one message whichever backend was asked for; these guard direct torch.ops calls.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/macros/Macros.h>
+#include <torch/library.h>
+
+#include <array>
+
+namespace fastsde {
+
+// Outputs are channels_last when the input is (and is not also plain contiguous), else contiguous.
+inline at::MemoryFormat output_format(const at::Tensor& x) {
+  if (x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    return at::MemoryFormat::ChannelsLast;
+  }
+  return at::MemoryFormat::Contiguous;
+}
+
+inline bool is_float_type(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+inline void check_float(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(is_float_type(t.scalar_type()), name,
+              " must be float32, float64, float16 or bfloat16, got ", t.scalar_type());
+}
+
+inline void check_same_device(const at::Tensor& t, const at::Tensor& x, const char* name) {
+  TORCH_CHECK(t.device() == x.device(), name, " must be on the same device as x (", x.device(),
+              "), got ", t.device());
+}
+
+inline void check_nonempty(const at::Tensor& x, const char* name) {
+  TORCH_CHECK(x.numel() > 0, name, " must not be empty, got shape ", x.sizes());
+}
+
+// Floor division for possibly negative numerators (pads may be negative); host and device.
+inline C10_HOST_DEVICE int64_t floor_div(int64_t a, int64_t b) {
+  return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
+// upfirdn2d output extent along one axis.
+inline int64_t upfirdn_out_size(int64_t in, int64_t up, int64_t down, int64_t p0, int64_t p1,
+                                int64_t k) {
+  return floor_div(in * up + p0 + p1 - k, down) + 1;
+}
+
+inline std::array<int64_t, 2> check_upfirdn2d(const at::Tensor& x, const at::Tensor& f, int64_t up,
+                                              int64_t down, at::IntArrayRef pad) {
+  TORCH_CHECK(x.dim() == 4, "upfirdn2d: x must be 4-D [N, C, H, W], got shape ", x.sizes());
+  check_float(x, "upfirdn2d: x");
+  check_nonempty(x, "upfirdn2d: x");
+  TORCH_CHECK(f.dim() == 1 || f.dim() == 2,
+              "upfirdn2d: kernel must be 1-D [k] (separable) or 2-D [kh, kw], got shape ", f.sizes());
+  check_float(f, "upfirdn2d: kernel");
+  check_nonempty(f, "upfirdn2d: kernel");
+  check_same_device(f, x, "upfirdn2d: kernel");
+  TORCH_CHECK(up >= 1, "upfirdn2d: up must be >= 1, got ", up);
+  TORCH_CHECK(down >= 1, "upfirdn2d: down must be >= 1, got ", down);
+  TORCH_CHECK(pad.size() == 4, "upfirdn2d: pad must have 4 entries (x0, x1, y0, y1), got ",
+              pad.size());
+  const int64_t oh = upfirdn_out_size(x.size(2), up, down, pad[2], pad[3], f.size(0));
+  const int64_t ow = upfirdn_out_size(x.size(3), up, down, pad[0], pad[1], f.size(f.dim() - 1));
+  TORCH_CHECK(oh >= 1 && ow >= 1, "upfirdn2d: pad ", pad, " with up=", up, ", down=", down,
+              " and a ", f.size(0), "x", f.size(1), " kernel leaves an empty output for a ",
+              x.size(2), "x", x.size(3), " input");
+  return {oh, ow};
+}
+
+inline void check_group_norm(const at::Tensor& x, int64_t num_groups,
+                             const std::optional<at::Tensor>& weight,
+                             const std::optional<at::Tensor>& bias) {
+  TORCH_CHECK(x.dim() >= 2, "group_norm: x must be at least 2-D [N, C, ...], got shape ", x.sizes());
+  check_float(x, "group_norm: x");
+  check_nonempty(x, "group_norm: x");
+  const int64_t C = x.size(1);
+  TORCH_CHECK(num_groups >= 1 && C % num_groups == 0, "group_norm: num_groups (", num_groups,
+              ") must be positive and divide the number of channels (", C, ")");
+  for (const auto& [t, name] : {std::make_pair(weight, "group_norm: weight"),
+                                std::make_pair(bias, "group_norm: bias")}) {
+    if (!t.has_value()) continue;
+    TORCH_CHECK(t->dim() == 1 && t->size(0) == C, name, " must have shape [", C, "], got ",
+                t->sizes());
+    check_same_device(*t, x, name);
+    TORCH_CHECK(t->scalar_type() == x.scalar_type(), name, " must have the dtype of x (",
+                x.scalar_type(), "), got ", t->scalar_type());
+  }
+}
+
+// Checks the backward's inputs; returns the number of groups (from the saved statistics).
+inline int64_t check_group_norm_backward(const at::Tensor& grad_y, const at::Tensor& x,
+                                         const at::Tensor& mean, const at::Tensor& rstd,
+                                         const std::optional<at::Tensor>& weight,
+                                         const std::optional<at::Tensor>& bias) {
+  const int64_t G = mean.dim() == 2 ? mean.size(1) : 0;
+  check_group_norm(x, G, weight, bias);
+  TORCH_CHECK(grad_y.sizes() == x.sizes() && grad_y.scalar_type() == x.scalar_type() &&
+                  grad_y.device() == x.device(),
+              "group_norm_backward: grad_y must match x in shape, dtype and device");
+  const auto stat_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  TORCH_CHECK(mean.sizes() == rstd.sizes() && mean.size(0) == x.size(0) &&
+                  mean.scalar_type() == stat_type && rstd.scalar_type() == stat_type &&
+                  mean.device() == x.device() && rstd.device() == x.device(),
+              "group_norm_backward: mean and rstd must be [N, G] ", stat_type,
+              " tensors on the device of x");
+  return G;
+}
+
+// x, score and (if given) noise share shape, dtype and device; coefficients are [B] floats.
+inline void check_step(const char* op, const at::Tensor& x, const at::Tensor& score,
+                       const std::optional<at::Tensor>& noise,
+                       std::initializer_list<std::pair<const at::Tensor*, const char*>> coefs) {
+  TORCH_CHECK(x.dim() >= 1, op, ": x must be at least 1-D [B, ...], got shape ", x.sizes());
+  check_float(x, op);
+  check_nonempty(x, op);
+  auto same = [&](const at::Tensor& t, const char* name) {
+    TORCH_CHECK(t.sizes() == x.sizes(), op, ": ", name, " must have the shape of x (", x.sizes(),
+                "), got ", t.sizes());
+    TORCH_CHECK(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have the dtype of x (",
+                x.scalar_type(), "), got ", t.scalar_type());
+    TORCH_CHECK(t.device() == x.device(), op, ": ", name, " must be on the device of x (",
+                x.device(), "), got ", t.device());
+  };
+  same(score, "score");
+  if (noise.has_value()) same(*noise, "noise");
+  for (const auto& [t, name] : coefs) {
+    TORCH_CHECK(t->dim() == 1 && t->size(0) == x.size(0), op, ": ", name, " must have shape [",
+                x.size(0), "], got ", t->sizes());
+    TORCH_CHECK(is_float_type(t->scalar_type()), op, ": ", name, " must be a float tensor, got ",
+                t->scalar_type());
+    TORCH_CHECK(t->device() == x.device(), op, ": ", name, " must be on the device of x (",
+                x.device(), "), got ", t->device());
+  }
+}
+
+}  // namespace fastsde

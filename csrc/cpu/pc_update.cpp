@@ -1,0 +1,118 @@
+// Fused predictor and corrector updates on the CPU: one pass that reads x, score and noise once
+// and writes x and x_mean once. Per-sample coefficients are tiny [B] tensors.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+
+#include "../common.h"
+#include "simd.h"
+
+namespace fastsde::cpu {
+namespace {
+
+// x_mean = a x + b s; x_new = x_mean + c z, over a [B, D] view, with per-sample a, b, c.
+template <typename T>
+void affine_kernel(const T* x, const T* s, const T* z, const at::opmath_type<T>* a,
+                   const at::opmath_type<T>* b, const at::opmath_type<T>* c, T* x_new, T* x_mean,
+                   int64_t B, int64_t D) {
+  using acc_t = at::opmath_type<T>;
+  at::parallel_for(0, B * D, 16384, [&](int64_t begin, int64_t end) {
+    with_isa([&]() __attribute__((always_inline)) {
+      for (int64_t i = begin; i < end;) {
+        const int64_t n = i / D, stop = std::min(end, (n + 1) * D);
+        const acc_t an = a[n], bn = b[n], cn = c[n];
+        for (; i < stop; ++i) {
+          const acc_t m = an * static_cast<acc_t>(x[i]) + bn * static_cast<acc_t>(s[i]);
+          x_mean[i] = static_cast<T>(m);
+          x_new[i] = static_cast<T>(z ? m + cn * static_cast<acc_t>(z[i]) : m);
+        }
+      }
+    });
+  });
+}
+
+// Per-sample Euclidean norms of a [B, D] tensor, accumulated in double.
+template <typename T>
+std::vector<double> sample_norms(const T* v, int64_t B, int64_t D) {
+  std::vector<double> out(B);
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      double acc = 0;
+      const T* p = v + n * D;
+      for (int64_t i = 0; i < D; ++i) acc += static_cast<double>(p[i]) * static_cast<double>(p[i]);
+      out[n] = std::sqrt(acc);
+    }
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> run_affine(const at::Tensor& x_in, const at::Tensor& score,
+                                              const std::optional<at::Tensor>& noise,
+                                              const at::Tensor& a, const at::Tensor& b,
+                                              const at::Tensor& c) {
+  const auto fmt = output_format(x_in);
+  const at::Tensor x = x_in.contiguous(), s = score.contiguous();
+  const at::Tensor z = noise.has_value() ? noise->contiguous() : at::Tensor();
+  const int64_t B = x.size(0), D = x.numel() / B;
+  at::Tensor x_new = at::empty_like(x), x_mean = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pc_step_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
+    const at::Tensor ac = a.to(acc_type).contiguous(), bc = b.to(acc_type).contiguous(),
+                     cc = c.to(acc_type).contiguous();
+    affine_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), s.const_data_ptr<scalar_t>(),
+                            z.defined() ? z.const_data_ptr<scalar_t>() : nullptr,
+                            ac.const_data_ptr<acc_t>(), bc.const_data_ptr<acc_t>(),
+                            cc.const_data_ptr<acc_t>(), x_new.mutable_data_ptr<scalar_t>(),
+                            x_mean.mutable_data_ptr<scalar_t>(), B, D);
+  });
+  return {x_new.contiguous(fmt), x_mean.contiguous(fmt)};
+}
+
+std::tuple<at::Tensor, at::Tensor> predictor_step_cpu(const at::Tensor& x, const at::Tensor& score,
+                                                      const std::optional<at::Tensor>& noise,
+                                                      const at::Tensor& a, const at::Tensor& b,
+                                                      const at::Tensor& c) {
+  check_step("predictor_step", x, score, noise, {{&a, "a"}, {&b, "b"}, {&c, "c"}});
+  return run_affine(x, score, noise, a, b, c);
+}
+
+// The step size needs the norms before the update, so the norms are a first, read-only pass; the
+// update is then the affine step with a = 1, b = eps, c = sqrt(2 eps).
+std::tuple<at::Tensor, at::Tensor> langevin_step_cpu(const at::Tensor& x, const at::Tensor& score,
+                                                     const at::Tensor& noise, const at::Tensor& alpha,
+                                                     double snr, bool per_sample) {
+  check_step("langevin_step", x, score, noise, {{&alpha, "alpha"}});
+  const int64_t B = x.size(0), D = x.numel() / B;
+  const at::Tensor s = score.contiguous(), z = noise.contiguous();
+  std::vector<double> gn, nn;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "langevin_norms", [&] {
+    gn = sample_norms(s.const_data_ptr<scalar_t>(), B, D);
+    nn = sample_norms(z.const_data_ptr<scalar_t>(), B, D);
+  });
+  if (!per_sample) {
+    double g = 0, n = 0;
+    for (int64_t i = 0; i < B; ++i) g += gn[i], n += nn[i];
+    std::fill(gn.begin(), gn.end(), g / B);
+    std::fill(nn.begin(), nn.end(), n / B);
+  }
+  const at::Tensor al = alpha.to(at::kDouble).contiguous();
+  at::Tensor eps = at::empty({B}, al.options());
+  double* e = eps.mutable_data_ptr<double>();
+  for (int64_t i = 0; i < B; ++i) {
+    const double ratio = snr * nn[i] / gn[i];
+    e[i] = 2.0 * al.const_data_ptr<double>()[i] * ratio * ratio;
+  }
+  return run_affine(x, s, z, at::ones_like(eps), eps, (2.0 * eps).sqrt());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastsde, CPU, m) {
+  m.impl("predictor_step", &predictor_step_cpu);
+  m.impl("langevin_step", &langevin_step_cpu);
+}
+
+}  // namespace fastsde::cpu

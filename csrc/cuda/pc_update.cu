@@ -1,0 +1,141 @@
+// Fused predictor and corrector updates on CUDA: one elementwise pass that reads x, score and
+// noise once and writes x and x_mean once. The Langevin step first reduces the per-sample norms
+// (a block per sample), then a one-block kernel turns them into the per-sample coefficients.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+
+#include "../common.h"
+#include "cuda_utils.cuh"
+
+namespace fastsde::cuda {
+namespace {
+
+template <typename T, typename ACC>
+__global__ void affine_kernel(const T* __restrict__ x, const T* __restrict__ s,
+                              const T* __restrict__ z, const ACC* __restrict__ a,
+                              const ACC* __restrict__ b, const ACC* __restrict__ c,
+                              T* __restrict__ x_new, T* __restrict__ x_mean, int64_t total,
+                              int64_t D) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t n = i / D;
+    const ACC m = a[n] * static_cast<ACC>(x[i]) + b[n] * static_cast<ACC>(s[i]);
+    x_mean[i] = static_cast<T>(m);
+    x_new[i] = static_cast<T>(z ? m + c[n] * static_cast<ACC>(z[i]) : m);
+  }
+}
+
+// Block per sample: squared norms of the score and the noise, in double.
+template <typename T>
+__global__ void norms_kernel(const T* __restrict__ s, const T* __restrict__ z,
+                             double* __restrict__ sq_s, double* __restrict__ sq_z, int64_t D) {
+  const int64_t off = blockIdx.x * D;
+  double as = 0, az = 0;
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+    const double vs = static_cast<double>(s[off + i]), vz = static_cast<double>(z[off + i]);
+    as += vs * vs;
+    az += vz * vz;
+  }
+  const double ts = block_sum(as);
+  const double tz = block_sum(az);
+  if (threadIdx.x == 0) {
+    sq_s[blockIdx.x] = ts;
+    sq_z[blockIdx.x] = tz;
+  }
+}
+
+// One block: eps_n = 2 alpha_n (snr |z| / |s|)^2, norms per sample or batch-averaged; writes the
+// affine coefficients a = 1, b = eps, c = sqrt(2 eps).
+template <typename ACC>
+__global__ void langevin_coef_kernel(const double* __restrict__ sq_s, const double* __restrict__ sq_z,
+                                     const ACC* __restrict__ alpha, ACC* __restrict__ a,
+                                     ACC* __restrict__ b, ACC* __restrict__ c, int64_t B,
+                                     double snr, bool per_sample) {
+  double mean_s = 0, mean_z = 0;
+  if (!per_sample) {
+    double ps = 0, pz = 0;
+    for (int64_t n = threadIdx.x; n < B; n += blockDim.x) ps += sqrt(sq_s[n]), pz += sqrt(sq_z[n]);
+    mean_s = block_sum(ps) / B;
+    mean_z = block_sum(pz) / B;
+  }
+  for (int64_t n = threadIdx.x; n < B; n += blockDim.x) {
+    const double gn = per_sample ? sqrt(sq_s[n]) : mean_s;
+    const double nn = per_sample ? sqrt(sq_z[n]) : mean_z;
+    const double ratio = snr * nn / gn;
+    const double eps = 2.0 * static_cast<double>(alpha[n]) * ratio * ratio;
+    a[n] = ACC(1);
+    b[n] = static_cast<ACC>(eps);
+    c[n] = static_cast<ACC>(sqrt(2.0 * eps));
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> run_affine(const at::Tensor& x_in, const at::Tensor& score,
+                                              const std::optional<at::Tensor>& noise,
+                                              const at::Tensor& a, const at::Tensor& b,
+                                              const at::Tensor& c) {
+  const auto fmt = output_format(x_in);
+  const at::Tensor x = x_in.contiguous(), s = score.contiguous();
+  const at::Tensor z = noise.has_value() ? noise->contiguous() : at::Tensor();
+  const int64_t B = x.size(0), D = x.numel() / B;
+  at::Tensor x_new = at::empty_like(x), x_mean = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pc_step_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
+    const at::Tensor ac = a.to(acc_type).contiguous(), bc = b.to(acc_type).contiguous(),
+                     cc = c.to(acc_type).contiguous();
+    affine_kernel<scalar_t, acc_t>
+        <<<blocks_for(x.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+            x.const_data_ptr<scalar_t>(), s.const_data_ptr<scalar_t>(),
+            z.defined() ? z.const_data_ptr<scalar_t>() : nullptr, ac.const_data_ptr<acc_t>(),
+            bc.const_data_ptr<acc_t>(), cc.const_data_ptr<acc_t>(),
+            x_new.mutable_data_ptr<scalar_t>(), x_mean.mutable_data_ptr<scalar_t>(), x.numel(), D);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {x_new.contiguous(fmt), x_mean.contiguous(fmt)};
+}
+
+std::tuple<at::Tensor, at::Tensor> predictor_step_cuda(const at::Tensor& x, const at::Tensor& score,
+                                                       const std::optional<at::Tensor>& noise,
+                                                       const at::Tensor& a, const at::Tensor& b,
+                                                       const at::Tensor& c) {
+  check_step("predictor_step", x, score, noise, {{&a, "a"}, {&b, "b"}, {&c, "c"}});
+  const c10::cuda::CUDAGuard guard(x.device());
+  return run_affine(x, score, noise, a, b, c);
+}
+
+std::tuple<at::Tensor, at::Tensor> langevin_step_cuda(const at::Tensor& x, const at::Tensor& score,
+                                                      const at::Tensor& noise,
+                                                      const at::Tensor& alpha, double snr,
+                                                      bool per_sample) {
+  check_step("langevin_step", x, score, noise, {{&alpha, "alpha"}});
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t B = x.size(0), D = x.numel() / B;
+  const at::Tensor s = score.contiguous(), z = noise.contiguous();
+  at::Tensor sq = at::empty({2, B}, x.options().dtype(at::kDouble));
+  const auto acc_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor coef = at::empty({3, B}, x.options().dtype(acc_type));
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "langevin_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    norms_kernel<scalar_t><<<B, kThreads, 0, stream>>>(
+        s.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(), sq.mutable_data_ptr<double>(),
+        sq.mutable_data_ptr<double>() + B, D);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const at::Tensor al = alpha.to(acc_type).contiguous();
+    acc_t* cp = coef.mutable_data_ptr<acc_t>();
+    langevin_coef_kernel<acc_t><<<1, 1024, 0, stream>>>(
+        sq.const_data_ptr<double>(), sq.const_data_ptr<double>() + B, al.const_data_ptr<acc_t>(),
+        cp, cp + B, cp + 2 * B, B, snr, per_sample);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return run_affine(x, s, z, coef[0], coef[1], coef[2]);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastsde, CUDA, m) {
+  m.impl("predictor_step", &predictor_step_cuda);
+  m.impl("langevin_step", &langevin_step_cuda);
+}
+
+}  // namespace fastsde::cuda

@@ -1,0 +1,17 @@
+"""Gaussian noise from a torch.Generator or from one generator per sample.
+
+With one generator per sample, sample i's noise is the same whatever the batch it is drawn in,
+so results do not depend on batch size or the number of processes (as in NVlabs/edm).
+"""
+import torch
+
+
+def randn(shape, generator=None, device=None, dtype=torch.float32):
+    """Standard normal noise of `shape` ([B, ...]). generator: None (the global RNG), a
+    torch.Generator, or a sequence of B generators, one per sample (each on `device`)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    generators = list(generator)
+    if len(generators) != shape[0]:
+        raise ValueError(f"generator: got {len(generators)} per-sample generators for a batch of {shape[0]}")
+    return torch.stack([torch.randn(shape[1:], generator=g, device=device, dtype=dtype) for g in generators])

@@ -1,0 +1,95 @@
+"""Which kernel backend runs an op: availability, the reasons a backend is missing, and the choice.
+
+Backends:
+  reference  pure PyTorch, the executable specification; every device.
+  cpp        C++ CPU kernels of the compiled extension fastsde._C.
+  cuda       CUDA kernels of fastsde._C (built with FASTSDE_BUILD_CUDA=1).
+  triton     Triton kernels (kernels/); on the CPU only under TRITON_INTERPRET=1.
+
+`auto` (the default, or FASTSDE_BACKEND) takes the first available of the device's preference
+list and warns once when it has to fall back.
+"""
+import functools
+import os
+import warnings
+
+import torch
+
+BACKENDS = ("reference", "cpp", "triton", "cuda")
+_PREFERENCE = {"cpu": ("cpp", "reference"), "cuda": ("cuda", "triton", "reference")}
+
+try:
+    from fastsde import _C  # noqa: F401  (loading it registers the ops with the dispatcher)
+
+    _C_ERROR = None
+except ImportError as e:  # a source checkout that was never built, or a torch mismatch
+    _C = None
+    _C_ERROR = f"the compiled extension fastsde._C did not load ({e})"
+
+
+def build_info():
+    """How fastsde._C was built: {'cuda': bool, 'cuda_archs': str, 'torch_version': str}, or None."""
+    return None if _C is None else _C.build_info()
+
+
+def _triton_reason(device_type):
+    # The Triton kernels are the subject of a later change; until they land this backend says so.
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "triton is not installed (pip install 'fastsde[triton]')"
+    return "fastsde has no Triton kernels yet"
+
+
+@functools.lru_cache(maxsize=None)
+def unavailable_reason(backend, device_type=None):
+    """Why `backend` cannot run on `device_type` ('cpu', 'cuda' or None for any), or None if it can."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)} or 'auto', got {backend!r}")
+    if backend == "reference":
+        return None
+    if backend == "triton":
+        return _triton_reason(device_type)
+    if _C_ERROR:
+        return _C_ERROR
+    if backend == "cpp":
+        if device_type not in (None, "cpu"):
+            return f"the cpp backend runs on CPU tensors only, got a {device_type} tensor"
+        return None
+    if not _C.build_info()["cuda"]:
+        return "fastsde._C was built without CUDA (reinstall with FASTSDE_BUILD_CUDA=1)"
+    if device_type not in (None, "cuda"):
+        return f"the cuda backend runs on CUDA tensors only, got a {device_type} tensor"
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible"
+    return None
+
+
+def available_backends(device=None):
+    """Names of the backends that can run on `device` (a torch.device or str; None: on any device here)."""
+    device_type = None if device is None else torch.device(device).type
+    return [b for b in BACKENDS if unavailable_reason(b, device_type) is None]
+
+
+_warned = set()
+
+
+def resolve(backend, device):
+    """The backend that runs an op on `device`, for a requested name, 'auto' or None (FASTSDE_BACKEND)."""
+    backend = backend or os.environ.get("FASTSDE_BACKEND") or "auto"
+    device_type = device.type
+    if backend != "auto":
+        reason = unavailable_reason(backend, device_type)
+        if reason:
+            raise RuntimeError(f"fastsde backend {backend!r} is not available: {reason}")
+        return backend
+    preferred = _PREFERENCE.get(device_type, ("reference",))
+    for name in preferred:
+        if unavailable_reason(name, device_type) is None:
+            break
+    if name != preferred[0] and (device_type, name) not in _warned:
+        _warned.add((device_type, name))
+        why = unavailable_reason(preferred[0], device_type)
+        warnings.warn(f"fastsde: using the {name} backend on {device_type}: {preferred[0]} is not "
+                      f"available ({why})", RuntimeWarning, stacklevel=3)
+    return name

@@ -1,0 +1,91 @@
+"""GroupNorm with an optional fused SiLU, as NCSN++ / DDPM++ use it (act(GroupNorm(x)))."""
+import torch
+
+from . import _backend
+from ._common import acc_dtype, output_format
+
+ACTS = (None, "silu")
+
+
+def group_norm_reference(x, num_groups, weight, bias, eps, silu):
+    """The specification. x: [N, C, ...]. Statistics per (sample, group) over C/G channels and all
+    positions, biased variance, in float32 (float64 for float64 x); returns x's dtype."""
+    N, C = x.shape[:2]
+    acc = acc_dtype(x)
+    xg = x.to(acc).reshape(N, num_groups, -1)
+    mean = xg.mean(-1, keepdim=True)
+    var = ((xg - mean) ** 2).mean(-1, keepdim=True)
+    y = ((xg - mean) / torch.sqrt(var + eps)).reshape(x.shape)
+    per_channel = (1, C) + (1,) * (x.dim() - 2)
+    if weight is not None:
+        y = y * weight.to(acc).view(per_channel)
+    if bias is not None:
+        y = y + bias.to(acc).view(per_channel)
+    if silu:
+        y = y * torch.sigmoid(y)
+    return y.to(x.dtype).contiguous(memory_format=output_format(x))
+
+
+def _check(x, num_groups, weight, bias, act):
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        raise ValueError("group_norm: x must be a tensor of at least 2 dims [N, C, ...], got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"group_norm: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
+    if x.numel() == 0:
+        raise ValueError(f"group_norm: x must not be empty, got shape {tuple(x.shape)}")
+    C = x.shape[1]
+    if not isinstance(num_groups, int) or num_groups < 1 or C % num_groups:
+        raise ValueError(f"group_norm: num_groups ({num_groups!r}) must be a positive integer that "
+                         f"divides the number of channels ({C})")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is None:
+            continue
+        if t.shape != (C,):
+            raise ValueError(f"group_norm: {name} must have shape [{C}], got {tuple(t.shape)}")
+        if t.device != x.device:
+            raise ValueError(f"group_norm: {name} must be on the same device as x ({x.device}), got {t.device}")
+        if t.dtype != x.dtype:
+            raise TypeError(f"group_norm: {name} must have the dtype of x ({x.dtype}), got {t.dtype}")
+    if act not in ACTS:
+        raise ValueError(f"group_norm: act must be None or 'silu', got {act!r}")
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-6, act=None, backend=None):
+    """act(GroupNorm(x)), differentiable in x, weight and bias.
+
+    x: [N, C, ...] float tensor (NCHW or channels_last); weight, bias: [C] of x's dtype or None;
+    act: None or 'silu'. Statistics accumulate in float32. Returns a tensor shaped like x.
+    """
+    _check(x, num_groups, weight, bias, act)
+    silu = act == "silu"
+    if _backend.resolve(backend, x.device) == "reference":
+        return group_norm_reference(x, num_groups, weight, bias, eps, silu)
+    return torch.ops.fastsde.group_norm(x, num_groups, weight, bias, float(eps), silu)[0]
+
+
+if _backend._C is not None:
+    @torch.library.register_fake("fastsde::group_norm")
+    def _(x, num_groups, weight, bias, eps, silu):
+        stats = x.new_empty(x.shape[0], num_groups, dtype=acc_dtype(x))
+        return torch.empty_like(x, memory_format=output_format(x)), stats, torch.empty_like(stats)
+
+    @torch.library.register_fake("fastsde::group_norm_backward")
+    def _(grad_y, x, mean, rstd, weight, bias, silu):
+        C = x.shape[1]
+        return torch.empty_like(x, memory_format=output_format(x)), x.new_empty(C), x.new_empty(C)
+
+    def _setup_context(ctx, inputs, output):
+        x, num_groups, weight, bias, eps, silu = inputs
+        _, mean, rstd = output
+        ctx.save_for_backward(x, mean, rstd, weight, bias)
+        ctx.silu = silu
+        ctx.mark_non_differentiable(mean, rstd)
+
+    def _backward(ctx, grad_y, _grad_mean, _grad_rstd):
+        x, mean, rstd, weight, bias = ctx.saved_tensors
+        dx, dw, db = torch.ops.fastsde.group_norm_backward(grad_y, x, mean, rstd, weight, bias, ctx.silu)
+        return (dx, None, dw if weight is not None else None, db if bias is not None else None,
+                None, None)
+
+    torch.library.register_autograd("fastsde::group_norm", _backward, setup_context=_setup_context)

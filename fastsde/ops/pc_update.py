@@ -1,0 +1,145 @@
+"""Fused predictor-corrector update steps of the samplers.
+
+Every predictor of the paper (reverse diffusion, Euler-Maruyama, ancestral sampling) and the annealed
+Langevin corrector are one affine step with per-sample coefficients, which the sampler derives from
+its SDE: x_mean = a x + b score, x_new = x_mean + c z. The Langevin corrector also needs norms of the
+score and the noise before it can step, so it has its own op.
+"""
+import torch
+
+from .. import _random
+from . import _backend
+from ._common import acc_dtype, output_format
+
+
+def predictor_step_reference(x, score, noise, a, b, c):
+    """The specification of predictor_step (noise None: no noise term). Returns (x_new, x_mean)."""
+    acc = acc_dtype(x)
+    col = (-1,) + (1,) * (x.dim() - 1)
+    x_mean = a.to(acc).view(col) * x.to(acc) + b.to(acc).view(col) * score.to(acc)
+    x_new = x_mean if noise is None else x_mean + c.to(acc).view(col) * noise.to(acc)
+    fmt = output_format(x)
+    return x_new.to(x.dtype).contiguous(memory_format=fmt), x_mean.to(x.dtype).contiguous(memory_format=fmt)
+
+
+def langevin_eps(score, noise, alpha, snr, per_sample):
+    """Step size of the Langevin corrector, [B]: 2 alpha (snr |z| / |score|)^2 with per-sample norms,
+    or with norms averaged over the batch (the official code; it couples the samples of a batch)."""
+    grad_norm = score.double().flatten(1).norm(dim=1)
+    noise_norm = noise.double().flatten(1).norm(dim=1)
+    if not per_sample:
+        grad_norm, noise_norm = grad_norm.mean().expand_as(grad_norm), noise_norm.mean().expand_as(noise_norm)
+    return 2 * alpha.double() * (snr * noise_norm / grad_norm) ** 2
+
+
+def langevin_step_reference(x, score, noise, alpha, snr, per_sample):
+    """The specification of langevin_step. Returns (x_new, x_mean)."""
+    eps = langevin_eps(score, noise, alpha, snr, per_sample)
+    return predictor_step_reference(x, score, noise, torch.ones_like(eps), eps, (2 * eps).sqrt())
+
+
+def _check_like(op, x, name, t):
+    if not isinstance(t, torch.Tensor) or t.shape != x.shape:
+        raise ValueError(f"{op}: {name} must have the shape of x {tuple(x.shape)}, got "
+                         f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+    if t.dtype != x.dtype:
+        raise TypeError(f"{op}: {name} must have the dtype of x ({x.dtype}), got {t.dtype}")
+    if t.device != x.device:
+        raise ValueError(f"{op}: {name} must be on the device of x ({x.device}), got {t.device}")
+
+
+def _check_x(op, x):
+    if not isinstance(x, torch.Tensor) or x.dim() < 1 or not x.is_floating_point():
+        raise TypeError(f"{op}: x must be a float tensor [B, ...], got "
+                        f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if x.numel() == 0:
+        raise ValueError(f"{op}: x must not be empty, got shape {tuple(x.shape)}")
+
+
+def _per_sample(op, x, name, v):
+    """A coefficient as a [B] float tensor on x's device; a Python number is broadcast."""
+    if not isinstance(v, torch.Tensor):
+        return torch.full((x.shape[0],), float(v), dtype=acc_dtype(x), device=x.device)
+    if v.shape != (x.shape[0],) or not v.is_floating_point():
+        raise ValueError(f"{op}: {name} must be a float tensor of shape [{x.shape[0]}] or a number, "
+                         f"got {v.dtype} of shape {tuple(v.shape)}")
+    if v.device != x.device:
+        raise ValueError(f"{op}: {name} must be on the device of x ({x.device}), got {v.device}")
+    return v
+
+
+def _noise(op, x, noise, generator):
+    if noise is None:
+        return _random.randn(x.shape, generator, device=x.device, dtype=x.dtype)
+    _check_like(op, x, "noise", noise)
+    return noise
+
+
+def predictor_step(x, score, a, b, c=None, noise=None, generator=None, backend=None):
+    """x_mean = a x + b score; x_new = x_mean + c noise. Returns (x_new, x_mean).
+
+    x, score: [B, ...]; a, b, c: [B] tensors or numbers. c=None: no noise term (x_new equals x_mean,
+    as in probability-flow steps). noise: [B, ...] standard normal noise, or None to draw it from
+    `generator` (a torch.Generator or one per sample).
+    """
+    op = "predictor_step"
+    _check_x(op, x)
+    _check_like(op, x, "score", score)
+    a, b = _per_sample(op, x, "a", a), _per_sample(op, x, "b", b)
+    if c is None:
+        noise, c = None, torch.zeros_like(a)
+    else:
+        c, noise = _per_sample(op, x, "c", c), _noise(op, x, noise, generator)
+    if _backend.resolve(backend, x.device) == "reference":
+        return predictor_step_reference(x, score, noise, a, b, c)
+    return torch.ops.fastsde.predictor_step(x, score, noise, a, b, c)
+
+
+def langevin_step(x, score, alpha, snr, noise=None, generator=None, per_sample=False, backend=None):
+    """One Langevin corrector step (Song et al. 2021, Alg. 4). Returns (x_new, x_mean).
+
+    eps = 2 alpha (snr |noise| / |score|)^2; x_mean = x + eps score; x_new = x_mean + sqrt(2 eps) noise.
+    The norms are per sample (per_sample=True: samples independent of the batch) or averaged over
+    the batch (the official behaviour). alpha: [B] or a number (1 for VE, 1 - beta_i for VP).
+    """
+    op = "langevin_step"
+    _check_x(op, x)
+    _check_like(op, x, "score", score)
+    alpha = _per_sample(op, x, "alpha", alpha)
+    noise = _noise(op, x, noise, generator)
+    if _backend.resolve(backend, x.device) == "reference":
+        return langevin_step_reference(x, score, noise, alpha, float(snr), per_sample)
+    return torch.ops.fastsde.langevin_step(x, score, noise, alpha, float(snr), per_sample)
+
+
+if _backend._C is not None:
+    def _fake_step(x, *args):
+        fmt = output_format(x)
+        return torch.empty_like(x, memory_format=fmt), torch.empty_like(x, memory_format=fmt)
+
+    torch.library.register_fake("fastsde::predictor_step")(_fake_step)
+    torch.library.register_fake("fastsde::langevin_step")(_fake_step)
+
+    def _predictor_setup(ctx, inputs, output):
+        x, score, noise, a, b, c = inputs
+        ctx.save_for_backward(x, score, noise, a, b, c)
+
+    def _predictor_backward(ctx, g_new, g_mean):
+        # Both outputs are linear: x_mean = a x + b s, x_new = x_mean + c z.
+        x, score, noise, a, b, c = ctx.saved_tensors
+        col = (-1,) + (1,) * (x.dim() - 1)
+        g = g_new + g_mean
+        per_sample = lambda t: t.flatten(1).sum(1)  # noqa: E731
+        return (g * a.view(col).to(g.dtype), g * b.view(col).to(g.dtype),
+                None if noise is None else g_new * c.view(col).to(g.dtype),
+                per_sample(g * x).to(a.dtype), per_sample(g * score).to(b.dtype),
+                None if noise is None else per_sample(g_new * noise).to(c.dtype))
+
+    def _langevin_backward(ctx, *grads):
+        raise NotImplementedError("langevin_step has no derivative in the compiled backends; "
+                                  "use backend='reference' to differentiate through it")
+
+    torch.library.register_autograd("fastsde::predictor_step", _predictor_backward,
+                                    setup_context=_predictor_setup)
+    torch.library.register_autograd("fastsde::langevin_step", _langevin_backward,
+                                    setup_context=lambda ctx, inputs, output: None)

@@ -1,0 +1,117 @@
+"""upfirdn2d: upsample by zero insertion, pad, FIR-filter, downsample (the FIR resampling of NCSN++).
+
+Semantics of the official score_sde op (from StyleGAN2): (1) insert up-1 zeros after every sample
+along H and W, (2) pad by (x0, x1, y0, y1) samples, a negative pad crops, (3) a true 2-D convolution
+with the filter (flipped, then correlated), 'valid', per channel, (4) keep every down-th sample.
+Output extent per axis: (in*up + p0 + p1 - k) // down + 1.
+"""
+import torch
+import torch.nn.functional as F
+
+from . import _backend
+from ._common import acc_dtype, output_format
+
+
+def upfirdn2d_reference(x, f, up, down, pad):
+    """The specification. x: [N, C, H, W]; f: [kh, kw], or [k] for outer(k, k); pad: (x0, x1, y0, y1).
+    Computes in float32 (float64 for float64 x) and returns x's dtype."""
+    acc = acc_dtype(x)
+    f = f.to(acc)
+    f = torch.outer(f, f) if f.dim() == 1 else f
+    x0, x1, y0, y1 = pad
+    N, C, H, W = x.shape
+    u = x.new_zeros(N, C, H * up, W * up, dtype=acc)
+    u[:, :, ::up, ::up] = x
+    u = F.pad(u, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
+    u = u[:, :, max(-y0, 0):u.shape[2] - max(-y1, 0), max(-x0, 0):u.shape[3] - max(-x1, 0)]
+    w = f.flip([0, 1])[None, None].expand(C, 1, -1, -1)
+    y = F.conv2d(u, w, groups=C)[:, :, ::down, ::down]
+    return y.to(x.dtype).contiguous(memory_format=output_format(x))
+
+
+def _out_size(n, up, down, p0, p1, k):
+    return (n * up + p0 + p1 - k) // down + 1
+
+
+def _check(x, f, up, down, pad):
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"upfirdn2d: x must be a 4-D tensor [N, C, H, W], got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"upfirdn2d: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
+    if x.numel() == 0:
+        raise ValueError(f"upfirdn2d: x must not be empty, got shape {tuple(x.shape)}")
+    if not isinstance(f, torch.Tensor) or f.dim() not in (1, 2):
+        raise ValueError(f"upfirdn2d: kernel must be a 1-D (separable) or 2-D tensor, got "
+                         f"{tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__}")
+    if not f.is_floating_point() or f.numel() == 0:
+        raise ValueError(f"upfirdn2d: kernel must be a non-empty float tensor, got {f.dtype} "
+                         f"of shape {tuple(f.shape)}")
+    if f.device != x.device:
+        raise ValueError(f"upfirdn2d: kernel must be on the same device as x ({x.device}), got {f.device}")
+    for name, v in (("up", up), ("down", down)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"upfirdn2d: {name} must be an integer >= 1, got {v!r}")
+    oh = _out_size(x.shape[2], up, down, pad[2], pad[3], f.shape[0])
+    ow = _out_size(x.shape[3], up, down, pad[0], pad[1], f.shape[-1])
+    if oh < 1 or ow < 1:
+        raise ValueError(f"upfirdn2d: pad {tuple(pad)} with up={up}, down={down} and a "
+                         f"{f.shape[0]}x{f.shape[-1]} kernel leaves an empty output for a "
+                         f"{x.shape[2]}x{x.shape[3]} input")
+    return oh, ow
+
+
+def _parse_pad(pad):
+    pad = tuple(pad)
+    if len(pad) == 2:
+        pad = (pad[0], pad[1], pad[0], pad[1])
+    if len(pad) != 4 or not all(isinstance(p, int) for p in pad):
+        raise ValueError(f"upfirdn2d: pad must be (p0, p1) or (x0, x1, y0, y1) integers, got {pad!r}")
+    return pad
+
+
+def upfirdn2d(x, kernel, up=1, down=1, pad=(0, 0), backend=None):
+    """Upsample, FIR-filter and downsample a batch of images, differentiably in x.
+
+    x: [N, C, H, W] float tensor (NCHW or channels_last). kernel: [kh, kw], or [k] for the separable
+    filter outer(k, k) (faster); used as given (no normalisation, no gain). pad: (p0, p1) for both axes or
+    (x0, x1, y0, y1). Returns [N, C, (H*up + y0 + y1 - kh)//down + 1, (W*up + x0 + x1 - kw)//down + 1].
+    """
+    pad = _parse_pad(pad)
+    _check(x, kernel, up, down, pad)
+    if _backend.resolve(backend, x.device) == "reference":
+        return upfirdn2d_reference(x, kernel, up, down, pad)
+    return torch.ops.fastsde.upfirdn2d(x, kernel, up, down, list(pad))
+
+
+def _adjoint_pad(x_shape, y_shape, f_shape, up, down, pad):
+    # The gradient is upfirdn2d of the output gradient with up and down swapped, the filter flipped
+    # and these pads, per axis: (k - p0 - 1, in*up - out*down + p0 - up + 1).
+    (H, W), (OH, OW), kh, kw = x_shape[2:], y_shape[2:], f_shape[0], f_shape[-1]
+    x0, _, y0, _ = pad
+    return [kw - x0 - 1, W * up - OW * down + x0 - up + 1, kh - y0 - 1, H * up - OH * down + y0 - up + 1]
+
+
+if _backend._C is not None:
+    @torch.library.register_fake("fastsde::upfirdn2d")
+    def _(x, kernel, up, down, pad):
+        torch._check(x.dim() == 4 and kernel.dim() in (1, 2),
+                     lambda: "upfirdn2d: x must be 4-D and kernel 1-D or 2-D")
+        oh = _out_size(x.shape[2], up, down, pad[2], pad[3], kernel.shape[0])
+        ow = _out_size(x.shape[3], up, down, pad[0], pad[1], kernel.shape[-1])
+        return x.new_empty(x.shape[0], x.shape[1], oh, ow).contiguous(memory_format=output_format(x))
+
+    def _setup_context(ctx, inputs, output):
+        x, kernel, up, down, pad = inputs
+        ctx.save_for_backward(kernel)
+        ctx.args = (x.shape, output.shape, up, down, pad)
+
+    def _backward(ctx, grad):
+        (kernel,) = ctx.saved_tensors
+        x_shape, y_shape, up, down, pad = ctx.args
+        gpad = _adjoint_pad(x_shape, y_shape, kernel.shape, up, down, pad)
+        # A call of the op itself, so double backward comes for free.
+        dx = torch.ops.fastsde.upfirdn2d(grad, kernel.flip(list(range(kernel.dim()))), down, up, gpad)
+        return dx, None, None, None, None
+
+    torch.library.register_autograd("fastsde::upfirdn2d", _backward, setup_context=_setup_context)

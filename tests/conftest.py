@@ -1,0 +1,56 @@
+"""Shared test helpers: the backends under test, dtype tolerances, and output poisoning."""
+import pytest
+import torch
+
+from fastsde.ops import _backend
+
+# (backend, device) pairs checked against the reference backend. GPU ones are marked and deselected
+# where no GPU is present; the device check script (benchmarks/device_check.sh) runs them.
+KERNEL_BACKENDS = [
+    pytest.param("cpp", "cpu", id="cpp"),
+    pytest.param("cuda", "cuda", id="cuda", marks=pytest.mark.gpu),
+]
+
+TOL = {  # (rtol, atol) for outputs of O(1) magnitude
+    torch.float64: (1e-10, 1e-10),
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (2e-3, 2e-3),
+    torch.bfloat16: (1.6e-2, 1.6e-2),
+}
+
+
+def require(backend, device):
+    """Fail unless `backend` runs on `device`: every backend under test must be built and working
+    wherever its device exists (GPU tests are deselected on machines without one)."""
+    reason = _backend.unavailable_reason(backend, device)
+    if reason:
+        pytest.fail(f"backend {backend} is not available on {device}: {reason}")
+
+
+def poison(like):
+    """Fill and free a block of NaN the size of `like` (the expected output) so that the op's output,
+    allocated next, likely reuses it (the CPU allocator's free list, the CUDA caching allocator) and
+    shows NaN wherever the kernel did not write."""
+    block = torch.full((like.numel(),), float("nan"), dtype=like.dtype, device=like.device)
+    del block
+
+
+def assert_close(actual, expected, dtype=None):
+    rtol, atol = TOL[dtype or expected.dtype]
+    assert not torch.isnan(actual).any(), "NaN in the output (an element was not written?)"
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without a CUDA device the GPU tests cannot run: deselect them (and say so) rather than skip."""
+    if torch.cuda.is_available():
+        return
+    gpu = [item for item in items if "gpu" in item.keywords]
+    if gpu:
+        items[:] = [item for item in items if "gpu" not in item.keywords]
+        config.hook.pytest_deselected(items=gpu)
+
+
+def pytest_report_header(config):
+    if not torch.cuda.is_available():
+        return "no CUDA device: tests marked gpu are deselected (benchmarks/device_check.sh runs them)"

@@ -1,0 +1,141 @@
+"""group_norm(+SiLU): every kernel backend against the reference, forward and backward, over awkward
+shapes, layouts and dtypes; the reference against torch's GroupNorm; gradcheck, opcheck."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastsde import ops
+from fastsde.ops.group_norm import group_norm_reference
+
+from conftest import KERNEL_BACKENDS, assert_close, poison, require
+
+# (shape, groups): NCSN++ sizes, a single group, one channel per group, 1x1 images, odd sizes,
+# 3-D and 2-D inputs, a group larger than a CPU chunk.
+CASES = [
+    ((2, 32, 8, 8), 8),
+    ((3, 4, 1, 1), 1),
+    ((2, 64, 3, 5), 32),
+    ((2, 6, 4, 4), 6),
+    ((1, 12, 7, 9), 3),
+    ((2, 16, 33), 4),
+    ((5, 8), 2),
+    ((1, 8, 48, 48), 2),
+]
+
+
+def inputs(shape, groups, dtype, device, affine=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g) * 3 + 1).to(dtype=dtype, device=device)
+    C = shape[1]
+    w = torch.randn(C, generator=g).to(dtype=dtype, device=device) if affine else None
+    b = torch.randn(C, generator=g).to(dtype=dtype, device=device) if affine else None
+    return x, w, b
+
+
+@pytest.mark.parametrize("act", [None, "silu"])
+def test_reference_matches_torch(act):
+    x, w, b = inputs((2, 16, 5, 5), 4, torch.float64, "cpu")
+    expected = F.group_norm(x, 4, w, b, 1e-6)
+    if act:
+        expected = F.silu(expected)
+    torch.testing.assert_close(ops.group_norm(x, 4, w, b, 1e-6, act, backend="reference"), expected)
+
+
+@pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("act", [None, "silu"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-G{c[1]}")
+def test_forward_matches_reference(backend, device, dtype, act, case):
+    require(backend, device)
+    shape, G = case
+    x, w, b = inputs(shape, G, dtype, device)
+    expected = group_norm_reference(x, G, w, b, 1e-6, act == "silu")
+    poison(expected)
+    assert_close(ops.group_norm(x, G, w, b, 1e-6, act, backend=backend), expected)
+
+
+@pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
+@pytest.mark.parametrize("affine", ["both", "none", "weight", "bias"])
+def test_affine_optional(backend, device, affine):
+    require(backend, device)
+    x, w, b = inputs((2, 8, 5, 3), 2, torch.float32, device)
+    w = w if affine in ("both", "weight") else None
+    b = b if affine in ("both", "bias") else None
+    assert_close(ops.group_norm(x, 2, w, b, act="silu", backend=backend),
+                 group_norm_reference(x, 2, w, b, 1e-6, True))
+
+
+@pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("act", [None, "silu"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-G{c[1]}")
+def test_backward_matches_reference(backend, device, dtype, act, case):
+    require(backend, device)
+    shape, G = case
+    x, w, b = inputs(shape, G, dtype, device)
+    grad = torch.randn(shape, generator=torch.Generator().manual_seed(3)).to(dtype=dtype, device=device)
+
+    def grads(bk):
+        xs, ws, bs = (t.detach().requires_grad_() for t in (x, w, b))
+        y = ops.group_norm(xs, G, ws, bs, 1e-6, act, backend=bk)
+        return torch.autograd.grad(y, (xs, ws, bs), grad)
+
+    # Parameter gradients sum over N*H*W terms: compare relative to their size.
+    for got, want in zip(grads(backend), grads("reference")):
+        scale = want.abs().max().clamp(min=1)
+        assert_close(got / scale, want / scale, dtype)
+
+
+@pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
+@pytest.mark.parametrize("layout", ["channels_last", "transposed", "strided"])
+def test_layouts(backend, device, layout):
+    require(backend, device)
+    base, w, b = inputs((2, 8, 6, 10), 4, torch.float32, device)
+    x = {"channels_last": base.contiguous(memory_format=torch.channels_last),
+         "transposed": base.transpose(2, 3),
+         "strided": base[:, :, ::2, 1::3]}[layout]
+    xs = x.detach().requires_grad_()
+    y = ops.group_norm(xs, 4, w, b, act="silu", backend=backend)
+    assert y.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+    assert_close(y, group_norm_reference(x.contiguous(), 4, w, b, 1e-6, True))
+    g = torch.randn_like(y)
+    (dx,) = torch.autograd.grad(y, xs, g)
+    xr = x.detach().requires_grad_()
+    (dx_ref,) = torch.autograd.grad(ops.group_norm(xr, 4, w, b, act="silu", backend="reference"), xr, g)
+    assert_close(dx, dx_ref)
+
+
+@pytest.mark.parametrize("backend,device", [("reference", "cpu")] + KERNEL_BACKENDS)
+@pytest.mark.parametrize("act", [None, "silu"])
+def test_gradcheck(backend, device, act):
+    require(backend, device)
+    x, w, b = inputs((2, 6, 3, 2), 3, torch.float64, device)
+    args = [t.requires_grad_() for t in (x, w, b)]
+    assert torch.autograd.gradcheck(lambda x, w, b: ops.group_norm(x, 3, w, b, 1e-5, act, backend=backend), args)
+
+
+@pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
+def test_deterministic_parameter_grads(backend, device):
+    require(backend, device)
+    x, w, b = inputs((8, 32, 16, 16), 8, torch.float32, device)
+    grad = torch.randn_like(x)
+
+    def once():
+        ws, bs = w.detach().requires_grad_(), b.detach().requires_grad_()
+        return torch.autograd.grad(ops.group_norm(x, 8, ws, bs, act="silu", backend=backend), (ws, bs), grad)
+
+    first, second = once(), once()
+    for a, c in zip(first, second):
+        assert torch.equal(a, c)
+
+
+@pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
+def test_opcheck(backend, device):
+    require(backend, device)
+    x, w, b = inputs((2, 8, 3, 5), 4, torch.float32, device)
+    for silu in (False, True):
+        args = (x.requires_grad_(), 4, w.requires_grad_(), b.requires_grad_(), 1e-6, silu)
+        torch.library.opcheck(torch.ops.fastsde.group_norm.default, args)
+        torch.library.opcheck(torch.ops.fastsde.group_norm.default, (x.detach(), 4, None, None, 1e-6, silu))
+    xc = x.detach().contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(torch.ops.fastsde.group_norm.default, (xc, 2, w.detach(), b.detach(), 1e-6, True))

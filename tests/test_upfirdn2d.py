@@ -1,0 +1,133 @@
+"""upfirdn2d: every kernel backend against the reference over awkward shapes; the reference against
+the definition; gradients, opcheck and torch.compile."""
+import pytest
+import torch
+
+from fastsde import ops
+from fastsde.ops.upfirdn2d import upfirdn2d_reference
+
+from conftest import KERNEL_BACKENDS, assert_close, poison, require
+
+FIR = [1.0, 3.0, 3.0, 1.0]
+
+# (shape, up, down, pad, kernel): NCSN++'s three cases, then the awkward ones.
+CASES = [
+    ((2, 3, 8, 8), 2, 1, (2, 1), "fir1d"),
+    ((2, 3, 8, 8), 1, 2, (1, 1), "fir1d"),
+    ((2, 3, 8, 8), 1, 1, (2, 2), "fir1d"),
+    ((2, 3, 8, 8), 2, 1, (2, 1), "fir2d"),
+    ((1, 1, 1, 1), 2, 1, (2, 1), "fir1d"),
+    ((1, 2, 1, 1), 4, 1, (3, 2), "fir2d"),
+    ((2, 3, 7, 9), 1, 4, (1, 2), "fir1d"),
+    ((2, 3, 7, 9), 4, 2, (-1, 3, 2, -2), "rand3x2"),
+    ((1, 5, 11, 6), 2, 2, (1, 0, 3, -1), "rand1d5"),
+    ((3, 1, 5, 13), 1, 1, (0, 0), "rand3x2"),
+    ((2, 4, 6, 6), 1, 2, (-1, -1), "fir1d"),
+]
+
+
+def make_kernel(name, dtype=torch.float32, device="cpu"):
+    g = torch.Generator().manual_seed(1)
+    k = {"fir1d": lambda: torch.tensor(FIR) / 8,
+         "fir2d": lambda: torch.outer(torch.tensor(FIR), torch.tensor(FIR)) / 64,
+         "rand3x2": lambda: torch.rand(3, 2, generator=g),
+         "rand1d5": lambda: torch.rand(5, generator=g)}[name]()
+    return k.to(dtype=dtype, device=device)
+
+
+def test_reference_matches_definition():
+    # Zero insertion, padding, true convolution (flipped filter) and decimation, one sample at a time.
+    x = torch.randn(1, 1, 3, 4, dtype=torch.float64)
+    f = torch.rand(3, 2, dtype=torch.float64)
+    up, down, (x0, x1, y0, y1) = 2, 2, (1, -1, 2, 0)
+    u = torch.zeros(3 * up, 4 * up, dtype=torch.float64)
+    u[::up, ::up] = x[0, 0]
+    p = torch.zeros(u.shape[0] + y0 + y1 + 2, u.shape[1] + x0 + x1 + 2, dtype=torch.float64)
+    p[y0:y0 + u.shape[0], x0:x0 + u.shape[1]] = u  # x1 = -1 crops the last column
+    p = p[:u.shape[0] + y0 + y1, :u.shape[1] + x0 + x1]
+    kh, kw = f.shape
+    out = torch.zeros(p.shape[0] - kh + 1, p.shape[1] - kw + 1, dtype=torch.float64)
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = (p[i:i + kh, j:j + kw] * f.flip([0, 1])).sum()
+    expected = out[::down, ::down]
+    got = ops.upfirdn2d(x, f, up, down, (x0, x1, y0, y1), backend="reference")[0, 0]
+    torch.testing.assert_close(got, expected)
+
+
+def test_official_upsample_border():
+    # The official upsample_2d of a constant image: interior kept, corner 0.5625 (zero padding).
+    k = torch.tensor(FIR) / 8 * 2  # 1-D taps of gain 4 = factor**2
+    y = ops.upfirdn2d(torch.ones(1, 1, 4, 4), k, up=2, pad=(2, 1), backend="reference")
+    assert y.shape == (1, 1, 8, 8)
+    torch.testing.assert_close(y[0, 0, 3, 3], torch.tensor(1.0))
+    torch.testing.assert_close(y[0, 0, 0, 0], torch.tensor(0.5625))
+
+
+def test_separable_equals_outer():
+    x = torch.randn(2, 3, 6, 5)
+    k = make_kernel("rand1d5")
+    torch.testing.assert_close(ops.upfirdn2d(x, k, 2, 1, (2, 2), backend="reference"),
+                               ops.upfirdn2d(x, torch.outer(k, k), 2, 1, (2, 2), backend="reference"))
+
+
+@pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-up{c[1]}-down{c[2]}-pad{c[3]}-{c[4]}")
+def test_matches_reference(backend, device, dtype, case):
+    require(backend, device)
+    shape, up, down, pad, kname = case
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype=dtype, device=device)
+    k = make_kernel(kname, device=device)
+    expected = upfirdn2d_reference(x, k, up, down, pad if len(pad) == 4 else pad * 2)
+    poison(expected)
+    assert_close(ops.upfirdn2d(x, k, up, down, pad, backend=backend), expected)
+
+
+@pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
+@pytest.mark.parametrize("layout", ["channels_last", "transposed", "strided"])
+def test_layouts(backend, device, layout):
+    require(backend, device)
+    base = torch.randn(2, 5, 9, 12, device=device)
+    x = {"channels_last": base.contiguous(memory_format=torch.channels_last),
+         "transposed": base.transpose(2, 3),
+         "strided": base[:, ::2, :, ::2]}[layout]
+    k = make_kernel("fir1d", device=device)
+    expected = upfirdn2d_reference(x.contiguous(), k, 2, 1, (2, 1, 2, 1))
+    y = ops.upfirdn2d(x, k, 2, 1, (2, 1), backend=backend)
+    assert_close(y, expected)
+    assert y.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+
+
+@pytest.mark.parametrize("backend,device", [("reference", "cpu")] + KERNEL_BACKENDS)
+@pytest.mark.parametrize("kname,up,down,pad", [("fir1d", 2, 1, (2, 1)), ("fir1d", 1, 2, (1, 1)),
+                                               ("rand3x2", 2, 2, (1, -1, 2, 0))])
+def test_gradcheck(backend, device, kname, up, down, pad):
+    require(backend, device)
+    x = torch.randn(1, 2, 5, 4, dtype=torch.float64, device=device, requires_grad=True)
+    k = make_kernel(kname, torch.float64, device)
+    fn = lambda x: ops.upfirdn2d(x, k, up, down, pad, backend=backend)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+@pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
+def test_gradient_matches_reference(backend, device):
+    require(backend, device)
+    x = torch.randn(2, 3, 7, 6, device=device, requires_grad=True)
+    k = make_kernel("fir1d", device=device)
+    g = torch.randn(2, 3, 14, 12, device=device)
+    (dx,) = torch.autograd.grad(ops.upfirdn2d(x, k, 2, 1, (2, 1), backend=backend), x, g)
+    (dx_ref,) = torch.autograd.grad(ops.upfirdn2d(x, k, 2, 1, (2, 1), backend="reference"), x, g)
+    assert_close(dx, dx_ref)
+
+
+@pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
+def test_opcheck(backend, device):
+    require(backend, device)
+    x = torch.randn(2, 3, 5, 6, device=device, requires_grad=True)
+    for k, args in [(make_kernel("fir1d", device=device), (2, 1, [2, 1, 2, 1])),
+                    (make_kernel("rand3x2", device=device), (1, 2, [0, 1, -1, 2]))]:
+        torch.library.opcheck(torch.ops.fastsde.upfirdn2d.default, (x, k, *args))
+    xc = torch.randn(2, 3, 5, 6, device=device).contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(torch.ops.fastsde.upfirdn2d.default, (xc, make_kernel("fir1d", device=device), 1, 2, [1, 1, 1, 1]))
