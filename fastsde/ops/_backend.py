@@ -9,7 +9,6 @@ Backends:
 `auto` (the default, or FASTSDE_BACKEND) takes the first available of the device's preference
 list and warns once when it has to fall back.
 """
-import functools
 import os
 import warnings
 
@@ -41,9 +40,18 @@ def _triton_reason(device_type):
     return "fastsde has no Triton kernels yet"
 
 
-@functools.lru_cache(maxsize=None)
+_reasons = {}
+
+
 def unavailable_reason(backend, device_type=None):
     """Why `backend` cannot run on `device_type` ('cpu', 'cuda' or None for any), or None if it can."""
+    key = (backend, device_type)
+    if key not in _reasons:  # a plain dict, which torch.compile traces (it warns on lru_cache)
+        _reasons[key] = _reason(backend, device_type)
+    return _reasons[key]
+
+
+def _reason(backend, device_type):
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)} or 'auto', got {backend!r}")
     if backend == "reference":

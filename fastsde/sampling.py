@@ -1,0 +1,400 @@
+"""Samplers of Song et al. (ICLR 2021): predictor-corrector, probability-flow ODE, fast ODE solvers.
+
+Everything takes a score function score_fn(x, t) -> [B, ...] (x [B, ...], t [B]) and an SDE from
+fastsde.sde, and knows nothing of networks. Predictors and correctors are plain functions in
+registries (add your own with register_predictor / register_corrector):
+
+    predictor(sde, score_fn, x, t, probability_flow=False, generator=None) -> (x, x_mean)
+    corrector(sde, score_fn, x, t, snr, n_steps=1, generator=None, per_sample=False) -> (x, x_mean)
+
+Each update is one fused op of fastsde.ops with per-sample coefficients taken from the SDE, so a
+step has no host synchronisation and no Python work beyond the score call.
+"""
+import math
+import sys
+
+import torch
+
+from . import _random, ops
+from .sde import VESDE, VPSDE, subVPSDE
+
+PREDICTORS, CORRECTORS = {}, {}
+
+
+def register_predictor(name):
+    """Decorator: make a predictor available to pc_sample under `name`."""
+    def register(fn):
+        PREDICTORS[name] = fn
+        return fn
+    return register
+
+
+def register_corrector(name):
+    """Decorator: make a corrector available to pc_sample under `name`."""
+    def register(fn):
+        CORRECTORS[name] = fn
+        return fn
+    return register
+
+
+def _lookup(table, kind, name):
+    if name not in table:
+        raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(sorted(table))}")
+    return table[name]
+
+
+def score(score_fn, x, t):
+    """score_fn(x, t), checked to have x's shape."""
+    s = score_fn(x, t)
+    if not isinstance(s, torch.Tensor) or s.shape != x.shape:
+        got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
+        raise ValueError(f"score_fn returned {got} for x of shape {tuple(x.shape)}; it must return x's shape")
+    return s.to(x.dtype)
+
+
+@register_predictor("euler_maruyama")
+def euler_maruyama(sde, score_fn, x, t, probability_flow=False, generator=None):
+    """Euler-Maruyama step of the reverse SDE (Song et al. 2021, Eq. 6) with dt = -1/N."""
+    k = 0.5 if probability_flow else 1.0
+    g = sde.diffusion(t)
+    a, b = 1.0 - sde.drift_coef(t) / sde.N, k * g ** 2 / sde.N
+    c = None if probability_flow else g / math.sqrt(sde.N)
+    return ops.predictor_step(x, score(score_fn, x, t), a, b, c, generator=generator)
+
+
+@register_predictor("reverse_diffusion")
+def reverse_diffusion(sde, score_fn, x, t, probability_flow=False, generator=None):
+    """Reverse diffusion predictor (Song et al. 2021, Eq. 46): the forward discretisation run backwards."""
+    k = 0.5 if probability_flow else 1.0
+    f, G = sde.discretize_coef(t)
+    c = None if probability_flow else G
+    return ops.predictor_step(x, score(score_fn, x, t), 1.0 - f, k * G ** 2, c, generator=generator)
+
+
+@register_predictor("ancestral_sampling")
+def ancestral_sampling(sde, score_fn, x, t, probability_flow=False, generator=None):
+    """Ancestral sampling of SMLD (VE) or DDPM (VP) (Song et al. 2021, Eq. 47 and Appendix F)."""
+    if probability_flow:
+        raise ValueError("ancestral_sampling has no probability-flow form")
+    if isinstance(sde, VESDE):
+        sigma, prev = sde.discrete_sigma_pair(t)
+        d = sigma ** 2 - prev ** 2
+        a, b, c = torch.ones_like(t), d, torch.sqrt(prev ** 2 * d / sigma ** 2)
+    elif isinstance(sde, VPSDE) and not isinstance(sde, subVPSDE):
+        beta = sde.discrete_betas(t)[sde._index(t)]
+        a = 1.0 / torch.sqrt(1.0 - beta)
+        b, c = beta * a, torch.sqrt(beta)
+    else:
+        raise NotImplementedError(f"ancestral_sampling is defined for VESDE and VPSDE, not {type(sde).__name__}")
+    return ops.predictor_step(x, score(score_fn, x, t), a, b, c, generator=generator)
+
+
+@register_predictor("none")
+def no_predictor(sde, score_fn, x, t, probability_flow=False, generator=None):
+    """No predictor: x unchanged."""
+    return x, x
+
+
+@register_corrector("langevin")
+def langevin(sde, score_fn, x, t, snr, n_steps=1, generator=None, per_sample=False):
+    """Langevin MCMC corrector (Song et al. 2021, Alg. 4): step size from the signal-to-noise ratio
+    `snr`; norms averaged over the batch (official) or per sample (samples independent of the batch)."""
+    alpha = sde.langevin_alpha(t)
+    x_mean = x
+    for _ in range(n_steps):
+        x, x_mean = ops.langevin_step(x, score(score_fn, x, t), alpha, snr, generator=generator,
+                                      per_sample=per_sample)
+    return x, x_mean
+
+
+@register_corrector("ald")
+def annealed_langevin(sde, score_fn, x, t, snr, n_steps=1, generator=None, per_sample=False):
+    """Annealed Langevin dynamics of NCSN (Song & Ermon 2019): step 2 alpha (snr std(t))^2."""
+    eps = 2 * sde.langevin_alpha(t) * (snr * sde.marginal_coef(t)[1]) ** 2
+    x_mean = x
+    for _ in range(n_steps):
+        x, x_mean = ops.predictor_step(x, score(score_fn, x, t), 1.0, eps, torch.sqrt(2 * eps),
+                                       generator=generator)
+    return x, x_mean
+
+
+@register_corrector("none")
+def no_corrector(sde, score_fn, x, t, snr, n_steps=1, generator=None, per_sample=False):
+    """No corrector: x unchanged."""
+    return x, x
+
+
+def _device_of(generator, device):
+    if device is not None:
+        return torch.device(device)
+    if isinstance(generator, torch.Generator):
+        return generator.device
+    return torch.device("cpu")
+
+
+def _check_eps(eps, sde):
+    if not 0 < eps < sde.T:
+        raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps}")
+
+
+class _Watch:
+    """Finds the first step whose state is not finite without a host sync per step; checked once."""
+
+    def __init__(self, device):
+        self.first = torch.full((), -1, dtype=torch.long, device=device)
+
+    def update(self, i, x):
+        bad = ~torch.isfinite(x).all()
+        self.first = torch.where(bad & (self.first < 0), torch.full_like(self.first, i), self.first)
+
+    def check(self, times, what):
+        i = int(self.first)
+        if i >= 0:
+            raise FloatingPointError(f"{what}: NaN or Inf in the state at step {i} (t = {float(times[i]):.6g})")
+
+
+def _steps(n, progress, label):
+    if not progress:
+        return range(n)
+    return _ProgressRange(n, label)
+
+
+class _ProgressRange:
+    """range(n) that draws a one-line progress bar on stderr."""
+
+    def __init__(self, n, label):
+        self.n, self.label = n, label
+
+    def __iter__(self):
+        width = 30
+        for i in range(self.n):
+            if i % max(1, self.n // 100) == 0 or i == self.n - 1:
+                done = (i + 1) * width // self.n
+                sys.stderr.write(f"\r{self.label} [{'#' * done}{'.' * (width - done)}] {i + 1}/{self.n}")
+                sys.stderr.flush()
+            yield i
+        sys.stderr.write("\n")
+
+
+def pc_sample(score_fn, sde, shape, predictor="reverse_diffusion", corrector="langevin", snr=0.16,
+              n_steps=1, probability_flow=False, denoise=True, eps=1e-3, generator=None, device=None,
+              per_sample=False, progress=False):
+    """Predictor-corrector sampling (Song et al. 2021, Alg. 1): at each of N times from T to eps,
+    n_steps corrector steps then one predictor step, the official order.
+
+    shape: [B, ...]. generator: a torch.Generator, or one per sample (a list of generators or of
+    integer seeds) so that each sample is the same whatever the batch; with the official
+    batch-averaged Langevin step that cannot hold, so pass per_sample=True as well.
+    Returns (x, nfe): the last x_mean when `denoise` (the official noise removal), else the last x;
+    nfe = N (n_steps + 1).
+    """
+    predictor_fn = _lookup(PREDICTORS, "predictor", predictor)
+    corrector_fn = _lookup(CORRECTORS, "corrector", corrector)
+    _check_eps(eps, sde)
+    device = _device_of(generator, device)
+    generator = _random.as_generator(generator, device)
+    with torch.no_grad():
+        x = sde.prior_sampling(shape, generator, device=device)
+        timesteps = torch.linspace(sde.T, eps, sde.N, device=device)
+        watch = _Watch(device)
+        x_mean = x
+        for i in _steps(sde.N, progress, "pc_sample"):
+            t = timesteps[i].expand(shape[0])
+            x, x_mean = corrector_fn(sde, score_fn, x, t, snr, n_steps, generator, per_sample)
+            x, x_mean = predictor_fn(sde, score_fn, x, t, probability_flow, generator)
+            watch.update(i, x)
+        watch.check(timesteps, "pc_sample")
+    return (x_mean if denoise else x), sde.N * (n_steps + 1)
+
+
+# Dormand-Prince 5(4) tableau, as scipy's RK45 (the official ODE sampler's solver).
+_DP_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0)
+_DP_A = ((), (1 / 5,), (3 / 40, 9 / 40), (44 / 45, -56 / 15, 32 / 9),
+         (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+         (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656))
+_DP_B = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84)
+_DP_E = (-71 / 57600, 0.0, 71 / 16695, -71 / 1920, 17253 / 339200, -22 / 525, 1 / 40)
+
+
+def _rms(v):
+    return float(torch.sqrt(torch.mean(v.double() ** 2)))
+
+
+def solve_rk45(f, y, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100_000):
+    """Integrates dy/dt = f(t, y) from t0 to t1 with adaptive Dormand-Prince 5(4) steps, on y's device.
+
+    The step control is scipy's RK45 (error in the RMS norm over all of y, scaled by
+    atol + rtol |y|; the same initial step choice and step factors), so results and evaluation counts
+    follow the official scipy-based code; only one scalar per step goes to the host.
+    y: a tensor (the whole batch is one system, as in the official code). Returns (y(t1), nfe).
+    """
+    direction = 1.0 if t1 > t0 else -1.0
+    t, nfe = t0, 0
+
+    def fn(t, y):
+        nonlocal nfe
+        nfe += 1
+        return f(t, y)
+
+    f0 = fn(t, y)
+    scale = atol + y.abs() * rtol
+    d0, d1 = _rms(y / scale), _rms(f0 / scale)
+    h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+    f1 = fn(t + direction * h0, y + direction * h0 * f0)
+    d2 = _rms((f1 - f0) / scale) / h0
+    h1 = max(1e-6, h0 * 1e-3) if max(d1, d2) <= 1e-15 else (0.01 / max(d1, d2)) ** (1 / 5)
+    h = min(100 * h0, h1, abs(t1 - t0))
+    for _ in range(max_steps):
+        if direction * (t1 - t) <= 0:
+            return y, nfe
+        h = min(h, abs(t1 - t))
+        while True:
+            dt = direction * h
+            K = [f0]
+            for c, a in zip(_DP_C[1:], _DP_A[1:]):
+                K.append(fn(t + c * dt, y + dt * sum(ai * k for ai, k in zip(a, K))))
+            y_new = y + dt * sum(b * k for b, k in zip(_DP_B, K) if b)
+            f_new = fn(t + dt, y_new)
+            K.append(f_new)
+            err = dt * sum(e * k for e, k in zip(_DP_E, K) if e)
+            err_norm = _rms(err / (atol + torch.maximum(y.abs(), y_new.abs()) * rtol))
+            if err_norm < 1:
+                factor = 10.0 if err_norm == 0 else min(10.0, 0.9 * err_norm ** -0.2)
+                t, y, f0 = t + dt, y_new, f_new
+                h *= factor
+                break
+            if not math.isfinite(err_norm):
+                raise FloatingPointError(f"solve_rk45: NaN or Inf in the state near t = {t:.6g}")
+            h *= max(0.2, 0.9 * err_norm ** -0.2)
+            if h < 1e-12:
+                raise RuntimeError(f"solve_rk45: step size underflow at t = {t:.6g}")
+    raise RuntimeError(f"solve_rk45: no convergence in {max_steps} steps (at t = {t:.6g})")
+
+
+def denoise_step(sde, score_fn, x, eps):
+    """The official noise removal of the ODE sampler: the mean of a reverse-diffusion step at eps."""
+    t = torch.full((x.shape[0],), eps, device=x.device)
+    f, G = sde.discretize_coef(t)
+    return ops.predictor_step(x, score(score_fn, x, t), 1.0 - f, G ** 2)[1]
+
+
+def _ode_drift(sde, score_fn):
+    """The probability-flow ODE's right-hand side, f(t, x) with scalar t."""
+    rsde = sde.reverse(lambda x, t: score(score_fn, x, t), probability_flow=True)
+    return lambda t, x: rsde.sde(x, torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype))[0]
+
+
+def _denoised(sde, score_fn, x, t):
+    """Tweedie's estimate of x(0) from x(t): (x + std^2 score) / alpha."""
+    alpha, std = sde.marginal_coef(t)
+    s = score(score_fn, x, t)
+    return (x + (std ** 2).view(-1, *[1] * (x.dim() - 1)) * s) / alpha.view(-1, *[1] * (x.dim() - 1))
+
+
+def noise_level_steps(sde, steps, eps, rho=7.0, device=None):
+    """Times T = t_0 > ... > t_steps = eps whose noise levels sigma(t) follow EDM's rho schedule
+    (Karras et al. 2022, Eq. 5): dense near the data, where the ODE bends most."""
+    ends = torch.tensor([sde.T, eps], dtype=torch.float64)
+    s_max, s_min = sde.noise_level(ends).tolist()
+    i = torch.arange(steps + 1, dtype=torch.float64) / steps
+    sigmas = (s_max ** (1 / rho) + i * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
+    t = sde.noise_level_time(sigmas)
+    t[0], t[-1] = sde.T, eps
+    return t.to(device=device, dtype=torch.float32)
+
+
+def heun(sde, score_fn, x, times):
+    """Heun's 2nd-order method on the probability-flow ODE in EDM's form (Karras et al. 2022, Alg. 1):
+    x/alpha moves along dx/dsigma = -sigma alpha score, an Euler step corrected by the trapezoid rule,
+    the last step plain Euler. Returns (x, nfe)."""
+    B, view = x.shape[0], (-1,) + (1,) * (x.dim() - 1)
+    nfe = 0
+
+    def slope(x_hat, t):  # d(x/alpha)/dsigma = -sigma grad_{x/alpha} log p = -std(t) score(x, t)
+        nonlocal nfe
+        nfe += 1
+        tt = t.expand(B)
+        alpha, std = sde.marginal_coef(tt)
+        return -std.view(view) * score(score_fn, alpha.view(view) * x_hat, tt)
+
+    alpha0 = sde.marginal_coef(times[:1].expand(B))[0].view(view)
+    x_hat = x / alpha0
+    sigmas = sde.noise_level(times)
+    for i in range(len(times) - 1):
+        h = sigmas[i + 1] - sigmas[i]
+        d = slope(x_hat, times[i])
+        x_next = x_hat + h * d
+        if i < len(times) - 2:
+            x_next = x_hat + h * (d + slope(x_next, times[i + 1])) / 2
+        x_hat = x_next
+    return sde.marginal_coef(times[-1:].expand(B))[0].view(view) * x_hat, nfe
+
+
+def dpmpp_2m(sde, score_fn, x, times):
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): multistep 2nd order in the data-prediction form,
+    with alpha and std from the SDE's marginals (VE, VP and sub-VP alike). Returns (x, nfe)."""
+    B, view = x.shape[0], (-1,) + (1,) * (x.dim() - 1)
+    alphas, stds = sde.marginal_coef(times)
+    lambdas = torch.log(alphas / stds)
+    x0_prev, h_prev = None, None
+    for i in range(len(times) - 1):
+        x0 = _denoised(sde, score_fn, x, times[i].expand(B))
+        h = lambdas[i + 1] - lambdas[i]
+        if x0_prev is None:
+            D = x0
+        else:
+            r = h_prev / h
+            D = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
+        x = (stds[i + 1] / stds[i]) * x - alphas[i + 1] * torch.expm1(-h) * D
+        x0_prev, h_prev = x0, h
+    return x, len(times) - 1
+
+
+FAST_SOLVERS = {"heun": heun, "dpmpp_2m": dpmpp_2m}
+
+
+def ode_sample(score_fn, sde, shape, method="RK45", rtol=1e-5, atol=1e-5, steps=None, denoise=True,
+               eps=1e-3, z=None, generator=None, device=None):
+    """Samples by solving the probability-flow ODE (Song et al. 2021, Sec. 4.3) from T to eps.
+
+    method: 'RK45' (adaptive Dormand-Prince on the device, rtol/atol), 'scipy' (the official
+    scipy.integrate.solve_ivp path, float64 on the host), or a fixed-step fast solver 'heun' or
+    'dpmpp_2m' with `steps` steps on EDM's noise-level schedule. z: the prior sample to start from
+    (default: drawn with `generator`). denoise: one reverse-diffusion step at eps, taking its mean
+    (the official noise removal). Returns (x, nfe), nfe counting every score evaluation.
+    """
+    _check_eps(eps, sde)
+    device = _device_of(generator, device) if z is None else z.device
+    if method not in ("RK45", "scipy", *FAST_SOLVERS):
+        raise ValueError(f"unknown method {method!r}; known: RK45, scipy, {', '.join(FAST_SOLVERS)}")
+    if method in FAST_SOLVERS and (not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"method {method!r} needs steps, a positive integer, got {steps!r}")
+    with torch.no_grad():
+        x = sde.prior_sampling(shape, _random.as_generator(generator, device), device=device) if z is None else z
+        if method == "RK45":
+            x, nfe = solve_rk45(_ode_drift(sde, score_fn), x, sde.T, eps, rtol, atol)
+        elif method == "scipy":
+            x, nfe = _solve_scipy(_ode_drift(sde, score_fn), x, sde.T, eps, rtol, atol)
+        else:
+            x, nfe = FAST_SOLVERS[method](sde, score_fn, x, noise_level_steps(sde, steps, eps, device=device))
+        if denoise:
+            x = denoise_step(sde, score_fn, x, eps)
+            nfe += 1
+    return x, nfe
+
+
+def _solve_scipy(f, x, t0, t1, rtol, atol):
+    try:
+        from scipy import integrate
+    except ImportError as e:
+        raise ImportError("method='scipy' needs scipy (pip install scipy); method='RK45' does not") from e
+    shape, device = x.shape, x.device
+
+    def rhs(t, y):
+        state = torch.from_numpy(y).to(device=device, dtype=torch.float32).reshape(shape)
+        return f(t, state).detach().cpu().double().numpy().reshape(-1)
+
+    sol = integrate.solve_ivp(rhs, (t0, t1), x.detach().cpu().double().numpy().reshape(-1),
+                              rtol=rtol, atol=atol, method="RK45")
+    y = torch.from_numpy(sol.y[:, -1]).to(device=device, dtype=torch.float32).reshape(shape)
+    return y, sol.nfev
