@@ -135,6 +135,11 @@ class VPSDE(SDE):
         return self._table("betas", lambda dtype: torch.linspace(
             self.beta_0 / self.N, self.beta_1 / self.N, self.N, dtype=dtype), t)
 
+    def sqrt_1m_alphas_cumprod(self, t):
+        """sqrt(1 - prod_{j<=i} (1 - beta_j)) of DDPM, as a table over the N steps (indexed by labels)."""
+        return self._table("sqrt_1m_acp", lambda dtype: torch.sqrt(1.0 - torch.cumprod(
+            1.0 - torch.linspace(self.beta_0 / self.N, self.beta_1 / self.N, self.N, dtype=dtype), 0)), t)
+
     def beta(self, t):
         return self.beta_0 + t * (self.beta_1 - self.beta_0)
 
