@@ -19,6 +19,11 @@ inline at::MemoryFormat output_format(const at::Tensor& x) {
   return at::MemoryFormat::Contiguous;
 }
 
+// The dtype kernels accumulate in (and store statistics and coefficients in) for x's dtype.
+inline at::ScalarType acc_type(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
 inline bool is_float_type(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }
@@ -100,7 +105,7 @@ inline int64_t check_group_norm_backward(const at::Tensor& grad_y, const at::Ten
   TORCH_CHECK(grad_y.sizes() == x.sizes() && grad_y.scalar_type() == x.scalar_type() &&
                   grad_y.device() == x.device(),
               "group_norm_backward: grad_y must match x in shape, dtype and device");
-  const auto stat_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto stat_type = acc_type(x);
   TORCH_CHECK(mean.sizes() == rstd.sizes() && mean.size(0) == x.size(0) &&
                   mean.scalar_type() == stat_type && rstd.scalar_type() == stat_type &&
                   mean.device() == x.device() && rstd.device() == x.device(),
@@ -134,6 +139,53 @@ inline void check_step(const char* op, const at::Tensor& x, const at::Tensor& sc
     TORCH_CHECK(t->device() == x.device(), op, ": ", name, " must be on the device of x (",
                 x.device(), "), got ", t->device());
   }
+}
+
+// The operands of a GroupNorm call as the kernels take them: x as [N, C, L] contiguous data, the
+// affine parameters (undefined when absent), and what the outputs look like.
+struct GroupNormArgs {
+  at::Tensor x, weight, bias;
+  int64_t N, C, L, G;
+  at::MemoryFormat fmt;
+
+  template <typename T>
+  const T* w() const { return weight.defined() ? weight.const_data_ptr<T>() : nullptr; }
+  template <typename T>
+  const T* b() const { return bias.defined() ? bias.const_data_ptr<T>() : nullptr; }
+  at::Tensor empty(int64_t rows, int64_t cols) const {
+    return at::empty({rows, cols}, x.options().dtype(acc_type(x)));
+  }
+};
+
+inline GroupNormArgs group_norm_args(const at::Tensor& x, int64_t G,
+                                     const std::optional<at::Tensor>& weight,
+                                     const std::optional<at::Tensor>& bias) {
+  const int64_t N = x.size(0), C = x.size(1);
+  return {x.contiguous(), weight.has_value() ? weight->contiguous() : at::Tensor(),
+          bias.has_value() ? bias->contiguous() : at::Tensor(), N, C, x.numel() / (N * C), G,
+          output_format(x)};
+}
+
+// Operands of a fused sampler step as the kernels take them: [B, D] contiguous data and the
+// outputs (x_new, x_mean), allocated.
+struct StepArgs {
+  at::Tensor x, score, noise, x_new, x_mean;
+  int64_t B, D;
+  at::MemoryFormat fmt;
+
+  template <typename T>
+  const T* z() const { return noise.defined() ? noise.const_data_ptr<T>() : nullptr; }
+  std::tuple<at::Tensor, at::Tensor> outputs() const {
+    return {x_new.contiguous(fmt), x_mean.contiguous(fmt)};
+  }
+};
+
+inline StepArgs step_args(const at::Tensor& x_in, const at::Tensor& score,
+                          const std::optional<at::Tensor>& noise) {
+  const at::Tensor x = x_in.contiguous();
+  return {x, score.contiguous(), noise.has_value() ? noise->contiguous() : at::Tensor(),
+          at::empty_like(x), at::empty_like(x), x.size(0), x.numel() / x.size(0),
+          output_format(x_in)};
 }
 
 }  // namespace fastsde

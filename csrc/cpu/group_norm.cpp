@@ -144,24 +144,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_cpu(const at::Tensor& 
                                                               const std::optional<at::Tensor>& bias,
                                                               double eps, bool silu) {
   check_group_norm(x_in, num_groups, weight, bias);
-  const auto fmt = output_format(x_in);
-  const at::Tensor x = x_in.contiguous();
-  const int64_t N = x.size(0), C = x.size(1), L = x.numel() / (N * C);
-  at::Tensor y = at::empty_like(x);
-  const auto stat_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor mean = at::empty({N, num_groups}, x.options().dtype(stat_type));
-  at::Tensor rstd = at::empty({N, num_groups}, x.options().dtype(stat_type));
-  const at::Tensor w = weight.has_value() ? weight->contiguous() : at::Tensor();
-  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "group_norm_cpu", [&] {
+  const GroupNormArgs a = group_norm_args(x_in, num_groups, weight, bias);
+  at::Tensor y = at::empty_like(a.x), mean = a.empty(a.N, a.G), rstd = a.empty(a.N, a.G);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "group_norm_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(),
-                             w.defined() ? w.const_data_ptr<scalar_t>() : nullptr,
-                             b.defined() ? b.const_data_ptr<scalar_t>() : nullptr,
+    forward_kernel<scalar_t>(a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(), a.b<scalar_t>(),
                              y.mutable_data_ptr<scalar_t>(), mean.mutable_data_ptr<acc_t>(),
-                             rstd.mutable_data_ptr<acc_t>(), N, C, L, num_groups, eps, silu);
+                             rstd.mutable_data_ptr<acc_t>(), a.N, a.C, a.L, a.G, eps, silu);
   });
-  return {y.contiguous(fmt), mean, rstd};
+  return {y.contiguous(a.fmt), mean, rstd};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward_cpu(
@@ -169,27 +160,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward_cpu(
     const at::Tensor& rstd_in, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, bool silu) {
   const int64_t G = check_group_norm_backward(grad_y, x_in, mean_in, rstd_in, weight, bias);
-  const int64_t N = x_in.size(0), C = x_in.size(1), L = x_in.numel() / (N * C);
-  const auto stat_type = x_in.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const auto fmt = output_format(x_in);
-  const at::Tensor x = x_in.contiguous(), dy = grad_y.contiguous();
-  const at::Tensor mean = mean_in.contiguous(), rstd = rstd_in.contiguous();
-  const at::Tensor w = weight.has_value() ? weight->contiguous() : at::Tensor();
-  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
-  at::Tensor dx = at::empty_like(x);
-  at::Tensor ds_nc = at::empty({N, C}, x.options().dtype(stat_type));
-  at::Tensor db_nc = at::empty({N, C}, x.options().dtype(stat_type));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "group_norm_bwd_cpu", [&] {
+  const GroupNormArgs a = group_norm_args(x_in, G, weight, bias);
+  const at::Tensor dy = grad_y.contiguous(), mean = mean_in.contiguous(), rstd = rstd_in.contiguous();
+  at::Tensor dx = at::empty_like(a.x), ds_nc = a.empty(a.N, a.C), db_nc = a.empty(a.N, a.C);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "group_norm_bwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    backward_kernel<scalar_t>(dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+    backward_kernel<scalar_t>(dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(),
                               mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
-                              w.defined() ? w.const_data_ptr<scalar_t>() : nullptr,
-                              b.defined() ? b.const_data_ptr<scalar_t>() : nullptr,
-                              dx.mutable_data_ptr<scalar_t>(), ds_nc.mutable_data_ptr<acc_t>(),
-                              db_nc.mutable_data_ptr<acc_t>(), N, C, L, G, silu);
+                              a.w<scalar_t>(), a.b<scalar_t>(), dx.mutable_data_ptr<scalar_t>(),
+                              ds_nc.mutable_data_ptr<acc_t>(), db_nc.mutable_data_ptr<acc_t>(), a.N,
+                              a.C, a.L, a.G, silu);
   });
   // Second, deterministic stage of the parameter gradients: a fixed-order sum over samples.
-  return {dx.contiguous(fmt), ds_nc.sum(0).to(x.scalar_type()), db_nc.sum(0).to(x.scalar_type())};
+  return {dx.contiguous(a.fmt), ds_nc.sum(0).to(a.x.scalar_type()), db_nc.sum(0).to(a.x.scalar_type())};
 }
 
 }  // namespace

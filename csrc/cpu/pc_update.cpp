@@ -48,27 +48,18 @@ std::vector<double> sample_norms(const T* v, int64_t B, int64_t D) {
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> run_affine(const at::Tensor& x_in, const at::Tensor& score,
-                                              const std::optional<at::Tensor>& noise,
-                                              const at::Tensor& a, const at::Tensor& b,
-                                              const at::Tensor& c) {
-  const auto fmt = output_format(x_in);
-  const at::Tensor x = x_in.contiguous(), s = score.contiguous();
-  const at::Tensor z = noise.has_value() ? noise->contiguous() : at::Tensor();
-  const int64_t B = x.size(0), D = x.numel() / B;
-  at::Tensor x_new = at::empty_like(x), x_mean = at::empty_like(x);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pc_step_cpu", [&] {
+std::tuple<at::Tensor, at::Tensor> run_affine(const StepArgs& s, const at::Tensor& a,
+                                              const at::Tensor& b, const at::Tensor& c) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.x.scalar_type(), "pc_step_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
-    const at::Tensor ac = a.to(acc_type).contiguous(), bc = b.to(acc_type).contiguous(),
-                     cc = c.to(acc_type).contiguous();
-    affine_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), s.const_data_ptr<scalar_t>(),
-                            z.defined() ? z.const_data_ptr<scalar_t>() : nullptr,
-                            ac.const_data_ptr<acc_t>(), bc.const_data_ptr<acc_t>(),
-                            cc.const_data_ptr<acc_t>(), x_new.mutable_data_ptr<scalar_t>(),
-                            x_mean.mutable_data_ptr<scalar_t>(), B, D);
+    const auto acc = acc_type(s.x);
+    const at::Tensor ac = a.to(acc).contiguous(), bc = b.to(acc).contiguous(), cc = c.to(acc).contiguous();
+    affine_kernel<scalar_t>(s.x.const_data_ptr<scalar_t>(), s.score.const_data_ptr<scalar_t>(),
+                            s.z<scalar_t>(), ac.const_data_ptr<acc_t>(), bc.const_data_ptr<acc_t>(),
+                            cc.const_data_ptr<acc_t>(), s.x_new.mutable_data_ptr<scalar_t>(),
+                            s.x_mean.mutable_data_ptr<scalar_t>(), s.B, s.D);
   });
-  return {x_new.contiguous(fmt), x_mean.contiguous(fmt)};
+  return s.outputs();
 }
 
 std::tuple<at::Tensor, at::Tensor> predictor_step_cpu(const at::Tensor& x, const at::Tensor& score,
@@ -76,7 +67,7 @@ std::tuple<at::Tensor, at::Tensor> predictor_step_cpu(const at::Tensor& x, const
                                                       const at::Tensor& a, const at::Tensor& b,
                                                       const at::Tensor& c) {
   check_step("predictor_step", x, score, noise, {{&a, "a"}, {&b, "b"}, {&c, "c"}});
-  return run_affine(x, score, noise, a, b, c);
+  return run_affine(step_args(x, score, noise), a, b, c);
 }
 
 // The step size needs the norms before the update, so the norms are a first, read-only pass; the
@@ -85,12 +76,12 @@ std::tuple<at::Tensor, at::Tensor> langevin_step_cpu(const at::Tensor& x, const 
                                                      const at::Tensor& noise, const at::Tensor& alpha,
                                                      double snr, bool per_sample) {
   check_step("langevin_step", x, score, noise, {{&alpha, "alpha"}});
-  const int64_t B = x.size(0), D = x.numel() / B;
-  const at::Tensor s = score.contiguous(), z = noise.contiguous();
+  const StepArgs s = step_args(x, score, noise);
+  const int64_t B = s.B;
   std::vector<double> gn, nn;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "langevin_norms", [&] {
-    gn = sample_norms(s.const_data_ptr<scalar_t>(), B, D);
-    nn = sample_norms(z.const_data_ptr<scalar_t>(), B, D);
+    gn = sample_norms(s.score.const_data_ptr<scalar_t>(), B, s.D);
+    nn = sample_norms(s.z<scalar_t>(), B, s.D);
   });
   if (!per_sample) {
     double g = 0, n = 0;
@@ -105,7 +96,7 @@ std::tuple<at::Tensor, at::Tensor> langevin_step_cpu(const at::Tensor& x, const 
     const double ratio = snr * nn[i] / gn[i];
     e[i] = 2.0 * al.const_data_ptr<double>()[i] * ratio * ratio;
   }
-  return run_affine(x, s, z, at::ones_like(eps), eps, (2.0 * eps).sqrt());
+  return run_affine(s, at::ones_like(eps), eps, (2.0 * eps).sqrt());
 }
 
 }  // namespace

@@ -130,39 +130,28 @@ __global__ void dx_kernel(const T* __restrict__ dy, const T* __restrict__ x,
   }
 }
 
-template <typename T>
-const T* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<T>() : nullptr;
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_cuda(
     const at::Tensor& x_in, int64_t num_groups, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, double eps, bool silu) {
   check_group_norm(x_in, num_groups, weight, bias);
   const c10::cuda::CUDAGuard guard(x_in.device());
-  const auto fmt = output_format(x_in);
-  const at::Tensor x = x_in.contiguous();
-  const int64_t N = x.size(0), C = x.size(1), L = x.numel() / (N * C), Cg = C / num_groups;
-  const auto stat_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor y = at::empty_like(x);
-  at::Tensor mean = at::empty({N, num_groups}, x.options().dtype(stat_type));
-  at::Tensor rstd = at::empty({N, num_groups}, x.options().dtype(stat_type));
-  const at::Tensor w = weight.has_value() ? weight->contiguous() : at::Tensor();
-  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
+  const GroupNormArgs a = group_norm_args(x_in, num_groups, weight, bias);
+  at::Tensor y = at::empty_like(a.x), mean = a.empty(a.N, a.G), rstd = a.empty(a.N, a.G);
+  const int64_t Cg = a.C / a.G, total = a.x.numel();
   const auto stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "group_norm_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "group_norm_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    stats_kernel<scalar_t, acc_t><<<N * num_groups, 512, 0, stream>>>(
-        x.const_data_ptr<scalar_t>(), mean.mutable_data_ptr<acc_t>(), rstd.mutable_data_ptr<acc_t>(),
-        Cg * L, eps);
+    stats_kernel<scalar_t, acc_t><<<a.N * a.G, 512, 0, stream>>>(
+        a.x.const_data_ptr<scalar_t>(), mean.mutable_data_ptr<acc_t>(),
+        rstd.mutable_data_ptr<acc_t>(), Cg * a.L, eps);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    apply_kernel<scalar_t, acc_t><<<blocks_for(x.numel()), kThreads, 0, stream>>>(
-        x.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(w), ptr_or_null<scalar_t>(b),
+    apply_kernel<scalar_t, acc_t><<<blocks_for(total), kThreads, 0, stream>>>(
+        a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(), a.b<scalar_t>(),
         mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(), y.mutable_data_ptr<scalar_t>(),
-        x.numel(), C, L, Cg, silu);
+        total, a.C, a.L, Cg, silu);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {y.contiguous(fmt), mean, rstd};
+  return {y.contiguous(a.fmt), mean, rstd};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward_cuda(
@@ -171,38 +160,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward_cuda(
     const std::optional<at::Tensor>& bias, bool silu) {
   const int64_t G = check_group_norm_backward(grad_y, x_in, mean_in, rstd_in, weight, bias);
   const c10::cuda::CUDAGuard guard(x_in.device());
-  const int64_t N = x_in.size(0), C = x_in.size(1), L = x_in.numel() / (N * C), Cg = C / G;
-  const auto stat_type = x_in.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const auto fmt = output_format(x_in);
-  const at::Tensor x = x_in.contiguous(), dy = grad_y.contiguous();
-  const at::Tensor mean = mean_in.contiguous(), rstd = rstd_in.contiguous();
-  const at::Tensor w = weight.has_value() ? weight->contiguous() : at::Tensor();
-  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
-  at::Tensor dx = at::empty_like(x);
-  at::Tensor ds = at::empty({N, C}, x.options().dtype(stat_type));
-  at::Tensor db = at::empty({N, C}, x.options().dtype(stat_type));
-  at::Tensor k1 = at::empty({N, G}, x.options().dtype(stat_type));
-  at::Tensor k2 = at::empty({N, G}, x.options().dtype(stat_type));
+  const GroupNormArgs a = group_norm_args(x_in, G, weight, bias);
+  const at::Tensor dy = grad_y.contiguous(), mean = mean_in.contiguous(), rstd = rstd_in.contiguous();
+  at::Tensor dx = at::empty_like(a.x), ds = a.empty(a.N, a.C), db = a.empty(a.N, a.C);
+  at::Tensor k1 = a.empty(a.N, a.G), k2 = a.empty(a.N, a.G);
+  const int64_t Cg = a.C / a.G, total = a.x.numel();
   const auto stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "group_norm_bwd_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "group_norm_bwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    channel_sums_kernel<scalar_t, acc_t><<<N * C, kThreads, 0, stream>>>(
-        dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(w),
-        ptr_or_null<scalar_t>(b), mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
-        ds.mutable_data_ptr<acc_t>(), db.mutable_data_ptr<acc_t>(), C, L, Cg, silu);
+    channel_sums_kernel<scalar_t, acc_t><<<a.N * a.C, kThreads, 0, stream>>>(
+        dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(),
+        a.b<scalar_t>(), mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
+        ds.mutable_data_ptr<acc_t>(), db.mutable_data_ptr<acc_t>(), a.C, a.L, Cg, silu);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    group_coef_kernel<scalar_t, acc_t><<<blocks_for(N * G), kThreads, 0, stream>>>(
-        ptr_or_null<scalar_t>(w), ds.const_data_ptr<acc_t>(), db.const_data_ptr<acc_t>(),
-        k1.mutable_data_ptr<acc_t>(), k2.mutable_data_ptr<acc_t>(), N * G, C, Cg, Cg * L);
+    group_coef_kernel<scalar_t, acc_t><<<blocks_for(a.N * a.G), kThreads, 0, stream>>>(
+        a.w<scalar_t>(), ds.const_data_ptr<acc_t>(), db.const_data_ptr<acc_t>(),
+        k1.mutable_data_ptr<acc_t>(), k2.mutable_data_ptr<acc_t>(), a.N * a.G, a.C, Cg, Cg * a.L);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    dx_kernel<scalar_t, acc_t><<<blocks_for(x.numel()), kThreads, 0, stream>>>(
-        dy.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(w),
-        ptr_or_null<scalar_t>(b), mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
+    dx_kernel<scalar_t, acc_t><<<blocks_for(total), kThreads, 0, stream>>>(
+        dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(),
+        a.b<scalar_t>(), mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
         k1.const_data_ptr<acc_t>(), k2.const_data_ptr<acc_t>(), dx.mutable_data_ptr<scalar_t>(),
-        x.numel(), C, L, Cg, silu);
+        total, a.C, a.L, Cg, silu);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {dx.contiguous(fmt), ds.sum(0).to(x.scalar_type()), db.sum(0).to(x.scalar_type())};
+  return {dx.contiguous(a.fmt), ds.sum(0).to(a.x.scalar_type()), db.sum(0).to(a.x.scalar_type())};
 }
 
 }  // namespace

@@ -69,29 +69,21 @@ __global__ void langevin_coef_kernel(const double* __restrict__ sq_s, const doub
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> run_affine(const at::Tensor& x_in, const at::Tensor& score,
-                                              const std::optional<at::Tensor>& noise,
-                                              const at::Tensor& a, const at::Tensor& b,
-                                              const at::Tensor& c) {
-  const auto fmt = output_format(x_in);
-  const at::Tensor x = x_in.contiguous(), s = score.contiguous();
-  const at::Tensor z = noise.has_value() ? noise->contiguous() : at::Tensor();
-  const int64_t B = x.size(0), D = x.numel() / B;
-  at::Tensor x_new = at::empty_like(x), x_mean = at::empty_like(x);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "pc_step_cuda", [&] {
+std::tuple<at::Tensor, at::Tensor> run_affine(const StepArgs& s, const at::Tensor& a,
+                                              const at::Tensor& b, const at::Tensor& c) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.x.scalar_type(), "pc_step_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto acc_type = c10::CppTypeToScalarType<acc_t>::value;
-    const at::Tensor ac = a.to(acc_type).contiguous(), bc = b.to(acc_type).contiguous(),
-                     cc = c.to(acc_type).contiguous();
+    const auto acc = acc_type(s.x);
+    const at::Tensor ac = a.to(acc).contiguous(), bc = b.to(acc).contiguous(), cc = c.to(acc).contiguous();
     affine_kernel<scalar_t, acc_t>
-        <<<blocks_for(x.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-            x.const_data_ptr<scalar_t>(), s.const_data_ptr<scalar_t>(),
-            z.defined() ? z.const_data_ptr<scalar_t>() : nullptr, ac.const_data_ptr<acc_t>(),
-            bc.const_data_ptr<acc_t>(), cc.const_data_ptr<acc_t>(),
-            x_new.mutable_data_ptr<scalar_t>(), x_mean.mutable_data_ptr<scalar_t>(), x.numel(), D);
+        <<<blocks_for(s.x.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+            s.x.const_data_ptr<scalar_t>(), s.score.const_data_ptr<scalar_t>(), s.z<scalar_t>(),
+            ac.const_data_ptr<acc_t>(), bc.const_data_ptr<acc_t>(), cc.const_data_ptr<acc_t>(),
+            s.x_new.mutable_data_ptr<scalar_t>(), s.x_mean.mutable_data_ptr<scalar_t>(), s.x.numel(),
+            s.D);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {x_new.contiguous(fmt), x_mean.contiguous(fmt)};
+  return s.outputs();
 }
 
 std::tuple<at::Tensor, at::Tensor> predictor_step_cuda(const at::Tensor& x, const at::Tensor& score,
@@ -100,7 +92,7 @@ std::tuple<at::Tensor, at::Tensor> predictor_step_cuda(const at::Tensor& x, cons
                                                        const at::Tensor& c) {
   check_step("predictor_step", x, score, noise, {{&a, "a"}, {&b, "b"}, {&c, "c"}});
   const c10::cuda::CUDAGuard guard(x.device());
-  return run_affine(x, score, noise, a, b, c);
+  return run_affine(step_args(x, score, noise), a, b, c);
 }
 
 std::tuple<at::Tensor, at::Tensor> langevin_step_cuda(const at::Tensor& x, const at::Tensor& score,
@@ -109,26 +101,25 @@ std::tuple<at::Tensor, at::Tensor> langevin_step_cuda(const at::Tensor& x, const
                                                       bool per_sample) {
   check_step("langevin_step", x, score, noise, {{&alpha, "alpha"}});
   const c10::cuda::CUDAGuard guard(x.device());
-  const int64_t B = x.size(0), D = x.numel() / B;
-  const at::Tensor s = score.contiguous(), z = noise.contiguous();
+  const StepArgs s = step_args(x, score, noise);
+  const int64_t B = s.B;
   at::Tensor sq = at::empty({2, B}, x.options().dtype(at::kDouble));
-  const auto acc_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor coef = at::empty({3, B}, x.options().dtype(acc_type));
+  at::Tensor coef = at::empty({3, B}, x.options().dtype(acc_type(x)));
   const auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "langevin_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     norms_kernel<scalar_t><<<B, kThreads, 0, stream>>>(
-        s.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(), sq.mutable_data_ptr<double>(),
-        sq.mutable_data_ptr<double>() + B, D);
+        s.score.const_data_ptr<scalar_t>(), s.z<scalar_t>(), sq.mutable_data_ptr<double>(),
+        sq.mutable_data_ptr<double>() + B, s.D);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    const at::Tensor al = alpha.to(acc_type).contiguous();
+    const at::Tensor al = alpha.to(acc_type(x)).contiguous();
     acc_t* cp = coef.mutable_data_ptr<acc_t>();
     langevin_coef_kernel<acc_t><<<1, 1024, 0, stream>>>(
         sq.const_data_ptr<double>(), sq.const_data_ptr<double>() + B, al.const_data_ptr<acc_t>(),
         cp, cp + B, cp + 2 * B, B, snr, per_sample);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return run_affine(x, s, z, coef[0], coef[1], coef[2]);
+  return run_affine(s, coef[0], coef[1], coef[2]);
 }
 
 }  // namespace
