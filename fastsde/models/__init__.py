@@ -1,4 +1,16 @@
-"""Score networks (to come) and the conversion of a network into a score function."""
+"""Score networks in the official layouts, and the conversion of a network into a score function."""
+from .ncsnpp import NCSNpp
 from .utils import get_score_fn
 
-__all__ = ["get_score_fn"]
+MODELS = {"ncsnpp": NCSNpp}
+
+
+def create_model(config):
+    """The network that config.model.name names, built from the config (a fastsde Config)."""
+    name = config.model.name.lower()
+    if name not in MODELS:
+        raise ValueError(f"model.name {name!r} is not available; known: {', '.join(sorted(MODELS))}")
+    return MODELS[name](config)
+
+
+__all__ = ["MODELS", "NCSNpp", "create_model", "get_score_fn"]

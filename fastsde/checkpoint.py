@@ -1,0 +1,142 @@
+"""Checkpoints of the official code (score_sde_pytorch's utils.save_checkpoint), read safely.
+
+An official .pth is {'model': state dict with 'module.' prefixes, 'ema': {'decay', 'num_updates',
+'shadow_params': [one tensor per trainable parameter, in order]}, 'optimizer', 'step'}. It is read
+with torch.load(weights_only=True) and nothing else: a file that asks to run code is refused.
+"""
+import os
+import pickle
+import tempfile
+import zipfile
+
+import torch
+
+from . import configs as configs_lib
+from .models import create_model
+from .sde import VESDE, VPSDE, subVPSDE
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or that does not fit the model."""
+
+
+def read(path):
+    """The object in a .pth file, read with weights_only=True (refusing pickled code)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: refused: the file asks to unpickle code or objects that "
+                              f"weights_only loading does not allow ({str(e).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated?): "
+                              f"{str(e).splitlines()[0]}") from None
+
+
+def strip_prefix(state):
+    """The state dict without DataParallel's 'module.' prefix."""
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def _describe_mismatch(model, state):
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
+        if items:
+            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+            parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")
+    return "; ".join(parts)
+
+
+def load_state(model, state, ema=None):
+    """Loads a (prefix-free) state dict strictly, then, if given, the official EMA shadow parameters
+    onto the trainable parameters in order. Raises CheckpointError naming what does not fit."""
+    problem = _describe_mismatch(model, state)
+    if problem:
+        raise CheckpointError(f"the checkpoint does not fit the {type(model).__name__} built from the config: {problem}")
+    model.load_state_dict(state, strict=True)
+    if ema is None:
+        return model
+    shadow = ema.get("shadow_params") if isinstance(ema, dict) else None
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not isinstance(shadow, (list, tuple)) or len(shadow) != len(trainable):
+        got = len(shadow) if isinstance(shadow, (list, tuple)) else type(shadow).__name__
+        raise CheckpointError(f"ema.shadow_params has {got} entries; the model has {len(trainable)} trainable parameters")
+    bad = [f"{n}: ema {tuple(s.shape)}, model {tuple(p.shape)}" for (n, p), s in zip(trainable, shadow)
+           if s.shape != p.shape]
+    if bad:
+        raise CheckpointError(f"ema.shadow_params do not fit the model's parameters: {', '.join(bad[:5])}")
+    with torch.no_grad():
+        for (_, p), s in zip(trainable, shadow):
+            p.copy_(s)
+    return model
+
+
+def sde_from_config(config):
+    """The SDE that config.training.sde names, with the config's parameters and N = num_scales."""
+    m, name = config.model, config.training.sde.lower()
+    if name == "vesde":
+        return VESDE(sigma_min=m.sigma_min, sigma_max=m.sigma_max, N=m.num_scales)
+    if name == "vpsde":
+        return VPSDE(beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales)
+    if name == "subvpsde":
+        return subVPSDE(beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales)
+    raise ValueError(f"training.sde must be vesde, vpsde or subvpsde, got {name!r}")
+
+
+def load_checkpoint(path, config, use_ema=True, device="cpu"):
+    """(model, sde, config) from an official checkpoint (or a plain state dict) and its config (a
+    Config, dict or JSON path). use_ema: the EMA weights (what upstream samples with), else the raw
+    ones. The model is returned in eval mode on `device`."""
+    config = configs_lib.load(config)
+    ckpt = read(path)
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: expected a dict, got {type(ckpt).__name__}")
+    official = "model" in ckpt and isinstance(ckpt["model"], dict)
+    state = strip_prefix(ckpt["model"] if official else ckpt)
+    if use_ema and official and "ema" not in ckpt:
+        raise CheckpointError(f"{path}: has no 'ema' entry; pass use_ema=False for the raw weights")
+    model = create_model(config)
+    load_state(model, state, ckpt["ema"] if use_ema and official else None)
+    return model.to(device).eval(), sde_from_config(config), config
+
+
+def atomic_save(obj, path):
+    """torch.save to `path` through a temporary file in the same folder, fsynced, then renamed, so
+    that a crash leaves either the old file or the new one, never a torn one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_checkpoint(path, model, ema_params=None, optimizer=None, step=0, ema_decay=0.999, num_updates=0):
+    """Writes `model` in the official layout (so upstream's restore_checkpoint reads it):
+    'module.'-prefixed weights, the EMA shadow parameters (default: the model's own trainable
+    parameters), an Adam state (default: a fresh one over the model) and the step. Atomic."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    shadow = [p.detach().clone() for p in (trainable if ema_params is None else ema_params)]
+    if len(shadow) != len(trainable):
+        raise ValueError(f"ema_params: {len(shadow)} tensors for {len(trainable)} trainable parameters")
+    optimizer = optimizer or torch.optim.Adam(trainable)
+    atomic_save({"optimizer": optimizer.state_dict(),
+                 "model": {f"module.{k}": v for k, v in model.state_dict().items()},
+                 "ema": {"decay": ema_decay, "num_updates": num_updates, "shadow_params": shadow},
+                 "step": step}, path)

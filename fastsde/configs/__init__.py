@@ -1,0 +1,36 @@
+"""Configs in the official nested layout (training, sampling, data, model, optim, eval), as plain data.
+
+`Config` is a dict with attribute access, so code written for ml_collections' ConfigDict
+(`config.model.nf`) works on it; `load(path_or_dict)` reads a dict or a JSON file.
+"""
+import json
+import os
+
+
+class Config(dict):
+    """A nested dict whose keys read as attributes: config.model.nf == config['model']['nf']."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for k, v in self.items():
+            if isinstance(v, dict) and not isinstance(v, Config):
+                self[k] = Config(v)
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"config has no {name!r} (has: {', '.join(sorted(self))})") from None
+
+    def __setattr__(self, name, value):
+        self[name] = Config(value) if isinstance(value, dict) and not isinstance(value, Config) else value
+
+
+def load(config):
+    """A Config from a dict, a Config, or the path of a JSON file in the official layout."""
+    if isinstance(config, (str, os.PathLike)):
+        with open(config) as fh:
+            config = json.load(fh)
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dict or a JSON file path, got {type(config).__name__}")
+    return Config(config)

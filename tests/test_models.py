@@ -1,0 +1,135 @@
+"""Drop-in loading of official checkpoints: the shared fixtures (made by the official code) must give
+the official model outputs and scores; mismatches and unsafe files are refused clearly."""
+import os
+import pickle
+
+import pytest
+import torch
+
+from fastsde import checkpoint, configs
+from fastsde.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fastsde.models import create_model, get_score_fn
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+CASES = ["ncsnpp_ve_cifar_small", "ddpmpp_vp_cifar_small"]
+
+
+def fixture(name, ext):
+    return os.path.join(FIXTURES, f"{name}.{ext}")
+
+
+def rel_err(a, b):
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpp"])
+@pytest.mark.parametrize("name", CASES)
+def test_matches_official_outputs(name, backend, monkeypatch):
+    monkeypatch.setenv("FASTSDE_BACKEND", backend)
+    model, sde, _ = load_checkpoint(fixture(name, "pth"), fixture(name, "json"))
+    e = torch.load(fixture(name, "expected.pt"), weights_only=True)
+    with torch.no_grad():
+        out = model(e["x"], e["labels"])
+        score = get_score_fn(sde, model, continuous=True)(e["x"], e["t"])
+    assert out.dtype == torch.float32
+    assert rel_err(out, e["model_out"]) < 1e-4
+    assert rel_err(score, e["score"]) < 1e-4
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_raw_weights_on_request(name):
+    raw, _, _ = load_checkpoint(fixture(name, "pth"), fixture(name, "json"), use_ema=False)
+    ema, _, _ = load_checkpoint(fixture(name, "pth"), fixture(name, "json"))
+    state = checkpoint.strip_prefix(checkpoint.read(fixture(name, "pth"))["model"])
+    for k, v in raw.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    e = torch.load(fixture(name, "expected.pt"), weights_only=True)
+    with torch.no_grad():
+        assert rel_err(raw(e["x"], e["labels"]), e["model_out"]) > 1e-3  # the EMA weights differ
+
+
+def test_channels_last_and_autocast():
+    name = CASES[0]
+    model, _, _ = load_checkpoint(fixture(name, "pth"), fixture(name, "json"))
+    e = torch.load(fixture(name, "expected.pt"), weights_only=True)
+    with torch.no_grad():
+        cl = model.to(memory_format=torch.channels_last)(e["x"].contiguous(memory_format=torch.channels_last), e["labels"])
+        assert rel_err(cl, e["model_out"]) < 1e-4
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(e["x"], e["labels"])
+        assert rel_err(low.float(), e["model_out"]) < 0.1
+
+
+def test_round_trip_official_format(tmp_path):
+    name = CASES[0]
+    model, _, config = load_checkpoint(fixture(name, "pth"), fixture(name, "json"))
+    path = tmp_path / "ckpt" / "checkpoint_1.pth"
+    save_checkpoint(path, model, step=7)
+    raw = checkpoint.read(path)
+    assert raw["step"] == 7 and all(k.startswith("module.") for k in raw["model"])
+    again, _, _ = load_checkpoint(path, config)
+    e = torch.load(fixture(name, "expected.pt"), weights_only=True)
+    with torch.no_grad():
+        torch.testing.assert_close(again(e["x"], e["labels"]), model(e["x"], e["labels"]), rtol=0, atol=0)
+
+
+def test_mismatched_config_lists_keys():
+    name = CASES[0]
+    config = configs.load(fixture(name, "json"))
+    config.model.nf = 32
+    with pytest.raises(CheckpointError, match=r"mis-shaped: all_modules.0.W: checkpoint \(16,\), model \(32,\)"):
+        load_checkpoint(fixture(name, "pth"), config)
+    config = configs.load(fixture(name, "json"))
+    config.model.attn_resolutions = []
+    with pytest.raises(CheckpointError, match="54 missing: .*; 74 unexpected: all_modules.8.NIN_0.W"):
+        load_checkpoint(fixture(name, "pth"), config)
+
+
+def test_bad_ema_is_an_error(tmp_path):
+    name = CASES[1]
+    ckpt = checkpoint.read(fixture(name, "pth"))
+    ckpt["ema"]["shadow_params"] = ckpt["ema"]["shadow_params"][:-1]
+    torch.save(ckpt, tmp_path / "short.pth")
+    with pytest.raises(CheckpointError, match="shadow_params has .* entries; the model has"):
+        load_checkpoint(tmp_path / "short.pth", fixture(name, "json"))
+    ckpt = checkpoint.read(fixture(name, "pth"))
+    ckpt["ema"]["shadow_params"][0] = torch.zeros(3)
+    torch.save(ckpt, tmp_path / "shape.pth")
+    with pytest.raises(CheckpointError, match="shadow_params do not fit"):
+        load_checkpoint(tmp_path / "shape.pth", fixture(name, "json"))
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_unsafe_and_corrupt_files_refused(tmp_path):
+    with open(tmp_path / "evil.pth", "wb") as fh:
+        pickle.dump({"model": Evil()}, fh)
+    torch.save({"model": {}, "extra": Evil()}, tmp_path / "evil2.pth")
+    for f in ("evil.pth", "evil2.pth"):
+        with pytest.raises(CheckpointError, match="refused"):
+            load_checkpoint(tmp_path / f, fixture(CASES[0], "json"))
+    data = open(fixture(CASES[0], "pth"), "rb").read()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(tmp_path / "cut.pth", fixture(CASES[0], "json"))
+
+
+def test_plain_state_dict(tmp_path):
+    name = CASES[1]
+    model, _, config = load_checkpoint(fixture(name, "pth"), fixture(name, "json"))
+    torch.save(model.state_dict(), tmp_path / "plain.pth")
+    again, _, _ = load_checkpoint(tmp_path / "plain.pth", config)
+    for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_gradients_flow_through_the_kernels():
+    config = configs.load(fixture(CASES[0], "json"))
+    model = create_model(config)
+    x = torch.rand(2, 3, 16, 16, requires_grad=True)
+    model(x, torch.tensor([1.0, 10.0])).square().mean().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
