@@ -12,7 +12,7 @@ import zipfile
 import torch
 
 from . import configs as configs_lib
-from .models import create_model
+from .models import MODELS, create_model
 from .sde import VESDE, VPSDE, subVPSDE
 
 
@@ -87,16 +87,55 @@ def sde_from_config(config):
     raise ValueError(f"training.sde must be vesde, vpsde or subvpsde, got {name!r}")
 
 
-def load_checkpoint(path, config, use_ema=True, device="cpu"):
+def _signature(state):
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def detect_config(state):
+    """The name of the official config whose network has exactly the keys and shapes of `state`
+    (sigmas included, which fixes sigma_max and the number of scales). Raises CheckpointError if
+    none fits, or if several do that differ in more than the dataset (a VP, sub-VP and discrete VE
+    network can be identical in shape; then the config must be given)."""
+    want = _signature(state)
+    sigmas = state.get("sigmas")
+    fits = []
+    for name in configs_lib.names():
+        config = configs_lib.get(name)
+        if config.model.name.lower() not in MODELS:
+            continue
+        with torch.device("meta"):
+            model = create_model(config)
+        if _signature(model.state_dict()) != want:
+            continue
+        if sigmas is not None and abs(float(sigmas[0]) - config.model.sigma_max) > 1e-6 * config.model.sigma_max:
+            continue
+        fits.append((name, config))
+    if not fits:
+        raise CheckpointError("no official config fits this checkpoint's keys and shapes; pass config=")
+    first = fits[0][1]
+    same = all(c.model == first.model and c.training.sde == first.training.sde and
+               c.training.continuous == first.training.continuous for _, c in fits)
+    if not same:
+        raise CheckpointError(f"several official configs fit this checkpoint: {', '.join(n for n, _ in fits)}; "
+                              "pass config= (the weights alone do not tell the SDE apart)")
+    return fits[0][0]
+
+
+def load_checkpoint(path, config=None, use_ema=True, device="cpu"):
     """(model, sde, config) from an official checkpoint (or a plain state dict) and its config (a
-    Config, dict or JSON path). use_ema: the EMA weights (what upstream samples with), else the raw
-    ones. The model is returned in eval mode on `device`."""
-    config = configs_lib.load(config)
+    Config, dict, JSON path or official config name; None: recognised from the checkpoint's keys and
+    shapes). use_ema: the EMA weights (what upstream samples with), else the raw ones. The model
+    is returned in eval mode on `device`."""
     ckpt = read(path)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a dict, got {type(ckpt).__name__}")
     official = "model" in ckpt and isinstance(ckpt["model"], dict)
     state = strip_prefix(ckpt["model"] if official else ckpt)
+    if config is None:
+        config = detect_config(state)
+    if isinstance(config, str) and config.removesuffix(".py") in configs_lib.CONFIGS:
+        config = configs_lib.get(config)
+    config = configs_lib.load(config)
     if use_ema and official and "ema" not in ckpt:
         raise CheckpointError(f"{path}: has no 'ema' entry; pass use_ema=False for the raw weights")
     model = create_model(config)

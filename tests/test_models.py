@@ -1,5 +1,6 @@
 """Drop-in loading of official checkpoints: the shared fixtures (made by the official code) must give
 the official model outputs and scores; mismatches and unsafe files are refused clearly."""
+import math
 import os
 import pickle
 
@@ -133,3 +134,65 @@ def test_gradients_flow_through_the_kernels():
     model(x, torch.tensor([1.0, 10.0])).square().mean().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+# Parameter counts, state-dict sizes of the official networks (measured on the official code).
+OFFICIAL_SIZES = {
+    "ve/cifar10_ncsnpp_continuous": (62_758_915, 572),
+    "ve/cifar10_ncsnpp": (62_693_251, 571),
+    "vp/cifar10_ncsnpp_continuous": (62_693_251, 571),
+    "ve/cifar10_ncsnpp_deep_continuous": (107_587_075, 964),
+    "vp/cifar10_ddpmpp_continuous": (61_804_419, 565),
+    "vp/cifar10_ddpmpp_deep_continuous": (106_632_579, 957),
+    "subvp/cifar10_ddpmpp_deep_continuous": (106_632_579, 957),
+    "ve/ffhq_256_ncsnpp_continuous": (65_574_549, 646),
+    "ve/church_ncsnpp_continuous": (65_574_549, 646),
+    "ve/ffhq_ncsnpp_continuous": (105_785_896, 554),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_SIZES))
+def test_official_configs_build_at_full_size(name):
+    with torch.device("meta"):
+        model = create_model(configs.get(name))
+    params, keys = OFFICIAL_SIZES[name]
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert len(model.state_dict()) == keys
+
+
+def test_official_key_layout():
+    with torch.device("meta"):
+        model = create_model(configs.get("ve/cifar10_ncsnpp_continuous"))
+    keys = list(model.state_dict())
+    assert keys[:4] == ["sigmas", "all_modules.0.W", "all_modules.1.weight", "all_modules.1.bias"]
+    assert "all_modules.9.Conv2d_0.weight" in keys and "all_modules.11.NIN_3.W" in keys
+    assert keys[-2:] == ["all_modules.58.weight", "all_modules.58.bias"]
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert len(trainable) == 570 and trainable[0] == "all_modules.1.weight"  # the EMA's order
+    with torch.device("meta"):
+        ffhq = create_model(configs.get("ve/ffhq_256_ncsnpp_continuous"))
+    assert len(ffhq.all_modules) == 77
+
+
+def test_every_official_config_by_name():
+    assert len(configs.names()) == 39
+    c = configs.get("vp/ddpm/cifar10")
+    assert c.model.name == "ddpm" and c.training.sde == "vpsde" and not c.training.continuous
+    c = configs.get("ve/ffhq_ncsnpp_continuous")
+    assert c.model.nf == 16 and c.model.sigma_max == 1348 and c.training.reduce_mean
+    with pytest.raises(ValueError, match="unknown config 've/nope'; known: subvp/cifar10_ddpm_continuous"):
+        configs.get("ve/nope")
+
+
+def test_detect_config_from_keys_and_shapes():
+    with torch.device("meta"):
+        state = create_model(configs.get("ve/cifar10_ncsnpp_deep_continuous")).state_dict()
+    state["sigmas"] = torch.exp(torch.linspace(math.log(50), math.log(0.01), 1000, dtype=torch.float64))
+    assert checkpoint.detect_config(state) == "ve/cifar10_ncsnpp_deep_continuous"
+    with torch.device("meta"):
+        state = create_model(configs.get("vp/cifar10_ddpmpp_continuous")).state_dict()
+    state["sigmas"] = torch.exp(torch.linspace(math.log(50), math.log(0.01), 1000, dtype=torch.float64))
+    with pytest.raises(CheckpointError, match="several official configs fit .*subvp/cifar10_ddpmpp_continuous"):
+        checkpoint.detect_config(state)
+    with pytest.raises(CheckpointError, match="no official config fits"):
+        checkpoint.detect_config(checkpoint.strip_prefix(checkpoint.read(fixture(CASES[0], "pth"))["model"]))

@@ -1,10 +1,14 @@
 """Configs in the official nested layout (training, sampling, data, model, optim, eval), as plain data.
 
 `Config` is a dict with attribute access, so code written for ml_collections' ConfigDict
-(`config.model.nf`) works on it; `load(path_or_dict)` reads a dict or a JSON file.
+(`config.model.nf`) works on it; `load(path_or_dict)` reads a dict or a JSON file, and
+`get(name)` gives an official config by its upstream name ('ve/cifar10_ncsnpp_continuous').
 """
+import copy
 import json
 import os
+
+from .official import BASE, CONFIGS
 
 
 class Config(dict):
@@ -33,4 +37,26 @@ def load(config):
             config = json.load(fh)
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict or a JSON file path, got {type(config).__name__}")
+    return Config(config)
+
+
+def names():
+    """The names of the official configs, sorted."""
+    return sorted(CONFIGS)
+
+
+def get(name):
+    """The official config `name` (as upstream's configs/<name>.py builds it, device 'cuda')."""
+    name = name[:-3] if name.endswith(".py") else name
+    if name not in CONFIGS:
+        raise ValueError(f"unknown config {name!r}; known: {', '.join(names())}")
+    overrides, removed = CONFIGS[name]
+    config = copy.deepcopy(BASE)
+    for key in removed:
+        section, leaf = key.split(".")
+        del config[section][leaf]
+    for key, value in overrides.items():
+        section, leaf = key.split(".")
+        config[section][leaf] = copy.deepcopy(value)
+    config["device"] = "cuda"
     return Config(config)
