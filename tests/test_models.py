@@ -196,3 +196,61 @@ def test_detect_config_from_keys_and_shapes():
         checkpoint.detect_config(state)
     with pytest.raises(CheckpointError, match="no official config fits"):
         checkpoint.detect_config(checkpoint.strip_prefix(checkpoint.read(fixture(CASES[0], "pth"))["model"]))
+
+
+def tiny(name, **model):
+    config = configs.get(name)
+    config.data.image_size = 8
+    config.model.update(nf=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[4], dropout=0.0, **model)
+    return config
+
+
+VARIANTS = [
+    dict(),
+    dict(progressive="output_skip", progressive_input="input_skip"),
+    dict(progressive="output_skip", progressive_input="input_skip", progressive_combine="cat"),
+    dict(progressive="residual", progressive_input="residual"),
+    dict(progressive="residual", progressive_input="residual", fir=False),
+    dict(resblock_type="ddpm"),
+    dict(resblock_type="ddpm", fir=False, skip_rescale=False),
+    dict(embedding_type="positional", conditional=False, scale_by_sigma=False),
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: ",".join(f"{k}={x}" for k, x in v.items()) or "base")
+def test_ncsnpp_options_run_alike_on_every_backend(variant, monkeypatch):
+    torch.manual_seed(0)
+    model = create_model(tiny("ve/cifar10_ncsnpp_continuous", **variant)).eval()
+    x, labels = torch.rand(2, 3, 8, 8), torch.tensor([0.5, 20.0])
+    if variant.get("embedding_type") == "positional":
+        labels = torch.tensor([3, 900])
+    outs = []
+    for backend in ("reference", "cpp"):
+        monkeypatch.setenv("FASTSDE_BACKEND", backend)
+        with torch.no_grad():
+            outs.append(model(x, labels))
+    assert outs[0].shape == x.shape and outs[0].dtype == torch.float32 and torch.isfinite(outs[0]).all()
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["vp/ddpm/cifar10", "vp/ddpm/cifar10_unconditional", "ve/cifar10_ddpm"])
+def test_ddpm_model(name, monkeypatch):
+    torch.manual_seed(0)
+    config = tiny(name)
+    config.model.ch_mult, config.model.nf = [1, 2], 32  # 32 groups
+    model = create_model(config).eval()
+    x, labels = torch.rand(2, 3, 8, 8), torch.tensor([3, 900])
+    outs = []
+    for backend in ("reference", "cpp"):
+        monkeypatch.setenv("FASTSDE_BACKEND", backend)
+        with torch.no_grad():
+            outs.append(model(x, labels))
+    assert outs[0].shape == x.shape and torch.isfinite(outs[0]).all()
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,params,keys", [("vp/ddpm/cifar10", 35_218_947, 309), ("vp/ddpm/church", 111_569_923, 431)])
+def test_ddpm_sizes(name, params, keys):
+    with torch.device("meta"):
+        model = create_model(configs.get(name))
+    assert sum(p.numel() for p in model.parameters()) == params and len(model.state_dict()) == keys

@@ -1,8 +1,9 @@
 """Score networks in the official layouts, and the conversion of a network into a score function."""
+from .ddpm import DDPM
 from .ncsnpp import NCSNpp
 from .utils import get_score_fn
 
-MODELS = {"ncsnpp": NCSNpp}
+MODELS = {"ncsnpp": NCSNpp, "ddpm": DDPM}
 
 
 def create_model(config):
@@ -13,4 +14,4 @@ def create_model(config):
     return MODELS[name](config)
 
 
-__all__ = ["MODELS", "NCSNpp", "create_model", "get_score_fn"]
+__all__ = ["MODELS", "DDPM", "NCSNpp", "create_model", "get_score_fn"]

@@ -55,17 +55,18 @@ class ResnetBlockBigGAN(nn.Module):
 
 
 class ResnetBlockDDPM(nn.Module):
-    """DDPM's residual block as NCSN++ uses it (resblock_type 'ddpm'); NIN or 3x3 conv shortcut."""
+    """DDPM's residual block (NCSN++'s resblock_type 'ddpm'; the DDPM model with groups=32):
+    NIN or 3x3 conv shortcut."""
 
     def __init__(self, act, in_ch, out_ch=None, temb_dim=None, conv_shortcut=False, dropout=0.1,
-                 skip_rescale=False, init_scale=0.0):
+                 skip_rescale=False, init_scale=0.0, groups=None):
         super().__init__()
         out_ch = out_ch or in_ch
-        self.GroupNorm_0 = group_norm(in_ch)
+        self.GroupNorm_0 = group_norm(in_ch, groups)
         self.Conv_0 = conv(in_ch, out_ch)
         if temb_dim is not None:
             self.Dense_0 = dense(temb_dim, out_ch)
-        self.GroupNorm_1 = group_norm(out_ch)
+        self.GroupNorm_1 = group_norm(out_ch, groups)
         self.Dropout_0 = nn.Dropout(dropout)
         self.Conv_1 = conv(out_ch, out_ch, init_scale=init_scale)
         if in_ch != out_ch:
@@ -88,11 +89,12 @@ class ResnetBlockDDPM(nn.Module):
 
 
 class AttnBlockpp(nn.Module):
-    """Single-head self-attention over all positions, head dimension C."""
+    """Single-head self-attention over all positions, head dimension C (DDPM's AttnBlock with
+    groups=32)."""
 
-    def __init__(self, channels, skip_rescale=False, init_scale=0.0):
+    def __init__(self, channels, skip_rescale=False, init_scale=0.0, groups=None):
         super().__init__()
-        self.GroupNorm_0 = group_norm(channels)
+        self.GroupNorm_0 = group_norm(channels, groups)
         self.NIN_0, self.NIN_1, self.NIN_2 = (NIN(channels, channels) for _ in range(3))
         self.NIN_3 = NIN(channels, channels, init_scale=init_scale)
         self.skip_rescale = skip_rescale
