@@ -1,9 +1,12 @@
-"""Checkpoints of the official code (score_sde_pytorch's utils.save_checkpoint), read safely.
+"""Checkpoints of the official code (score_sde_pytorch's utils.save_checkpoint), read safely, and
+weights as safetensors.
 
 An official .pth is {'model': state dict with 'module.' prefixes, 'ema': {'decay', 'num_updates',
 'shadow_params': [one tensor per trainable parameter, in order]}, 'optimizer', 'step'}. It is read
 with torch.load(weights_only=True) and nothing else: a file that asks to run code is refused.
+A .safetensors file holds one set of weights (prefix-free) and the config as JSON in its metadata.
 """
+import json
 import os
 import pickle
 import tempfile
@@ -121,12 +124,66 @@ def detect_config(state):
     return fits[0][0]
 
 
+def _safetensors():
+    try:
+        import safetensors.torch
+    except ImportError as e:
+        raise ImportError("safetensors files need the safetensors package (pip install 'fastsde[safetensors]')") from e
+    return safetensors.torch
+
+
+def read_safetensors(path):
+    """(state dict, config dict or None) of a .safetensors file written by save_safetensors."""
+    st = _safetensors()
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        state = st.load_file(str(path))
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file: {str(e).splitlines()[0]}") from None
+    config = json.loads(meta["fastsde_config"]) if "fastsde_config" in meta else None
+    return state, config
+
+
+def save_safetensors(path, model, config=None):
+    """Writes the model's weights (and the config, as metadata) to a .safetensors file, atomically."""
+    st = _safetensors()
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"fastsde_config": json.dumps(config)} if config is not None else None
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".safetensors")
+    os.close(fd)
+    try:
+        st.save_file(state, tmp, metadata=meta)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def convert_checkpoint(path, out, config=None, use_ema=True):
+    """Converts an official .pth checkpoint to a .safetensors file of its EMA (or raw) weights with
+    the config embedded. Returns the config used."""
+    model, _, config = load_checkpoint(path, config, use_ema=use_ema)
+    save_safetensors(out, model, config)
+    return config
+
+
 def load_checkpoint(path, config=None, use_ema=True, device="cpu"):
-    """(model, sde, config) from an official checkpoint (or a plain state dict) and its config (a
-    Config, dict, JSON path or official config name; None: recognised from the checkpoint's keys and
-    shapes). use_ema: the EMA weights (what upstream samples with), else the raw ones. The model
-    is returned in eval mode on `device`."""
-    ckpt = read(path)
+    """(model, sde, config) from an official checkpoint, a plain state dict, or a .safetensors file,
+    and its config (a Config, dict, JSON path or official config name; None: the one embedded in a
+    .safetensors file, else recognised from the checkpoint's keys and shapes). use_ema: the EMA
+    weights (what upstream samples with), else the raw ones. Returns the model in eval mode on `device`."""
+    if str(path).endswith(".safetensors"):
+        ckpt, embedded = read_safetensors(path)
+        config = embedded if config is None else config
+    else:
+        ckpt = read(path)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a dict, got {type(ckpt).__name__}")
     official = "model" in ckpt and isinstance(ckpt["model"], dict)

@@ -254,3 +254,18 @@ def test_ddpm_sizes(name, params, keys):
     with torch.device("meta"):
         model = create_model(configs.get(name))
     assert sum(p.numel() for p in model.parameters()) == params and len(model.state_dict()) == keys
+
+
+def test_safetensors_round_trip_and_conversion(tmp_path):
+    name = CASES[0]
+    out = tmp_path / "w" / "model.safetensors"
+    config = checkpoint.convert_checkpoint(fixture(name, "pth"), out, fixture(name, "json"))
+    assert config.model.nf == 16
+    model, sde, cfg = load_checkpoint(out)  # the config travels in the file's metadata
+    e = torch.load(fixture(name, "expected.pt"), weights_only=True)
+    with torch.no_grad():
+        assert rel_err(model(e["x"], e["labels"]), e["model_out"]) < 1e-4
+    assert type(sde).__name__ == "VESDE" and cfg == config
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_checkpoint(tmp_path / "bad.safetensors", config)
