@@ -1,11 +1,12 @@
-"""CPU benchmark of the op backends on NCSN++-sized tensors: cpp kernels against the eager baselines.
+"""Benchmark of the op backends on NCSN++-sized tensors: our kernels against eager baselines.
 
 Baselines, measured in the same run: GroupNorm(+SiLU) against F.silu(F.group_norm(...)) (what the
 official NCSN++ runs) and against the reference backend; upfirdn2d against the reference backend,
-which is the official CPU path (zero insertion, pad, depthwise convolution). Candidates are timed
-in interleaved rounds so that machine noise hits them alike; the median is reported.
+which is the official CPU path (zero insertion, pad, depthwise convolution). On the CPU the kernels
+are the cpp backend, on a GPU (--device cuda) the cuda backend. Candidates are timed in interleaved
+rounds so that machine noise hits them alike; the median is reported.
 
-    python benchmarks/bench_ops_cpu.py [--rounds 40] [--json benchmarks/results/cpu-DATE.json]
+    python benchmarks/bench_ops.py [--device cpu|cuda] [--rounds 40] [--json benchmarks/results/NAME.json]
 """
 import argparse
 import datetime
@@ -29,27 +30,29 @@ def fir(k, separable):
     return k if separable else torch.outer(k, k)
 
 
-def cases():
+def cases(device):
     """(name, {candidate: fn}, baseline name, bytes moved by one call at minimum)."""
+    kernels = "cuda" if device == "cuda" else "cpp"
+    randn = lambda *shape: torch.randn(*shape, device=device)  # noqa: E731
     out = []
     for shape in [(8, 256, 32, 32), (8, 128, 32, 32), (8, 256, 16, 16)]:
-        x = torch.randn(shape)
+        x = randn(*shape)
         C = shape[1]
-        w, b = torch.randn(C), torch.randn(C)
+        w, b = randn(C), randn(C)
         G = min(C // 4, 32)
         nbytes = 2 * x.numel() * 4
         out.append((f"group_norm+silu {list(shape)}", {
             "eager F.silu(F.group_norm)": lambda x=x, w=w, b=b, G=G: F.silu(F.group_norm(x, G, w, b, 1e-6)),
             "reference": lambda x=x, w=w, b=b, G=G: ops.group_norm(x, G, w, b, act="silu", backend="reference"),
-            "cpp": lambda x=x, w=w, b=b, G=G: ops.group_norm(x, G, w, b, act="silu", backend="cpp"),
+            kernels: lambda x=x, w=w, b=b, G=G: ops.group_norm(x, G, w, b, act="silu", backend=kernels),
         }, "eager F.silu(F.group_norm)", nbytes))
         out.append((f"group_norm {list(shape)}", {
             "eager F.group_norm": lambda x=x, w=w, b=b, G=G: F.group_norm(x, G, w, b, 1e-6),
-            "cpp": lambda x=x, w=w, b=b, G=G: ops.group_norm(x, G, w, b, backend="cpp"),
+            kernels: lambda x=x, w=w, b=b, G=G: ops.group_norm(x, G, w, b, backend=kernels),
         }, "eager F.group_norm", nbytes))
-    k1, k2 = fir([1, 3, 3, 1], True), fir([1, 3, 3, 1], False)
+    k1, k2 = fir([1, 3, 3, 1], True).to(device), fir([1, 3, 3, 1], False).to(device)
     for shape in [(8, 256, 16, 16), (8, 128, 32, 32)]:
-        x = torch.randn(shape)
+        x = randn(*shape)
         n = x.numel() * 4
         for name, up, down, pad, gain, moved in [("up2 pad(2,1)", 2, 1, (2, 1), 4, n * 5),
                                                  ("down2 pad(1,1)", 1, 2, (1, 1), 1, n * 5 // 4),
@@ -57,67 +60,77 @@ def cases():
             args = (up, down, pad)
             out.append((f"upfirdn2d {name} {list(shape)}", {
                 "reference": lambda x=x, a=args, k=k2 * gain: ops.upfirdn2d(x, k, *a, backend="reference"),
-                "cpp 2-D filter": lambda x=x, a=args, k=k2 * gain: ops.upfirdn2d(x, k, *a, backend="cpp"),
-                "cpp separable": lambda x=x, a=args, k=k1 * gain ** 0.5: ops.upfirdn2d(x, k, *a, backend="cpp"),
+                f"{kernels} 2-D filter": lambda x=x, a=args, k=k2 * gain: ops.upfirdn2d(x, k, *a, backend=kernels),
+                f"{kernels} separable": lambda x=x, a=args, k=k1 * gain ** 0.5: ops.upfirdn2d(x, k, *a, backend=kernels),
             }, "reference", moved))
-    x = torch.randn(8, 3, 32, 32)
-    s, z = torch.randn_like(x), torch.randn_like(x)
-    a, b2, c = torch.rand(8), torch.rand(8), torch.rand(8)
-    out.append(("predictor_step [8, 3, 32, 32]", {
-        "reference": lambda: ops.predictor_step(x, s, a, b2, c, noise=z, backend="reference"),
-        "cpp": lambda: ops.predictor_step(x, s, a, b2, c, noise=z, backend="cpp"),
-    }, "reference", 5 * x.numel() * 4))
-    out.append(("langevin_step [8, 3, 32, 32]", {
-        "reference": lambda: ops.langevin_step(x, s, a, 0.16, noise=z, backend="reference"),
-        "cpp": lambda: ops.langevin_step(x, s, a, 0.16, noise=z, backend="cpp"),
-    }, "reference", 5 * x.numel() * 4))
+    for B in (8, 512):
+        x = randn(B, 3, 32, 32)
+        s, z = torch.randn_like(x), torch.randn_like(x)
+        a, b2, c = (torch.rand(B, device=device) for _ in range(3))
+        out.append((f"predictor_step [{B}, 3, 32, 32]", {
+            "reference": lambda x=x, s=s, z=z, a=a, b=b2, c=c: ops.predictor_step(x, s, a, b, c, noise=z, backend="reference"),
+            kernels: lambda x=x, s=s, z=z, a=a, b=b2, c=c: ops.predictor_step(x, s, a, b, c, noise=z, backend=kernels),
+        }, "reference", 5 * x.numel() * 4))
+        out.append((f"langevin_step [{B}, 3, 32, 32]", {
+            "reference": lambda x=x, s=s, z=z, a=a: ops.langevin_step(x, s, a, 0.16, noise=z, backend="reference"),
+            kernels: lambda x=x, s=s, z=z, a=a: ops.langevin_step(x, s, a, 0.16, noise=z, backend=kernels),
+        }, "reference", 5 * x.numel() * 4))
     return out
 
 
-def measure(fns, rounds, inner):
+def measure(fns, rounds, inner, sync):
     times = {k: [] for k in fns}
     for f in fns.values():
         f()  # warm-up
     for _ in range(rounds):
         for k, f in fns.items():
+            sync()
             t0 = time.perf_counter()
             for _ in range(inner):
                 f()
+            sync()
             times[k].append((time.perf_counter() - t0) / inner)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def machine():
+def machine(device):
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
             cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+    info = {"device": device, "cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "fastsde": fastsde.__version__, "python": platform.python_version(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+    return info
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--rounds", type=int, default=40)
     p.add_argument("--inner", type=int, default=3)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
     rows = []
-    for name, fns, base, nbytes in cases():
-        med = measure(fns, args.rounds, args.inner)
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    for name, fns, base, nbytes in cases(args.device):
+        med = measure(fns, args.rounds, args.inner, sync)
         for cand, t in med.items():
             rows.append({"case": name, "candidate": cand, "median_ms": t * 1e3,
                          "speedup_vs_baseline": med[base] / t, "baseline": base,
                          "GB_per_s": nbytes / t / 1e9})
-    info = machine()
+    info = machine(args.device)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as fh:
             json.dump({"machine": info, "rows": rows}, fh, indent=1)
-    print(f"# {info['cpu']}, {info['threads']} threads, torch {info['torch']}, {info['date']}")
+    where = info.get("gpu") or f"{info['cpu']}, {info['threads']} threads"
+    print(f"# {where}, torch {info['torch']}, {info['date']}")
     print(f"{'case':44s} {'candidate':28s} {'median ms':>10s} {'vs baseline':>11s} {'GB/s':>6s}")
     for r in rows:
         print(f"{r['case']:44s} {r['candidate']:28s} {r['median_ms']:10.3f} "
