@@ -151,19 +151,7 @@ def save_safetensors(path, model, config=None):
     st = _safetensors()
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"fastsde_config": json.dumps(config)} if config is not None else None
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
-    try:
-        st.save_file(state, tmp, metadata=meta)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: st.save_file(state, tmp, metadata=meta))
 
 
 def convert_checkpoint(path, out, config=None, use_ema=True):
@@ -200,16 +188,16 @@ def load_checkpoint(path, config=None, use_ema=True, device="cpu"):
     return model.to(device).eval(), sde_from_config(config), config
 
 
-def atomic_save(obj, path):
-    """torch.save to `path` through a temporary file in the same folder, fsynced, then renamed, so
-    that a crash leaves either the old file or the new one, never a torn one."""
+def atomic_write(path, write):
+    """Calls write(tmp) for a temporary file beside `path`, fsyncs it, renames it over `path` and
+    fsyncs the folder, so that a crash leaves the old file or the new one, never a torn one."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
+        write(tmp)
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -221,6 +209,11 @@ def atomic_save(obj, path):
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def atomic_save(obj, path):
+    """torch.save(obj, path), atomically (see atomic_write)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_checkpoint(path, model, ema_params=None, optimizer=None, step=0, ema_decay=0.999, num_updates=0):

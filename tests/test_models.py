@@ -303,3 +303,18 @@ def test_ncsn_family_state_dict_layout():
     v1_keys = list(v1.state_dict())
     assert "sigmas" not in v1_keys and "res1.0.normalize1.embed.weight" in v1_keys
     assert v1.state_dict()["res1.0.normalize1.embed.weight"].shape == (10, 3 * 128)
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    checkpoint.atomic_save({"step": 1}, path)
+
+    def broken(tmp):
+        with open(tmp, "wb") as fh:
+            fh.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # interrupted mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.atomic_write(path, broken)
+    assert checkpoint.read(path) == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pth"]  # no temporary left behind
