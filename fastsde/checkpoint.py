@@ -6,6 +6,7 @@ An official .pth is {'model': state dict with 'module.' prefixes, 'ema': {'decay
 with torch.load(weights_only=True) and nothing else: a file that asks to run code is refused.
 A .safetensors file holds one set of weights (prefix-free) and the config as JSON in its metadata.
 """
+import functools
 import json
 import os
 import pickle
@@ -94,6 +95,13 @@ def _signature(state):
     return {k: tuple(v.shape) for k, v in state.items()}
 
 
+@functools.lru_cache(maxsize=None)
+def _official_signature(name):
+    """Keys and shapes of the network of official config `name` (built on the meta device, once)."""
+    with torch.device("meta"):
+        return _signature(create_model(configs_lib.get(name)).state_dict())
+
+
 def detect_config(state):
     """The name of the official config whose network has exactly the keys and shapes of `state`
     (sigmas included, which fixes sigma_max and the number of scales). Raises CheckpointError if
@@ -104,11 +112,7 @@ def detect_config(state):
     fits = []
     for name in configs_lib.names():
         config = configs_lib.get(name)
-        if config.model.name.lower() not in MODELS:
-            continue
-        with torch.device("meta"):
-            model = create_model(config)
-        if _signature(model.state_dict()) != want:
+        if config.model.name.lower() not in MODELS or _official_signature(name) != want:
             continue
         if sigmas is not None and abs(float(sigmas[0]) - config.model.sigma_max) > 1e-6 * config.model.sigma_max:
             continue
