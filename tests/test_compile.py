@@ -21,3 +21,12 @@ def test_compiled_matches_eager():
     (g,) = torch.autograd.grad(y.sum(), x)
     (g_ref,) = torch.autograd.grad(y_ref.sum(), x)
     torch.testing.assert_close(g, g_ref)
+
+
+def test_compiled_inference_matches_eager():
+    # Without gradients the ops skip their autograd wrapper; under torch.compile they must not.
+    torch.manual_seed(1)
+    x = torch.randn(2, 8, 8, 8)
+    k, w, b = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 8, torch.randn(8), torch.randn(8)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(block, fullgraph=True)(x, k, w, b), block(x, k, w, b))

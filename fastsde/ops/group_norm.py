@@ -2,7 +2,7 @@
 import torch
 
 from . import _backend
-from ._common import acc_dtype, output_format
+from ._common import acc_dtype, call, output_format
 
 ACTS = (None, "silu")
 
@@ -61,7 +61,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-6, act=None, backen
     silu = act == "silu"
     if _backend.resolve(backend, x.device) == "reference":
         return group_norm_reference(x, num_groups, weight, bias, eps, silu)
-    return torch.ops.fastsde.group_norm(x, num_groups, weight, bias, float(eps), silu)[0]
+    return call(torch.ops.fastsde.group_norm, x, num_groups, weight, bias, float(eps), silu)[0]
 
 
 if _backend._C is not None:

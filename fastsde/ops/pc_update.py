@@ -9,7 +9,7 @@ import torch
 
 from .. import _random
 from . import _backend
-from ._common import acc_dtype, output_format
+from ._common import acc_dtype, call, output_format
 
 
 def predictor_step_reference(x, score, noise, a, b, c):
@@ -92,7 +92,7 @@ def predictor_step(x, score, a, b, c=None, noise=None, generator=None, backend=N
         c, noise = _per_sample(op, x, "c", c), _noise(op, x, noise, generator)
     if _backend.resolve(backend, x.device) == "reference":
         return predictor_step_reference(x, score, noise, a, b, c)
-    return torch.ops.fastsde.predictor_step(x, score, noise, a, b, c)
+    return call(torch.ops.fastsde.predictor_step, x, score, noise, a, b, c)
 
 
 def langevin_step(x, score, alpha, snr, noise=None, generator=None, per_sample=False, backend=None):
@@ -109,7 +109,7 @@ def langevin_step(x, score, alpha, snr, noise=None, generator=None, per_sample=F
     noise = _noise(op, x, noise, generator)
     if _backend.resolve(backend, x.device) == "reference":
         return langevin_step_reference(x, score, noise, alpha, float(snr), per_sample)
-    return torch.ops.fastsde.langevin_step(x, score, noise, alpha, float(snr), per_sample)
+    return call(torch.ops.fastsde.langevin_step, x, score, noise, alpha, float(snr), per_sample)
 
 
 if _backend._C is not None:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _backend
-from ._common import acc_dtype, output_format
+from ._common import acc_dtype, call, output_format
 
 
 def upfirdn2d_reference(x, f, up, down, pad):
@@ -81,7 +81,7 @@ def upfirdn2d(x, kernel, up=1, down=1, pad=(0, 0), backend=None):
     _check(x, kernel, up, down, pad)
     if _backend.resolve(backend, x.device) == "reference":
         return upfirdn2d_reference(x, kernel, up, down, pad)
-    return torch.ops.fastsde.upfirdn2d(x, kernel, up, down, list(pad))
+    return call(torch.ops.fastsde.upfirdn2d, x, kernel, up, down, list(pad))
 
 
 def _adjoint_pad(x_shape, y_shape, f_shape, up, down, pad):
