@@ -16,7 +16,7 @@ import sys
 import torch
 
 from . import _random, ops
-from .sde import VESDE, VPSDE, subVPSDE
+from .sde import VESDE, VPSDE, batch_view, subVPSDE
 
 PREDICTORS, CORRECTORS = {}, {}
 
@@ -288,7 +288,7 @@ def _denoised(sde, score_fn, x, t):
     """Tweedie's estimate of x(0) from x(t): (x + std^2 score) / alpha."""
     alpha, std = sde.marginal_coef(t)
     s = score(score_fn, x, t)
-    return (x + (std ** 2).view(-1, *[1] * (x.dim() - 1)) * s) / alpha.view(-1, *[1] * (x.dim() - 1))
+    return (x + batch_view(std ** 2, x) * s) / batch_view(alpha, x)
 
 
 def noise_level_steps(sde, steps, eps, rho=7.0, device=None):
@@ -307,7 +307,7 @@ def heun(sde, score_fn, x, times):
     """Heun's 2nd-order method on the probability-flow ODE in EDM's form (Karras et al. 2022, Alg. 1):
     x/alpha moves along dx/dsigma = -sigma alpha score, an Euler step corrected by the trapezoid rule,
     the last step plain Euler. Returns (x, nfe)."""
-    B, view = x.shape[0], (-1,) + (1,) * (x.dim() - 1)
+    B = x.shape[0]
     nfe = 0
 
     def slope(x_hat, t):  # d(x/alpha)/dsigma = -sigma grad_{x/alpha} log p = -std(t) score(x, t)
@@ -315,10 +315,9 @@ def heun(sde, score_fn, x, times):
         nfe += 1
         tt = t.expand(B)
         alpha, std = sde.marginal_coef(tt)
-        return -std.view(view) * score(score_fn, alpha.view(view) * x_hat, tt)
+        return -batch_view(std, x_hat) * score(score_fn, batch_view(alpha, x_hat) * x_hat, tt)
 
-    alpha0 = sde.marginal_coef(times[:1].expand(B))[0].view(view)
-    x_hat = x / alpha0
+    x_hat = x / batch_view(sde.marginal_coef(times[:1].expand(B))[0], x)
     sigmas = sde.noise_level(times)
     for i in range(len(times) - 1):
         h = sigmas[i + 1] - sigmas[i]
@@ -327,13 +326,13 @@ def heun(sde, score_fn, x, times):
         if i < len(times) - 2:
             x_next = x_hat + h * (d + slope(x_next, times[i + 1])) / 2
         x_hat = x_next
-    return sde.marginal_coef(times[-1:].expand(B))[0].view(view) * x_hat, nfe
+    return batch_view(sde.marginal_coef(times[-1:].expand(B))[0], x_hat) * x_hat, nfe
 
 
 def dpmpp_2m(sde, score_fn, x, times):
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): multistep 2nd order in the data-prediction form,
     with alpha and std from the SDE's marginals (VE, VP and sub-VP alike). Returns (x, nfe)."""
-    B, view = x.shape[0], (-1,) + (1,) * (x.dim() - 1)
+    B = x.shape[0]
     alphas, stds = sde.marginal_coef(times)
     lambdas = torch.log(alphas / stds)
     x0_prev, h_prev = None, None

@@ -1,7 +1,7 @@
 """Turning a score network into a score function score_fn(x, t), with the official conventions."""
 import torch
 
-from ..sde import VESDE, VPSDE, subVPSDE
+from ..sde import VESDE, VPSDE, batch_view, subVPSDE
 
 
 def get_score_fn(sde, model, train=False, continuous=False):
@@ -22,7 +22,7 @@ def get_score_fn(sde, model, train=False, continuous=False):
             else:
                 labels = t * (sde.N - 1)
                 std = sde.sqrt_1m_alphas_cumprod(t)[labels.long()]
-            return -model(x, labels) / std.reshape((-1,) + (1,) * (x.dim() - 1))
+            return -model(x, labels) / batch_view(std, x)
     elif isinstance(sde, VESDE):
         def score_fn(x, t):
             labels = sde.marginal_coef(t)[1] if continuous else torch.round((sde.T - t) * (sde.N - 1)).long()
