@@ -182,8 +182,6 @@ def load_checkpoint(path, config=None, use_ema=True, device="cpu"):
     state = strip_prefix(ckpt["model"] if official else ckpt)
     if config is None:
         config = detect_config(state)
-    if isinstance(config, str) and config.removesuffix(".py") in configs_lib.CONFIGS:
-        config = configs_lib.get(config)
     config = configs_lib.load(config)
     if use_ema and official and "ema" not in ckpt:
         raise CheckpointError(f"{path}: has no 'ema' entry; pass use_ema=False for the raw weights")

@@ -318,3 +318,10 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
         checkpoint.atomic_write(path, broken)
     assert checkpoint.read(path) == {"step": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pth"]  # no temporary left behind
+
+
+def test_configs_load_takes_names_dicts_and_files(tmp_path):
+    by_name = configs.load("ve/cifar10_ncsnpp_continuous.py")
+    assert by_name == configs.get("ve/cifar10_ncsnpp_continuous")
+    (tmp_path / "c.json").write_text(__import__("json").dumps(by_name))
+    assert configs.load(tmp_path / "c.json") == by_name and configs.load(dict(by_name)).model.nf == 128

@@ -31,7 +31,10 @@ class Config(dict):
 
 
 def load(config):
-    """A Config from a dict, a Config, or the path of a JSON file in the official layout."""
+    """A Config from a dict, a Config, an official config name ('vp/ddpm/cifar10'), or the path of a
+    JSON file in the official layout."""
+    if isinstance(config, str) and config.removesuffix(".py") in CONFIGS:
+        return get(config)
     if isinstance(config, (str, os.PathLike)):
         with open(config) as fh:
             config = json.load(fh)
