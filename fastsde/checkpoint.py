@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 
@@ -26,11 +27,17 @@ class CheckpointError(ValueError):
 
 def read(path):
     """The object in a .pth file, read with weights_only=True (refusing pickled code)."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    if head != b"PK" and head[:1] != b"\x80":  # torch's zip archive, or its legacy pickle format
+        raise CheckpointError(f"{path}: not a readable checkpoint: neither a torch zip archive nor a pickle")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused: the file asks to unpickle code or objects that "
-                              f"weights_only loading does not allow ({str(e).splitlines()[0]})") from None
+        found = re.search(r"WeightsUnpickler error:\s*(.*?)(?: was not an allowed| Please use|\n\n|$)", str(e), re.S)
+        what = found.group(1).strip() if found else "content beyond tensors and plain containers"
+        raise CheckpointError(f"{path}: refused: the file asks to unpickle code or objects that weights_only "
+                              f"loading does not allow ({what}); fastsde never loads such files") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated?): "
                               f"{str(e).splitlines()[0]}") from None
@@ -80,8 +87,9 @@ def load_state(model, state, ema=None):
 
 
 def sde_from_config(config):
-    """The SDE that config.training.sde names, with the config's parameters and N = num_scales."""
-    m, name = config.model, config.training.sde.lower()
+    """The SDE that config.training.sde names, with the config's parameters and N = num_scales
+    (VE for the NCSN / NCSNv2 configs, which upstream leaves without training.sde)."""
+    m, name = config.model, config.training.get("sde", "vesde").lower()
     if name == "vesde":
         return VESDE(sigma_min=m.sigma_min, sigma_max=m.sigma_max, N=m.num_scales)
     if name == "vpsde":
@@ -103,7 +111,7 @@ def _official_signature(name):
 
 
 def detect_config(state):
-    """The name of the official config whose network has exactly the keys and shapes of `state`
+    """The name of the built-in config whose network has exactly the keys and shapes of `state`
     (sigmas included, which fixes sigma_max and the number of scales). Raises CheckpointError if
     none fits, or if several do that differ in more than the dataset (a VP, sub-VP and discrete VE
     network can be identical in shape; then the config must be given)."""
@@ -132,7 +140,7 @@ def _safetensors():
     try:
         import safetensors.torch
     except ImportError as e:
-        raise ImportError("safetensors files need the safetensors package (pip install 'fastsde[safetensors]')") from e
+        raise ImportError("safetensors files need the safetensors package (pip install safetensors)") from e
     return safetensors.torch
 
 
@@ -197,6 +205,9 @@ def atomic_write(path, write):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the result private to this user
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:
@@ -213,21 +224,34 @@ def atomic_write(path, write):
         os.close(dir_fd)
 
 
+def atomic_write_bytes(path, data):
+    """Writes bytes (or a str, as UTF-8) to `path`, atomically (see atomic_write)."""
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+    atomic_write(path, write)
+
+
 def atomic_save(obj, path):
     """torch.save(obj, path), atomically (see atomic_write)."""
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def save_checkpoint(path, model, ema_params=None, optimizer=None, step=0, ema_decay=0.999, num_updates=0):
+def save_checkpoint(path, model, ema_params=None, optimizer=None, step=0, ema_decay=0.999, num_updates=0,
+                    extra=None):
     """Writes `model` in the official layout (so upstream's restore_checkpoint reads it):
     'module.'-prefixed weights, the EMA shadow parameters (default: the model's own trainable
-    parameters), an Adam state (default: a fresh one over the model) and the step. Atomic."""
+    parameters), an Adam state (default: a fresh one over the model) and the step; `extra` (a dict
+    of tensors, numbers and strings) goes under the key 'fastsde', which upstream ignores. Atomic."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     shadow = [p.detach().clone() for p in (trainable if ema_params is None else ema_params)]
     if len(shadow) != len(trainable):
         raise ValueError(f"ema_params: {len(shadow)} tensors for {len(trainable)} trainable parameters")
     optimizer = optimizer or torch.optim.Adam(trainable)
-    atomic_save({"optimizer": optimizer.state_dict(),
-                 "model": {f"module.{k}": v for k, v in model.state_dict().items()},
-                 "ema": {"decay": ema_decay, "num_updates": num_updates, "shadow_params": shadow},
-                 "step": step}, path)
+    state = {"optimizer": optimizer.state_dict(),
+             "model": {f"module.{k}": v for k, v in model.state_dict().items()},
+             "ema": {"decay": ema_decay, "num_updates": num_updates, "shadow_params": shadow},
+             "step": step}
+    if extra is not None:
+        state["fastsde"] = extra
+    atomic_save(state, path)

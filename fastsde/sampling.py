@@ -186,7 +186,7 @@ def pc_sample(score_fn, sde, shape, predictor="reverse_diffusion", corrector="la
     integer seeds) so that each sample is the same whatever the batch; with the official
     batch-averaged Langevin step that cannot hold, so pass per_sample=True as well.
     Returns (x, nfe): the last x_mean when `denoise` (the official noise removal), else the last x;
-    nfe = N (n_steps + 1).
+    nfe = N (n_steps + 1), less what a 'none' predictor or corrector does not evaluate.
     """
     predictor_fn = _lookup(PREDICTORS, "predictor", predictor)
     corrector_fn = _lookup(CORRECTORS, "corrector", corrector)
@@ -204,7 +204,8 @@ def pc_sample(score_fn, sde, shape, predictor="reverse_diffusion", corrector="la
             x, x_mean = predictor_fn(sde, score_fn, x, t, probability_flow, generator)
             watch.update(i, x)
         watch.check(timesteps, "pc_sample")
-    return (x_mean if denoise else x), sde.N * (n_steps + 1)
+    per_step = (n_steps if corrector_fn is not no_corrector else 0) + (predictor_fn is not no_predictor)
+    return (x_mean if denoise else x), sde.N * per_step
 
 
 # Dormand-Prince 5(4) tableau, as scipy's RK45 (the official ODE sampler's solver).

@@ -129,6 +129,9 @@ class VPSDE(SDE):
 
     def __init__(self, beta_min=0.1, beta_max=20.0, N=1000):
         super().__init__(N)
+        if beta_max >= N:  # DDPM's betas beta_i / N must stay below 1 (sqrt(1 - beta), alpha = 1 - beta > 0)
+            raise ValueError(f"N must exceed beta_max: the discrete betas run up to beta_max / N = {beta_max / N:.3g}, "
+                             f"which must be below 1 (use N > {beta_max:g} steps)")
         self.beta_0, self.beta_1 = beta_min, beta_max
 
     def discrete_betas(self, t):

@@ -2,13 +2,17 @@
 
 `Config` is a dict with attribute access, so code written for ml_collections' ConfigDict
 (`config.model.nf`) works on it; `load(path_or_dict)` reads a dict or a JSON file, and
-`get(name)` gives an official config by its upstream name ('ve/cifar10_ncsnpp_continuous').
+`get(name)` gives an official config by its upstream name ('ve/cifar10_ncsnpp_continuous') or one
+of fastsde's own ('digits', the embedded default model).
 """
 import copy
 import json
 import os
 
-from .official import BASE, CONFIGS
+from . import builtin, official
+from .official import BASE
+
+CONFIGS = {**official.CONFIGS, **builtin.CONFIGS}
 
 
 class Config(dict):
@@ -31,7 +35,7 @@ class Config(dict):
 
 
 def load(config):
-    """A Config from a dict, a Config, an official config name ('vp/ddpm/cifar10'), or the path of a
+    """A Config from a dict, a Config, a config name ('vp/ddpm/cifar10', 'digits'), or the path of a
     JSON file in the official layout."""
     if isinstance(config, str) and config.removesuffix(".py") in CONFIGS:
         return get(config)
@@ -43,13 +47,14 @@ def load(config):
     return Config(config)
 
 
-def names():
-    """The names of the official configs, sorted."""
-    return sorted(CONFIGS)
+def names(official_only=False):
+    """The names of the official configs (and of fastsde's own unless official_only), sorted."""
+    return sorted(official.CONFIGS if official_only else CONFIGS)
 
 
 def get(name):
-    """The official config `name` (as upstream's configs/<name>.py builds it, device 'cuda')."""
+    """The config `name`: an official one as upstream's configs/<name>.py builds it (device
+    'cuda'), or one of fastsde's own."""
     name = name[:-3] if name.endswith(".py") else name
     if name not in CONFIGS:
         raise ValueError(f"unknown config {name!r}; known: {', '.join(names())}")

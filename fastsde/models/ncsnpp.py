@@ -290,7 +290,9 @@ class NCSNpp(nn.Module):
             used_sigmas = time_cond
             temb = next(mods)(torch.log(used_sigmas))
         else:
-            used_sigmas = self.sigmas[time_cond.long()].to(x.dtype)  # upstream leaked float64 here
+            # Only scale_by_sigma reads used_sigmas; upstream indexed sigmas regardless, which fails
+            # for a continuous VP model (labels up to 999) with num_scales < 1000. It leaked float64 too.
+            used_sigmas = self.sigmas[time_cond.long()].to(x.dtype) if self.scale_by_sigma else None
             temb = timestep_embedding(time_cond, self.nf)
         if self.conditional:
             temb = next(mods)(temb)

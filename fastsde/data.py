@@ -1,0 +1,158 @@
+"""Datasets as uint8 images [N, C, H, W], the official scaling and augmentation, and a resumable,
+shardable batch stream.
+
+Sources: the embedded handwritten digits (no download), a .npz array, or a folder of images (needs
+Pillow). Model space is the official one: x = img / 255 in [0, 1] (or (255 img + U) / 256 with
+uniform dequantization), then 2x - 1 when `centered`.
+"""
+import os
+
+import numpy as np
+import torch
+
+ASSETS = os.path.join(os.path.dirname(__file__), "assets")
+DIGITS_PATH = os.path.join(ASSETS, "digits.npz")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def digits(split="train"):
+    """The UCI handwritten digits as scikit-learn ships them (1797 images, 8x8, 17 grey levels
+    stored as 8-bit pixels): (images uint8 [N, 1, 8, 8], labels int64 [N]). split: 'train'
+    (1497 images), 'test' (every 6th image, 300 held out) or 'all'."""
+    with np.load(DIGITS_PATH) as f:
+        images, labels = f["images"], f["labels"]
+    held_out = np.arange(len(images)) % 6 == 0
+    keep = {"train": ~held_out, "test": held_out, "all": np.ones_like(held_out)}.get(split)
+    if keep is None:
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    return torch.from_numpy(images[keep][:, None].copy()), torch.from_numpy(labels[keep].astype(np.int64))
+
+
+def _as_nchw(array, source):
+    a = np.asarray(array)
+    if a.dtype != np.uint8:
+        raise ValueError(f"{source}: images must be uint8 pixels, got dtype {a.dtype}")
+    if a.ndim == 3:
+        a = a[:, None]
+    if a.ndim != 4:
+        raise ValueError(f"{source}: images must be [N, H, W], [N, H, W, C] or [N, C, H, W], got shape {a.shape}")
+    if a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4):
+        a = a.transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def load_npz(path, key=None):
+    """uint8 images [N, C, H, W] from a .npz file: the array `key`, else the first of 'images',
+    'x', 'samples', 'arr_0'; NHWC (as the official samples files) or NCHW."""
+    with np.load(path) as f:
+        keys = [key] if key else [k for k in ("images", "x", "samples", "arr_0") if k in f.files]
+        if not keys or keys[0] not in f.files:
+            raise ValueError(f"{path}: no image array (looked for {keys or ['images', 'x', 'samples', 'arr_0']}; "
+                             f"has {f.files})")
+        return _as_nchw(f[keys[0]], path)
+
+
+def load_folder(path):
+    """uint8 images [N, C, H, W] from the image files in a folder (sorted by name); all must have
+    the same size and mode. Needs Pillow."""
+    try:
+        from PIL import Image
+    except ImportError as e:
+        raise ImportError("image folders need Pillow (pip install 'fastsde[images]')") from e
+    files = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_SUFFIXES))
+    if not files:
+        raise ValueError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+    arrays = [np.asarray(Image.open(os.path.join(path, f))) for f in files]
+    first = arrays[0].shape
+    for f, a in zip(files, arrays):
+        if a.shape != first:
+            raise ValueError(f"{path}: {f} has shape {a.shape}, the first image {first}")
+    return _as_nchw(np.stack(arrays), path)
+
+
+def load(source, split="train"):
+    """uint8 images [N, C, H, W]: source 'digits' (the embedded set, `split` of it), a .npz file or
+    an image folder."""
+    if source in ("digits", "DIGITS"):
+        return digits(split)[0]
+    if os.path.isdir(source):
+        return load_folder(source)
+    if str(source).endswith(".npz") and os.path.isfile(source):
+        return load_npz(source)
+    raise ValueError(f"data: {source!r} is neither 'digits', an existing .npz file nor an image folder "
+                     "(fastsde downloads nothing: point it at local data)")
+
+
+def dataset(config, split="train"):
+    """The images that a config trains on: config.data.path if set, else the embedded digits when
+    config.data.dataset is 'DIGITS'. The official datasets (CIFAR-10, CelebA, LSUN...) are not
+    downloaded: convert them to a .npz or a folder and set data.path."""
+    path = config.data.get("path")
+    if path:
+        images = load(path, split)
+    elif config.data.dataset.upper() == "DIGITS":
+        images = digits(split)[0]
+    else:
+        raise ValueError(f"data.path is not set and dataset {config.data.dataset!r} is not embedded; set "
+                         "data.path (or --data) to a .npz file or an image folder")
+    c, size = config.data.num_channels, config.data.image_size
+    if tuple(images.shape[1:]) != (c, size, size):
+        raise ValueError(f"data: images are {tuple(images.shape[1:])} (C, H, W); the config wants {(c, size, size)}")
+    return images
+
+
+def to_model(images, centered, dequantize=False, flip=False, generator=None):
+    """uint8 images [B, C, H, W] -> float32 in model space, with the official uniform dequantization
+    and random horizontal flips (each image flipped with probability 1/2)."""
+    x = images.float()
+    if dequantize:
+        x = (x + torch.rand(x.shape, generator=generator, device=x.device)) / 256.0
+    else:
+        x = x / 255.0
+    if flip:
+        mask = torch.rand(x.shape[0], generator=generator, device=x.device) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+    return x * 2 - 1 if centered else x
+
+
+def to_uint8(x, centered):
+    """Model-space images -> uint8 pixels (the official inverse scaler, clipped, rounded)."""
+    x = (x + 1) / 2 if centered else x
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+class Batches:
+    """An endless stream of batches of indices into N items: epoch e visits a permutation drawn
+    from (seed, e); with world > 1, rank r takes every world-th item of it. The position is its
+    whole state (state_dict), so a resumed run sees the same batches as an uninterrupted one."""
+
+    def __init__(self, n, batch_size, seed=0, rank=0, world=1):
+        if batch_size < 1 or n // world < batch_size:
+            raise ValueError(f"batch_size: {batch_size} per process does not fit {n} items over {world} processes")
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.epoch, self.pos = 0, 0
+        self._cached = (None, None)
+
+    def _order(self):
+        if self._cached[0] != self.epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            self._cached = (self.epoch, torch.randperm(self.n, generator=g)[self.rank::self.world])
+        return self._cached[1]
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        order = self._order()
+        if self.pos + self.batch_size > len(order):  # drop the ragged end, as the official loader
+            self.epoch, self.pos = self.epoch + 1, 0
+            order = self._order()
+        batch = order[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return batch
+
+    def state_dict(self):
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state):
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])

@@ -1,0 +1,21 @@
+"""Run by test_distributed.py under torchrun (two gloo processes): trains the tiny model
+data-parallel, then checks that every rank ends with the same weights and EMA."""
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, os.path.dirname(__file__))
+from tiny import tiny_config  # noqa: E402
+
+from fastsde import train  # noqa: E402
+
+result = train.train(tiny_config(), sys.argv[1], n_iters=int(sys.argv[2]), log=print)
+flat = torch.cat([p.detach().flatten() for p in result["model"].parameters()] +
+                 [s.flatten() for s in result["ema"].shadow_params])
+gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
+dist.all_gather(gathered, flat)
+assert all(torch.equal(g, gathered[0]) for g in gathered), "the ranks' weights differ"
+print(f"rank {dist.get_rank()}: weights agree at step {result['step']}")
+dist.destroy_process_group()

@@ -1,0 +1,127 @@
+"""The `fastsde` command: each subcommand end to end on a tiny model, and its one-line errors."""
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from fastsde import checkpoint, cli
+from fastsde.models import create_model
+from tiny import tiny_config
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    config = tiny_config()
+    model = create_model(config)
+    with torch.no_grad():  # the last layer starts at zero; a zero score would stall the Langevin step
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    checkpoint.save_safetensors(path, model, config)
+    return str(path)
+
+
+def run(*argv):
+    return cli.main([str(a) for a in argv])
+
+
+def test_the_command_is_installed_and_runs_as_a_module():
+    (entry,) = importlib.metadata.entry_points(group="console_scripts", name="fastsde")
+    assert entry.value == "fastsde.cli:main"
+    out = subprocess.run([sys.executable, "-m", "fastsde", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("train", "sample", "likelihood", "eval", "convert", "configs", "bench", "info"):
+        assert command in out
+
+
+def test_configs_list_and_show(capsys):
+    assert run("configs") == 0
+    names = capsys.readouterr().out.split()
+    assert "digits" in names and "ve/cifar10_ncsnpp_continuous" in names and len(names) == 40
+    assert run("configs", "vp/ddpm/cifar10") == 0
+    assert json.loads(capsys.readouterr().out)["model"]["name"] == "ddpm"
+
+
+def test_sample_writes_npz_and_png_and_is_batch_independent(tiny_ckpt, tmp_path, capsys):
+    Image = pytest.importorskip("PIL.Image")
+    assert run("sample", "--ckpt", tiny_ckpt, "--num-samples", 5, "--batch-size", 5, "--out", tmp_path / "a") == 0
+    summary = capsys.readouterr().out
+    assert "5 samples in" in summary and "25 network evaluations per sample" in summary
+    with np.load(tmp_path / "a" / "samples.npz") as f:
+        a = f["samples"]
+    assert a.dtype == np.uint8 and a.shape == (5, 8, 8, 1) and a.std() > 0
+    assert np.asarray(Image.open(tmp_path / "a" / "samples.png")).shape == (2 * 33 + 1, 3 * 33 + 1)  # 3 per row, x4
+    assert not [f for f in os.listdir(tmp_path / "a") if f.startswith("samples_rank")]
+    assert run("sample", "--ckpt", tiny_ckpt, "--num-samples", 5, "--batch-size", 2, "--out", tmp_path / "b") == 0
+    with np.load(tmp_path / "b" / "samples.npz") as f:
+        assert np.array_equal(f["samples"], a)  # sample i depends on the seed and i only
+
+
+@pytest.mark.parametrize("sampler,extra", [("pc", ["--corrector", "langevin", "--snr", "0.1", "--steps", "30"]),
+                                           ("ode", []), ("heun", ["--steps", "4"]), ("dpmpp_2m", ["--steps", "4"])])
+def test_every_sampler_runs(tiny_ckpt, tmp_path, sampler, extra, capsys):
+    assert run("sample", "--ckpt", tiny_ckpt, "--num-samples", 2, "--sampler", sampler, *extra,
+               "--precision", "bf16", "--out", tmp_path) == 0
+    assert f"({sampler}, bf16)" in capsys.readouterr().out
+
+
+def test_likelihood_reports_bits_per_dim(tiny_ckpt, capsys):
+    assert run("likelihood", "--ckpt", tiny_ckpt, "--num-samples", 3, "--tol", 1e-3) == 0
+    out = capsys.readouterr().out
+    bpd = float(out.split(" bits/dim")[0])
+    assert np.isfinite(bpd) and "over 3 images x 1 repeats" in out
+
+
+def test_eval_and_convert(tmp_path, capsys):
+    from test_metrics import TinyFeatures
+    net = TinyFeatures()
+    example = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    torch.export.save(torch.export.export(net, (example,), dynamic_shapes=({0: torch.export.Dim("b", max=512)},)),
+                      str(tmp_path / "net.pt2"))
+    samples = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 1), dtype=np.uint8)
+    np.savez(tmp_path / "samples.npz", samples=samples)
+    np.savez(tmp_path / "stats.npz", mu=np.zeros(4), sigma=np.eye(4))
+    assert run("eval", "--samples", tmp_path / "samples.npz", "--stats", tmp_path / "stats.npz",
+               "--inception", tmp_path / "net.pt2") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("fid ") and "inception_score" in out and "(20 samples)" in out
+    official = os.path.join(FIXTURES, "ncsnpp_ve_cifar_small.pth")
+    config = os.path.join(FIXTURES, "ncsnpp_ve_cifar_small.json")
+    assert run("convert", "--ckpt", official, "--config", config, "--out", tmp_path / "w.safetensors") == 0
+    model, _, _ = checkpoint.load_checkpoint(tmp_path / "w.safetensors")
+    reference, _, _ = checkpoint.load_checkpoint(official, config)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+
+
+def test_errors_are_one_line_unless_debug(tmp_path, capsys):
+    assert run("sample", "--ckpt", tmp_path / "missing.pth") == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"fastsde sample: error: --ckpt {tmp_path / 'missing.pth'}: no such file"
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    assert run("likelihood", "--ckpt", tmp_path / "junk.pth") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a readable checkpoint" in err and "weights_only" not in err
+    assert run("sample", "--ckpt", FIXTURES + "/ddpmpp_vp_cifar_small.pth", "--config",
+               FIXTURES + "/ddpmpp_vp_cifar_small.json", "--steps", 10) == 1
+    assert "N must exceed beta_max" in capsys.readouterr().err
+    assert run("merge", "--out", tmp_path) == 1
+    assert "no samples_rank*.npz shards" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError):
+        run("--debug", "sample", "--ckpt", tmp_path / "missing.pth")
+    with pytest.raises(SystemExit):
+        run("sample", "--precision", "fp8")
+
+
+def test_bench_and_info(tiny_ckpt, capsys):
+    assert run("bench", "--ckpt", tiny_ckpt, "--batch-size", 2, "--steps", 30, "--repeats", 1) == 0
+    out = capsys.readouterr().out
+    assert "reference" in out and "cpp" in out and "img/s" in out
+    assert run("info") == 0
+    assert "backends:" in capsys.readouterr().out

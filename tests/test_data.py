@@ -1,0 +1,87 @@
+"""Datasets, the official scaling and augmentation, and the resumable batch stream."""
+import numpy as np
+import pytest
+import torch
+
+from fastsde import configs, data
+
+
+def test_embedded_digits_splits():
+    train, labels = data.digits("train")
+    test, test_labels = data.digits("test")
+    assert train.dtype == torch.uint8 and train.shape == (1497, 1, 8, 8) and test.shape == (300, 1, 8, 8)
+    assert set(labels.tolist()) == set(range(10)) and set(test_labels.tolist()) == set(range(10))
+    assert int(train.max()) == 255 and int(train.min()) == 0
+    levels = torch.unique(train).tolist()  # the 17 grey levels 0..16, as 8-bit pixels
+    assert levels == [round(v * 255 / 16) for v in range(17)]
+    everything, _ = data.digits("all")
+    assert len(everything) == 1797 and torch.equal(everything[::6], test)
+    with pytest.raises(ValueError, match="split must be"):
+        data.digits("val")
+
+
+def test_to_model_official_scaling():
+    img = torch.tensor([0, 128, 255], dtype=torch.uint8).reshape(1, 1, 1, 3)
+    torch.testing.assert_close(data.to_model(img, centered=False), torch.tensor([0, 128 / 255, 1.0]).reshape(1, 1, 1, 3))
+    torch.testing.assert_close(data.to_model(img, centered=True), torch.tensor([-1, 2 * 128 / 255 - 1, 1.0]).reshape(1, 1, 1, 3))
+    x = data.to_model(img.expand(4000, 1, 1, 3), centered=False, dequantize=True, generator=torch.Generator().manual_seed(0))
+    lo, hi = torch.tensor([0, 128, 255]) / 256, torch.tensor([1, 129, 256]) / 256
+    assert (x >= lo.reshape(1, 1, 1, 3)).all() and (x < hi.reshape(1, 1, 1, 3)).all()
+    assert abs(float(x[..., 1].mean()) - 128.5 / 256) < 2e-3  # uniform within the bin
+    back = data.to_uint8(data.to_model(img, centered=True), centered=True)
+    assert torch.equal(back, img)
+
+
+def test_random_flip_flips_about_half():
+    img = torch.arange(4, dtype=torch.uint8).reshape(1, 1, 1, 4).expand(1000, 1, 1, 4)
+    x = data.to_model(img, centered=False, flip=True, generator=torch.Generator().manual_seed(0))
+    flipped = x[:, 0, 0, 0] > x[:, 0, 0, 3]
+    assert 400 < int(flipped.sum()) < 600
+    assert torch.equal(x[flipped], data.to_model(img[:1], False).flip(-1).expand(int(flipped.sum()), 1, 1, 4))
+
+
+def test_batches_epochs_resume_and_shards():
+    b = data.Batches(10, 3, seed=1)
+    first = [next(b) for _ in range(3)]
+    assert len(torch.unique(torch.cat(first))) == 9  # one epoch without repeats, ragged end dropped
+    state = b.state_dict()
+    rest = [next(b) for _ in range(4)]
+    resumed = data.Batches(10, 3, seed=1)
+    resumed.load_state_dict(state)
+    assert all(torch.equal(a, next(resumed)) for a in rest)
+    shards = [data.Batches(12, 3, seed=2, rank=r, world=2) for r in range(2)]
+    seen = torch.cat([torch.cat([next(s), next(s)]) for s in shards])
+    assert sorted(seen.tolist()) == list(range(12))  # the ranks split each epoch without overlap
+    with pytest.raises(ValueError, match="batch_size"):
+        data.Batches(5, 3, world=2)
+
+
+def test_npz_and_folder_sources(tmp_path):
+    PIL = pytest.importorskip("PIL.Image")
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 6, 7, 3), dtype=np.uint8)
+    np.savez(tmp_path / "nhwc.npz", samples=rgb)
+    np.savez(tmp_path / "nchw.npz", images=rgb.transpose(0, 3, 1, 2))
+    for name in ("nhwc.npz", "nchw.npz"):
+        got = data.load(str(tmp_path / name))
+        assert got.shape == (5, 3, 6, 7) and np.array_equal(got.numpy(), rgb.transpose(0, 3, 1, 2))
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, img in enumerate(rgb):
+        PIL.fromarray(img).save(folder / f"{i:03d}.png")
+    assert np.array_equal(data.load(str(folder)).numpy(), rgb.transpose(0, 3, 1, 2))
+    np.savez(tmp_path / "float.npz", images=rgb.astype(np.float32))
+    with pytest.raises(ValueError, match="uint8"):
+        data.load(str(tmp_path / "float.npz"))
+    with pytest.raises(ValueError, match="downloads nothing"):
+        data.load(str(tmp_path / "missing.npz"))
+
+
+def test_dataset_of_a_config_checks_shape(tmp_path):
+    c = configs.get("digits")
+    assert data.dataset(c, "test").shape == (300, 1, 8, 8)
+    np.savez(tmp_path / "wrong.npz", images=np.zeros((4, 9, 9), np.uint8))
+    c.data.path = str(tmp_path / "wrong.npz")
+    with pytest.raises(ValueError, match=r"images are \(1, 9, 9\).*wants \(1, 8, 8\)"):
+        data.dataset(c)
+    with pytest.raises(ValueError, match="data.path is not set"):
+        data.dataset(configs.get("vp/ddpm/cifar10"))

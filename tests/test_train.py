@@ -1,0 +1,117 @@
+"""The training loop: it learns, resumes exactly, stops cleanly on a signal, survives a hard kill,
+and writes checkpoints that load in fastsde and have the official layout."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from fastsde import checkpoint, train
+from tiny import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _meta(workdir):
+    return checkpoint.read(os.path.join(workdir, "checkpoints-meta", "checkpoint.pth"))
+
+
+def test_training_lowers_the_loss(tmp_path):
+    c = tiny_config(log_freq=10)
+    c.optim.lr, c.optim.warmup = 2e-3, 5
+    logged = []
+    result = train.train(c, str(tmp_path), n_iters=60, log=logged.append)
+    losses = [float(line.split("loss ")[1].split()[0]) for line in logged]
+    assert result["step"] == 60 and len(losses) == 6
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_resume_continues_the_same_run(tmp_path):
+    c = tiny_config()
+    straight = train.train(c, str(tmp_path / "a"), n_iters=6, log=lambda s: None)
+    train.train(c, str(tmp_path / "b"), n_iters=3, log=lambda s: None)
+    resumed = train.train(c, str(tmp_path / "b"), n_iters=6, log=lambda s: None)
+    a, b = _meta(tmp_path / "a"), _meta(tmp_path / "b")
+    assert a["step"] == b["step"] == 6 and straight["loss"] == resumed["loss"]
+    assert a["ema"]["num_updates"] == b["ema"]["num_updates"] == 6
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for x, y in zip(a["ema"]["shadow_params"], b["ema"]["shadow_params"]):
+        assert torch.equal(x, y)
+    assert a["optimizer"]["state"][0]["step"] == b["optimizer"]["state"][0]["step"]
+
+
+def test_checkpoints_have_the_official_layout_and_load(tmp_path):
+    train.train(tiny_config(), str(tmp_path), n_iters=8, log=lambda s: None)
+    names = sorted(os.listdir(tmp_path / "checkpoints"))
+    assert names == ["checkpoint_1.pth", "checkpoint_2.pth"]  # step // snapshot_freq, as upstream
+    state = checkpoint.read(tmp_path / "checkpoints" / "checkpoint_2.pth")
+    assert {"optimizer", "model", "ema", "step"} <= set(state) and state["step"] == 8
+    assert all(k.startswith("module.") for k in state["model"])
+    assert set(state["ema"]) == {"decay", "num_updates", "shadow_params"}
+    model, sde, config = checkpoint.load_checkpoint(tmp_path / "checkpoints" / "checkpoint_2.pth",
+                                                    str(tmp_path / "config.json"))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert all(torch.equal(p, s) for p, s in zip(trainable, state["ema"]["shadow_params"]))
+    assert config.model.nf == 16 and sde.N == 25
+
+
+def test_bf16_and_discrete_objectives_train(tmp_path):
+    train.train(tiny_config(), str(tmp_path / "bf16"), n_iters=2, precision="bf16", log=lambda s: None)
+    for sde_name in ("vesde", "vpsde"):
+        c = tiny_config(continuous=False, sde=sde_name)
+        c.model.scale_by_sigma = sde_name == "vesde"
+        r = train.train(c, str(tmp_path / sde_name), n_iters=2, log=lambda s: None)
+        assert r["step"] == 2 and torch.isfinite(torch.tensor(r["loss"]))
+    c = tiny_config(continuous=False, sde="subvpsde")
+    with pytest.raises(ValueError, match="not sub-VP"):
+        train.train(c, str(tmp_path / "subvp"), n_iters=1)
+    with pytest.raises(ValueError, match="precision"):
+        train.train(tiny_config(), str(tmp_path / "x"), n_iters=1, precision="fp16")
+
+
+def _start(workdir, steps, config_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "fastsde", "train", "--config", str(config_path),
+                             "--workdir", str(workdir), "--steps", str(steps)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+
+
+def _wait_for_step(proc, step, timeout=120):
+    deadline = time.time() + timeout
+    for line in proc.stdout:
+        if line.startswith(f"step {step} ") or time.time() > deadline:
+            return
+    pytest.fail(f"the trainer ended before step {step}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_and_exits_cleanly(tmp_path, sig):
+    config_path = tmp_path / "tiny.json"
+    config_path.write_text(__import__("json").dumps(tiny_config(snapshot_freq_for_preemption=1000)))
+    proc = _start(tmp_path / "w", 100000, config_path)
+    _wait_for_step(proc, 4)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert f"{sig.name}: saved step" in out and "stopped by" in out
+    saved = _meta(tmp_path / "w")["step"]
+    assert saved >= 4 and f"saved step {saved} " in out  # every step it took is in the snapshot
+
+
+def test_hard_kill_resumes_from_the_last_snapshot(tmp_path):
+    config_path = tmp_path / "tiny.json"
+    config_path.write_text(__import__("json").dumps(tiny_config(snapshot_freq_for_preemption=3)))
+    proc = _start(tmp_path / "w", 100000, config_path)
+    _wait_for_step(proc, 8)
+    proc.kill()
+    proc.communicate(timeout=60)
+    snapshot = _meta(tmp_path / "w")["step"]
+    assert snapshot >= 6 and snapshot % 3 == 0  # lost at most the steps since the last snapshot
+    logged = []
+    result = train.train(config_path, str(tmp_path / "w"), n_iters=snapshot + 2, log=logged.append)
+    assert logged[0].startswith(f"resumed from") and f"at step {snapshot}" in logged[0]
+    assert result["step"] == snapshot + 2 and _meta(tmp_path / "w")["ema"]["num_updates"] == snapshot + 2
