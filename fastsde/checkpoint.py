@@ -158,19 +158,21 @@ def read_safetensors(path):
     return state, config
 
 
-def save_safetensors(path, model, config=None):
-    """Writes the model's weights (and the config, as metadata) to a .safetensors file, atomically."""
+def save_safetensors(path, model, config=None, dtype=None):
+    """Writes the model's weights (and the config, as metadata) to a .safetensors file, atomically;
+    floating-point tensors in `dtype` if given (loading casts them back to the model's dtype)."""
     st = _safetensors()
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
+             for k, v in model.state_dict().items()}
     meta = {"fastsde_config": json.dumps(config)} if config is not None else None
     atomic_write(path, lambda tmp: st.save_file(state, tmp, metadata=meta))
 
 
-def convert_checkpoint(path, out, config=None, use_ema=True):
+def convert_checkpoint(path, out, config=None, use_ema=True, dtype=None):
     """Converts an official .pth checkpoint to a .safetensors file of its EMA (or raw) weights with
-    the config embedded. Returns the config used."""
+    the config embedded (floating-point weights in `dtype` if given). Returns the config used."""
     model, _, config = load_checkpoint(path, config, use_ema=use_ema)
-    save_safetensors(out, model, config)
+    save_safetensors(out, model, config, dtype)
     return config
 
 
@@ -205,11 +207,11 @@ def atomic_write(path, write):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the result private to this user
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the result private to this user
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -1,6 +1,7 @@
-"""The `fastsde` command: train, sample, likelihood, eval, convert, merge, configs, bench, info.
+"""The `fastsde` command: train, sample, likelihood, eval, inpaint, colorize, train-classifier,
+convert, merge, configs, bench, info.
 
-With no --ckpt, sample / likelihood / bench use the embedded default model (fastsde/assets/
+With no --ckpt, sample / likelihood / inpaint / colorize / bench use the embedded default model (fastsde/assets/
 digits.safetensors). Launched with torchrun, `train` runs data-parallel and `sample` shards the
 samples over the processes. Errors print as one line unless --debug.
 """
@@ -16,6 +17,7 @@ import time
 import torch
 
 DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "assets", "digits.safetensors")
+DEFAULT_CLASSIFIER = os.path.join(os.path.dirname(__file__), "assets", "digits_classifier.safetensors")
 
 
 def _model(args, device):
@@ -55,6 +57,29 @@ def _with_steps(sde, config, steps):
     return checkpoint.sde_from_config(Config(config))
 
 
+def _score_fn(args, model, sde, config, device):
+    from . import generate
+    from .models import get_score_fn
+    score_fn = get_score_fn(sde, model, continuous=config.training.get("continuous", False))
+    return generate.with_precision(score_fn, args.precision, device)
+
+
+def _classifier(args, sde, config, device):
+    """The classifier-guided score's classifier(x, t), from --classifier (default: the embedded
+    digits classifier, with the embedded model)."""
+    from . import controllable
+    path = args.classifier or (DEFAULT_CLASSIFIER if not args.ckpt else None)
+    if path is None:
+        raise ValueError("--class needs --classifier (a file written by `fastsde train-classifier`)")
+    net = controllable.load_classifier(path, device)
+    if net.args["in_ch"] != config.data.num_channels:
+        raise ValueError(f"--classifier takes {net.args['in_ch']}-channel images; the model makes "
+                         f"{config.data.num_channels}-channel ones")
+    if not 0 <= args.class_label < net.args["num_classes"]:
+        raise ValueError(f"--class {args.class_label}: the classifier has classes 0..{net.args['num_classes'] - 1}")
+    return controllable.noise_conditional(net, sde)
+
+
 def cmd_train(args):
     from . import configs, train
     config = configs.load(args.config)
@@ -71,14 +96,17 @@ def cmd_train(args):
 
 
 def cmd_sample(args):
-    from . import generate, train
-    from .models import get_score_fn
+    from . import controllable, generate, train
     rank, world = train.distributed()
     device = _device(args, rank)
     model, sde, config = _model(args, device)
     sde = _with_steps(sde, config, args.steps if args.sampler == "pc" else None)
-    score_fn = generate.with_precision(get_score_fn(sde, model, continuous=config.training.get("continuous", False)),
-                                       args.precision, device)
+    score_fn = _score_fn(args, model, sde, config, device)
+    if args.class_label is not None:
+        classifier = _classifier(args, sde, config, device)
+        base, label, scale = score_fn, args.class_label, args.scale
+        score_fn = lambda x, t: controllable.classifier_score_fn(  # noqa: E731
+            base, classifier, torch.full((len(x),), label, dtype=torch.long), scale)(x, t)
     os.makedirs(args.out, exist_ok=True)
     if rank == 0:
         for stale in glob.glob(os.path.join(args.out, "samples_rank*.npz")):
@@ -93,10 +121,143 @@ def cmd_sample(args):
     if rank == 0:
         generate.merge(args.out)
         rate = len(indices) * world / max(seconds, 1e-9)
+        what = f", class {args.class_label}" if args.class_label is not None else ""
         print(f"{args.num_samples} samples in {seconds:.1f} s ({rate:.2f} img/s over {world} process"
               f"{'es' if world > 1 else ''}), {nfe} network evaluations per sample ({args.sampler}, "
-              f"{args.precision}); wrote {os.path.join(args.out, 'samples.npz')} and "
+              f"{args.precision}{what}); wrote {os.path.join(args.out, 'samples.npz')} and "
               f"{os.path.join(args.out, 'samples.png')}")
+
+
+def _mask(spec, shape):
+    """A 0/1 mask [1, C or 1, H, W] (1 = known) from a named pattern or a .npz / image file."""
+    import numpy as np
+    _, c, h, w = shape
+    patterns = {"right": (slice(None), slice(w // 2, None)), "left": (slice(None), slice(0, w // 2)),
+                "bottom": (slice(h // 2, None), slice(None)), "top": (slice(0, h // 2), slice(None)),
+                "center": (slice(h // 4, h - h // 4), slice(w // 4, w - w // 4))}
+    if spec in patterns:  # the named region is the one to fill in
+        mask = torch.ones(1, 1, h, w)
+        mask[(0, 0) + patterns[spec]] = 0
+        return mask
+    if spec.endswith(".npz"):
+        with np.load(spec) as f:
+            m = f["mask"] if "mask" in f.files else f[f.files[0]]
+    else:
+        try:
+            from PIL import Image
+        except ImportError as e:
+            raise ImportError("an image mask needs Pillow (pip install 'fastsde[images]'); or use a .npz") from e
+        m = np.asarray(Image.open(spec))
+        m = m.transpose(2, 0, 1) if m.ndim == 3 else m
+    m = torch.as_tensor(np.asarray(m, dtype=np.float64))
+    m = m / m.max() if m.max() > 1 else m
+    m = m.reshape((1, 1) + tuple(m.shape)) if m.dim() == 2 else m.reshape((1,) + tuple(m.shape))
+    if m.shape[2:] != (h, w) or m.shape[1] not in (1, c):
+        raise ValueError(f"--mask {spec}: shape {tuple(m.shape[1:])} (C, H, W) does not fit images of {(c, h, w)}")
+    return (m > 0.5).float()
+
+
+def _inputs(args, config, rgb_ok=True):
+    """The first --num-samples uint8 images of --images (default: the config's held-out data),
+    checked against the model's shape."""
+    from . import data
+    images = data.load(args.images, args.split) if args.images else data.dataset(config, args.split)
+    images = images[:args.num_samples]
+    want = (config.data.num_channels, config.data.image_size, config.data.image_size)
+    if tuple(images.shape[2:]) != want[1:]:
+        raise ValueError(f"--images are {tuple(images.shape[2:])} pixels; the model makes {want[1:]}")
+    return images
+
+
+def _pc_kwargs(args, config, sde):
+    from .generate import default_eps
+    s = config.sampling
+    return dict(predictor=args.predictor or s.predictor, corrector=args.corrector or s.corrector,
+                snr=s.snr if args.snr is None else args.snr, n_steps=s.n_steps_each,
+                probability_flow=s.probability_flow, denoise=s.noise_removal, eps=default_eps(sde),
+                generator=torch.Generator().manual_seed(args.seed))
+
+
+def _write_rows(path, rows, scale=4):
+    """A PNG grid: one row of images per entry of `rows` (uint8 [N, C, H, W], grey ones made RGB)."""
+    from . import images as images_lib
+    rows = [r.expand(-1, 3, -1, -1) if r.shape[1] == 1 else r for r in rows]
+    grid = torch.cat(rows).numpy()
+    images_lib.write_png(path, images_lib.grid(grid, nrow=len(rows[0]), scale=scale))
+
+
+def cmd_inpaint(args):
+    import numpy as np
+    from . import controllable, data, generate
+    device = _device(args)
+    model, sde, config = _model(args, device)
+    sde = _with_steps(sde, config, args.steps)
+    images = _inputs(args, config)
+    if images.shape[1] != config.data.num_channels:
+        raise ValueError(f"--images have {images.shape[1]} channels; the model makes {config.data.num_channels}")
+    mask = _mask(args.mask, images.shape)
+    x = data.to_model(images, config.data.centered).to(device)
+    start = time.time()
+    result, nfe = controllable.inpaint(_score_fn(args, model, sde, config, device), sde, x, mask.to(device),
+                                       **_pc_kwargs(args, config, sde))
+    result = data.to_uint8(result, config.data.centered).cpu()
+    os.makedirs(args.out, exist_ok=True)
+    shown = (mask.expand_as(images.float()) * 255).to(torch.uint8)
+    _write_rows(os.path.join(args.out, "inpaint.png"), [images, shown, (images * mask).to(torch.uint8), result])
+    generate._save_npz(os.path.join(args.out, "inpaint.npz"), samples=result.permute(0, 2, 3, 1).numpy(),
+                       mask=np.asarray(mask[0].numpy()))
+    print(f"inpainted {len(images)} images in {time.time() - start:.1f} s ({nfe} network evaluations each); "
+          f"wrote {os.path.join(args.out, 'inpaint.png')} (rows: input, mask, known part, result) and inpaint.npz")
+
+
+def cmd_colorize(args):
+    from . import controllable, data, generate
+    device = _device(args)
+    model, sde, config = _model(args, device)
+    if config.data.num_channels != 3:
+        raise ValueError(f"colorize needs a model of RGB images; this one makes {config.data.num_channels}-channel images")
+    sde = _with_steps(sde, config, args.steps)
+    images = _inputs(args, config)
+    if args.images:  # the user's images must be grey already
+        grey = images
+    else:  # the held-out colour digits, turned grey
+        grey = images.float().mean(1, keepdim=True).round().to(torch.uint8)
+    x = data.to_model(grey, config.data.centered).to(device)
+    start = time.time()
+    result, nfe = controllable.colorize(_score_fn(args, model, sde, config, device), sde, x,
+                                        **_pc_kwargs(args, config, sde))
+    result = data.to_uint8(result, config.data.centered).cpu()
+    os.makedirs(args.out, exist_ok=True)
+    rows = [grey, result] + ([] if args.images else [images])
+    _write_rows(os.path.join(args.out, "colorize.png"), rows)
+    generate._save_npz(os.path.join(args.out, "colorize.npz"), samples=result.permute(0, 2, 3, 1).numpy())
+    print(f"colorized {len(grey)} images in {time.time() - start:.1f} s ({nfe} network evaluations each); wrote "
+          f"{os.path.join(args.out, 'colorize.png')} (rows: grey input, result{'' if args.images else ', original'})"
+          " and colorize.npz")
+
+
+def cmd_train_classifier(args):
+    from . import checkpoint, configs, controllable, data
+    from .models.classifier import WideResNet
+    config = configs.load(args.config)
+    images, labels = data.labeled(args.data or config.data.get("path") or config.data.dataset, "train")
+    num_classes = int(labels.max()) + 1
+    torch.manual_seed(args.seed)
+    net = WideResNet(num_classes, images.shape[1], args.blocks, args.width).to(_device(args))
+    sde = checkpoint.sde_from_config(config)
+    start = time.time()
+    history = controllable.train_classifier(net, sde, images, labels, config.data.centered, args.steps,
+                                            args.batch_size, args.lr, seed=args.seed, device=_device(args))
+    controllable.save_classifier(args.out, net)
+    test_images, test_labels = data.labeled(args.data or config.data.dataset, "test") if not args.data else (None, None)
+    accuracy = ""
+    if test_images is not None:  # clean-ish held-out accuracy at the smallest noise level
+        x = data.to_model(test_images, config.data.centered).to(_device(args))
+        with torch.no_grad():
+            pred = net(x, torch.full((len(x),), 1e-2, device=x.device)).argmax(1).cpu()
+        accuracy = f", held-out accuracy at std 0.01: {float((pred == test_labels).float().mean()):.3f}"
+    print(f"trained the classifier for {args.steps} steps in {time.time() - start:.0f} s, final loss "
+          f"{history[-1] if history else float('nan'):.4f}{accuracy}; wrote {args.out}")
 
 
 def _barrier(world):
@@ -112,13 +273,11 @@ def cmd_merge(args):
 
 def cmd_likelihood(args):
     from . import data, generate, likelihood
-    from .models import get_score_fn
     device = _device(args)
     model, sde, config = _model(args, device)
     images = data.load(args.data, args.split) if args.data else data.dataset(config, args.split)
     images = images[:args.num_samples] if args.num_samples else images
-    score_fn = generate.with_precision(get_score_fn(sde, model, continuous=config.training.get("continuous", False)),
-                                       args.precision, device)
+    score_fn = _score_fn(args, model, sde, config, device)
     bar = generate.Progress(len(images) * args.repeats, "likelihood")
     start = time.time()
     bpd, per_image, nfe = likelihood.dataset_bits_per_dim(
@@ -139,7 +298,8 @@ def cmd_eval(args):
 
 def cmd_convert(args):
     from .checkpoint import convert_checkpoint
-    convert_checkpoint(args.ckpt, args.out, args.config, use_ema=not args.raw)
+    dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    convert_checkpoint(args.ckpt, args.out, args.config, use_ema=not args.raw, dtype=dtype)
     print(f"wrote {args.out}")
 
 
@@ -154,13 +314,11 @@ def cmd_configs(args):
 def cmd_bench(args):
     """Images per second of PC sampling on this machine with each kernel backend, medians."""
     from . import generate
-    from .models import get_score_fn
     from .ops import available_backends
     device = _device(args)
     model, sde, config = _model(args, device)
     sde = _with_steps(sde, config, args.steps)
-    score_fn = generate.with_precision(get_score_fn(sde, model, continuous=config.training.get("continuous", False)),
-                                       args.precision, device)
+    score_fn = _score_fn(args, model, sde, config, device)
     backends = ["reference"] + [b for b in available_backends(device) if b != "reference"]
     times = {b: [] for b in backends}
     saved = os.environ.get("FASTSDE_BACKEND")
@@ -223,7 +381,45 @@ def parser():
     q.add_argument("--predictor", help="pc predictor (default: the config's)")
     q.add_argument("--corrector", help="pc corrector (default: the config's)")
     q.add_argument("--snr", type=float, help="Langevin signal-to-noise ratio (default: the config's)")
+    q.add_argument("--class", dest="class_label", type=int, help="sample this class, guided by --classifier")
+    q.add_argument("--classifier", help="a noise-conditional classifier (default with the embedded model: its own)")
+    q.add_argument("--scale", type=float, default=1.0, help="classifier guidance scale")
     q.set_defaults(run=cmd_sample)
+
+    def controllable_args(q, what):
+        model_args(q)
+        q.add_argument("--images", help=f"{what}: a .npz file, an image folder or 'digits' / 'digits_rgb' "
+                                        "(default: the model's held-out data)")
+        q.add_argument("--split", default="test", help="split of the embedded dataset (default: test)")
+        q.add_argument("--num-samples", type=int, default=16)
+        q.add_argument("--out", default="samples")
+        q.add_argument("--steps", type=int, help="PC steps N (default: the config's num_scales)")
+        q.add_argument("--predictor")
+        q.add_argument("--corrector")
+        q.add_argument("--snr", type=float)
+
+    q = sub.add_parser("inpaint", help="fill in the masked part of images; writes inpaint.png and .npz")
+    controllable_args(q, "images to complete")
+    q.add_argument("--mask", default="right", help="the part to fill in: right, left, top, bottom, center, or "
+                                                   "a .npz / image file (1 or white = known)")
+    q.set_defaults(run=cmd_inpaint)
+
+    q = sub.add_parser("colorize", help="colour grey images; writes colorize.png and .npz")
+    controllable_args(q, "grey images (1 channel, or 3 equal ones)")
+    q.set_defaults(run=cmd_colorize)
+
+    q = sub.add_parser("train-classifier", help="train a noise-conditional classifier for `sample --class`")
+    q.add_argument("--config", default="digits", help="the config whose SDE and data to use")
+    q.add_argument("--data", help="'digits', 'digits_rgb' or a .npz with 'labels' (default: the config's)")
+    q.add_argument("--out", required=True)
+    q.add_argument("--steps", type=int, default=3000)
+    q.add_argument("--batch-size", type=int, default=128)
+    q.add_argument("--lr", type=float, default=1e-3)
+    q.add_argument("--blocks", type=int, default=2, help="blocks per group (the JAX CIFAR-10 classifier: 4)")
+    q.add_argument("--width", type=int, default=2, help="channel multiplier (the JAX CIFAR-10 classifier: 10)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--device")
+    q.set_defaults(run=cmd_train_classifier)
 
     q = sub.add_parser("merge", help="merge the per-process sample shards in --out")
     q.add_argument("--out", default="samples")
@@ -252,6 +448,7 @@ def parser():
     q.add_argument("--out", required=True)
     q.add_argument("--config")
     q.add_argument("--raw", action="store_true", help="the raw weights, not the EMA ones")
+    q.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"), help="storage type of the weights")
     q.set_defaults(run=cmd_convert)
 
     q = sub.add_parser("configs", help="list the built-in configs, or show one as JSON")

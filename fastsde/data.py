@@ -15,17 +15,27 @@ DIGITS_PATH = os.path.join(ASSETS, "digits.npz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def digits(split="train"):
+# Ink colours of the RGB digits: saturated hues of different brightness, so that a grey image
+# leaves its colour open (what colorization has to recover).
+PALETTE = np.array([[1.0, 0.25, 0.2], [1.0, 0.6, 0.1], [1.0, 1.0, 0.25], [0.3, 1.0, 0.3],
+                    [0.25, 1.0, 1.0], [0.35, 0.45, 1.0], [1.0, 0.35, 1.0], [1.0, 1.0, 1.0]])
+
+
+def digits(split="train", rgb=False):
     """The UCI handwritten digits as scikit-learn ships them (1797 images, 8x8, 17 grey levels
     stored as 8-bit pixels): (images uint8 [N, 1, 8, 8], labels int64 [N]). split: 'train'
-    (1497 images), 'test' (every 6th image, 300 held out) or 'all'."""
+    (1497 images), 'test' (every 6th image, 300 held out) or 'all'. rgb: each digit drawn in an ink
+    colour from PALETTE (fixed per image), [N, 3, 8, 8]."""
     with np.load(DIGITS_PATH) as f:
-        images, labels = f["images"], f["labels"]
+        images, labels = f["images"][:, None], f["labels"]
+    if rgb:
+        ink = PALETTE[np.random.default_rng(0).integers(0, len(PALETTE), len(images))]
+        images = np.rint(images * ink[:, :, None, None]).astype(np.uint8)
     held_out = np.arange(len(images)) % 6 == 0
     keep = {"train": ~held_out, "test": held_out, "all": np.ones_like(held_out)}.get(split)
     if keep is None:
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
-    return torch.from_numpy(images[keep][:, None].copy()), torch.from_numpy(labels[keep].astype(np.int64))
+    return torch.from_numpy(images[keep].copy()), torch.from_numpy(labels[keep].astype(np.int64))
 
 
 def _as_nchw(array, source):
@@ -71,10 +81,10 @@ def load_folder(path):
 
 
 def load(source, split="train"):
-    """uint8 images [N, C, H, W]: source 'digits' (the embedded set, `split` of it), a .npz file or
-    an image folder."""
-    if source in ("digits", "DIGITS"):
-        return digits(split)[0]
+    """uint8 images [N, C, H, W]: source 'digits' or 'digits_rgb' (the embedded set, `split` of
+    it), a .npz file or an image folder."""
+    if str(source).lower() in ("digits", "digits_rgb"):
+        return digits(split, rgb=str(source).lower() == "digits_rgb")[0]
     if os.path.isdir(source):
         return load_folder(source)
     if str(source).endswith(".npz") and os.path.isfile(source):
@@ -83,15 +93,32 @@ def load(source, split="train"):
                      "(fastsde downloads nothing: point it at local data)")
 
 
+def labeled(source, split="train"):
+    """(uint8 images [N, C, H, W], int64 labels [N]) from 'digits' / 'digits_rgb' or a .npz file
+    with a 'labels' array beside its images."""
+    if str(source).lower() in ("digits", "digits_rgb"):
+        return digits(split, rgb=str(source).lower() == "digits_rgb")
+    images = load(source, split)
+    if not str(source).endswith(".npz"):
+        raise ValueError(f"{source}: labels come from 'digits', 'digits_rgb' or a .npz file with a 'labels' array")
+    with np.load(source) as f:
+        if "labels" not in f.files:
+            raise ValueError(f"{source}: no 'labels' array (has {f.files})")
+        labels = torch.from_numpy(f["labels"].astype(np.int64))
+    if len(labels) != len(images):
+        raise ValueError(f"{source}: {len(labels)} labels for {len(images)} images")
+    return images, labels
+
+
 def dataset(config, split="train"):
     """The images that a config trains on: config.data.path if set, else the embedded digits when
-    config.data.dataset is 'DIGITS'. The official datasets (CIFAR-10, CelebA, LSUN...) are not
+    config.data.dataset is 'DIGITS' or 'DIGITS_RGB'. The official datasets (CIFAR-10, CelebA, LSUN...) are not
     downloaded: convert them to a .npz or a folder and set data.path."""
     path = config.data.get("path")
     if path:
         images = load(path, split)
-    elif config.data.dataset.upper() == "DIGITS":
-        images = digits(split)[0]
+    elif config.data.dataset.upper() in ("DIGITS", "DIGITS_RGB"):
+        images = load(config.data.dataset, split)
     else:
         raise ValueError(f"data.path is not set and dataset {config.data.dataset!r} is not embedded; set "
                          "data.path (or --data) to a .npz file or an image folder")

@@ -178,9 +178,12 @@ class _ProgressRange:
 
 def pc_sample(score_fn, sde, shape, predictor="reverse_diffusion", corrector="langevin", snr=0.16,
               n_steps=1, probability_flow=False, denoise=True, eps=1e-3, generator=None, device=None,
-              per_sample=False, progress=False):
+              per_sample=False, progress=False, constraint=None):
     """Predictor-corrector sampling (Song et al. 2021, Alg. 1): at each of N times from T to eps,
     n_steps corrector steps then one predictor step, the official order.
+
+    constraint(x, x_mean, t) -> (x, x_mean), if given, is applied to the prior sample and after
+    every corrector and predictor update (how inpainting and colorization impose what is known).
 
     shape: [B, ...]. generator: a torch.Generator, or one per sample (a list of generators or of
     integer seeds) so that each sample is the same whatever the batch; with the official
@@ -193,15 +196,16 @@ def pc_sample(score_fn, sde, shape, predictor="reverse_diffusion", corrector="la
     _check_eps(eps, sde)
     device = _device_of(generator, device)
     generator = _random.as_generator(generator, device)
+    constrain = constraint or (lambda x, x_mean, t: (x, x_mean))
     with torch.no_grad():
         x = sde.prior_sampling(shape, generator, device=device)
         timesteps = torch.linspace(sde.T, eps, sde.N, device=device)
         watch = _Watch(device)
-        x_mean = x
+        x, x_mean = constrain(x, x, timesteps[0].expand(shape[0]))
         for i in _steps(sde.N, progress, "pc_sample"):
             t = timesteps[i].expand(shape[0])
-            x, x_mean = corrector_fn(sde, score_fn, x, t, snr, n_steps, generator, per_sample)
-            x, x_mean = predictor_fn(sde, score_fn, x, t, probability_flow, generator)
+            x, x_mean = constrain(*corrector_fn(sde, score_fn, x, t, snr, n_steps, generator, per_sample), t)
+            x, x_mean = constrain(*predictor_fn(sde, score_fn, x, t, probability_flow, generator), t)
             watch.update(i, x)
         watch.check(timesteps, "pc_sample")
     per_step = (n_steps if corrector_fn is not no_corrector else 0) + (predictor_fn is not no_predictor)

@@ -16,16 +16,36 @@ from tiny import tiny_config
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
 
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
+def _save_tiny(path, config):
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    config = tiny_config()
     model = create_model(config)
     with torch.no_grad():  # the last layer starts at zero; a zero score would stall the Langevin step
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     checkpoint.save_safetensors(path, model, config)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    return _save_tiny(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", tiny_config())
+
+
+@pytest.fixture(scope="module")
+def tiny_rgb(tmp_path_factory):
+    """(an RGB tiny model, a tiny classifier for it)."""
+    folder = tmp_path_factory.mktemp("rgb")
+    config = tiny_config()
+    config.data.dataset, config.data.num_channels = "DIGITS_RGB", 3
+    model = _save_tiny(folder / "rgb.safetensors", config)
+    assert run("train-classifier", "--config", model_config_path(folder, config), "--out", folder / "c.safetensors",
+               "--steps", 3, "--blocks", 1, "--width", 1) == 0
+    return model, str(folder / "c.safetensors")
+
+
+def model_config_path(folder, config):
+    path = folder / "config.json"
+    path.write_text(json.dumps(config))
     return str(path)
 
 
@@ -37,7 +57,8 @@ def test_the_command_is_installed_and_runs_as_a_module():
     (entry,) = importlib.metadata.entry_points(group="console_scripts", name="fastsde")
     assert entry.value == "fastsde.cli:main"
     out = subprocess.run([sys.executable, "-m", "fastsde", "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("train", "sample", "likelihood", "eval", "convert", "configs", "bench", "info"):
+    for command in ("train", "sample", "likelihood", "eval", "inpaint", "colorize", "train-classifier", "convert",
+                    "configs", "bench", "info"):
         assert command in out
 
 
@@ -98,6 +119,39 @@ def test_eval_and_convert(tmp_path, capsys):
     model, _, _ = checkpoint.load_checkpoint(tmp_path / "w.safetensors")
     reference, _, _ = checkpoint.load_checkpoint(official, config)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+
+
+def test_inpaint_colorize_and_class_conditional_sampling(tiny_rgb, tiny_ckpt, tmp_path, capsys):
+    Image = pytest.importorskip("PIL.Image")
+    model, classifier = tiny_rgb
+    common = ["--ckpt", model, "--num-samples", 3, "--steps", 30]
+    assert run("inpaint", *common, "--mask", "center", "--out", tmp_path) == 0
+    assert "rows: input, mask, known part, result" in capsys.readouterr().out
+    with np.load(tmp_path / "inpaint.npz") as f:
+        result, mask = f["samples"], f["mask"]
+    original = __import__("fastsde").data.digits("test", rgb=True)[0][:3].permute(0, 2, 3, 1).numpy()
+    known = mask[0] == 1
+    assert known.sum() == 64 - 16 and np.array_equal(result[:, known], original[:, known])
+    assert np.asarray(Image.open(tmp_path / "inpaint.png")).shape == (4 * 33 + 1, 3 * 33 + 1, 3)
+    assert run("colorize", *common, "--out", tmp_path) == 0
+    with np.load(tmp_path / "colorize.npz") as f:
+        assert f["samples"].shape == (3, 8, 8, 3)  # grey kept: test_controllable, test_default_model
+    assert np.asarray(Image.open(tmp_path / "colorize.png")).shape == (3 * 33 + 1, 3 * 33 + 1, 3)
+    assert run("sample", *common, "--class", 3, "--classifier", classifier, "--out", tmp_path / "c") == 0
+    assert "class 3)" in capsys.readouterr().out
+    # Bad input: a colour image to colorize, a grey model, a class the classifier lacks, a mask that does not fit.
+    np.savez(tmp_path / "rgb.npz", images=np.random.default_rng(0).integers(0, 256, (2, 3, 8, 8), dtype=np.uint8))
+    assert run("colorize", *common, "--images", tmp_path / "rgb.npz") == 1
+    assert "3 channels that differ" in capsys.readouterr().err
+    assert run("colorize", "--ckpt", tiny_ckpt, "--steps", 30) == 1
+    assert "needs a model of RGB images" in capsys.readouterr().err
+    assert run("sample", *common, "--class", 10, "--classifier", classifier) == 1
+    assert "--class 10: the classifier has classes 0..9" in capsys.readouterr().err
+    assert run("sample", "--ckpt", tiny_ckpt, "--steps", 30, "--class", 1, "--classifier", classifier) == 1
+    assert "takes 3-channel images; the model makes 1-channel" in capsys.readouterr().err
+    np.savez(tmp_path / "mask.npz", mask=np.ones((7, 8)))
+    assert run("inpaint", *common, "--mask", tmp_path / "mask.npz") == 1
+    assert "does not fit images of (3, 8, 8)" in capsys.readouterr().err
 
 
 def test_errors_are_one_line_unless_debug(tmp_path, capsys):

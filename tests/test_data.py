@@ -78,10 +78,21 @@ def test_npz_and_folder_sources(tmp_path):
 
 def test_dataset_of_a_config_checks_shape(tmp_path):
     c = configs.get("digits")
-    assert data.dataset(c, "test").shape == (300, 1, 8, 8)
+    assert data.dataset(c, "test").shape == (300, 3, 8, 8)
     np.savez(tmp_path / "wrong.npz", images=np.zeros((4, 9, 9), np.uint8))
     c.data.path = str(tmp_path / "wrong.npz")
-    with pytest.raises(ValueError, match=r"images are \(1, 9, 9\).*wants \(1, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"images are \(1, 9, 9\).*wants \(3, 8, 8\)"):
         data.dataset(c)
     with pytest.raises(ValueError, match="data.path is not set"):
         data.dataset(configs.get("vp/ddpm/cifar10"))
+
+
+def test_rgb_digits_are_the_grey_digits_in_colour():
+    grey, labels = data.digits("test")
+    rgb, rgb_labels = data.digits("test", rgb=True)
+    assert rgb.shape == (300, 3, 8, 8) and torch.equal(labels, rgb_labels)
+    palette = torch.tensor(data.PALETTE, dtype=torch.float64)
+    candidates = (grey[:, None].double() * palette[None, :, :, None, None]).round()  # [N, colours, 3, 8, 8]
+    match = (candidates == rgb[:, None].double()).flatten(2).all(2)  # which ink colour draws each digit
+    assert match.any(1).all() and match.any(0).all()  # every digit in a palette colour, every colour used
+    assert torch.equal(data.load("digits_rgb", "test"), rgb)
