@@ -43,7 +43,9 @@ def extension():
 
 
 setup(
-    packages=find_packages(include=["fastsde", "fastsde.*"]),
+    # kernels/ (the Triton kernels) installs as fastsde.kernels
+    packages=find_packages(include=["fastsde", "fastsde.*"]) + ["fastsde.kernels"],
+    package_dir={"fastsde.kernels": "kernels"},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

@@ -152,10 +152,12 @@ def train_classifier(net, sde, images, labels, centered, steps=2000, batch_size=
     return history
 
 
-def save_classifier(path, net):
-    """Writes a WideResNet's weights and constructor arguments to .safetensors, atomically."""
+def save_classifier(path, net, dtype=None):
+    """Writes a WideResNet's weights (floating-point ones in `dtype` if given) and constructor
+    arguments to .safetensors, atomically."""
     import safetensors.torch
-    state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+    state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
+             for k, v in net.state_dict().items()}
     meta = {"fastsde_classifier": json.dumps(net.args)}
     atomic_write(path, lambda tmp: safetensors.torch.save_file(state, tmp, metadata=meta))
 

@@ -1,8 +1,14 @@
 """Shared test helpers: the backends under test, dtype tolerances, and output poisoning."""
+import os
+
 import pytest
 import torch
 
-from fastsde.ops import _backend
+# Without a GPU the Triton kernels run under the interpreter, which @triton.jit reads at import.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from fastsde.ops import _backend  # noqa: E402
 
 # (backend, device) pairs checked against the reference backend. GPU ones are marked and deselected
 # where no GPU is present; the device check script (benchmarks/device_check.sh) runs them.
@@ -10,6 +16,21 @@ KERNEL_BACKENDS = [
     pytest.param("cpp", "cpu", id="cpp"),
     pytest.param("cuda", "cuda", id="cuda", marks=pytest.mark.gpu),
 ]
+TRITON_OPS = ("predictor_step", "langevin_step")  # kernels.OPS, stated here so that a lost kernel fails
+
+
+def kernel_backends(op):
+    """KERNEL_BACKENDS plus Triton where `op` has a Triton kernel: on the GPU, or interpreted on the CPU."""
+    if op not in TRITON_OPS:
+        return KERNEL_BACKENDS
+    if torch.cuda.is_available():
+        return KERNEL_BACKENDS + [pytest.param("triton", "cuda", id="triton", marks=pytest.mark.gpu)]
+    return KERNEL_BACKENDS + [pytest.param("triton", "cpu", id="triton-interpret")]
+
+
+def ops_namespace(backend):
+    """Where a backend's ops are registered: torch.ops.fastsde (cpp, cuda) or torch.ops.fastsde_triton."""
+    return torch.ops.fastsde_triton if backend == "triton" else torch.ops.fastsde
 
 TOL = {  # (rtol, atol) for outputs of O(1) magnitude
     torch.float64: (1e-10, 1e-10),

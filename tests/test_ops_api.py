@@ -1,4 +1,5 @@
 """The op layer's contract: backend choice, and clear errors for bad input from every backend alike."""
+import inspect
 import os
 import subprocess
 import sys
@@ -99,7 +100,9 @@ BAD = [
 @pytest.mark.parametrize("call,exc,words", BAD, ids=[b[2] for b in BAD])
 def test_bad_input_same_error_from_every_backend(call, exc, words):
     messages = []
-    for b in CPU_BACKENDS:
+    # The Triton backend, interpreted on the CPU, for the ops it has kernels for.
+    triton = ["triton"] if "_step(" in inspect.getsource(call) and not torch.cuda.is_available() else []
+    for b in CPU_BACKENDS + triton:
         with pytest.raises(exc) as info:
             call(b)
         messages.append(str(info.value))
@@ -121,6 +124,14 @@ def test_direct_op_calls_check_their_arguments(call, words):
     with pytest.raises(RuntimeError) as info:
         call()
     assert words in str(info.value)
+
+
+def test_ops_without_a_triton_kernel_say_so():
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with pytest.raises(RuntimeError, match="group_norm has no Triton kernel yet"):
+        ops.group_norm(torch.randn(2, 4, 3, 3, device=device), 2, backend="triton")
+    with pytest.raises(RuntimeError, match="upfirdn2d has no Triton kernel yet"):
+        ops.upfirdn2d(torch.randn(1, 1, 4, 4, device=device), torch.ones(2, device=device), backend="triton")
 
 
 def test_info_command_reports_backends():

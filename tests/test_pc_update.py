@@ -8,7 +8,9 @@ import torch
 from fastsde import ops
 from fastsde.ops.pc_update import langevin_step_reference, predictor_step_reference
 
-from conftest import KERNEL_BACKENDS, assert_close, poison, require
+from conftest import assert_close, kernel_backends, ops_namespace, poison, require
+
+KERNEL_BACKENDS = kernel_backends("predictor_step")
 
 SHAPES = [(3, 2, 5, 7), (1, 10), (4, 3, 8, 8), (2, 1, 1, 1)]
 
@@ -86,20 +88,23 @@ def test_layouts(backend, device):
     assert_close(xm, expected[1])
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpp"])
-def test_seeded_noise_reproducible(backend):
-    x, s, _, a, b, c = tensors((3, 4, 4))
-    first = ops.predictor_step(x, s, a, b, c, generator=torch.Generator().manual_seed(7), backend=backend)
-    second = ops.predictor_step(x, s, a, b, c, generator=torch.Generator().manual_seed(7), backend=backend)
-    third = ops.predictor_step(x, s, a, b, c, generator=torch.Generator().manual_seed(8), backend=backend)
+@pytest.mark.parametrize("backend,device", [("reference", "cpu")] + KERNEL_BACKENDS)
+def test_seeded_noise_reproducible(backend, device):
+    require(backend, device)
+    x, s, _, a, b, c = tensors((3, 4, 4), device=device)
+    gen = lambda seed: torch.Generator(device).manual_seed(seed)  # noqa: E731
+    first = ops.predictor_step(x, s, a, b, c, generator=gen(7), backend=backend)
+    second = ops.predictor_step(x, s, a, b, c, generator=gen(7), backend=backend)
+    third = ops.predictor_step(x, s, a, b, c, generator=gen(8), backend=backend)
     assert torch.equal(first[0], second[0])
     assert not torch.equal(first[0], third[0])
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpp"])
-def test_per_sample_generators_make_samples_batch_independent(backend):
-    x, s, _, a, *_ = tensors((4, 3, 5))
-    gens = lambda seeds: [torch.Generator().manual_seed(k) for k in seeds]  # noqa: E731
+@pytest.mark.parametrize("backend,device", [("reference", "cpu")] + KERNEL_BACKENDS)
+def test_per_sample_generators_make_samples_batch_independent(backend, device):
+    require(backend, device)
+    x, s, _, a, *_ = tensors((4, 3, 5), device=device)
+    gens = lambda seeds: [torch.Generator(device).manual_seed(k) for k in seeds]  # noqa: E731
     batch = ops.langevin_step(x, s, a, 0.2, generator=gens([10, 11, 12, 13]), per_sample=True, backend=backend)
     alone = ops.langevin_step(x[2:3], s[2:3], a[2:3], 0.2, generator=gens([12]), per_sample=True, backend=backend)
     torch.testing.assert_close(batch[0][2:3], alone[0])
@@ -138,8 +143,8 @@ def test_langevin_backward_refuses(backend, device):
 def test_opcheck(backend, device):
     require(backend, device)
     x, s, z, a, b, c = tensors((3, 2, 4, 4), device=device)
-    torch.library.opcheck(torch.ops.fastsde.predictor_step.default,
-                          [t.detach().requires_grad_() for t in (x, s, z, a, b, c)])
-    torch.library.opcheck(torch.ops.fastsde.predictor_step.default, (x, s, None, a, b, c))
+    ops_ = ops_namespace(backend)
+    torch.library.opcheck(ops_.predictor_step.default, [t.detach().requires_grad_() for t in (x, s, z, a, b, c)])
+    torch.library.opcheck(ops_.predictor_step.default, (x, s, None, a, b, c))
     for per_sample in (False, True):
-        torch.library.opcheck(torch.ops.fastsde.langevin_step.default, (x, s, z, a, 0.16, per_sample))
+        torch.library.opcheck(ops_.langevin_step.default, (x, s, z, a, 0.16, per_sample))

@@ -8,6 +8,7 @@ import torch
 import fastsde
 from fastsde import VESDE, VPSDE, subVPSDE
 
+from conftest import require
 from gmm import GaussianMixture
 
 GMM = GaussianMixture(weights=[0.3, 0.7], means=[[-2.0, 0.0], [2.0, 1.0]], stds=[0.3, 0.6])
@@ -178,3 +179,15 @@ def test_bits_per_dim_offset():
     torch.testing.assert_close(bpd, -logp / math.log(2) / 2 + 7)
     bpd8, _, _ = fastsde.bits_per_dim(GMM.score_fn(sde), sde, x, centered=False, generator=g())
     torch.testing.assert_close(bpd8, bpd + 1)
+
+
+@pytest.mark.parametrize("name,predictor,corrector,snr", [PC_CASES[0], PC_CASES[4], PC_CASES[7]])
+def test_pc_sampler_on_the_triton_kernels(name, predictor, corrector, snr, monkeypatch):
+    # FASTSDE_BACKEND=triton: every update step through the Triton kernels (interpreted without a GPU).
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    require("triton", device)
+    monkeypatch.setenv("FASTSDE_BACKEND", "triton")
+    sde = sdes(200)[name]
+    x, _ = fastsde.pc_sample(GMM.score_fn(sde), sde, (N_SAMPLES, 2), predictor=predictor, corrector=corrector,
+                             snr=snr, eps=1e-3, generator=torch.Generator(device).manual_seed(0), device=device)
+    assert_is_mixture(x.cpu())

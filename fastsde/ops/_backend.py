@@ -4,7 +4,8 @@ Backends:
   reference  pure PyTorch, the executable specification; every device.
   cpp        C++ CPU kernels of the compiled extension fastsde._C.
   cuda       CUDA kernels of fastsde._C (built with FASTSDE_BUILD_CUDA=1).
-  triton     Triton kernels (kernels/); on the CPU only under TRITON_INTERPRET=1.
+  triton     Triton kernels (kernels/, installed as fastsde.kernels); on the CPU only under
+             TRITON_INTERPRET=1 (set before fastsde is imported); only for the ops in kernels.OPS.
 
 `auto` (the default, or FASTSDE_BACKEND) takes the first available of the device's preference
 list and warns once when it has to fall back.
@@ -31,13 +32,40 @@ def build_info():
     return None if _C is None else _C.build_info()
 
 
+def _interpreting():
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def _triton_reason(device_type):
-    # The Triton kernels are the subject of a later change; until they land this backend says so.
     try:
         import triton  # noqa: F401
     except ImportError:
         return "triton is not installed (pip install 'fastsde[triton]')"
-    return "fastsde has no Triton kernels yet"
+    try:
+        import fastsde.kernels  # noqa: F401
+    except ImportError as e:
+        return f"fastsde's Triton kernels did not import ({e})"
+    if device_type == "cpu" and not _interpreting():
+        return "Triton runs on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1 set before importing fastsde"
+    if device_type in (None, "cuda") and not torch.cuda.is_available() and not _interpreting():
+        return "no CUDA device is visible (TRITON_INTERPRET=1 runs the kernels on the CPU)"
+    return None
+
+
+def triton_kernels(name):
+    """The module fastsde.kernels.<name>, or None where the triton backend cannot run at all."""
+    if _triton_reason(None if _interpreting() else "cuda") is not None:
+        return None
+    import importlib
+    return importlib.import_module(f"fastsde.kernels.{name}")
+
+
+def _op_reason(backend, op):
+    if backend == "triton" and op is not None:
+        import fastsde.kernels
+        if op not in fastsde.kernels.OPS:
+            return f"{op} has no Triton kernel yet (Triton kernels: {', '.join(fastsde.kernels.OPS)})"
+    return None
 
 
 _reasons = {}
@@ -82,18 +110,18 @@ def available_backends(device=None):
 _warned = set()
 
 
-def resolve(backend, device):
-    """The backend that runs an op on `device`, for a requested name, 'auto' or None (FASTSDE_BACKEND)."""
+def resolve(backend, device, op=None):
+    """The backend that runs `op` on `device`, for a requested name, 'auto' or None (FASTSDE_BACKEND)."""
     backend = backend or os.environ.get("FASTSDE_BACKEND") or "auto"
     device_type = device.type
     if backend != "auto":
-        reason = unavailable_reason(backend, device_type)
+        reason = unavailable_reason(backend, device_type) or _op_reason(backend, op)
         if reason:
             raise RuntimeError(f"fastsde backend {backend!r} is not available: {reason}")
         return backend
     preferred = _PREFERENCE.get(device_type, ("reference",))
     for name in preferred:
-        if unavailable_reason(name, device_type) is None:
+        if unavailable_reason(name, device_type) is None and _op_reason(name, op) is None:
             break
     if name != preferred[0] and (device_type, name) not in _warned:
         _warned.add((device_type, name))

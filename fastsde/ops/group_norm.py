@@ -59,7 +59,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-6, act=None, backen
     """
     _check(x, num_groups, weight, bias, act)
     silu = act == "silu"
-    if _backend.resolve(backend, x.device) == "reference":
+    if _backend.resolve(backend, x.device, "group_norm") == "reference":
         return group_norm_reference(x, num_groups, weight, bias, eps, silu)
     return call(torch.ops.fastsde.group_norm, x, num_groups, weight, bias, float(eps), silu)[0]
 

@@ -5,6 +5,8 @@ Langevin corrector are one affine step with per-sample coefficients, which the s
 its SDE: x_mean = a x + b score, x_new = x_mean + c z. The Langevin corrector also needs norms of the
 score and the noise before it can step, so it has its own op.
 """
+from typing import Optional, Tuple
+
 import torch
 
 from .. import _random
@@ -90,9 +92,10 @@ def predictor_step(x, score, a, b, c=None, noise=None, generator=None, backend=N
         noise, c = None, torch.zeros_like(a)
     else:
         c, noise = _per_sample(op, x, "c", c), _noise(op, x, noise, generator)
-    if _backend.resolve(backend, x.device) == "reference":
+    name = _backend.resolve(backend, x.device, op)
+    if name == "reference":
         return predictor_step_reference(x, score, noise, a, b, c)
-    return call(torch.ops.fastsde.predictor_step, x, score, noise, a, b, c)
+    return call(_OPS[name].predictor_step, x, score, noise, a, b, c)
 
 
 def langevin_step(x, score, alpha, snr, noise=None, generator=None, per_sample=False, backend=None):
@@ -107,39 +110,75 @@ def langevin_step(x, score, alpha, snr, noise=None, generator=None, per_sample=F
     _check_like(op, x, "score", score)
     alpha = _per_sample(op, x, "alpha", alpha)
     noise = _noise(op, x, noise, generator)
-    if _backend.resolve(backend, x.device) == "reference":
+    name = _backend.resolve(backend, x.device, op)
+    if name == "reference":
         return langevin_step_reference(x, score, noise, alpha, float(snr), per_sample)
-    return call(torch.ops.fastsde.langevin_step, x, score, noise, alpha, float(snr), per_sample)
+    return call(_OPS[name].langevin_step, x, score, noise, alpha, float(snr), per_sample)
 
 
-if _backend._C is not None:
-    def _fake_step(x, *args):
-        fmt = output_format(x)
-        return torch.empty_like(x, memory_format=fmt), torch.empty_like(x, memory_format=fmt)
+def _fake_step(x, *args):
+    fmt = output_format(x)
+    return torch.empty_like(x, memory_format=fmt), torch.empty_like(x, memory_format=fmt)
 
-    torch.library.register_fake("fastsde::predictor_step")(_fake_step)
-    torch.library.register_fake("fastsde::langevin_step")(_fake_step)
 
-    def _predictor_setup(ctx, inputs, output):
-        x, score, noise, a, b, c = inputs
-        ctx.save_for_backward(x, score, noise, a, b, c)
+def _predictor_setup(ctx, inputs, output):
+    x, score, noise, a, b, c = inputs
+    ctx.save_for_backward(x, score, noise, a, b, c)
 
-    def _predictor_backward(ctx, g_new, g_mean):
-        # Both outputs are linear: x_mean = a x + b s, x_new = x_mean + c z.
-        x, score, noise, a, b, c = ctx.saved_tensors
-        col = (-1,) + (1,) * (x.dim() - 1)
-        g = g_new + g_mean
-        per_sample = lambda t: t.flatten(1).sum(1)  # noqa: E731
-        return (g * a.view(col).to(g.dtype), g * b.view(col).to(g.dtype),
-                None if noise is None else g_new * c.view(col).to(g.dtype),
-                per_sample(g * x).to(a.dtype), per_sample(g * score).to(b.dtype),
-                None if noise is None else per_sample(g_new * noise).to(c.dtype))
 
-    def _langevin_backward(ctx, *grads):
-        raise NotImplementedError("langevin_step has no derivative in the compiled backends; "
-                                  "use backend='reference' to differentiate through it")
+def _predictor_backward(ctx, g_new, g_mean):
+    # Both outputs are linear: x_mean = a x + b s, x_new = x_mean + c z.
+    x, score, noise, a, b, c = ctx.saved_tensors
+    col = (-1,) + (1,) * (x.dim() - 1)
+    g = g_new + g_mean
+    per_sample = lambda t: t.flatten(1).sum(1)  # noqa: E731
+    return (g * a.view(col).to(g.dtype), g * b.view(col).to(g.dtype),
+            None if noise is None else g_new * c.view(col).to(g.dtype),
+            per_sample(g * x).to(a.dtype), per_sample(g * score).to(b.dtype),
+            None if noise is None else per_sample(g_new * noise).to(c.dtype))
 
-    torch.library.register_autograd("fastsde::predictor_step", _predictor_backward,
+
+def _langevin_backward(ctx, *grads):
+    raise NotImplementedError("langevin_step has no derivative in the compiled backends; "
+                              "use backend='reference' to differentiate through it")
+
+
+def _register(namespace):
+    torch.library.register_fake(f"{namespace}::predictor_step")(_fake_step)
+    torch.library.register_fake(f"{namespace}::langevin_step")(_fake_step)
+    torch.library.register_autograd(f"{namespace}::predictor_step", _predictor_backward,
                                     setup_context=_predictor_setup)
-    torch.library.register_autograd("fastsde::langevin_step", _langevin_backward,
+    torch.library.register_autograd(f"{namespace}::langevin_step", _langevin_backward,
                                     setup_context=lambda ctx, inputs, output: None)
+
+
+_OPS = {}  # backend -> the namespace of its ops (torch.ops.fastsde, torch.ops.fastsde_triton)
+if _backend._C is not None:
+    _register("fastsde")
+    _OPS["cpp"] = _OPS["cuda"] = torch.ops.fastsde
+
+_triton = _backend.triton_kernels("pc_update")
+if _triton is not None:
+    @torch.library.custom_op("fastsde_triton::predictor_step", mutates_args=())
+    def _triton_predictor_step(x: torch.Tensor, score: torch.Tensor, noise: Optional[torch.Tensor],
+                               a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        fmt, acc = output_format(x), acc_dtype(x)
+        dense = lambda t: None if t is None else t.contiguous(memory_format=fmt)  # noqa: E731
+        return _triton.affine(dense(x), dense(score), dense(noise), a.to(acc).contiguous(),
+                              b.to(acc).contiguous(), c.to(acc).contiguous(), fmt)
+
+    @torch.library.custom_op("fastsde_triton::langevin_step", mutates_args=())
+    def _triton_langevin_step(x: torch.Tensor, score: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor,
+                              snr: float, per_sample: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        fmt, acc = output_format(x), acc_dtype(x)
+        x, score, noise = (t.contiguous(memory_format=fmt) for t in (x, score, noise))
+        grad_sq, noise_sq = _triton.squared_norms(score, noise, acc)
+        grad_norm, noise_norm = grad_sq.double().sqrt(), noise_sq.double().sqrt()
+        if not per_sample:
+            grad_norm, noise_norm = grad_norm.mean().expand_as(grad_norm), noise_norm.mean().expand_as(noise_norm)
+        eps = 2 * alpha.double() * (snr * noise_norm / grad_norm) ** 2
+        return _triton.affine(x, score, noise, torch.ones_like(eps, dtype=acc), eps.to(acc),
+                              (2 * eps).sqrt().to(acc), fmt)
+
+    _register("fastsde_triton")
+    _OPS["triton"] = torch.ops.fastsde_triton

@@ -79,7 +79,7 @@ def upfirdn2d(x, kernel, up=1, down=1, pad=(0, 0), backend=None):
     """
     pad = _parse_pad(pad)
     _check(x, kernel, up, down, pad)
-    if _backend.resolve(backend, x.device) == "reference":
+    if _backend.resolve(backend, x.device, "upfirdn2d") == "reference":
         return upfirdn2d_reference(x, kernel, up, down, pad)
     return call(torch.ops.fastsde.upfirdn2d, x, kernel, up, down, list(pad))
 
