@@ -63,18 +63,18 @@ def cases(device):
                 f"{kernels} 2-D filter": lambda x=x, a=args, k=k2 * gain: ops.upfirdn2d(x, k, *a, backend=kernels),
                 f"{kernels} separable": lambda x=x, a=args, k=k1 * gain ** 0.5: ops.upfirdn2d(x, k, *a, backend=kernels),
             }, "reference", moved))
+    # The PC steps also run on the Triton kernels where they can (a GPU; not the interpreter).
+    pc_backends = [kernels] + (["triton"] if device == "cuda" and "triton" in ops.available_backends(device) else [])
     for B in (8, 512):
         x = randn(B, 3, 32, 32)
         s, z = torch.randn_like(x), torch.randn_like(x)
         a, b2, c = (torch.rand(B, device=device) for _ in range(3))
         out.append((f"predictor_step [{B}, 3, 32, 32]", {
-            "reference": lambda x=x, s=s, z=z, a=a, b=b2, c=c: ops.predictor_step(x, s, a, b, c, noise=z, backend="reference"),
-            kernels: lambda x=x, s=s, z=z, a=a, b=b2, c=c: ops.predictor_step(x, s, a, b, c, noise=z, backend=kernels),
-        }, "reference", 5 * x.numel() * 4))
+            name: lambda x=x, s=s, z=z, a=a, b=b2, c=c, n=name: ops.predictor_step(x, s, a, b, c, noise=z, backend=n)
+            for name in ["reference"] + pc_backends}, "reference", 5 * x.numel() * 4))
         out.append((f"langevin_step [{B}, 3, 32, 32]", {
-            "reference": lambda x=x, s=s, z=z, a=a: ops.langevin_step(x, s, a, 0.16, noise=z, backend="reference"),
-            kernels: lambda x=x, s=s, z=z, a=a: ops.langevin_step(x, s, a, 0.16, noise=z, backend=kernels),
-        }, "reference", 5 * x.numel() * 4))
+            name: lambda x=x, s=s, z=z, a=a, n=name: ops.langevin_step(x, s, a, 0.16, noise=z, backend=n)
+            for name in ["reference"] + pc_backends}, "reference", 5 * x.numel() * 4))
     return out
 
 

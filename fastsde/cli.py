@@ -319,7 +319,8 @@ def cmd_bench(args):
     model, sde, config = _model(args, device)
     sde = _with_steps(sde, config, args.steps)
     score_fn = _score_fn(args, model, sde, config, device)
-    backends = ["reference"] + [b for b in available_backends(device) if b != "reference"]
+    every_op = ("group_norm", "upfirdn2d", "predictor_step", "langevin_step")  # what sampling calls
+    backends = ["reference"] + [b for b in available_backends(device, every_op) if b != "reference"]
     times = {b: [] for b in backends}
     saved = os.environ.get("FASTSDE_BACKEND")
     try:
@@ -438,7 +439,8 @@ def parser():
     q = sub.add_parser("eval", help="FID, KID and Inception score of samples (local feature network)")
     q.add_argument("--samples", required=True, help="samples.npz")
     q.add_argument("--stats", required=True, help="reference statistics .npz ('pool_3' or 'mu'/'sigma')")
-    q.add_argument("--inception", required=True, help="TorchScript feature network (uint8 images -> features)")
+    q.add_argument("--inception", required=True, help="feature network file, torch.export .pt2 or TorchScript "
+                                                      "(uint8 images -> features or (features, logits))")
     q.add_argument("--batch-size", type=int, default=250)
     q.add_argument("--device")
     q.set_defaults(run=cmd_eval)

@@ -132,6 +132,8 @@ def test_ops_without_a_triton_kernel_say_so():
         ops.group_norm(torch.randn(2, 4, 3, 3, device=device), 2, backend="triton")
     with pytest.raises(RuntimeError, match="upfirdn2d has no Triton kernel yet"):
         ops.upfirdn2d(torch.randn(1, 1, 4, 4, device=device), torch.ones(2, device=device), backend="triton")
+    assert "triton" in ops.available_backends(device, ("predictor_step", "langevin_step"))
+    assert "triton" not in ops.available_backends(device, ("predictor_step", "group_norm"))
 
 
 def test_info_command_reports_backends():

@@ -101,10 +101,12 @@ def _reason(backend, device_type):
     return None
 
 
-def available_backends(device=None):
-    """Names of the backends that can run on `device` (a torch.device or str; None: on any device here)."""
+def available_backends(device=None, ops=()):
+    """Names of the backends that can run on `device` (a torch.device or str; None: on any device
+    here), and that have a kernel for each op named in `ops`."""
     device_type = None if device is None else torch.device(device).type
-    return [b for b in BACKENDS if unavailable_reason(b, device_type) is None]
+    return [b for b in BACKENDS if unavailable_reason(b, device_type) is None
+            and all(_op_reason(b, op) is None for op in ops)]
 
 
 _warned = set()
