@@ -16,7 +16,7 @@ KERNEL_BACKENDS = [
     pytest.param("cpp", "cpu", id="cpp"),
     pytest.param("cuda", "cuda", id="cuda", marks=pytest.mark.gpu),
 ]
-TRITON_OPS = ("predictor_step", "langevin_step")  # kernels.OPS, stated here so that a lost kernel fails
+TRITON_OPS = ("group_norm", "predictor_step", "langevin_step")  # kernels.OPS, stated here so that a lost kernel fails
 
 
 def kernel_backends(op):

@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from fastsde import ops
 from fastsde.ops.group_norm import group_norm_reference
 
-from conftest import KERNEL_BACKENDS, assert_close, poison, require
+from conftest import assert_close, kernel_backends, ops_namespace, poison, require
+
+KERNEL_BACKENDS = kernel_backends("group_norm")
 
 # (shape, groups): NCSN++ sizes, a single group, one channel per group, 1x1 images, odd sizes,
 # 3-D and 2-D inputs, a group larger than a CPU chunk.
@@ -135,7 +137,7 @@ def test_opcheck(backend, device):
     x, w, b = inputs((2, 8, 3, 5), 4, torch.float32, device)
     for silu in (False, True):
         args = (x.requires_grad_(), 4, w.requires_grad_(), b.requires_grad_(), 1e-6, silu)
-        torch.library.opcheck(torch.ops.fastsde.group_norm.default, args)
-        torch.library.opcheck(torch.ops.fastsde.group_norm.default, (x.detach(), 4, None, None, 1e-6, silu))
+        torch.library.opcheck(ops_namespace(backend).group_norm.default, args)
+        torch.library.opcheck(ops_namespace(backend).group_norm.default, (x.detach(), 4, None, None, 1e-6, silu))
     xc = x.detach().contiguous(memory_format=torch.channels_last)
-    torch.library.opcheck(torch.ops.fastsde.group_norm.default, (xc, 2, w.detach(), b.detach(), 1e-6, True))
+    torch.library.opcheck(ops_namespace(backend).group_norm.default, (xc, 2, w.detach(), b.detach(), 1e-6, True))

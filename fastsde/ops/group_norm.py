@@ -1,4 +1,6 @@
 """GroupNorm with an optional fused SiLU, as NCSN++ / DDPM++ use it (act(GroupNorm(x)))."""
+from typing import Optional, Tuple
+
 import torch
 
 from . import _backend
@@ -59,33 +61,71 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-6, act=None, backen
     """
     _check(x, num_groups, weight, bias, act)
     silu = act == "silu"
-    if _backend.resolve(backend, x.device, "group_norm") == "reference":
+    name = _backend.resolve(backend, x.device, "group_norm")
+    if name == "reference":
         return group_norm_reference(x, num_groups, weight, bias, eps, silu)
-    return call(torch.ops.fastsde.group_norm, x, num_groups, weight, bias, float(eps), silu)[0]
+    return call(_OPS[name].group_norm, x, num_groups, weight, bias, float(eps), silu)[0]
 
 
-if _backend._C is not None:
-    @torch.library.register_fake("fastsde::group_norm")
-    def _(x, num_groups, weight, bias, eps, silu):
-        stats = x.new_empty(x.shape[0], num_groups, dtype=acc_dtype(x))
-        return torch.empty_like(x, memory_format=output_format(x)), stats, torch.empty_like(stats)
+def _fake_forward(x, num_groups, weight, bias, eps, silu):
+    stats = x.new_empty(x.shape[0], num_groups, dtype=acc_dtype(x))
+    return torch.empty_like(x, memory_format=output_format(x)), stats, torch.empty_like(stats)
 
-    @torch.library.register_fake("fastsde::group_norm_backward")
-    def _(grad_y, x, mean, rstd, weight, bias, silu):
-        C = x.shape[1]
-        return torch.empty_like(x, memory_format=output_format(x)), x.new_empty(C), x.new_empty(C)
 
-    def _setup_context(ctx, inputs, output):
-        x, num_groups, weight, bias, eps, silu = inputs
-        _, mean, rstd = output
-        ctx.save_for_backward(x, mean, rstd, weight, bias)
-        ctx.silu = silu
-        ctx.mark_non_differentiable(mean, rstd)
+def _fake_backward(grad_y, x, mean, rstd, weight, bias, silu):
+    C = x.shape[1]
+    return torch.empty_like(x, memory_format=output_format(x)), x.new_empty(C), x.new_empty(C)
 
-    def _backward(ctx, grad_y, _grad_mean, _grad_rstd):
+
+def _setup_context(ctx, inputs, output):
+    x, num_groups, weight, bias, eps, silu = inputs
+    _, mean, rstd = output
+    ctx.save_for_backward(x, mean, rstd, weight, bias)
+    ctx.silu = silu
+    ctx.mark_non_differentiable(mean, rstd)
+
+
+def _register(namespace):
+    """Fake kernels and autograd for namespace::group_norm, whose backward is namespace::group_norm_backward."""
+    ops_ = getattr(torch.ops, namespace)
+
+    def backward(ctx, grad_y, _grad_mean, _grad_rstd):
         x, mean, rstd, weight, bias = ctx.saved_tensors
-        dx, dw, db = torch.ops.fastsde.group_norm_backward(grad_y, x, mean, rstd, weight, bias, ctx.silu)
-        return (dx, None, dw if weight is not None else None, db if bias is not None else None,
-                None, None)
+        dx, dw, db = ops_.group_norm_backward(grad_y, x, mean, rstd, weight, bias, ctx.silu)
+        return (dx, None, dw if weight is not None else None, db if bias is not None else None, None, None)
 
-    torch.library.register_autograd("fastsde::group_norm", _backward, setup_context=_setup_context)
+    torch.library.register_fake(f"{namespace}::group_norm")(_fake_forward)
+    torch.library.register_fake(f"{namespace}::group_norm_backward")(_fake_backward)
+    torch.library.register_autograd(f"{namespace}::group_norm", backward, setup_context=_setup_context)
+
+
+_OPS = {}  # backend -> the namespace of its ops
+if _backend._C is not None:
+    _register("fastsde")
+    _OPS["cpp"] = _OPS["cuda"] = torch.ops.fastsde
+
+_triton = _backend.triton_kernels("group_norm")
+if _triton is not None:
+    def _dense(t, fmt):
+        return None if t is None else t.contiguous(memory_format=fmt)
+
+    @torch.library.custom_op("fastsde_triton::group_norm", mutates_args=())
+    def _triton_group_norm(x: torch.Tensor, num_groups: int, weight: Optional[torch.Tensor],
+                           bias: Optional[torch.Tensor], eps: float, silu: bool
+                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        fmt = output_format(x)
+        return _triton.forward(_dense(x, fmt), num_groups, _dense(weight, torch.contiguous_format),
+                               _dense(bias, torch.contiguous_format), eps, silu, fmt == torch.channels_last,
+                               acc_dtype(x))
+
+    @torch.library.custom_op("fastsde_triton::group_norm_backward", mutates_args=())
+    def _triton_group_norm_backward(grad_y: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
+                                    weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], silu: bool
+                                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        fmt = output_format(x)
+        return _triton.backward(_dense(grad_y, fmt), _dense(x, fmt), mean.contiguous(), rstd.contiguous(),
+                                _dense(weight, torch.contiguous_format), _dense(bias, torch.contiguous_format),
+                                silu, fmt == torch.channels_last)
+
+    _register("fastsde_triton")
+    _OPS["triton"] = torch.ops.fastsde_triton
