@@ -35,6 +35,8 @@ def cases(device):
     kernels = "cuda" if device == "cuda" else "cpp"
     randn = lambda *shape: torch.randn(*shape, device=device)  # noqa: E731
     out = []
+    # Triton kernels join where they can run for real (a GPU; not the interpreter).
+    triton = ["triton"] if device == "cuda" and "triton" in ops.available_backends(device) else []
     for shape in [(8, 256, 32, 32), (8, 128, 32, 32), (8, 256, 16, 16)]:
         x = randn(*shape)
         C = shape[1]
@@ -44,11 +46,12 @@ def cases(device):
         out.append((f"group_norm+silu {list(shape)}", {
             "eager F.silu(F.group_norm)": lambda x=x, w=w, b=b, G=G: F.silu(F.group_norm(x, G, w, b, 1e-6)),
             "reference": lambda x=x, w=w, b=b, G=G: ops.group_norm(x, G, w, b, act="silu", backend="reference"),
-            kernels: lambda x=x, w=w, b=b, G=G: ops.group_norm(x, G, w, b, act="silu", backend=kernels),
+            **{n: lambda x=x, w=w, b=b, G=G, n=n: ops.group_norm(x, G, w, b, act="silu", backend=n)
+               for n in [kernels] + triton},
         }, "eager F.silu(F.group_norm)", nbytes))
         out.append((f"group_norm {list(shape)}", {
             "eager F.group_norm": lambda x=x, w=w, b=b, G=G: F.group_norm(x, G, w, b, 1e-6),
-            kernels: lambda x=x, w=w, b=b, G=G: ops.group_norm(x, G, w, b, backend=kernels),
+            **{n: lambda x=x, w=w, b=b, G=G, n=n: ops.group_norm(x, G, w, b, backend=n) for n in [kernels] + triton},
         }, "eager F.group_norm", nbytes))
     k1, k2 = fir([1, 3, 3, 1], True).to(device), fir([1, 3, 3, 1], False).to(device)
     for shape in [(8, 256, 16, 16), (8, 128, 32, 32)]:
@@ -63,8 +66,7 @@ def cases(device):
                 f"{kernels} 2-D filter": lambda x=x, a=args, k=k2 * gain: ops.upfirdn2d(x, k, *a, backend=kernels),
                 f"{kernels} separable": lambda x=x, a=args, k=k1 * gain ** 0.5: ops.upfirdn2d(x, k, *a, backend=kernels),
             }, "reference", moved))
-    # The PC steps also run on the Triton kernels where they can (a GPU; not the interpreter).
-    pc_backends = [kernels] + (["triton"] if device == "cuda" and "triton" in ops.available_backends(device) else [])
+    pc_backends = [kernels] + triton
     for B in (8, 512):
         x = randn(B, 3, 32, 32)
         s, z = torch.randn_like(x), torch.randn_like(x)
