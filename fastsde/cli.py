@@ -44,24 +44,24 @@ def _device(args, rank=0):
     return torch.device(args.device) if args.device else default_device(rank)
 
 
+def _continuous(config):
+    return config.training.get("continuous", True)  # upstream's default (BASE has it)
+
+
 def _with_steps(sde, config, steps):
     """The SDE with `steps` discretisation steps (N); discrete models keep their num_scales."""
-    from . import checkpoint
+    from . import checkpoint, configs
     if steps is None or steps == sde.N:
         return sde
-    if not config.training.get("continuous", True):
+    if not _continuous(config):
         raise ValueError(f"--steps {steps}: a discrete model samples with its num_scales = {sde.N} steps")
-    config = json.loads(json.dumps(config))
-    config["model"]["num_scales"] = steps
-    from .configs import Config
-    return checkpoint.sde_from_config(Config(config))
+    return checkpoint.sde_from_config(configs.load({**config, "model": {**config.model, "num_scales": steps}}))
 
 
 def _score_fn(args, model, sde, config, device):
     from . import generate
     from .models import get_score_fn
-    score_fn = get_score_fn(sde, model, continuous=config.training.get("continuous", False))
-    return generate.with_precision(score_fn, args.precision, device)
+    return generate.with_precision(get_score_fn(sde, model, continuous=_continuous(config)), args.precision, device)
 
 
 def _classifier(args, sde, config, device):
@@ -204,7 +204,7 @@ def cmd_inpaint(args):
     os.makedirs(args.out, exist_ok=True)
     shown = (mask.expand_as(images.float()) * 255).to(torch.uint8)
     _write_rows(os.path.join(args.out, "inpaint.png"), [images, shown, (images * mask).to(torch.uint8), result])
-    generate._save_npz(os.path.join(args.out, "inpaint.npz"), samples=result.permute(0, 2, 3, 1).numpy(),
+    generate.save_npz(os.path.join(args.out, "inpaint.npz"), samples=result.permute(0, 2, 3, 1).numpy(),
                        mask=np.asarray(mask[0].numpy()))
     print(f"inpainted {len(images)} images in {time.time() - start:.1f} s ({nfe} network evaluations each); "
           f"wrote {os.path.join(args.out, 'inpaint.png')} (rows: input, mask, known part, result) and inpaint.npz")
@@ -230,7 +230,7 @@ def cmd_colorize(args):
     os.makedirs(args.out, exist_ok=True)
     rows = [grey, result] + ([] if args.images else [images])
     _write_rows(os.path.join(args.out, "colorize.png"), rows)
-    generate._save_npz(os.path.join(args.out, "colorize.npz"), samples=result.permute(0, 2, 3, 1).numpy())
+    generate.save_npz(os.path.join(args.out, "colorize.npz"), samples=result.permute(0, 2, 3, 1).numpy())
     print(f"colorized {len(grey)} images in {time.time() - start:.1f} s ({nfe} network evaluations each); wrote "
           f"{os.path.join(args.out, 'colorize.png')} (rows: grey input, result{'' if args.images else ', original'})"
           " and colorize.npz")
@@ -240,7 +240,8 @@ def cmd_train_classifier(args):
     from . import checkpoint, configs, controllable, data
     from .models.classifier import WideResNet
     config = configs.load(args.config)
-    images, labels = data.labeled(args.data or config.data.get("path") or config.data.dataset, "train")
+    source = args.data or config.data.get("path") or config.data.dataset
+    images, labels = data.labeled(source, "train")
     num_classes = int(labels.max()) + 1
     torch.manual_seed(args.seed)
     net = WideResNet(num_classes, images.shape[1], args.blocks, args.width).to(_device(args))
@@ -249,9 +250,9 @@ def cmd_train_classifier(args):
     history = controllable.train_classifier(net, sde, images, labels, config.data.centered, args.steps,
                                             args.batch_size, args.lr, seed=args.seed, device=_device(args))
     controllable.save_classifier(args.out, net)
-    test_images, test_labels = data.labeled(args.data or config.data.dataset, "test") if not args.data else (None, None)
     accuracy = ""
-    if test_images is not None:  # clean-ish held-out accuracy at the smallest noise level
+    if str(source).lower() in ("digits", "digits_rgb"):  # held-out accuracy, at a small noise level
+        test_images, test_labels = data.labeled(source, "test")
         x = data.to_model(test_images, config.data.centered).to(_device(args))
         with torch.no_grad():
             pred = net(x, torch.full((len(x),), 1e-2, device=x.device)).argmax(1).cpu()

@@ -112,7 +112,8 @@ def sample_shard(score_fn, sde, config, num_samples, batch_size, seed=0, rank=0,
     return torch.tensor(indices, dtype=torch.long), images, nfe, time.time() - start
 
 
-def _save_npz(path, **arrays):
+def save_npz(path, **arrays):
+    """np.savez_compressed(path, **arrays), atomically."""
     def write(tmp):
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
@@ -122,7 +123,7 @@ def _save_npz(path, **arrays):
 def write_shard(out, rank, indices, images):
     """Writes <out>/samples_rank<rank>.npz: 'indices' and 'samples' (uint8 NHWC)."""
     path = os.path.join(out, f"samples_rank{rank}.npz")
-    _save_npz(path, indices=np.asarray(indices), samples=images.permute(0, 2, 3, 1).numpy())
+    save_npz(path, indices=np.asarray(indices), samples=images.permute(0, 2, 3, 1).numpy())
     return path
 
 
@@ -143,7 +144,7 @@ def merge(out, grid_size=64, scale=4):
     if not np.array_equal(indices[order], np.arange(len(indices))):
         raise ValueError(f"{out}: the shards do not hold samples 0..{len(indices) - 1} exactly once")
     samples = samples[order]
-    _save_npz(os.path.join(out, "samples.npz"), samples=samples)
+    save_npz(os.path.join(out, "samples.npz"), samples=samples)
     images_lib.write_png(os.path.join(out, "samples.png"),
                          images_lib.grid(samples[:grid_size].transpose(0, 3, 1, 2), scale=scale))
     for path in shards:
