@@ -27,6 +27,16 @@ def _offsets(k, n, g, C, HW, Cg, CHANNELS_LAST: tl.constexpr):
 
 
 @triton.jit
+def _xhat_chunk(x_ptr, chunk, n, g, C, HW, Cg, M, mean, rstd, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
+    """(offsets, channels, in-group mask, normalised x) of one chunk of group (n, g)."""
+    k = chunk * BLOCK + tl.arange(0, BLOCK)
+    inside = k < M
+    offs, ch = _offsets(k, n, g, C, HW, Cg, CHANNELS_LAST)
+    xhat = (tl.load(x_ptr + offs, mask=inside, other=0.0).to(mean.dtype) - mean) * rstd
+    return offs, ch, inside, xhat
+
+
+@triton.jit
 def _silu_grad(pre):
     s = tl.sigmoid(pre)
     return s * (1 + pre * (1 - s))
@@ -52,10 +62,7 @@ def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, C, HW, Cg, G
         total += tl.where(k < M, d * d, 0.0)
     rstd = 1 / tl.sqrt(tl.sum(total, axis=0) / M + eps)
     for chunk in range(CHUNKS):
-        k = chunk * BLOCK + tl.arange(0, BLOCK)
-        inside = k < M
-        offs, ch = _offsets(k, n, g, C, HW, Cg, CHANNELS_LAST)
-        y = (tl.load(x_ptr + offs, mask=inside, other=0.0).to(acc_t) - mean) * rstd
+        offs, ch, inside, y = _xhat_chunk(x_ptr, chunk, n, g, C, HW, Cg, M, mean, rstd, CHANNELS_LAST, BLOCK)
         if HAS_W:
             y = y * tl.load(w_ptr + ch, mask=inside, other=0.0).to(acc_t)
         if HAS_B:
@@ -78,20 +85,14 @@ def _backward_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, dx_ptr, C,
     sum_g = tl.zeros((BLOCK,), acc_t)
     sum_gx = tl.zeros((BLOCK,), acc_t)
     for chunk in range(CHUNKS):
-        k = chunk * BLOCK + tl.arange(0, BLOCK)
-        inside = k < M
-        offs, ch = _offsets(k, n, g, C, HW, Cg, CHANNELS_LAST)
-        xhat = (tl.load(x_ptr + offs, mask=inside, other=0.0).to(acc_t) - mean) * rstd
+        offs, ch, inside, xhat = _xhat_chunk(x_ptr, chunk, n, g, C, HW, Cg, M, mean, rstd, CHANNELS_LAST, BLOCK)
         grad = _dxhat(dy_ptr, w_ptr, b_ptr, offs, ch, inside, xhat, acc_t, HAS_W, HAS_B, SILU)
         sum_g += grad
         sum_gx += grad * xhat
     mean_g = tl.sum(sum_g, axis=0) / M
     mean_gx = tl.sum(sum_gx, axis=0) / M
     for chunk in range(CHUNKS):
-        k = chunk * BLOCK + tl.arange(0, BLOCK)
-        inside = k < M
-        offs, ch = _offsets(k, n, g, C, HW, Cg, CHANNELS_LAST)
-        xhat = (tl.load(x_ptr + offs, mask=inside, other=0.0).to(acc_t) - mean) * rstd
+        offs, ch, inside, xhat = _xhat_chunk(x_ptr, chunk, n, g, C, HW, Cg, M, mean, rstd, CHANNELS_LAST, BLOCK)
         grad = _dxhat(dy_ptr, w_ptr, b_ptr, offs, ch, inside, xhat, acc_t, HAS_W, HAS_B, SILU)
         dx = rstd * (grad - mean_g - xhat * mean_gx)
         tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=inside)
