@@ -117,10 +117,13 @@ def main():
     p.add_argument("--rounds", type=int, default=40)
     p.add_argument("--inner", type=int, default=3)
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--only", default="", help="run only the cases whose name contains this")
     args = p.parse_args()
     rows = []
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     for name, fns, base, nbytes in cases(args.device):
+        if args.only not in name:
+            continue
         med = measure(fns, args.rounds, args.inner, sync)
         for cand, t in med.items():
             rows.append({"case": name, "candidate": cand, "median_ms": t * 1e3,

@@ -15,20 +15,30 @@
 namespace fastsde::cpu {
 namespace {
 
-// Sum of term(i, V{}) over [0, n), where term returns the V-wide value at i: vector and scalar
-// partial sums in ACC over chunks of 4096, the chunks added in double, so that long groups
-// (1024x1024 images) lose no accuracy.
+// Sum of term(i, V{}) over [0, n), where term returns the V-wide value at i: four independent vector
+// partial sums (one accumulator would make the loop wait on the add latency, 3-4x slower in
+// cache) and a scalar one in ACC over chunks of 4096, the chunks added in double, so that long
+// groups (1024x1024 images) lose no accuracy.
 template <typename T, typename ACC, typename F>
 inline __attribute__((always_inline)) double reduce(int64_t n, F term) {
   double total = 0;
   for (int64_t start = 0; start < n; start += 4096) {
-    f32x8 vec = {};
+    const int64_t len = std::min<int64_t>(n - start, 4096);
+    int64_t i = 0;
+    if constexpr (std::is_same_v<T, float>) {
+      f32x8 v0 = {}, v1 = {}, v2 = {}, v3 = {};
+      for (; i + 32 <= len; i += 32) {
+        v0 += term(start + i, f32x8{});
+        v1 += term(start + i + 8, f32x8{});
+        v2 += term(start + i + 16, f32x8{});
+        v3 += term(start + i + 24, f32x8{});
+      }
+      for (; i + 8 <= len; i += 8) v0 += term(start + i, f32x8{});
+      total += static_cast<double>(hsum((v0 + v1) + (v2 + v3)));
+    }
     ACC one = 0;
-    simd_for<T, ACC>(std::min<int64_t>(n - start, 4096), [&](int64_t i, auto v) {
-      if constexpr (std::is_same_v<decltype(v), f32x8>) vec += term(start + i, v);
-      else one += term(start + i, v);
-    });
-    total += static_cast<double>(hsum(vec)) + one;
+    for (; i < len; ++i) one += term(start + i, ACC{});
+    total += one;
   }
   return total;
 }
