@@ -16,6 +16,8 @@ import time
 
 import torch
 
+from .engine import PRECISIONS
+
 DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "assets", "digits.safetensors")
 DEFAULT_CLASSIFIER = os.path.join(os.path.dirname(__file__), "assets", "digits_classifier.safetensors")
 
@@ -59,9 +61,8 @@ def _with_steps(sde, config, steps):
 
 
 def _score_fn(args, model, sde, config, device):
-    from . import generate
-    from .models import get_score_fn
-    return generate.with_precision(get_score_fn(sde, model, continuous=_continuous(config)), args.precision, device)
+    from .engine import fast_score_fn
+    return fast_score_fn(model, sde, _continuous(config), device, args.precision, compile=args.compile)
 
 
 def _classifier(args, sde, config, device):
@@ -115,7 +116,7 @@ def cmd_sample(args):
     indices, images, nfe, seconds = generate.sample_shard(
         score_fn, sde, config, args.num_samples, args.batch_size, args.seed, rank, world,
         sampler=args.sampler, steps=args.steps, device=device, predictor=args.predictor, corrector=args.corrector,
-        snr=args.snr)
+        snr=args.snr, cuda_graph=args.cuda_graph)
     generate.write_shard(args.out, rank, indices, images)
     _barrier(world)
     if rank == 0:
@@ -169,13 +170,13 @@ def _inputs(args, config, rgb_ok=True):
     return images
 
 
-def _pc_kwargs(args, config, sde):
+def _pc_kwargs(args, config, sde, device):
     from .generate import default_eps
     s = config.sampling
     return dict(predictor=args.predictor or s.predictor, corrector=args.corrector or s.corrector,
                 snr=s.snr if args.snr is None else args.snr, n_steps=s.n_steps_each,
                 probability_flow=s.probability_flow, denoise=s.noise_removal, eps=default_eps(sde),
-                generator=torch.Generator().manual_seed(args.seed))
+                generator=torch.Generator(device).manual_seed(args.seed))
 
 
 def _write_rows(path, rows, scale=4):
@@ -199,7 +200,7 @@ def cmd_inpaint(args):
     x = data.to_model(images, config.data.centered).to(device)
     start = time.time()
     result, nfe = controllable.inpaint(_score_fn(args, model, sde, config, device), sde, x, mask.to(device),
-                                       **_pc_kwargs(args, config, sde))
+                                       **_pc_kwargs(args, config, sde, device))
     result = data.to_uint8(result, config.data.centered).cpu()
     os.makedirs(args.out, exist_ok=True)
     shown = (mask.expand_as(images.float()) * 255).to(torch.uint8)
@@ -225,7 +226,7 @@ def cmd_colorize(args):
     x = data.to_model(grey, config.data.centered).to(device)
     start = time.time()
     result, nfe = controllable.colorize(_score_fn(args, model, sde, config, device), sde, x,
-                                        **_pc_kwargs(args, config, sde))
+                                        **_pc_kwargs(args, config, sde, device))
     result = data.to_uint8(result, config.data.centered).cpu()
     os.makedirs(args.out, exist_ok=True)
     rows = [grey, result] + ([] if args.images else [images])
@@ -359,7 +360,9 @@ def parser():
         q.add_argument("--config", help="a config name (`fastsde configs`) or JSON file (default: from the checkpoint)")
         q.add_argument("--raw", action="store_true", help="the raw weights, not the EMA ones")
         q.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU if there is one)")
-        q.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16", "fp16"))
+        q.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                       help="the network's precision; the sampler's state stays fp32")
+        q.add_argument("--compile", action="store_true", help="run the network under torch.compile")
         q.add_argument("--seed", type=int, default=0)
 
     q = sub.add_parser("train", help="train a score model (resumes from --workdir)")
@@ -386,6 +389,8 @@ def parser():
     q.add_argument("--class", dest="class_label", type=int, help="sample this class, guided by --classifier")
     q.add_argument("--classifier", help="a noise-conditional classifier (default with the embedded model: its own)")
     q.add_argument("--scale", type=float, default=1.0, help="classifier guidance scale")
+    q.add_argument("--cuda-graph", action="store_true",
+                   help="on a GPU, capture a whole sampler step in a CUDA graph and replay it")
     q.set_defaults(run=cmd_sample)
 
     def controllable_args(q, what):

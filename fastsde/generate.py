@@ -20,7 +20,6 @@ from . import data, images as images_lib, sampling
 from .checkpoint import atomic_write
 
 SAMPLERS = ("pc", "ode", *sampling.FAST_SOLVERS)
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 
 def sample_seed(seed, i):
@@ -34,31 +33,13 @@ def default_eps(sde):
     return 1e-5 if isinstance(sde, VESDE) else 1e-3
 
 
-def with_precision(score_fn, precision, device):
-    """score_fn evaluated in `precision`: fp32; tf32 (TF32 matmuls and convolutions on GPUs);
-    bf16 / fp16 under autocast, returning float32 so that the sampler's state stays fp32."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    device = torch.device(device)
-    if precision in ("fp32", "tf32"):
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
-        return score_fn
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-
-    def autocast_score_fn(x, t):
-        with torch.autocast(device.type, dtype=dtype):
-            return score_fn(x, t).float()
-    return autocast_score_fn
-
-
 def sample_batch(score_fn, sde, config, indices, seed, sampler="pc", steps=None, device="cpu", eps=None,
-                 predictor=None, corrector=None, snr=None, n_steps=None):
+                 predictor=None, corrector=None, snr=None, n_steps=None, cuda_graph=False):
     """Samples `indices` (a list of sample numbers), each from its own seed: model-space
     [len(indices), C, H, W] and the number of network evaluations. sampler: 'pc' (the config's
     predictor / corrector unless given, N = sde.N steps, per-sample Langevin step sizes), 'ode'
     (RK45, the official probability-flow sampler) or a fast solver ('heun', 'dpmpp_2m') with
-    `steps` steps."""
+    `steps` steps. cuda_graph: replay each step from a CUDA graph (CUDA only)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     s = config.sampling
@@ -69,11 +50,11 @@ def sample_batch(score_fn, sde, config, indices, seed, sampler="pc", steps=None,
         return sampling.pc_sample(score_fn, sde, shape, predictor or s.predictor, corrector or s.corrector,
                                   snr=s.snr if snr is None else snr, n_steps=n_steps or s.n_steps_each,
                                   probability_flow=s.probability_flow, denoise=s.noise_removal, eps=eps,
-                                  generator=generators, device=device, per_sample=True)
+                                  generator=generators, device=device, per_sample=True, cuda_graph=cuda_graph)
     if sampler == "ode":
         return sampling.ode_sample(score_fn, sde, shape, "RK45", eps=eps, generator=generators, device=device)
     return sampling.ode_sample(score_fn, sde, shape, sampler, steps=steps or 20, eps=eps,
-                               generator=generators, device=device)
+                               generator=generators, device=device, cuda_graph=cuda_graph)
 
 
 class Progress:

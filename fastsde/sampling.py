@@ -8,7 +8,8 @@ registries (add your own with register_predictor / register_corrector):
     corrector(sde, score_fn, x, t, snr, n_steps=1, generator=None, per_sample=False) -> (x, x_mean)
 
 Each update is one fused op of fastsde.ops with per-sample coefficients taken from the SDE, so a
-step has no host synchronisation and no Python work beyond the score call.
+step has no host synchronisation and no Python work beyond the score call; the loops run through
+fastsde.engine.run_steps, which can capture a whole step in a CUDA graph (cuda_graph=True).
 """
 import math
 import sys
@@ -16,6 +17,7 @@ import sys
 import torch
 
 from . import _random, ops
+from .engine import run_steps
 from .sde import VESDE, VPSDE, batch_view, subVPSDE
 
 PREDICTORS, CORRECTORS = {}, {}
@@ -138,14 +140,16 @@ def _check_eps(eps, sde):
 
 
 class _Watch:
-    """Finds the first step whose state is not finite without a host sync per step; checked once."""
+    """Finds the first step whose state is not finite without a host sync per step (updated in
+    place, so that a CUDA graph of the step keeps it); checked once."""
 
     def __init__(self, device):
         self.first = torch.full((), -1, dtype=torch.long, device=device)
 
     def update(self, i, x):
+        """i: the step number, a 0-dim long tensor on the device."""
         bad = ~torch.isfinite(x).all()
-        self.first = torch.where(bad & (self.first < 0), torch.full_like(self.first, i), self.first)
+        self.first.copy_(torch.where(bad & (self.first < 0), i, self.first))
 
     def check(self, times, what):
         i = int(self.first)
@@ -157,6 +161,15 @@ def _steps(n, progress, label):
     if not progress:
         return range(n)
     return _ProgressRange(n, label)
+
+
+def _at(v, i):
+    """v[i] as a [1] tensor for a 0-dim long tensor i, without the host sync of v[i]."""
+    return v.index_select(0, i.reshape(1))
+
+
+def _generators(generator):
+    return [] if generator is None else [generator] if isinstance(generator, torch.Generator) else generator
 
 
 class _ProgressRange:
@@ -178,7 +191,7 @@ class _ProgressRange:
 
 def pc_sample(score_fn, sde, shape, predictor="reverse_diffusion", corrector="langevin", snr=0.16,
               n_steps=1, probability_flow=False, denoise=True, eps=1e-3, generator=None, device=None,
-              per_sample=False, progress=False, constraint=None):
+              per_sample=False, progress=False, constraint=None, cuda_graph=False):
     """Predictor-corrector sampling (Song et al. 2021, Alg. 1): at each of N times from T to eps,
     n_steps corrector steps then one predictor step, the official order.
 
@@ -188,6 +201,7 @@ def pc_sample(score_fn, sde, shape, predictor="reverse_diffusion", corrector="la
     shape: [B, ...]. generator: a torch.Generator, or one per sample (a list of generators or of
     integer seeds) so that each sample is the same whatever the batch; with the official
     batch-averaged Langevin step that cannot hold, so pass per_sample=True as well.
+    cuda_graph: on CUDA, run each step as one replay of a captured CUDA graph (same results).
     Returns (x, nfe): the last x_mean when `denoise` (the official noise removal), else the last x;
     nfe = N (n_steps + 1), less what a 'none' predictor or corrector does not evaluate.
     """
@@ -202,11 +216,16 @@ def pc_sample(score_fn, sde, shape, predictor="reverse_diffusion", corrector="la
         timesteps = torch.linspace(sde.T, eps, sde.N, device=device)
         watch = _Watch(device)
         x, x_mean = constrain(x, x, timesteps[0].expand(shape[0]))
-        for i in _steps(sde.N, progress, "pc_sample"):
-            t = timesteps[i].expand(shape[0])
+
+        def step(i, x, x_mean):
+            t = _at(timesteps, i).expand(shape[0])
             x, x_mean = constrain(*corrector_fn(sde, score_fn, x, t, snr, n_steps, generator, per_sample), t)
             x, x_mean = constrain(*predictor_fn(sde, score_fn, x, t, probability_flow, generator), t)
             watch.update(i, x)
+            return x, x_mean
+
+        x, x_mean = run_steps(step, (x, x_mean), _steps(sde.N, progress, "pc_sample"), cuda_graph,
+                              _generators(generator))
         watch.check(timesteps, "pc_sample")
     per_step = (n_steps if corrector_fn is not no_corrector else 0) + (predictor_fn is not no_predictor)
     return (x_mean if denoise else x), sde.N * per_step
@@ -308,49 +327,47 @@ def noise_level_steps(sde, steps, eps, rho=7.0, device=None):
     return t.to(device=device, dtype=torch.float32)
 
 
-def heun(sde, score_fn, x, times):
+def heun(sde, score_fn, x, times, cuda_graph=False):
     """Heun's 2nd-order method on the probability-flow ODE in EDM's form (Karras et al. 2022, Alg. 1):
     x/alpha moves along dx/dsigma = -sigma alpha score, an Euler step corrected by the trapezoid rule,
     the last step plain Euler. Returns (x, nfe)."""
     B = x.shape[0]
-    nfe = 0
-
-    def slope(x_hat, t):  # d(x/alpha)/dsigma = -sigma grad_{x/alpha} log p = -std(t) score(x, t)
-        nonlocal nfe
-        nfe += 1
-        tt = t.expand(B)
-        alpha, std = sde.marginal_coef(tt)
-        return -batch_view(std, x_hat) * score(score_fn, batch_view(alpha, x_hat) * x_hat, tt)
-
-    x_hat = x / batch_view(sde.marginal_coef(times[:1].expand(B))[0], x)
+    alphas, stds = sde.marginal_coef(times)
     sigmas = sde.noise_level(times)
-    for i in range(len(times) - 1):
-        h = sigmas[i + 1] - sigmas[i]
-        d = slope(x_hat, times[i])
-        x_next = x_hat + h * d
-        if i < len(times) - 2:
-            x_next = x_hat + h * (d + slope(x_next, times[i + 1])) / 2
-        x_hat = x_next
-    return batch_view(sde.marginal_coef(times[-1:].expand(B))[0], x_hat) * x_hat, nfe
+
+    def slope(x_hat, i):  # d(x/alpha)/dsigma = -sigma grad_{x/alpha} log p = -std(t) score(x, t)
+        t = _at(times, i).expand(B)
+        return -_at(stds, i) * score(score_fn, _at(alphas, i) * x_hat, t)
+
+    def step(i, x_hat):
+        h = _at(sigmas, i + 1) - _at(sigmas, i)
+        d = slope(x_hat, i)
+        return (x_hat + h * (d + slope(x_hat + h * d, i + 1)) / 2,)
+
+    n = len(times) - 1
+    (x_hat,) = run_steps(step, (x / alphas[0],), range(n - 1), cuda_graph)
+    last = torch.full((), n - 1, dtype=torch.long, device=x.device)
+    x_hat = x_hat + (sigmas[n] - sigmas[n - 1]) * slope(x_hat, last)
+    return alphas[n] * x_hat, 2 * n - 1
 
 
-def dpmpp_2m(sde, score_fn, x, times):
+def dpmpp_2m(sde, score_fn, x, times, cuda_graph=False):
     """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): multistep 2nd order in the data-prediction form,
     with alpha and std from the SDE's marginals (VE, VP and sub-VP alike). Returns (x, nfe)."""
     B = x.shape[0]
     alphas, stds = sde.marginal_coef(times)
     lambdas = torch.log(alphas / stds)
-    x0_prev, h_prev = None, None
-    for i in range(len(times) - 1):
-        x0 = _denoised(sde, score_fn, x, times[i].expand(B))
-        h = lambdas[i + 1] - lambdas[i]
-        if x0_prev is None:
-            D = x0
-        else:
-            r = h_prev / h
-            D = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
-        x = (stds[i + 1] / stds[i]) * x - alphas[i + 1] * torch.expm1(-h) * D
-        x0_prev, h_prev = x0, h
+
+    def step(i, x, x0_prev, h_prev):
+        x0 = _denoised(sde, score_fn, x, _at(times, i).expand(B))
+        h = _at(lambdas, i + 1) - _at(lambdas, i)
+        # D = x0 + (x0 - x0_prev) / (2 r), r = h_prev / h; the first step (i = 0) is first order, D = x0.
+        D = x0 + (i > 0) * (x0 - x0_prev) * (h / (2 * h_prev))
+        x = (_at(stds, i + 1) / _at(stds, i)) * x - _at(alphas, i + 1) * torch.expm1(-h) * D
+        return x, x0, h
+
+    one = torch.ones(1, device=x.device, dtype=lambdas.dtype)
+    x, _, _ = run_steps(step, (x, torch.zeros_like(x), one), range(len(times) - 1), cuda_graph)
     return x, len(times) - 1
 
 
@@ -358,14 +375,15 @@ FAST_SOLVERS = {"heun": heun, "dpmpp_2m": dpmpp_2m}
 
 
 def ode_sample(score_fn, sde, shape, method="RK45", rtol=1e-5, atol=1e-5, steps=None, denoise=True,
-               eps=1e-3, z=None, generator=None, device=None):
+               eps=1e-3, z=None, generator=None, device=None, cuda_graph=False):
     """Samples by solving the probability-flow ODE (Song et al. 2021, Sec. 4.3) from T to eps.
 
     method: 'RK45' (adaptive Dormand-Prince on the device, rtol/atol), 'scipy' (the official
     scipy.integrate.solve_ivp path, float64 on the host), or a fixed-step fast solver 'heun' or
     'dpmpp_2m' with `steps` steps on EDM's noise-level schedule. z: the prior sample to start from
     (default: drawn with `generator`). denoise: one reverse-diffusion step at eps, taking its mean
-    (the official noise removal). Returns (x, nfe), nfe counting every score evaluation.
+    (the official noise removal). cuda_graph: run the fast solvers' steps as replays of a CUDA
+    graph (RK45's adaptive steps need the host). Returns (x, nfe), nfe counting every score evaluation.
     """
     _check_eps(eps, sde)
     device = _device_of(generator, device) if z is None else z.device
@@ -380,7 +398,8 @@ def ode_sample(score_fn, sde, shape, method="RK45", rtol=1e-5, atol=1e-5, steps=
         elif method == "scipy":
             x, nfe = _solve_scipy(_ode_drift(sde, score_fn), x, sde.T, eps, rtol, atol)
         else:
-            x, nfe = FAST_SOLVERS[method](sde, score_fn, x, noise_level_steps(sde, steps, eps, device=device))
+            x, nfe = FAST_SOLVERS[method](sde, score_fn, x, noise_level_steps(sde, steps, eps, device=device),
+                                          cuda_graph)
         if denoise:
             x = denoise_step(sde, score_fn, x, eps)
             nfe += 1

@@ -10,6 +10,8 @@ if not torch.cuda.is_available():
 
 from fastsde.ops import _backend  # noqa: E402
 
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")  # checkpoints made by the official code
+
 # (backend, device) pairs checked against the reference backend. GPU ones are marked and deselected
 # where no GPU is present; the device check script (benchmarks/device_check.sh) runs them.
 KERNEL_BACKENDS = [

@@ -11,9 +11,9 @@ import torch
 
 from fastsde import checkpoint, cli
 from fastsde.models import create_model
+from conftest import FIXTURES
 from tiny import tiny_config
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
 
 def _save_tiny(path, config):

@@ -11,7 +11,8 @@ from fastsde import checkpoint, configs
 from fastsde.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fastsde.models import create_model, get_score_fn
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+from conftest import FIXTURES
+
 CASES = ["ncsnpp_ve_cifar_small", "ddpmpp_vp_cifar_small"]
 
 

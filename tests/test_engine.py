@@ -1,0 +1,137 @@
+"""The sampling engine: run_steps (eager and CUDA graph), fast_score_fn (layout, precision)."""
+import os
+
+import pytest
+import torch
+
+from fastsde import checkpoint, configs, engine, models, sampling
+from fastsde.sde import VESDE, VPSDE
+
+from conftest import FIXTURES, assert_close
+from tiny import tiny_config
+
+gpu = pytest.mark.gpu
+
+
+def fixture_model(name="ncsnpp_ve_cifar_small", device="cpu"):
+    model, sde, config = checkpoint.load_checkpoint(os.path.join(FIXTURES, f"{name}.pth"),
+                                                    os.path.join(FIXTURES, f"{name}.json"), device=device)
+    return model, sde, configs.load(config)
+
+
+def test_run_steps_passes_step_numbers_and_state():
+    seen = []
+
+    def body(i, x, total):
+        seen.append(int(i))
+        assert i.dim() == 0 and i.dtype == torch.long
+        return x * 2, total + i
+
+    x, total = engine.run_steps(body, (torch.ones(3), torch.zeros((), dtype=torch.long)), range(2, 6))
+    assert seen == [2, 3, 4, 5]
+    assert torch.equal(x, torch.full((3,), 16.0)) and int(total) == 14
+    # cuda_graph is ignored off CUDA: the same result, eagerly.
+    x2, total2 = engine.run_steps(body, (torch.ones(3), torch.zeros((), dtype=torch.long)), range(2, 6),
+                                  cuda_graph=True)
+    assert torch.equal(x2, x) and int(total2) == 14
+
+
+def test_watch_names_the_first_bad_step_through_run_steps():
+    sde = VESDE(0.01, 50.0, N=10)
+
+    def score_fn(x, t):  # finite until t drops below 0.5, then NaN
+        return torch.where((t < 0.5)[:, None, None, None], torch.nan, -x / 2)
+
+    with pytest.raises(FloatingPointError, match="step 5 "):
+        sampling.pc_sample(score_fn, sde, (2, 1, 4, 4), "euler_maruyama", "none", eps=1e-3,
+                           generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", ["ncsnpp_ve_cifar_small", "ddpmpp_vp_cifar_small"])
+def test_fast_score_fn_channels_last_matches_the_plain_score(name):
+    model, sde, config = fixture_model(name)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([0.3, 0.8])
+    want = models.get_score_fn(sde, model, continuous=True)(x, t)
+    got = engine.fast_score_fn(model, sde, True, "cpu", channels_last=True)(x, t)
+    weights = [p for p in model.parameters() if p.dim() == 4]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    assert got.dtype == torch.float32
+    assert_close(got / want.abs().max(), want / want.abs().max())
+
+
+def test_fast_score_fn_bf16_is_float32_and_close():
+    model, sde, config = fixture_model()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    t = torch.tensor([0.2, 0.9])
+    want = engine.fast_score_fn(model, sde, True, "cpu")(x, t)
+    got = engine.fast_score_fn(model, sde, True, "cpu", precision="bf16")(x, t)
+    assert got.dtype == torch.float32 and torch.isfinite(got).all()
+    rel = (got - want).norm() / want.norm()
+    assert 0 < rel < 0.05  # bf16 arithmetic did run (not fp32), and stays close
+    with pytest.raises(ValueError, match="precision must be one of"):
+        engine.fast_score_fn(model, sde, True, "cpu", precision="fp8")
+
+
+def test_fast_solvers_first_and_last_steps():
+    """dpmpp_2m's first step is first order and heun's last is plain Euler: one step of each,
+    written out by hand, from the same x."""
+    sde = VPSDE(0.1, 20.0, N=100)
+    score_fn = lambda x, t: -x  # noqa: E731  (the score of N(0, I), exact for the VP prior)
+    x = torch.randn(3, 1, 2, 2, generator=torch.Generator().manual_seed(3))
+    times = torch.tensor([1.0, 0.5])
+    alphas, stds = sde.marginal_coef(times)
+    got, nfe = sampling.dpmpp_2m(sde, score_fn, x, times)
+    x0 = (x - stds[0] ** 2 * x) / alphas[0]
+    h = torch.log(alphas[1] / stds[1]) - torch.log(alphas[0] / stds[0])
+    assert_close(got, stds[1] / stds[0] * x - alphas[1] * torch.expm1(-h) * x0)
+    assert nfe == 1
+    got, nfe = sampling.heun(sde, score_fn, x, times)
+    sigmas = stds / alphas
+    x_hat = x / alphas[0]
+    want = alphas[1] * (x_hat + (sigmas[1] - sigmas[0]) * (-stds[0] * -(alphas[0] * x_hat)))
+    assert_close(got, want)
+    assert nfe == 1
+
+
+def tiny_model(device):
+    config = tiny_config()
+    config.device = device
+    model = models.create_model(config).to(device)
+    torch.manual_seed(0)
+    with torch.no_grad():  # a network whose output depends on its input at every layer
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model, checkpoint.sde_from_config(config), config
+
+
+@gpu
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_pc_sample_cuda_graph_equals_eager(per_sample):
+    model, sde, config = tiny_model("cuda")
+    score_fn = engine.fast_score_fn(model, sde, True, "cuda")
+    shape = (4, 1, 8, 8)
+
+    def run(cuda_graph):
+        gen = ([torch.Generator("cuda").manual_seed(i) for i in range(4)] if per_sample
+               else torch.Generator("cuda").manual_seed(0))
+        return sampling.pc_sample(score_fn, sde, shape, "reverse_diffusion", "langevin", snr=0.16,
+                                  generator=gen, device="cuda", per_sample=per_sample, cuda_graph=cuda_graph)
+
+    (eager, nfe), (graphed, nfe_g) = run(False), run(True)
+    assert nfe == nfe_g
+    assert torch.isfinite(eager).all()
+    torch.testing.assert_close(graphed, eager, rtol=1e-5, atol=1e-5)
+
+
+@gpu
+@pytest.mark.parametrize("method", ["heun", "dpmpp_2m"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fast_solver_cuda_graph_equals_eager(method, precision):
+    model, sde, config = tiny_model("cuda")
+    score_fn = engine.fast_score_fn(model, sde, True, "cuda", precision=precision)
+    z = torch.randn(4, 1, 8, 8, device="cuda", generator=torch.Generator("cuda").manual_seed(5))
+    eager, nfe = sampling.ode_sample(score_fn, sde, z.shape, method, steps=8, z=z)
+    graphed, nfe_g = sampling.ode_sample(score_fn, sde, z.shape, method, steps=8, z=z, cuda_graph=True)
+    assert nfe == nfe_g and torch.isfinite(eager).all()
+    torch.testing.assert_close(graphed, eager, rtol=1e-5, atol=1e-5)
