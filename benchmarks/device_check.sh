@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One call on a machine with an NVIDIA GPU (no network needed): build the extension with CUDA, run
-# the GPU tests (every CUDA kernel against the reference), compute-sanitizer memcheck on a small
-# subset, the op benchmarks, and write report.json. Prints a short table last.
+# the GPU tests (every CUDA and Triton kernel against the reference, CUDA-graphed sampling against
+# eager), compute-sanitizer memcheck on a small subset, the op benchmarks, the end-to-end sampling
+# benchmark (benchmarks/bench_sampling.py --preset gpu, cut off after BENCH_SECONDS, default 240;
+# it saves after every model), and write report.json. Prints a short table last.
 #
 #     bash benchmarks/device_check.sh OUTDIR
 #
@@ -34,6 +36,8 @@ else
   steps+=("memcheck:unavailable")
 fi
 step bench python3 benchmarks/bench_ops.py --device cuda --rounds 30 --inner 5 --json "$out/bench_ops_cuda.json"
+step bench_sampling timeout "${BENCH_SECONDS:-240}" python3 benchmarks/bench_sampling.py --preset gpu \
+  --json "$out/bench_sampling_gpu.json"
 
 python3 - "$out" "$(($(date +%s) - start))" "${steps[@]}" <<'PY'
 import json, os, platform, sys
@@ -51,5 +55,12 @@ report["bench_rows"] = len(rows)
 json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=1)
 for r in rows:
     print(f"{r['case'][:40]:40s} {r['candidate'][:26]:26s} {r['median_ms']:9.4f} ms {r['speedup_vs_baseline']:6.2f}x {r['GB_per_s']:7.1f} GB/s")
+e2e = os.path.join(out, "bench_sampling_gpu.json")
+if os.path.exists(e2e):
+    from fastsde.bench import table
+    e2e = json.load(open(e2e))
+    report["bench_sampling_rows"] = len(e2e["rows"])
+    json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=1)
+    print(table(e2e["rows"], e2e["accuracy"]))
 print(json.dumps({k: v for k, v in report.items() if k != "bench_rows"}))
 PY

@@ -10,7 +10,6 @@ import glob
 import json
 import os
 import re
-import statistics
 import sys
 import time
 
@@ -314,34 +313,21 @@ def cmd_configs(args):
 
 
 def cmd_bench(args):
-    """Images per second of PC sampling on this machine with each kernel backend, medians."""
-    from . import generate
-    from .ops import available_backends
+    """End-to-end sampling throughput of fastsde's fast paths against the official code path
+    (fastsde.bench), on this machine, and with --accuracy what each fast path costs."""
+    from . import bench
     device = _device(args)
     model, sde, config = _model(args, device)
-    sde = _with_steps(sde, config, args.steps)
-    score_fn = _score_fn(args, model, sde, config, device)
-    every_op = ("group_norm", "upfirdn2d", "predictor_step", "langevin_step")  # what sampling calls
-    backends = ["reference"] + [b for b in available_backends(device, every_op) if b != "reference"]
-    times = {b: [] for b in backends}
-    saved = os.environ.get("FASTSDE_BACKEND")
-    try:
-        for _ in range(args.repeats):  # interleaved, so that drifts of the machine hit every backend
-            for b in backends:
-                os.environ["FASTSDE_BACKEND"] = b
-                start = time.perf_counter()
-                generate.sample_batch(score_fn, sde, config, list(range(args.batch_size)), 0, "pc", device=device)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                times[b].append(time.perf_counter() - start)
-    finally:
-        os.environ.pop("FASTSDE_BACKEND") if saved is None else os.environ.update(FASTSDE_BACKEND=saved)
-    base = statistics.median(times["reference"])
-    print(f"PC sampling, {sde.N} steps, batch {args.batch_size}, {device}, {args.precision}; "
-          f"median of {args.repeats}")
-    for b in backends:
-        med = statistics.median(times[b])
-        print(f"  {b:10s} {args.batch_size / med:9.2f} img/s  {base / med:5.2f}x reference")
+    label = os.path.basename(args.ckpt or DEFAULT_MODEL)
+    batches = tuple(int(b) for b in args.batch_sizes.split(","))
+    rows = bench.throughput(model, sde, config, device, batches, tuple(args.samplers.split(",")), args.pc_steps,
+                            args.solver_steps, args.repeats, args.official, compile=args.compile, label=label)
+    accuracy = bench.accuracy(model, sde, config, device, batch=max(batches)) if args.accuracy else []
+    if args.json:
+        from .checkpoint import atomic_write_bytes
+        report = {"machine": bench.machine(device), "rows": rows, "accuracy": accuracy}
+        atomic_write_bytes(args.json, json.dumps(report, indent=1).encode())
+    print(bench.table(rows, accuracy))
 
 
 def cmd_info(args):
@@ -463,11 +449,16 @@ def parser():
     q.add_argument("name", nargs="?")
     q.set_defaults(run=cmd_configs)
 
-    q = sub.add_parser("bench", help="PC sampling throughput with each kernel backend")
+    q = sub.add_parser("bench", help="sampling throughput: fastsde's fast paths against the official code path")
     model_args(q)
-    q.add_argument("--batch-size", type=int, default=16)
-    q.add_argument("--steps", type=int, default=100)
-    q.add_argument("--repeats", type=int, default=3)
+    q.add_argument("--batch-sizes", default="1,16", help="comma-separated (default 1,16)")
+    q.add_argument("--samplers", default="pc,dpmpp_2m", help="comma-separated: pc, dpmpp_2m, heun")
+    q.add_argument("--pc-steps", type=int, default=25, help="PC steps timed (reported for the full N)")
+    q.add_argument("--solver-steps", type=int, default=20, help="steps of the fast solvers")
+    q.add_argument("--repeats", type=int, default=3, help="timed runs per case (median)")
+    q.add_argument("--official", help="a local yang-song/score_sde_pytorch checkout, timed beside")
+    q.add_argument("--accuracy", action="store_true", help="also the fast paths' image differences")
+    q.add_argument("--json", help="write the report here")
     q.set_defaults(run=cmd_bench)
 
     q = sub.add_parser("info", help="what was built and which kernel backends are available")

@@ -173,9 +173,21 @@ def test_errors_are_one_line_unless_debug(tmp_path, capsys):
         run("sample", "--precision", "fp8")
 
 
-def test_bench_and_info(tiny_ckpt, capsys):
-    assert run("bench", "--ckpt", tiny_ckpt, "--batch-size", 2, "--steps", 30, "--repeats", 1) == 0
+def test_bench_and_info(tiny_ckpt, tmp_path, capsys):
+    report = tmp_path / "bench.json"
+    assert run("bench", "--ckpt", tiny_ckpt, "--batch-sizes", "1,2", "--pc-steps", 21, "--solver-steps", 3,
+               "--repeats", 1, "--accuracy", "--json", report) == 0
     out = capsys.readouterr().out
-    assert "reference" in out and "cpp" in out and "img/s" in out
+    assert "official loop" in out and "fastsde fp32" in out and "img/s" in out
+    rep = json.loads(report.read_text())
+    cases = {(r["sampler"], r["batch"], r["path"]) for r in rep["rows"]}
+    assert cases == {(s, b, p) for s in ("pc", "dpmpp_2m") for b in (1, 2) for p in ("official loop", "fastsde fp32")}
+    for r in rep["rows"]:
+        assert r["images_per_s"] > 0 and r["nfe"] == (25 if r["sampler"] == "pc" else 3)
+        assert r["vs_official_loop"] == 1.0 if r["path"] == "official loop" else r["vs_official_loop"] > 0
+    assert {(a["sampler"], a["variant"]) for a in rep["accuracy"]} == {
+        (s, v) for s in ("dpmpp_2m", "RK45") for v in ("fp32 channels_last", "bf16", "fp16")}
+    assert all(a["mean_abs_diff_8bit"] >= 0 for a in rep["accuracy"])
+    assert rep["machine"]["device"] == "cpu" and rep["machine"]["torch"] == torch.__version__
     assert run("info") == 0
     assert "backends:" in capsys.readouterr().out

@@ -1,0 +1,107 @@
+"""End-to-end sampling benchmark (fastsde.bench) on preset models, with a JSON report and the table last.
+
+    python benchmarks/bench_sampling.py --preset cpu [--official PATH] [--json FILE]   # the shared fixtures
+    python benchmarks/bench_sampling.py --preset gpu [--official PATH] [--json FILE]   # CIFAR-10 NCSN++ / DDPM++
+    python benchmarks/bench_sampling.py --preset smoke                                  # CI: seconds, no timing claims
+    python benchmarks/plot_sampling.py FILE.json PLOT.png                                # throughput against batch size
+
+Presets: cpu: the two official-format fixtures of tests/fixtures (NCSN++ VE and DDPM++ VP, 16x16,
+trained weights not needed for speed), batch 1 and 8; gpu: the official CIFAR-10 configs
+ve/cifar10_ncsnpp_continuous and vp/cifar10_ddpmpp_continuous at batch 1, 64 and 512 in fp32
+and bf16, eager and CUDA-graphed, the peak memory of a training step at batch 128, plus the
+256x256 and 1024x1024 NCSN++ at batch 1 (random weights: speed does not depend on them); sized
+to fit the device check's budget. The accuracy section uses the embedded digits model (trained),
+whose samples mean something.
+--official PATH adds the official code itself (a local yang-song/score_sde_pytorch checkout).
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+from fastsde import bench, checkpoint, configs, models
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+DIGITS = os.path.join(ROOT, "fastsde", "assets", "digits.safetensors")
+
+
+def fixture(name, device):
+    model, sde, config = checkpoint.load_checkpoint(os.path.join(FIXTURES, f"{name}.pth"),
+                                                    os.path.join(FIXTURES, f"{name}.json"), device=device)
+    return name, model, sde, configs.load(config)
+
+
+def official_config(name, device):
+    config = configs.get(name)
+    config.device = device
+    torch.manual_seed(0)
+    return name, models.create_model(config).to(device).eval(), checkpoint.sde_from_config(config), config
+
+
+PRESETS = {
+    "smoke": dict(models=lambda d: [fixture("ncsnpp_ve_cifar_small", d)], batches=(2,), pc_steps=3,
+                  solver_steps=3, rounds=1, accuracy=dict(batch=2, solver_steps=3)),
+    "cpu": dict(models=lambda d: [fixture("ncsnpp_ve_cifar_small", d), fixture("ddpmpp_vp_cifar_small", d)],
+                batches=(1, 8), pc_steps=25, solver_steps=20, rounds=3, accuracy=dict(batch=16, solver_steps=20)),
+    "gpu": dict(models=lambda d: [official_config("ve/cifar10_ncsnpp_continuous", d),
+                                  official_config("vp/cifar10_ddpmpp_continuous", d)],
+                batches=(1, 64, 512), pc_steps=21, solver_steps=10, rounds=2, precisions=("fp32", "bf16"),
+                train_batch=128,
+                scaling=lambda d: [official_config("ve/celebahq_256_ncsnpp_continuous", d),
+                                   official_config("ve/ffhq_ncsnpp_continuous", d)],
+                accuracy=dict(batch=64, solver_steps=20)),
+}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    p.add_argument("--device", help="default: cuda for the gpu preset, else cpu")
+    p.add_argument("--official", help="a local checkout of yang-song/score_sde_pytorch, timed beside")
+    p.add_argument("--samplers", default="pc,dpmpp_2m", help="comma-separated: pc, dpmpp_2m, heun")
+    p.add_argument("--rounds", type=int, help="timed runs per case (default: the preset's)")
+    p.add_argument("--compile", action="store_true", help="also time the network under torch.compile")
+    p.add_argument("--json", help="write the report here")
+    args = p.parse_args()
+    preset = PRESETS[args.preset]
+    device = torch.device(args.device or ("cuda" if args.preset == "gpu" else "cpu"))
+    rounds = args.rounds or preset["rounds"]
+    samplers = tuple(args.samplers.split(","))
+    report = {"machine": bench.machine(device), "preset": args.preset, "official": bool(args.official),
+              "rows": [], "train_memory": [], "accuracy": []}
+
+    def save():  # after every section, so that a run cut short still leaves what it measured
+        if args.json:
+            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+            with open(args.json, "w") as fh:
+                json.dump(report, fh, indent=1)
+
+    for name, model, sde, config in preset["models"](device):
+        print(f"benchmarking {name} ...", file=sys.stderr)
+        report["rows"] += bench.throughput(model, sde, config, device, preset["batches"], samplers,
+                                           preset["pc_steps"], preset["solver_steps"], rounds, args.official,
+                                           preset.get("precisions"), args.compile, label=name)
+        if preset.get("train_batch"):
+            report["train_memory"] += bench.train_memory(model, sde, config, device, preset["train_batch"], name)
+        save()
+    for name, model, sde, config in preset.get("scaling", lambda d: [])(device):
+        print(f"benchmarking {name} (image size {config.data.image_size}) ...", file=sys.stderr)
+        report["rows"] += bench.throughput(model, sde, config, device, (1,), ("pc",), preset["pc_steps"],
+                                           preset["solver_steps"], rounds, None, ("bf16",), label=name)
+        save()
+    print("accuracy of the fast paths (digits model) ...", file=sys.stderr)
+    model, sde, config = checkpoint.load_checkpoint(DIGITS, device=device)
+    report["accuracy"] = bench.accuracy(model, sde, configs.load(config), device, **preset["accuracy"])
+    save()
+    m = report["machine"]
+    print(f"# {m.get('gpu') or m['cpu']}, {m['threads']} threads, torch {m['torch']}, {m['date']}")
+    for r in report["train_memory"]:
+        print(f"training step peak memory: {r['model']} batch {r['batch']} {r['path']}: {r['train_step_peak_MiB']:.0f} MiB")
+    print(bench.table(report["rows"], report["accuracy"]))
+
+
+if __name__ == "__main__":
+    main()

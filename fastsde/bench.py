@@ -1,0 +1,298 @@
+"""End-to-end sampling benchmark: images per second of fastsde's fast paths against the official code
+path, side by side in one run, and what each fast path costs in accuracy.
+
+Paths (one network's weights, copied into each):
+  official loop   the faithful eager re-creation of the official code path: the reference backend
+                  (pure PyTorch ops), NCHW, fp32, the official PC loop with its batch-averaged Langevin
+                  step; the baseline of every ratio.
+  official code   the official score_sde_pytorch code itself, from a local checkout (official=PATH).
+  fastsde ...     the compiled kernels (backend auto), channels_last on GPUs, CUDA graphs on GPUs, and
+                  the precision named.
+PC sampling is timed over `pc_steps` steps and reported for the config's full N steps (a PC step
+costs the same at every t); the fast solvers run whole. Medians over `rounds`, paths interleaved.
+"""
+import contextlib
+import copy
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+from . import data, sampling
+from .engine import fast_score_fn
+from .generate import default_eps
+
+
+def paths_for(device, official=None, precisions=None, compile=False):
+    """The benchmarked paths for `device`: dicts of name, backend, precision, cuda_graph, compile."""
+    cuda = torch.device(device).type == "cuda"
+    paths = [dict(name="official loop", backend="reference", precision="fp32", cuda_graph=False,
+                  channels_last=False, compile=False)]
+    if official:
+        paths.append(dict(name="official code", official=official, precision="fp32"))
+    for p in precisions or (("fp32", "tf32", "bf16") if cuda else ("fp32",)):
+        paths.append(dict(name=f"fastsde {p}", backend=None, precision=p, cuda_graph=False, channels_last=None,
+                          compile=False))
+        if cuda:
+            paths.append(dict(name=f"fastsde {p} + graph", backend=None, precision=p, cuda_graph=True,
+                              channels_last=None, compile=False))
+        if compile:
+            paths.append(dict(name=f"fastsde {p} + compile", backend=None, precision=p, cuda_graph=False,
+                              channels_last=None, compile=True))
+    return paths
+
+
+@contextlib.contextmanager
+def _backend(name):
+    saved = os.environ.get("FASTSDE_BACKEND")
+    if name:
+        os.environ["FASTSDE_BACKEND"] = name
+    else:
+        os.environ.pop("FASTSDE_BACKEND", None)
+    try:
+        yield
+    finally:
+        os.environ.pop("FASTSDE_BACKEND", None) if saved is None else os.environ.update(FASTSDE_BACKEND=saved)
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _with_n(config, n):
+    """The config's SDE with N = n steps (timing runs take fewer steps than a full run)."""
+    from . import checkpoint, configs
+    return checkpoint.sde_from_config(configs.load({**config, "model": {**config.model, "num_scales": n}}))
+
+
+def fastsde_sampler(model, sde, config, device, path):
+    """sampler(name, steps) -> run(batch, seed) -> samples of one fastsde path, all samplers sharing
+    one prepared (and perhaps compiled) network: 'pc' (the config's predictor / corrector, N =
+    steps, the official batch-averaged Langevin step) or a fast solver with `steps` steps."""
+    with _backend(path["backend"]):
+        score_fn = fast_score_fn(copy.deepcopy(model), sde, bool(config.training.continuous), device,
+                                 path["precision"], channels_last=path["channels_last"], compile=path["compile"])
+    s, eps = config.sampling, default_eps(sde)
+
+    def sampler(name, steps):
+        pc_sde = _with_n(config, steps) if name == "pc" else sde
+
+        def run(batch, seed):
+            shape = (batch, config.data.num_channels, config.data.image_size, config.data.image_size)
+            gen = torch.Generator(device).manual_seed(seed)
+            with _backend(path["backend"]):
+                if name == "pc":
+                    return sampling.pc_sample(score_fn, pc_sde, shape, s.predictor, s.corrector, s.snr,
+                                              s.n_steps_each, s.probability_flow, s.noise_removal, eps, gen, device,
+                                              cuda_graph=path["cuda_graph"])[0]
+                return sampling.ode_sample(score_fn, sde, shape, name, steps=steps, eps=eps, generator=gen,
+                                           device=device, cuda_graph=path["cuda_graph"])[0]
+        return run
+    return sampler
+
+
+def official_modules(path):
+    """(sampling, sde_lib, models.utils) of a local checkout of yang-song/score_sde_pytorch. Without
+    CUDA its `op` package is imported with the JIT build switched off (its upfirdn2d then takes its
+    own pure-PyTorch path, as the official code does on a CPU)."""
+    import torch.utils.cpp_extension as cpp_extension
+    if not os.path.isfile(os.path.join(path, "sampling.py")) or not os.path.isdir(os.path.join(path, "models")):
+        raise FileNotFoundError(f"official={path}: not a score_sde_pytorch checkout (no sampling.py, models/)")
+    sys.path.insert(0, os.path.abspath(path))
+    load = cpp_extension.load
+    if not torch.cuda.is_available():
+        cpp_extension.load = lambda *args, **kwargs: None
+    try:
+        import sampling as official_sampling  # noqa: PLC0415
+        import sde_lib
+        from models import ddpm, ncsnpp, ncsnv2, utils  # noqa: F401  (registers the models)
+    finally:
+        cpp_extension.load = load
+    return official_sampling, sde_lib, utils
+
+
+def official_sampler(model, sde, config, device, path, steps):
+    """run(batch, seed) of the official code's PC sampler with `model`'s weights, N = steps."""
+    osampling, sde_lib, mutils = official_modules(path["official"])
+    config = copy.deepcopy(config)
+    config.device = torch.device(device)
+    net = mutils.create_model(config)
+    net.module.load_state_dict(model.state_dict())
+    m, s = config.model, config.sampling
+    kind = config.training.sde.lower()
+    if kind == "vesde":
+        osde = sde_lib.VESDE(m.sigma_min, m.sigma_max, steps)
+    else:
+        osde = (sde_lib.VPSDE if kind == "vpsde" else sde_lib.subVPSDE)(m.beta_min, m.beta_max, steps)
+    predictor = None if s.predictor == "none" else osampling.get_predictor(s.predictor.lower())
+    corrector = None if s.corrector == "none" else osampling.get_corrector(s.corrector.lower())
+
+    def run(batch, seed):
+        torch.manual_seed(seed)
+        shape = (batch, config.data.num_channels, config.data.image_size, config.data.image_size)
+        fn = osampling.get_pc_sampler(osde, shape, predictor, corrector, lambda x: x, s.snr, s.n_steps_each,
+                                      s.probability_flow, bool(config.training.continuous), s.noise_removal,
+                                      default_eps(sde), device)
+        return fn(net)[0]
+    return run
+
+
+def time_runs(runs, batch, rounds, device):
+    """Median seconds of run(batch, seed) for each of `runs` (a dict), interleaved over rounds; the
+    seconds of the untimed first run (kernels picked, graphs captured, torch.compile) and the peak
+    memory each one allocated (CUDA; None elsewhere)."""
+    cuda = torch.device(device).type == "cuda"
+    times, peak, first = {k: [] for k in runs}, {}, {}
+    for k, run in runs.items():
+        _sync(device)
+        start = time.perf_counter()
+        run(batch, 0)
+        _sync(device)
+        first[k] = time.perf_counter() - start
+    for r in range(rounds):
+        for k, run in runs.items():
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            _sync(device)
+            start = time.perf_counter()
+            run(batch, r + 1)
+            _sync(device)
+            times[k].append(time.perf_counter() - start)
+            if cuda:
+                peak[k] = max(peak.get(k, 0), torch.cuda.max_memory_allocated(device))
+    return {k: statistics.median(v) for k, v in times.items()}, first, {k: peak.get(k) for k in runs}
+
+
+def throughput(model, sde, config, device, batches=(1, 8), samplers=("pc", "dpmpp_2m"), pc_steps=25,
+               solver_steps=20, rounds=3, official=None, precisions=None, compile=False, label="model"):
+    """Rows of images per second for each sampler, batch size and path (see the module docstring)."""
+    rows = []
+    paths = paths_for(device, official, precisions, compile)
+    prepared = {p["name"]: fastsde_sampler(model, sde, config, device, p) for p in paths if "official" not in p}
+    for sampler in samplers:
+        steps = pc_steps if sampler == "pc" else solver_steps
+        runs = {}
+        for p in paths:
+            if "official" in p:
+                if sampler == "pc":
+                    runs[p["name"]] = official_sampler(model, sde, config, device, p, steps)
+            else:
+                runs[p["name"]] = prepared[p["name"]](sampler, steps)
+        # A PC run of pc_steps steps stands for one of N steps; each step costs the same.
+        scale = sde.N / steps if sampler == "pc" else 1.0
+        per_step = (1 + config.sampling.n_steps_each * (config.sampling.corrector != "none")
+                    - (config.sampling.predictor == "none"))
+        nfe = sde.N * per_step if sampler == "pc" else solver_steps
+        for batch in batches:
+            med, first, peak = time_runs(runs, batch, rounds, device)
+            base, code = med["official loop"], med.get("official code")
+            for name, seconds in med.items():
+                rows.append({"model": label, "sampler": sampler, "batch": batch, "path": name, "nfe": nfe,
+                             "timed_steps": steps, "seconds_per_batch": seconds * scale,
+                             "images_per_s": batch / (seconds * scale), "vs_official_loop": base / seconds,
+                             "vs_official_code": None if code is None else code / seconds,
+                             "first_run_s": first[name],
+                             "peak_memory_MiB": None if peak[name] is None else peak[name] / 2 ** 20})
+    return rows
+
+
+def train_memory(model, sde, config, device, batch, label="model"):
+    """Peak memory (CUDA; None elsewhere) of a training step (denoising score matching loss,
+    backward, Adam step) with the reference backend (the official path) and fastsde's kernels; the
+    second step is measured, when the optimizer state already exists."""
+    from . import losses
+    from .models import get_score_fn
+    cuda = torch.device(device).type == "cuda"
+    rows = []
+    for name, backend in (("official loop", "reference"), ("fastsde fp32", None)):
+        net = copy.deepcopy(model).train()
+        opt = torch.optim.Adam(net.parameters(), lr=2e-4)
+        x = torch.rand(batch, config.data.num_channels, config.data.image_size, config.data.image_size,
+                       device=device) * 2 - 1
+        with _backend(backend):
+            for _ in range(2):
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(device)
+                loss = losses.sde_loss(get_score_fn(sde, net, train=True, continuous=True), sde, x)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if cuda else None
+        rows.append({"model": label, "batch": batch, "path": name, "train_step_peak_MiB": peak})
+        del net, opt
+    return rows
+
+
+def accuracy(model, sde, config, device, batch=16, solver_steps=20, seed=0):
+    """What each fast path costs: from the same prior noise, the ODE sampler's images (DPM-Solver++
+    2M with solver_steps steps, and RK45) under each precision / CUDA graphs / channels_last against
+    fp32 eager NCHW: mean and largest absolute difference in 8-bit pixel units."""
+    cuda = torch.device(device).type == "cuda"
+    shape = (batch, config.data.num_channels, config.data.image_size, config.data.image_size)
+    z = sde.prior_sampling(shape, torch.Generator(device).manual_seed(seed), device=device)
+    variants = [("fp32 channels_last", "fp32", True, False), ("bf16", "bf16", None, False),
+                ("fp16", "fp16", None, False)]
+    if cuda:
+        variants += [("tf32", "tf32", None, False), ("fp32 + graph", "fp32", None, True),
+                     ("bf16 + graph", "bf16", None, True)]
+    pixels = lambda x: data.to_uint8(x, config.data.centered).float()  # noqa: E731
+    rows = []
+    for method, steps in (("dpmpp_2m", solver_steps), ("RK45", None)):
+        def solve(precision, channels_last, graph):
+            score_fn = fast_score_fn(copy.deepcopy(model), sde, bool(config.training.continuous), device, precision,
+                                     channels_last=channels_last)
+            x, nfe = sampling.ode_sample(score_fn, sde, shape, method, steps=steps, eps=default_eps(sde),
+                                         z=z.clone(), cuda_graph=graph and method != "RK45")
+            return pixels(x), nfe
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        ref, ref_nfe = solve("fp32", False, False)
+        for name, precision, channels_last, graph in variants:
+            if graph and method == "RK45":
+                continue
+            x, nfe = solve(precision, channels_last, graph)
+            diff = (x - ref).abs()
+            rows.append({"sampler": method, "variant": name, "mean_abs_diff_8bit": float(diff.mean()),
+                         "max_abs_diff_8bit": float(diff.max()), "nfe": nfe, "nfe_fp32": ref_nfe})
+    return rows
+
+
+def machine(device):
+    """Where the benchmark ran: CPU or GPU, versions, date."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError, StopIteration):
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    import fastsde
+    info = {"device": str(device), "cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "fastsde": fastsde.__version__, "python": platform.python_version(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if torch.device(device).type == "cuda":
+        info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
+        with contextlib.suppress(ImportError):
+            import triton
+            info["triton"] = triton.__version__
+    return info
+
+
+def table(rows, accuracy_rows=()):
+    """The results as text: throughput rows, then accuracy rows."""
+    lines = [f"{'model':24s} {'sampler':9s} {'batch':>5s} {'path':24s} {'NFE':>5s} {'img/s':>10s} "
+             f"{'vs official loop':>16s} {'vs official code':>16s} {'peak MiB':>9s}"]
+    for r in rows:
+        mem = "" if r["peak_memory_MiB"] is None else f"{r['peak_memory_MiB']:9.0f}"
+        code = f"{r['vs_official_code']:15.2f}x" if r.get("vs_official_code") else f"{'-':>16s}"
+        lines.append(f"{r['model'][:24]:24s} {r['sampler']:9s} {r['batch']:5d} {r['path']:24s} {r['nfe']:5d} "
+                     f"{r['images_per_s']:10.4g} {r['vs_official_loop']:15.2f}x {code} {mem}")
+    if accuracy_rows:
+        lines.append(f"{'accuracy (vs fp32 eager)':24s} {'sampler':9s} {'variant':22s} {'mean |d|':>9s} "
+                     f"{'max |d|':>8s} {'NFE':>9s}   (8-bit pixel units)")
+        for r in accuracy_rows:
+            lines.append(f"{'':24s} {r['sampler']:9s} {r['variant']:22s} {r['mean_abs_diff_8bit']:9.3f} "
+                         f"{r['max_abs_diff_8bit']:8.1f} {r['nfe']:4d}/{r['nfe_fp32']:<4d}")
+    return "\n".join(lines)
