@@ -21,12 +21,17 @@ def main(report, out):
     panels = {k: v for k, v in panels.items() if any(len(p) > 1 for p in v.values())}  # lines need two batches
     if not panels:
         raise SystemExit(f"{report}: no case was run at more than one batch size")
+    names = sorted({path for paths in panels.values() for path in paths})
+    colour = {name: f"C{i}" for i, name in enumerate(names)}  # one colour per path in every panel
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, ((model, sampler), paths) in zip(axes[0], sorted(panels.items())):
+        batches = sorted({b for points in paths.values() for b, _ in points})
         for path, points in sorted(paths.items()):
             points.sort()
-            ax.plot([b for b, _ in points], [v for _, v in points], marker="o", label=path)
+            ax.plot([b for b, _ in points], [v for _, v in points], marker="o", label=path, color=colour[path])
         ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="images / s", title=f"{model}\n{sampler}")
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.minorticks_off()
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     m = rep["machine"]
