@@ -3,4 +3,3 @@
 Import only after deciding on TRITON_INTERPRET: @triton.jit reads it when these modules load. The
 ops that wrap the kernels (checks, fake implementations, autograd) are in fastsde/ops/.
 """
-OPS = ("group_norm", "predictor_step", "langevin_step")  # the ops that have a Triton kernel

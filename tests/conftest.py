@@ -13,21 +13,14 @@ from fastsde.ops import _backend  # noqa: E402
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")  # checkpoints made by the official code
 
 # (backend, device) pairs checked against the reference backend. GPU ones are marked and deselected
-# where no GPU is present; the device check script (benchmarks/device_check.sh) runs them.
+# where no GPU is present; the device check script (benchmarks/device_check.sh) runs them. Triton
+# runs on the GPU, or interpreted on the CPU where there is none.
 KERNEL_BACKENDS = [
     pytest.param("cpp", "cpu", id="cpp"),
     pytest.param("cuda", "cuda", id="cuda", marks=pytest.mark.gpu),
+    pytest.param("triton", "cuda", id="triton", marks=pytest.mark.gpu) if torch.cuda.is_available()
+    else pytest.param("triton", "cpu", id="triton-interpret"),
 ]
-TRITON_OPS = ("group_norm", "predictor_step", "langevin_step")  # kernels.OPS, stated here so that a lost kernel fails
-
-
-def kernel_backends(op):
-    """KERNEL_BACKENDS plus Triton where `op` has a Triton kernel: on the GPU, or interpreted on the CPU."""
-    if op not in TRITON_OPS:
-        return KERNEL_BACKENDS
-    if torch.cuda.is_available():
-        return KERNEL_BACKENDS + [pytest.param("triton", "cuda", id="triton", marks=pytest.mark.gpu)]
-    return KERNEL_BACKENDS + [pytest.param("triton", "cpu", id="triton-interpret")]
 
 
 def ops_namespace(backend):

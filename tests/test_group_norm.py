@@ -7,9 +7,8 @@ import torch.nn.functional as F
 from fastsde import ops
 from fastsde.ops.group_norm import group_norm_reference
 
-from conftest import assert_close, kernel_backends, ops_namespace, poison, require
+from conftest import KERNEL_BACKENDS, assert_close, ops_namespace, poison, require
 
-KERNEL_BACKENDS = kernel_backends("group_norm")
 
 # (shape, groups): NCSN++ sizes, a single group, one channel per group, 1x1 images, odd sizes,
 # 3-D and 2-D inputs, a group larger than a CPU chunk.

@@ -128,14 +128,6 @@ def test_direct_op_calls_check_their_arguments(call, words):
     assert words in str(info.value)
 
 
-def test_ops_without_a_triton_kernel_say_so():
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    with pytest.raises(RuntimeError, match="upfirdn2d has no Triton kernel yet"):
-        ops.upfirdn2d(torch.randn(1, 1, 4, 4, device=device), torch.ones(2, device=device), backend="triton")
-    assert "triton" in ops.available_backends(device, ("group_norm", "predictor_step", "langevin_step"))
-    assert "triton" not in ops.available_backends(device, ("predictor_step", "upfirdn2d"))
-
-
 def test_info_command_reports_backends():
     out = subprocess.run([sys.executable, "-m", "fastsde.info"], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONWARNINGS": "ignore"}).stdout

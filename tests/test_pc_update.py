@@ -8,9 +8,8 @@ import torch
 from fastsde import ops
 from fastsde.ops.pc_update import langevin_step_reference, predictor_step_reference
 
-from conftest import assert_close, kernel_backends, ops_namespace, poison, require
+from conftest import KERNEL_BACKENDS, assert_close, ops_namespace, poison, require
 
-KERNEL_BACKENDS = kernel_backends("predictor_step")
 
 SHAPES = [(3, 2, 5, 7), (1, 10), (4, 3, 8, 8), (2, 1, 1, 1)]
 

@@ -6,7 +6,7 @@ import torch
 from fastsde import ops
 from fastsde.ops.upfirdn2d import upfirdn2d_reference
 
-from conftest import KERNEL_BACKENDS, assert_close, poison, require
+from conftest import KERNEL_BACKENDS, assert_close, ops_namespace, poison, require
 
 FIR = [1.0, 3.0, 3.0, 1.0]
 
@@ -128,6 +128,6 @@ def test_opcheck(backend, device):
     x = torch.randn(2, 3, 5, 6, device=device, requires_grad=True)
     for k, args in [(make_kernel("fir1d", device=device), (2, 1, [2, 1, 2, 1])),
                     (make_kernel("rand3x2", device=device), (1, 2, [0, 1, -1, 2]))]:
-        torch.library.opcheck(torch.ops.fastsde.upfirdn2d.default, (x, k, *args))
+        torch.library.opcheck(ops_namespace(backend).upfirdn2d.default, (x, k, *args))
     xc = torch.randn(2, 3, 5, 6, device=device).contiguous(memory_format=torch.channels_last)
-    torch.library.opcheck(torch.ops.fastsde.upfirdn2d.default, (xc, make_kernel("fir1d", device=device), 1, 2, [1, 1, 1, 1]))
+    torch.library.opcheck(ops_namespace(backend).upfirdn2d.default, (xc, make_kernel("fir1d", device=device), 1, 2, [1, 1, 1, 1]))

@@ -5,7 +5,7 @@ Backends:
   cpp        C++ CPU kernels of the compiled extension fastsde._C.
   cuda       CUDA kernels of fastsde._C (built with FASTSDE_BUILD_CUDA=1).
   triton     Triton kernels (kernels/, installed as fastsde.kernels); on the CPU only under
-             TRITON_INTERPRET=1 (set before fastsde is imported); only for the ops in kernels.OPS.
+             TRITON_INTERPRET=1 (set before fastsde is imported).
 
 `auto` (the default, or FASTSDE_BACKEND) takes the first available of the device's preference
 list and warns once when it has to fall back.
@@ -60,14 +60,6 @@ def triton_kernels(name):
     return importlib.import_module(f"fastsde.kernels.{name}")
 
 
-def _op_reason(backend, op):
-    if backend == "triton" and op is not None:
-        import fastsde.kernels
-        if op not in fastsde.kernels.OPS:
-            return f"{op} has no Triton kernel yet (Triton kernels: {', '.join(fastsde.kernels.OPS)})"
-    return None
-
-
 _reasons = {}
 
 
@@ -101,29 +93,28 @@ def _reason(backend, device_type):
     return None
 
 
-def available_backends(device=None, ops=()):
+def available_backends(device=None):
     """Names of the backends that can run on `device` (a torch.device or str; None: on any device
-    here), and that have a kernel for each op named in `ops`."""
+    here). Every backend has a kernel for every op."""
     device_type = None if device is None else torch.device(device).type
-    return [b for b in BACKENDS if unavailable_reason(b, device_type) is None
-            and all(_op_reason(b, op) is None for op in ops)]
+    return [b for b in BACKENDS if unavailable_reason(b, device_type) is None]
 
 
 _warned = set()
 
 
-def resolve(backend, device, op=None):
-    """The backend that runs `op` on `device`, for a requested name, 'auto' or None (FASTSDE_BACKEND)."""
+def resolve(backend, device):
+    """The backend that runs on `device`, for a requested name, 'auto' or None (FASTSDE_BACKEND)."""
     backend = backend or os.environ.get("FASTSDE_BACKEND") or "auto"
     device_type = device.type
     if backend != "auto":
-        reason = unavailable_reason(backend, device_type) or _op_reason(backend, op)
+        reason = unavailable_reason(backend, device_type)
         if reason:
             raise RuntimeError(f"fastsde backend {backend!r} is not available: {reason}")
         return backend
     preferred = _PREFERENCE.get(device_type, ("reference",))
     for name in preferred:
-        if unavailable_reason(name, device_type) is None and _op_reason(name, op) is None:
+        if unavailable_reason(name, device_type) is None:
             break
     if name != preferred[0] and (device_type, name) not in _warned:
         _warned.add((device_type, name))

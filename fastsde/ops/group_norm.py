@@ -61,7 +61,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-6, act=None, backen
     """
     _check(x, num_groups, weight, bias, act)
     silu = act == "silu"
-    name = _backend.resolve(backend, x.device, "group_norm")
+    name = _backend.resolve(backend, x.device)
     if name == "reference":
         return group_norm_reference(x, num_groups, weight, bias, eps, silu)
     return call(_OPS[name].group_norm, x, num_groups, weight, bias, float(eps), silu)[0]

@@ -92,7 +92,7 @@ def predictor_step(x, score, a, b, c=None, noise=None, generator=None, backend=N
         noise, c = None, torch.zeros_like(a)
     else:
         c, noise = _per_sample(op, x, "c", c), _noise(op, x, noise, generator)
-    name = _backend.resolve(backend, x.device, op)
+    name = _backend.resolve(backend, x.device)
     if name == "reference":
         return predictor_step_reference(x, score, noise, a, b, c)
     return call(_OPS[name].predictor_step, x, score, noise, a, b, c)
@@ -110,7 +110,7 @@ def langevin_step(x, score, alpha, snr, noise=None, generator=None, per_sample=F
     _check_like(op, x, "score", score)
     alpha = _per_sample(op, x, "alpha", alpha)
     noise = _noise(op, x, noise, generator)
-    name = _backend.resolve(backend, x.device, op)
+    name = _backend.resolve(backend, x.device)
     if name == "reference":
         return langevin_step_reference(x, score, noise, alpha, float(snr), per_sample)
     return call(_OPS[name].langevin_step, x, score, noise, alpha, float(snr), per_sample)

@@ -5,6 +5,8 @@ along H and W, (2) pad by (x0, x1, y0, y1) samples, a negative pad crops, (3) a 
 with the filter (flipped, then correlated), 'valid', per channel, (4) keep every down-th sample.
 Output extent per axis: (in*up + p0 + p1 - k) // down + 1.
 """
+from typing import List
+
 import torch
 import torch.nn.functional as F
 
@@ -79,9 +81,10 @@ def upfirdn2d(x, kernel, up=1, down=1, pad=(0, 0), backend=None):
     """
     pad = _parse_pad(pad)
     _check(x, kernel, up, down, pad)
-    if _backend.resolve(backend, x.device, "upfirdn2d") == "reference":
+    name = _backend.resolve(backend, x.device)
+    if name == "reference":
         return upfirdn2d_reference(x, kernel, up, down, pad)
-    return call(torch.ops.fastsde.upfirdn2d, x, kernel, up, down, list(pad))
+    return call(_OPS[name].upfirdn2d, x, kernel, up, down, list(pad))
 
 
 def _adjoint_pad(x_shape, y_shape, f_shape, up, down, pad):
@@ -92,26 +95,47 @@ def _adjoint_pad(x_shape, y_shape, f_shape, up, down, pad):
     return [kw - x0 - 1, W * up - OW * down + x0 - up + 1, kh - y0 - 1, H * up - OH * down + y0 - up + 1]
 
 
-if _backend._C is not None:
-    @torch.library.register_fake("fastsde::upfirdn2d")
-    def _(x, kernel, up, down, pad):
-        torch._check(x.dim() == 4 and kernel.dim() in (1, 2),
-                     lambda: "upfirdn2d: x must be 4-D and kernel 1-D or 2-D")
-        oh = _out_size(x.shape[2], up, down, pad[2], pad[3], kernel.shape[0])
-        ow = _out_size(x.shape[3], up, down, pad[0], pad[1], kernel.shape[-1])
-        return x.new_empty(x.shape[0], x.shape[1], oh, ow).contiguous(memory_format=output_format(x))
+def _fake(x, kernel, up, down, pad):
+    torch._check(x.dim() == 4 and kernel.dim() in (1, 2), lambda: "upfirdn2d: x must be 4-D and kernel 1-D or 2-D")
+    oh = _out_size(x.shape[2], up, down, pad[2], pad[3], kernel.shape[0])
+    ow = _out_size(x.shape[3], up, down, pad[0], pad[1], kernel.shape[-1])
+    return x.new_empty(x.shape[0], x.shape[1], oh, ow).contiguous(memory_format=output_format(x))
 
-    def _setup_context(ctx, inputs, output):
-        x, kernel, up, down, pad = inputs
-        ctx.save_for_backward(kernel)
-        ctx.args = (x.shape, output.shape, up, down, pad)
 
-    def _backward(ctx, grad):
+def _setup_context(ctx, inputs, output):
+    x, kernel, up, down, pad = inputs
+    ctx.save_for_backward(kernel)
+    ctx.args = (x.shape, output.shape, up, down, pad)
+
+
+def _register(namespace):
+    """Fake kernel and autograd for namespace::upfirdn2d, whose backward is a call of the op itself
+    (so double backward comes for free)."""
+    op = getattr(torch.ops, namespace).upfirdn2d
+
+    def backward(ctx, grad):
         (kernel,) = ctx.saved_tensors
         x_shape, y_shape, up, down, pad = ctx.args
         gpad = _adjoint_pad(x_shape, y_shape, kernel.shape, up, down, pad)
-        # A call of the op itself, so double backward comes for free.
-        dx = torch.ops.fastsde.upfirdn2d(grad, kernel.flip(list(range(kernel.dim()))), down, up, gpad)
-        return dx, None, None, None, None
+        return op(grad, kernel.flip(list(range(kernel.dim()))), down, up, gpad), None, None, None, None
 
-    torch.library.register_autograd("fastsde::upfirdn2d", _backward, setup_context=_setup_context)
+    torch.library.register_fake(f"{namespace}::upfirdn2d")(_fake)
+    torch.library.register_autograd(f"{namespace}::upfirdn2d", backward, setup_context=_setup_context)
+
+
+_OPS = {}  # backend -> the namespace of its ops
+if _backend._C is not None:
+    _register("fastsde")
+    _OPS["cpp"] = _OPS["cuda"] = torch.ops.fastsde
+
+_triton = _backend.triton_kernels("upfirdn2d")
+if _triton is not None:
+    @torch.library.custom_op("fastsde_triton::upfirdn2d", mutates_args=())
+    def _triton_upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int, down: int, pad: List[int]) -> torch.Tensor:
+        oh = _out_size(x.shape[2], up, down, pad[2], pad[3], kernel.shape[0])
+        ow = _out_size(x.shape[3], up, down, pad[0], pad[1], kernel.shape[-1])
+        return _triton.upfirdn2d(x, kernel, up, down, pad, oh, ow, output_format(x) == torch.channels_last,
+                                 acc_dtype(x))
+
+    _register("fastsde_triton")
+    _OPS["triton"] = torch.ops.fastsde_triton
