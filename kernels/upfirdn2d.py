@@ -4,31 +4,36 @@ one pass, with no upsampled or padded intermediate.
 Output sample o of an axis reads the taps k = 0..K-1 at upsampled-and-padded position
 o * DOWN + k, that is upsampled position i = o * DOWN + k - p0, which is an input sample (i / UP)
 when 0 <= i < in * UP and UP divides i, and a zero otherwise; the filter is applied flipped (a true
-convolution). One program per (image, channel) pair and block of output positions; taps, factors
+convolution). Each program computes a block of the flattened outputs (n, c, y, x); taps, factors
 and the separable form are compile-time constants, so each NCSN++ case (up 2, down 2, blur;
 [1, 3, 3, 1]) is its own specialised kernel. Any strides (NCHW, channels_last) are followed;
 arithmetic in float32 (float64 for float64 data). The backward is this kernel with up and down
 swapped, the filter flipped and adjoint pads (fastsde/ops/upfirdn2d.py).
 """
+import os
+
 import torch
 import triton
 import triton.language as tl
 
-BLOCK = 256
+# Outputs per program: on a GPU a block that keeps the taps' loads coalesced along rows; under the
+# interpreter, which runs programs one after another in Python, few large programs.
+BLOCK = 8192 if os.environ.get("TRITON_INTERPRET") == "1" else 256
 
 
 @triton.jit
-def _kernel(x_ptr, f_ptr, y_ptr, C, H, W, OH, OW, px0, py0,
+def _kernel(x_ptr, f_ptr, y_ptr, C, H, W, OH, OW, total, px0, py0,
             sxn, sxc, sxh, sxw, syn, syc, syh, syw,
             UP: tl.constexpr, DOWN: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
             SEPARABLE: tl.constexpr, BLOCK: tl.constexpr):
-    nc = tl.program_id(0)
-    n, c = nc // C, nc % C
-    o = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    inside = o < OH * OW
-    oy, ox = o // OW, o % OW
+    o = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    inside = o < total
+    ox = o % OW
+    oy = (o // OW) % OH
+    c = (o // (OW * OH)) % C
+    n = o // (OW * OH * C)
     acc_t = f_ptr.dtype.element_ty
-    x_base = x_ptr + n.to(tl.int64) * sxn + c.to(tl.int64) * sxc
+    x_base = x_ptr + n * sxn + c * sxc
     acc = tl.zeros((BLOCK,), acc_t)
     for ky in tl.static_range(KH):
         iy = oy * DOWN + ky - py0
@@ -41,11 +46,9 @@ def _kernel(x_ptr, f_ptr, y_ptr, C, H, W, OH, OW, px0, py0,
             else:
                 tap = tl.load(f_ptr + (KH - 1 - ky) * KW + (KW - 1 - kx))
             # Clamped indices keep masked lanes' addresses inside the tensor.
-            sy, sx = tl.maximum(iy, 0) // UP, tl.maximum(ix, 0) // UP
-            v = tl.load(x_base + sy.to(tl.int64) * sxh + sx.to(tl.int64) * sxw, mask=ok, other=0.0)
+            v = tl.load(x_base + (tl.maximum(iy, 0) // UP) * sxh + (tl.maximum(ix, 0) // UP) * sxw, mask=ok, other=0.0)
             acc += v.to(acc_t) * tap
-    y_off = n.to(tl.int64) * syn + c.to(tl.int64) * syc + oy.to(tl.int64) * syh + ox.to(tl.int64) * syw
-    tl.store(y_ptr + y_off, acc.to(y_ptr.dtype.element_ty), mask=inside)
+    tl.store(y_ptr + n * syn + c * syc + oy * syh + ox * syw, acc.to(y_ptr.dtype.element_ty), mask=inside)
 
 
 def upfirdn2d(x, f, up, down, pad, out_h, out_w, channels_last, acc_dtype):
@@ -56,7 +59,8 @@ def upfirdn2d(x, f, up, down, pad, out_h, out_w, channels_last, acc_dtype):
     y = torch.empty((N, C, out_h, out_w), device=x.device, dtype=x.dtype, memory_format=fmt)
     separable = f.dim() == 1
     kh, kw = (f.shape[0], f.shape[0]) if separable else tuple(f.shape)
-    grid = (N * C, triton.cdiv(out_h * out_w, BLOCK))
-    _kernel[grid](x, f.to(acc_dtype).contiguous(), y, C, H, W, out_h, out_w, pad[0], pad[2],
-                  *x.stride(), *y.stride(), UP=up, DOWN=down, KH=kh, KW=kw, SEPARABLE=separable, BLOCK=BLOCK)
+    total = y.numel()
+    _kernel[(triton.cdiv(total, BLOCK),)](x, f.to(acc_dtype).contiguous(), y, C, H, W, out_h, out_w, total,
+                                          pad[0], pad[2], *x.stride(), *y.stride(), UP=up, DOWN=down, KH=kh,
+                                          KW=kw, SEPARABLE=separable, BLOCK=BLOCK)
     return y

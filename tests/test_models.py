@@ -24,7 +24,7 @@ def rel_err(a, b):
     return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpp"])
+@pytest.mark.parametrize("backend", ["reference", "cpp", "triton"])  # triton: interpreted without a GPU
 @pytest.mark.parametrize("name", CASES)
 def test_matches_official_outputs(name, backend, monkeypatch):
     monkeypatch.setenv("FASTSDE_BACKEND", backend)
