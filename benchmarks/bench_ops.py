@@ -3,7 +3,8 @@
 Baselines, measured in the same run: GroupNorm(+SiLU) against F.silu(F.group_norm(...)) (what the
 official NCSN++ runs) and against the reference backend; upfirdn2d against the reference backend,
 which is the official CPU path (zero insertion, pad, depthwise convolution). On the CPU the kernels
-are the cpp backend, on a GPU (--device cuda) the cuda backend. Candidates are timed in interleaved
+are the cpp backend; on a GPU (--device cuda) the cuda and triton backends and torch.compile of
+each reference function. Candidates are timed in interleaved
 rounds so that machine noise hits them alike; the median is reported.
 
     python benchmarks/bench_ops.py [--device cpu|cuda] [--rounds 40] [--json benchmarks/results/NAME.json]
@@ -21,6 +22,9 @@ import torch.nn.functional as F
 
 import fastsde
 from fastsde import ops
+from fastsde.ops.group_norm import group_norm_reference
+from fastsde.ops.pc_update import langevin_step_reference, predictor_step_reference
+from fastsde.ops.upfirdn2d import upfirdn2d_reference
 
 
 def fir(k, separable):
@@ -35,8 +39,12 @@ def cases(device):
     kernels = "cuda" if device == "cuda" else "cpp"
     randn = lambda *shape: torch.randn(*shape, device=device)  # noqa: E731
     out = []
-    # Triton kernels join where they can run for real (a GPU; not the interpreter).
-    triton = ["triton"] if device == "cuda" and "triton" in ops.available_backends(device) else []
+    # Triton kernels, and torch.compile of the reference, join where they run for real (a GPU).
+    gpu = device == "cuda"
+    triton = ["triton"] if gpu and "triton" in ops.available_backends(device) else []
+    compiled = lambda fn: {"torch.compile(reference)": fn} if gpu else {}  # noqa: E731
+    gn_c, up_c = torch.compile(group_norm_reference), torch.compile(upfirdn2d_reference)
+    pred_c, lang_c = torch.compile(predictor_step_reference), torch.compile(langevin_step_reference)
     for shape in [(8, 256, 32, 32), (8, 128, 32, 32), (8, 256, 16, 16)]:
         x = randn(*shape)
         C = shape[1]
@@ -46,6 +54,7 @@ def cases(device):
         out.append((f"group_norm+silu {list(shape)}", {
             "eager F.silu(F.group_norm)": lambda x=x, w=w, b=b, G=G: F.silu(F.group_norm(x, G, w, b, 1e-6)),
             "reference": lambda x=x, w=w, b=b, G=G: ops.group_norm(x, G, w, b, act="silu", backend="reference"),
+            **compiled(lambda x=x, w=w, b=b, G=G: gn_c(x, G, w, b, 1e-6, True)),
             **{n: lambda x=x, w=w, b=b, G=G, n=n: ops.group_norm(x, G, w, b, act="silu", backend=n)
                for n in [kernels] + triton},
         }, "eager F.silu(F.group_norm)", nbytes))
@@ -63,8 +72,11 @@ def cases(device):
             args = (up, down, pad)
             out.append((f"upfirdn2d {name} {list(shape)}", {
                 "reference": lambda x=x, a=args, k=k2 * gain: ops.upfirdn2d(x, k, *a, backend="reference"),
-                f"{kernels} 2-D filter": lambda x=x, a=args, k=k2 * gain: ops.upfirdn2d(x, k, *a, backend=kernels),
-                f"{kernels} separable": lambda x=x, a=args, k=k1 * gain ** 0.5: ops.upfirdn2d(x, k, *a, backend=kernels),
+                **compiled(lambda x=x, u=up, d=down, p=pad, k=k2 * gain: up_c(x, k, u, d, p * 2)),
+                **{f"{b} 2-D filter": lambda x=x, a=args, k=k2 * gain, b=b: ops.upfirdn2d(x, k, *a, backend=b)
+                   for b in [kernels] + triton},
+                **{f"{b} separable": lambda x=x, a=args, k=k1 * gain ** 0.5, b=b: ops.upfirdn2d(x, k, *a, backend=b)
+                   for b in [kernels] + triton},
             }, "reference", moved))
     pc_backends = [kernels] + triton
     for B in (8, 512):
@@ -72,11 +84,13 @@ def cases(device):
         s, z = torch.randn_like(x), torch.randn_like(x)
         a, b2, c = (torch.rand(B, device=device) for _ in range(3))
         out.append((f"predictor_step [{B}, 3, 32, 32]", {
-            name: lambda x=x, s=s, z=z, a=a, b=b2, c=c, n=name: ops.predictor_step(x, s, a, b, c, noise=z, backend=n)
-            for name in ["reference"] + pc_backends}, "reference", 5 * x.numel() * 4))
+            **{name: lambda x=x, s=s, z=z, a=a, b=b2, c=c, n=name: ops.predictor_step(x, s, a, b, c, noise=z, backend=n)
+               for name in ["reference"] + pc_backends},
+            **compiled(lambda x=x, s=s, z=z, a=a, b=b2, c=c: pred_c(x, s, z, a, b, c))}, "reference", 5 * x.numel() * 4))
         out.append((f"langevin_step [{B}, 3, 32, 32]", {
-            name: lambda x=x, s=s, z=z, a=a, n=name: ops.langevin_step(x, s, a, 0.16, noise=z, backend=n)
-            for name in ["reference"] + pc_backends}, "reference", 5 * x.numel() * 4))
+            **{name: lambda x=x, s=s, z=z, a=a, n=name: ops.langevin_step(x, s, a, 0.16, noise=z, backend=n)
+               for name in ["reference"] + pc_backends},
+            **compiled(lambda x=x, s=s, z=z, a=a: lang_c(x, s, z, a, 0.16, False))}, "reference", 5 * x.numel() * 4))
     return out
 
 
