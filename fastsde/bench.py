@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from . import data, sampling
+from . import checkpoint, data, sampling
 from .engine import fast_score_fn
 from .generate import default_eps
 
@@ -64,12 +64,6 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _with_n(config, n):
-    """The config's SDE with N = n steps (timing runs take fewer steps than a full run)."""
-    from . import checkpoint, configs
-    return checkpoint.sde_from_config(configs.load({**config, "model": {**config.model, "num_scales": n}}))
-
-
 def fastsde_sampler(model, sde, config, device, path):
     """sampler(name, steps) -> run(batch, seed) -> samples of one fastsde path, all samplers sharing
     one prepared (and perhaps compiled) network: 'pc' (the config's predictor / corrector, N =
@@ -80,7 +74,7 @@ def fastsde_sampler(model, sde, config, device, path):
     s, eps = config.sampling, default_eps(sde)
 
     def sampler(name, steps):
-        pc_sde = _with_n(config, steps) if name == "pc" else sde
+        pc_sde = checkpoint.sde_from_config(config, steps) if name == "pc" else sde
 
         def run(batch, seed):
             shape = (batch, config.data.num_channels, config.data.image_size, config.data.image_size)
@@ -103,7 +97,8 @@ def official_modules(path):
     import torch.utils.cpp_extension as cpp_extension
     if not os.path.isfile(os.path.join(path, "sampling.py")) or not os.path.isdir(os.path.join(path, "models")):
         raise FileNotFoundError(f"official={path}: not a score_sde_pytorch checkout (no sampling.py, models/)")
-    sys.path.insert(0, os.path.abspath(path))
+    if os.path.abspath(path) not in sys.path:
+        sys.path.insert(0, os.path.abspath(path))
     load = cpp_extension.load
     if not torch.cuda.is_available():
         cpp_extension.load = lambda *args, **kwargs: None

@@ -86,16 +86,17 @@ def load_state(model, state, ema=None):
     return model
 
 
-def sde_from_config(config):
+def sde_from_config(config, N=None):
     """The SDE that config.training.sde names, with the config's parameters and N = num_scales
-    (VE for the NCSN / NCSNv2 configs, which upstream leaves without training.sde)."""
+    unless N is given (VE for the NCSN / NCSNv2 configs, which upstream leaves without training.sde)."""
     m, name = config.model, config.training.get("sde", "vesde").lower()
+    N = m.num_scales if N is None else N
     if name == "vesde":
-        return VESDE(sigma_min=m.sigma_min, sigma_max=m.sigma_max, N=m.num_scales)
+        return VESDE(sigma_min=m.sigma_min, sigma_max=m.sigma_max, N=N)
     if name == "vpsde":
-        return VPSDE(beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales)
+        return VPSDE(beta_min=m.beta_min, beta_max=m.beta_max, N=N)
     if name == "subvpsde":
-        return subVPSDE(beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales)
+        return subVPSDE(beta_min=m.beta_min, beta_max=m.beta_max, N=N)
     raise ValueError(f"training.sde must be vesde, vpsde or subvpsde, got {name!r}")
 
 

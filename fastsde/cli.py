@@ -51,12 +51,12 @@ def _continuous(config):
 
 def _with_steps(sde, config, steps):
     """The SDE with `steps` discretisation steps (N); discrete models keep their num_scales."""
-    from . import checkpoint, configs
+    from . import checkpoint
     if steps is None or steps == sde.N:
         return sde
     if not _continuous(config):
         raise ValueError(f"--steps {steps}: a discrete model samples with its num_scales = {sde.N} steps")
-    return checkpoint.sde_from_config(configs.load({**config, "model": {**config.model, "num_scales": steps}}))
+    return checkpoint.sde_from_config(config, steps)
 
 
 def _score_fn(args, model, sde, config, device):
