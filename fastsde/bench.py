@@ -244,8 +244,6 @@ def accuracy(model, sde, config, device, batch=16, solver_steps=20, seed=0):
             x, nfe = sampling.ode_sample(score_fn, sde, shape, method, steps=steps, eps=default_eps(sde),
                                          z=z.clone(), cuda_graph=graph and method != "RK45")
             return pixels(x), nfe
-        if cuda:
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         ref, ref_nfe = solve("fp32", False, False)
         for name, precision, channels_last, graph in variants:
             if graph and method == "RK45":

@@ -19,9 +19,20 @@ def with_precision(score_fn, precision, device):
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = torch.device(device)
     if precision in ("fp32", "tf32"):
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
-        return score_fn
+        if device.type != "cuda":
+            return score_fn
+        tf32 = precision == "tf32"
+
+        def tf32_score_fn(x, t):
+            # torch's TF32 switches are global: set for this call only, so that score functions of
+            # different precisions (side by side in a benchmark) do not change each other.
+            saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+            try:
+                return score_fn(x, t)
+            finally:
+                torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        return tf32_score_fn
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
 
     def autocast_score_fn(x, t):

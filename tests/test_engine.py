@@ -73,6 +73,24 @@ def test_fast_score_fn_bf16_is_float32_and_close():
         engine.fast_score_fn(model, sde, True, "cpu", precision="fp8")
 
 
+def test_tf32_switches_hold_for_one_call_only():
+    """torch's TF32 switches are global; each score function sets them only while it runs (the
+    wrappers need no GPU: they only read and set the switches)."""
+    seen = []
+
+    def score_fn(x, t):
+        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return x
+
+    fp32 = engine.with_precision(score_fn, "fp32", "cuda")
+    tf32 = engine.with_precision(score_fn, "tf32", "cuda")
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    x, t = torch.zeros(1), torch.zeros(1)
+    tf32(x, t), fp32(x, t), tf32(x, t)
+    assert seen == [(True, True), (False, False), (True, True)]
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
 def test_fast_solvers_first_and_last_steps():
     """dpmpp_2m's first step is first order and heun's last is plain Euler: one step of each,
     written out by hand, from the same x."""
