@@ -70,7 +70,7 @@ inline std::array<int64_t, 2> check_upfirdn2d(const at::Tensor& x, const at::Ten
   const int64_t oh = upfirdn_out_size(x.size(2), up, down, pad[2], pad[3], f.size(0));
   const int64_t ow = upfirdn_out_size(x.size(3), up, down, pad[0], pad[1], f.size(f.dim() - 1));
   TORCH_CHECK(oh >= 1 && ow >= 1, "upfirdn2d: pad ", pad, " with up=", up, ", down=", down,
-              " and a ", f.size(0), "x", f.size(1), " kernel leaves an empty output for a ",
+              " and a ", f.size(0), "x", f.size(f.dim() - 1), " kernel leaves an empty output for a ",
               x.size(2), "x", x.size(3), " input");
   return {oh, ow};
 }

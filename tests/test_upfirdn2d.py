@@ -23,6 +23,11 @@ CASES = [
     ((1, 5, 11, 6), 2, 2, (1, 0, 3, -1), "rand1d5"),
     ((3, 1, 5, 13), 1, 1, (0, 0), "rand3x2"),
     ((2, 4, 6, 6), 1, 2, (-1, -1), "fir1d"),
+    # Rows long enough for the CPU kernel's 8-wide vectors and their tails, in every phase pattern.
+    ((1, 2, 19, 37), 1, 2, (2, 1), "fir2d"),
+    ((1, 2, 13, 21), 3, 2, (1, 2, 0, 3), "rand1d5"),
+    ((1, 2, 9, 35), 2, 4, (5, -3, 1, 1), "rand3x2"),
+    ((1, 1, 3, 30), 2, 1, (9, 9, -1, 2), "fir1d"),
 ]
 
 

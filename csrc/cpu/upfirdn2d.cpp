@@ -1,11 +1,16 @@
 // upfirdn2d on the CPU, computed directly in polyphase form: each output sample reads only the
-// input samples that the zero-insertion would not make zero, so no upsampled or padded copy is
-// ever formed. The tap tables per output row and column are built once per call. Separable
-// filters (1-D taps, what NCSN++ uses) take a fast vectorised path.
+// input samples that the zero-insertion would not make zero, so no upsampled copy is ever formed.
+//
+// Along W, outputs ox = r + q*L (L = up/gcd(up, down) phases r) read the inputs m0_r + q*M + a
+// (M = down/gcd) with the taps k0_r - a*up, which is a convolution in q once each input row is
+// padded with zeros and split into its M residues mod M (for down=2: even and odd samples). So every
+// filter step is a contiguous vector load and a multiply-add, at every border, with no transposes.
+// Along H the same happens with whole rows, which are contiguous already.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
+#include <numeric>
 #include <vector>
 
 #include "../common.h"
@@ -14,14 +19,13 @@
 namespace fastsde::cpu {
 namespace {
 
-// The input samples that reach output i along one axis: in[i0 .. i0+n) with filter taps
-// k0, k0-up, k0-2up, ... (indices into the unflipped filter, since the op is a true convolution).
+// The input rows that reach output row i: in[i0 .. i0+n) with filter taps k0, k0-up, k0-2up, ...
+// (indices into the unflipped filter, since the op is a true convolution).
 struct Taps {
   int64_t i0, k0, n;
 };
 
-std::vector<Taps> axis_taps(int64_t in, int64_t out, int64_t up, int64_t down, int64_t p0,
-                            int64_t K) {
+std::vector<Taps> row_taps(int64_t in, int64_t out, int64_t up, int64_t down, int64_t p0, int64_t K) {
   std::vector<Taps> taps(out);
   for (int64_t i = 0; i < out; ++i) {
     // Output i covers the upsampled+padded positions j = i*down + k, k in [0, K); position j holds
@@ -29,79 +33,184 @@ std::vector<Taps> axis_taps(int64_t in, int64_t out, int64_t up, int64_t down, i
     const int64_t lo = i * down - p0;
     const int64_t m0 = std::max<int64_t>(-floor_div(-lo, up), 0);
     const int64_t m1 = std::min<int64_t>(floor_div(lo + K - 1, up), in - 1);
-    const int64_t n = std::max<int64_t>(m1 - m0 + 1, 0);
-    taps[i] = {m0, K - 1 - (m0 * up - lo), n};
+    taps[i] = {m0, K - 1 - (m0 * up - lo), std::max<int64_t>(m1 - m0 + 1, 0)};
   }
   return taps;
 }
 
-// A general 2-D filter: each output sums its taps straight from the tap tables.
-template <typename T>
-void upfirdn2d_direct(const T* x, const at::opmath_type<T>* f, T* out, int64_t planes, int64_t H,
-                      int64_t W, int64_t OH, int64_t OW, int64_t Kw, int64_t up,
-                      const std::vector<Taps>& ty, const std::vector<Taps>& tx) {
-  using acc_t = at::opmath_type<T>;
-  at::parallel_for(0, planes * OH, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t po = begin; po < end; ++po) {
-      const int64_t p = po / OH, oy = po % OH;
-      const Taps& r = ty[oy];
-      for (int64_t ox = 0; ox < OW; ++ox) {
-        const Taps& c = tx[ox];
-        acc_t acc = 0;
-        for (int64_t a = 0; a < r.n; ++a) {
-          const T* xrow = x + (p * H + r.i0 + a) * W + c.i0;
-          const acc_t* frow = f + (r.k0 - a * up) * Kw + c.k0;
-          for (int64_t b = 0; b < c.n; ++b) acc += static_cast<acc_t>(xrow[b]) * frow[-b * up];
-        }
-        out[po * OW + ox] = static_cast<T>(acc);
-      }
+// The polyphase plan along W. A prepared row is `width` zero-padded samples split into M streams
+// of T each: stream s, element t holds input column base + t*M + s. Phase r has Q[r] outputs and
+// its taps read filter index k[j] from prepared offset off[j] + q.
+struct ColPlan {
+  int64_t L, M, T, base;
+  std::vector<int64_t> Q;
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> taps;  // per phase: (offset, filter index)
+};
+
+ColPlan col_plan(int64_t W, int64_t OW, int64_t up, int64_t down, int64_t p0, int64_t K) {
+  const int64_t g = std::gcd(up, down);
+  ColPlan p{up / g, down / g, 0, 0, {}, {}};
+  std::vector<int64_t> m0(p.L), k0(p.L), n(p.L);
+  int64_t lo_in = INT64_MAX, hi_in = INT64_MIN;
+  for (int64_t r = 0; r < p.L; ++r) {
+    const int64_t lo = r * down - p0;
+    m0[r] = -floor_div(-lo, up);
+    k0[r] = K - 1 - (m0[r] * up - lo);
+    n[r] = floor_div(k0[r], up) + 1;
+    p.Q.push_back(r < OW ? (OW - r + p.L - 1) / p.L : 0);
+    if (p.Q[r] > 0 && n[r] > 0) {
+      lo_in = std::min(lo_in, m0[r]);
+      hi_in = std::max(hi_in, m0[r] + (p.Q[r] - 1) * p.M + n[r] - 1);
     }
-  });
+  }
+  if (lo_in > hi_in) lo_in = hi_in = 0;  // no tap reads anything: every output is zero
+  p.base = lo_in;
+  p.T = (hi_in - lo_in) / p.M + 1;
+  p.taps.resize(p.L);
+  for (int64_t r = 0; r < p.L; ++r) {
+    for (int64_t a = 0; p.Q[r] > 0 && a < n[r]; ++a) {
+      const int64_t e = m0[r] - p.base + a;
+      p.taps[r].emplace_back((e % p.M) * p.T + e / p.M, k0[r] - a * up);
+    }
+  }
+  return p;
 }
 
-// One axis of a separable filter, along the rows: output row o = sum over its taps of
-// f[k0 - a*up] * input row (i0 + a), each row `width` long and contiguous, so it vectorises fully.
-template <typename T, typename ACC>
-inline __attribute__((always_inline)) void filter_rows(const T* src, ACC* dst, int64_t width,
-                                                       const std::vector<Taps>& taps, const ACC* f,
-                                                       int64_t up) {
-  for (size_t o = 0; o < taps.size(); ++o) {
-    const Taps& r = taps[o];
-    ACC* d = dst + o * width;
-    simd_for<T, ACC>(width, [&](int64_t i, auto v) {
+// Pads one input row with zeros and splits it into the plan's M streams, in the math type. M_ is
+// M when known at compile time (1 or 2, NCSN++'s cases), so the interior loop vectorises.
+template <int64_t M_, typename S, typename ACC>
+inline __attribute__((always_inline)) void prepare_row_m(const S* x, int64_t W, const ColPlan& p, ACC* dst) {
+  const int64_t M = M_ ? M_ : p.M, T_ = p.T, base = p.base;
+  // The t whose M columns base + t*M + [0, M) all lie in [0, W).
+  const int64_t t0 = std::clamp<int64_t>(-floor_div(base, M), 0, T_);
+  const int64_t t1 = std::clamp<int64_t>(floor_div(W - base, M), t0, T_);
+  auto edge = [&](int64_t t) __attribute__((always_inline)) {
+    for (int64_t s = 0; s < M; ++s) {
+      const int64_t c = base + t * M + s;
+      dst[s * T_ + t] = c >= 0 && c < W ? static_cast<ACC>(x[c]) : ACC(0);
+    }
+  };
+  for (int64_t t = 0; t < t0; ++t) edge(t);
+  const S* xi = x + base;
+  for (int64_t t = t0; t < t1; ++t)
+    for (int64_t s = 0; s < M; ++s) dst[s * T_ + t] = static_cast<ACC>(xi[t * M + s]);
+  for (int64_t t = t1; t < T_; ++t) edge(t);
+}
+
+template <typename S, typename ACC>
+inline __attribute__((always_inline)) void prepare_row(const S* x, int64_t W, const ColPlan& p, ACC* dst) {
+  switch (p.M) {
+    case 1: return prepare_row_m<1>(x, W, p, dst);
+    case 2: return prepare_row_m<2>(x, W, p, dst);
+    default: return prepare_row_m<0>(x, W, p, dst);
+  }
+}
+
+// One output row along W: dst[r + q*L] = sum over rows a and phase-r taps j of
+// frow[a][k_j] * row[a][off_j + q]. One source row for a pass of a separable filter; for a 2-D
+// filter, the input rows that reach this output row, each with its own filter row. Vectorised
+// where the tensor type T is float (D is T or its math type ACC).
+template <typename T, typename D, typename ACC>
+inline __attribute__((always_inline)) void filter_cols(const ACC* const* rows, const ACC* const* frows,
+                                                       int64_t nrows, const ColPlan& p, D* dst) {
+  for (int64_t r = 0; r < p.L; ++r) {
+    const auto& taps = p.taps[r];
+    simd_for<T, ACC>(p.Q[r], [&](int64_t q, auto v) {
       using V = decltype(v);
-      V acc = {};
-      for (int64_t a = 0; a < r.n; ++a) acc += f[r.k0 - a * up] * load<V>(src + (r.i0 + a) * width + i);
-      store(d + i, acc);
+      V acc = {}, acc1 = {};  // two chains: a tap waits on the one before it otherwise
+      const int64_t n = taps.size();
+      for (int64_t a = 0; a < nrows; ++a) {
+        const ACC* row = rows[a] + q;
+        const ACC* fr = frows[a];
+        int64_t j = 0;
+        for (; j + 1 < n; j += 2) {
+          acc += fr[taps[j].second] * load<V>(row + taps[j].first);
+          acc1 += fr[taps[j + 1].second] * load<V>(row + taps[j + 1].first);
+        }
+        if (j < n) acc += fr[taps[j].second] * load<V>(row + taps[j].first);
+      }
+      acc += acc1;
+      if constexpr (std::is_same_v<V, ACC>) {
+        store(dst + r + q * p.L, acc);
+      } else if (p.L == 1) {
+        store(dst + q, acc);
+      } else {
+        for (int j = 0; j < 8; ++j) dst[r + (q + j) * p.L] = acc[j];
+      }
     });
   }
 }
 
-template <typename S, typename D>
-inline __attribute__((always_inline)) void transpose(const S* src, D* dst, int64_t rows, int64_t cols) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = static_cast<D>(src[r * cols + c]);
+// One pass of a separable filter along H: output row o = sum over its taps of f[k0 - a*up] * row
+// (i0 + a), each row `width` long and contiguous. S and D are T or its math type ACC.
+template <typename T, typename S, typename D, typename ACC>
+inline __attribute__((always_inline)) void filter_rows(const S* src, D* dst, int64_t width,
+                                                       const std::vector<Taps>& taps, const ACC* f,
+                                                       int64_t up) {
+  for (size_t o = 0; o < taps.size(); ++o) {
+    const Taps& r = taps[o];
+    simd_for<T, ACC>(width, [&](int64_t i, auto v) {
+      using V = decltype(v);
+      V acc = {}, acc1 = {};  // two chains, as in filter_cols
+      const S* s = src + r.i0 * width + i;
+      const ACC* fk = f + r.k0;
+      int64_t a = 0;
+      for (; a + 1 < r.n; a += 2) {
+        acc += fk[-a * up] * load<V>(s + a * width);
+        acc1 += fk[-(a + 1) * up] * load<V>(s + (a + 1) * width);
+      }
+      if (a < r.n) acc += fk[-a * up] * load<V>(s + a * width);
+      store(dst + o * width + i, acc + acc1);
+    });
+  }
 }
 
-// A separable filter (given as 1-D taps) runs as filter_rows along H, a transpose of the plane,
-// filter_rows along W, and a transpose back; a plane of NCSN++ (at most 32x32 there) stays in L1.
+// A plane at a time (an NCSN++ plane, at most 32x32 there, stays in L1). A separable filter (1-D
+// taps) runs one pass along each axis, along H first where that shrinks the plane (downsampling),
+// else along W first; a 2-D filter sums, for each output row, the input rows that reach it, each
+// filtered along W by its own filter row.
 template <typename T>
-void upfirdn2d_separable(const T* x, const at::opmath_type<T>* f, T* out, int64_t planes, int64_t H,
-                         int64_t W, int64_t OH, int64_t OW, int64_t up,
-                         const std::vector<Taps>& ty, const std::vector<Taps>& tx) {
+void upfirdn2d_planes(const T* x, const at::opmath_type<T>* f, T* out, int64_t planes, int64_t H,
+                      int64_t W, int64_t OH, int64_t OW, int64_t Kw, bool separable, int64_t up,
+                      const std::vector<Taps>& ty, const ColPlan& px) {
   using acc_t = at::opmath_type<T>;
+  const int64_t prow = px.M * px.T;
+  const bool h_first = separable && OH < H;
   at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
+    // Prepared rows (all H of them for a 2-D filter, one for a separable one), then the plane
+    // after the first pass of a separable filter: [OH][W] along H first, [H][OW] along W first.
     thread_local std::vector<acc_t> buf;
-    buf.resize(2 * OH * W + OW * OH);
-    acc_t* rows_done = buf.data();           // [OH][W]
-    acc_t* rows_t = rows_done + OH * W;      // [W][OH]
-    acc_t* both_t = rows_t + W * OH;         // [OW][OH]
+    buf.resize((separable ? prow : H * prow) + (h_first ? OH * W : H * OW));
+    acc_t* prep = buf.data();
+    acc_t* half_done = prep + (separable ? prow : H * prow);
+    std::vector<const acc_t*> rows(H), frows(H);  // a 2-D filter's input rows of one output row
     with_isa([&]() __attribute__((always_inline)) {
       for (int64_t p = begin; p < end; ++p) {
-        filter_rows(x + p * H * W, rows_done, W, ty, f, up);
-        transpose(rows_done, rows_t, OH, W);
-        filter_rows(rows_t, both_t, OH, tx, f, up);
-        transpose(both_t, out + p * OH * OW, OW, OH);
+        const T* xp = x + p * H * W;
+        T* o = out + p * OH * OW;
+        if (h_first) {
+          filter_rows<T>(xp, half_done, W, ty, f, up);
+          for (int64_t i = 0; i < OH; ++i) {
+            prepare_row(half_done + i * W, W, px, prep);
+            filter_cols<T>(&prep, &f, 1, px, o + i * OW);
+          }
+        } else if (separable) {
+          for (int64_t i = 0; i < H; ++i) {
+            prepare_row(xp + i * W, W, px, prep);
+            filter_cols<T>(&prep, &f, 1, px, half_done + i * OW);
+          }
+          filter_rows<T>(half_done, o, OW, ty, f, up);
+        } else {
+          for (int64_t i = 0; i < H; ++i) prepare_row(xp + i * W, W, px, prep + i * prow);
+          for (int64_t oy = 0; oy < OH; ++oy) {
+            const Taps& r = ty[oy];
+            for (int64_t a = 0; a < r.n; ++a) {
+              rows[a] = prep + (r.i0 + a) * prow;
+              frows[a] = f + (r.k0 - a * up) * Kw;
+            }
+            filter_cols<T>(rows.data(), frows.data(), r.n, px, o + oy * OW);
+          }
+        }
       }
     });
   });
@@ -115,19 +224,15 @@ at::Tensor upfirdn2d_cpu(const at::Tensor& x_in, const at::Tensor& kernel, int64
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const bool separable = kernel.dim() == 1;
   const int64_t Kh = kernel.size(0), Kw = kernel.size(separable ? 0 : 1);
-  const auto ty = axis_taps(H, OH, up, down, pad[2], Kh);
-  const auto tx = axis_taps(W, OW, up, down, pad[0], Kw);
+  const auto ty = row_taps(H, OH, up, down, pad[2], Kh);
+  const auto px = col_plan(W, OW, up, down, pad[0], Kw);
   at::Tensor out = at::empty({N, C, OH, OW}, x.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "upfirdn2d_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const at::Tensor f = kernel.to(c10::CppTypeToScalarType<acc_t>::value).contiguous();
-    if (separable) {
-      upfirdn2d_separable<scalar_t>(x.const_data_ptr<scalar_t>(), f.const_data_ptr<acc_t>(),
-                                    out.mutable_data_ptr<scalar_t>(), N * C, H, W, OH, OW, up, ty, tx);
-    } else {
-      upfirdn2d_direct<scalar_t>(x.const_data_ptr<scalar_t>(), f.const_data_ptr<acc_t>(),
-                                 out.mutable_data_ptr<scalar_t>(), N * C, H, W, OH, OW, Kw, up, ty, tx);
-    }
+    upfirdn2d_planes<scalar_t>(x.const_data_ptr<scalar_t>(), f.const_data_ptr<acc_t>(),
+                               out.mutable_data_ptr<scalar_t>(), N * C, H, W, OH, OW, Kw, separable,
+                               up, ty, px);
   });
   return out.contiguous(fmt);
 }
