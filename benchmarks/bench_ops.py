@@ -83,9 +83,15 @@ def cases(device):
         x = randn(B, 3, 32, 32)
         s, z = torch.randn_like(x), torch.randn_like(x)
         a, b2, c = (torch.rand(B, device=device) for _ in range(3))
+        key = torch.stack([torch.arange(B, device=device), torch.zeros(B, dtype=torch.long, device=device)], 1)
         out.append((f"predictor_step [{B}, 3, 32, 32]", {
             **{name: lambda x=x, s=s, z=z, a=a, b=b2, c=c, n=name: ops.predictor_step(x, s, a, b, c, noise=z, backend=n)
                for name in ["reference"] + pc_backends},
+            # What a sampler step costs with its noise: drawn by torch first, or inside the kernel.
+            **{f"torch.randn + {name}": lambda x=x, s=s, a=a, b=b2, c=c, n=name: ops.predictor_step(
+                x, s, a, b, c, noise=torch.randn_like(x), backend=n) for name in pc_backends},
+            **{f"{name} in-kernel noise": lambda x=x, s=s, a=a, b=b2, c=c, k=key, n=name: ops.predictor_step(
+                x, s, a, b, c, noise_key=k, backend=n) for name in pc_backends},
             **compiled(lambda x=x, s=s, z=z, a=a, b=b2, c=c: pred_c(x, s, z, a, b, c))}, "reference", 5 * x.numel() * 4))
         out.append((f"langevin_step [{B}, 3, 32, 32]", {
             **{name: lambda x=x, s=s, z=z, a=a, n=name: ops.langevin_step(x, s, a, 0.16, noise=z, backend=n)

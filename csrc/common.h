@@ -9,6 +9,8 @@
 
 #include <array>
 
+#include "philox.h"
+
 namespace fastsde {
 
 // Outputs are channels_last when the input is (and is not also plain contiguous), else contiguous.
@@ -114,9 +116,11 @@ inline int64_t check_group_norm_backward(const at::Tensor& grad_y, const at::Ten
   return G;
 }
 
-// x, score and (if given) noise share shape, dtype and device; coefficients are [B] floats.
+// x, score and (if given) noise share shape, dtype and device; a noise key is int64 [B, 2] on the
+// device, never together with noise; coefficients are [B] floats.
 inline void check_step(const char* op, const at::Tensor& x, const at::Tensor& score,
                        const std::optional<at::Tensor>& noise,
+                       const std::optional<at::Tensor>& noise_key,
                        std::initializer_list<std::pair<const at::Tensor*, const char*>> coefs) {
   TORCH_CHECK(x.dim() >= 1, op, ": x must be at least 1-D [B, ...], got shape ", x.sizes());
   check_float(x, op);
@@ -131,6 +135,15 @@ inline void check_step(const char* op, const at::Tensor& x, const at::Tensor& sc
   };
   same(score, "score");
   if (noise.has_value()) same(*noise, "noise");
+  if (noise_key.has_value()) {
+    TORCH_CHECK(!noise.has_value(), op, ": pass noise or noise_key, not both");
+    const at::Tensor& k = *noise_key;
+    TORCH_CHECK(k.scalar_type() == at::kLong && k.dim() == 2 && k.size(0) == x.size(0) && k.size(1) == 2,
+                op, ": noise_key must be an int64 tensor of shape [", x.size(0),
+                ", 2] (seed, offset per sample), got ", k.scalar_type(), " of shape ", k.sizes());
+    TORCH_CHECK(k.device() == x.device(), op, ": noise_key must be on the device of x (", x.device(),
+                "), got ", k.device());
+  }
   for (const auto& [t, name] : coefs) {
     TORCH_CHECK(t->dim() == 1 && t->size(0) == x.size(0), op, ": ", name, " must have shape [",
                 x.size(0), "], got ", t->sizes());
@@ -139,6 +152,14 @@ inline void check_step(const char* op, const at::Tensor& x, const at::Tensor& sc
     TORCH_CHECK(t->device() == x.device(), op, ": ", name, " must be on the device of x (",
                 x.device(), "), got ", t->device());
   }
+}
+
+// langevin_step needs its noise, from the tensor or the key.
+inline void check_langevin(const at::Tensor& x, const at::Tensor& score,
+                           const std::optional<at::Tensor>& noise,
+                           const std::optional<at::Tensor>& noise_key, const at::Tensor& alpha) {
+  check_step("langevin_step", x, score, noise, noise_key, {{&alpha, "alpha"}});
+  TORCH_CHECK(noise.has_value() || noise_key.has_value(), "langevin_step: noise or noise_key is required");
 }
 
 // The operands of a GroupNorm call as the kernels take them: x as [N, C, L] contiguous data, the
@@ -166,24 +187,28 @@ inline GroupNormArgs group_norm_args(const at::Tensor& x, int64_t G,
           output_format(x)};
 }
 
-// Operands of a fused sampler step as the kernels take them: [B, D] contiguous data and the
-// outputs (x_new, x_mean), allocated.
+// Operands of a fused sampler step as the kernels take them: [B, D] contiguous data (so an
+// element's index within its sample is its NCHW index, the Philox counter offset), the noise key
+// (undefined without one) and the outputs (x_new, x_mean), allocated.
 struct StepArgs {
-  at::Tensor x, score, noise, x_new, x_mean;
+  at::Tensor x, score, noise, key, x_new, x_mean;
   int64_t B, D;
   at::MemoryFormat fmt;
 
   template <typename T>
   const T* z() const { return noise.defined() ? noise.const_data_ptr<T>() : nullptr; }
+  const int64_t* k() const { return key.defined() ? key.const_data_ptr<int64_t>() : nullptr; }
   std::tuple<at::Tensor, at::Tensor> outputs() const {
     return {x_new.contiguous(fmt), x_mean.contiguous(fmt)};
   }
 };
 
 inline StepArgs step_args(const at::Tensor& x_in, const at::Tensor& score,
-                          const std::optional<at::Tensor>& noise) {
+                          const std::optional<at::Tensor>& noise,
+                          const std::optional<at::Tensor>& noise_key) {
   const at::Tensor x = x_in.contiguous();
   return {x, score.contiguous(), noise.has_value() ? noise->contiguous() : at::Tensor(),
+          noise_key.has_value() ? noise_key->contiguous() : at::Tensor(),
           at::empty_like(x), at::empty_like(x), x.size(0), x.numel() / x.size(0),
           output_format(x_in)};
 }

@@ -22,12 +22,14 @@ TORCH_LIBRARY(fastsde, m) {
   m.def("group_norm_backward(Tensor grad_y, Tensor x, Tensor mean, Tensor rstd, Tensor? weight,"
         " Tensor? bias, bool silu) -> (Tensor, Tensor, Tensor)");
   // x_mean = a x + b score;  x_new = x_mean + c noise  (a, b, c per sample). Returns (x_new, x_mean).
-  m.def("predictor_step(Tensor x, Tensor score, Tensor? noise, Tensor a, Tensor b, Tensor c)"
-        " -> (Tensor, Tensor)");
+  // The noise is the tensor `noise`, or drawn in the kernel from noise_key, int64 [B, 2] of
+  // (seed, offset) per sample (see csrc/philox.h), or absent (no noise term) when both are None.
+  m.def("predictor_step(Tensor x, Tensor score, Tensor? noise, Tensor a, Tensor b, Tensor c,"
+        " Tensor? noise_key=None) -> (Tensor, Tensor)");
   // Langevin corrector step with eps = 2 alpha (snr |noise| / |score|)^2, the norms per sample or
-  // averaged over the batch. Returns (x_new, x_mean).
-  m.def("langevin_step(Tensor x, Tensor score, Tensor noise, Tensor alpha, float snr,"
-        " bool per_sample) -> (Tensor, Tensor)");
+  // averaged over the batch; the noise from `noise` or `noise_key` (one of them). Returns (x_new, x_mean).
+  m.def("langevin_step(Tensor x, Tensor score, Tensor? noise, Tensor alpha, float snr,"
+        " bool per_sample, Tensor? noise_key=None) -> (Tensor, Tensor)");
 }
 
 static PyObject* build_info(PyObject*, PyObject*) {

@@ -1,5 +1,6 @@
 """fastsde: score-based generative modeling through SDEs (Song et al., ICLR 2021), with fused kernels."""
 from . import ops
+from ._random import Philox
 from .models import get_score_fn
 from .official import get_likelihood_fn, get_ode_sampler, get_pc_sampler, get_sampling_fn
 from .likelihood import bits_per_dim, log_likelihood
@@ -8,6 +9,6 @@ from .sde import SDE, VESDE, VPSDE, subVPSDE
 
 __version__ = "0.1.0"
 
-__all__ = ["ops", "SDE", "VESDE", "VPSDE", "subVPSDE", "pc_sample", "ode_sample", "log_likelihood",
+__all__ = ["ops", "Philox", "SDE", "VESDE", "VPSDE", "subVPSDE", "pc_sample", "ode_sample", "log_likelihood",
            "bits_per_dim", "PREDICTORS", "CORRECTORS", "register_predictor", "register_corrector",
            "get_score_fn", "get_pc_sampler", "get_ode_sampler", "get_likelihood_fn", "get_sampling_fn"]

@@ -1,14 +1,44 @@
-"""Gaussian noise from a torch.Generator or from one generator per sample.
+"""Gaussian noise from a torch.Generator, from one generator per sample, or from a Philox stream
+per sample that the kernels draw from themselves.
 
-With one generator per sample, sample i's noise is the same whatever the batch it is drawn in,
-so results do not depend on batch size or the number of processes (as in NVlabs/edm).
+With one generator (or Philox seed) per sample, sample i's noise is the same whatever the batch it
+is drawn in, so results do not depend on batch size or the number of processes (as in NVlabs/edm).
 """
+import math
+
 import torch
+
+from .ops.philox import philox_normal_reference
+
+
+class Philox:
+    """One counter-based noise stream per sample (fastsde/ops/philox.py), drawn inside the fused
+    sampler kernels, so that no noise tensor is written or read. Sample b's numbers depend on
+    seeds[b] alone; each draw moves every sample's counter on by its size, on the device, so that
+    draws work inside CUDA graphs. Pass it wherever a generator is taken."""
+
+    def __init__(self, seeds, device=None):
+        seeds = torch.as_tensor(seeds, dtype=torch.int64).reshape(-1)
+        self.key = torch.stack([seeds, torch.zeros_like(seeds)], 1).to(device)  # [B, 2] (seed, offset)
+        self.device = self.key.device
+
+    def __len__(self):
+        return self.key.shape[0]
+
+    def draw(self, shape):
+        """The key [B, 2] of the next draw of `shape` ([B, ...]); the counters move on past it."""
+        if shape[0] != len(self):
+            raise ValueError(f"generator: a Philox stream of {len(self)} samples for a batch of {shape[0]}")
+        key = self.key.clone()
+        self.key[:, 1] += math.prod(shape[1:])
+        return key
 
 
 def randn(shape, generator=None, device=None, dtype=torch.float32):
     """Standard normal noise of `shape` ([B, ...]). generator: None (the global RNG), a
-    torch.Generator, or a sequence of B generators, one per sample (each on `device`)."""
+    torch.Generator, a sequence of B generators, one per sample (each on `device`), or a Philox."""
+    if isinstance(generator, Philox):
+        return philox_normal_reference(generator.draw(shape), shape).to(device=device, dtype=dtype)
     if generator is None or isinstance(generator, torch.Generator):
         return torch.randn(shape, generator=generator, device=device, dtype=dtype)
     generators = list(generator)
@@ -19,8 +49,8 @@ def randn(shape, generator=None, device=None, dtype=torch.float32):
 
 def as_generator(generator, device):
     """A generator argument with integer seeds turned into generators on `device`: None, a
-    torch.Generator, or a sequence with one generator or seed per sample."""
-    if generator is None or isinstance(generator, torch.Generator):
+    torch.Generator, a Philox, or a sequence with one generator or seed per sample."""
+    if generator is None or isinstance(generator, (torch.Generator, Philox)):
         return generator
     return [torch.Generator(device).manual_seed(int(g)) if not isinstance(g, torch.Generator) else g
             for g in generator]

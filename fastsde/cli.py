@@ -115,7 +115,7 @@ def cmd_sample(args):
     indices, images, nfe, seconds = generate.sample_shard(
         score_fn, sde, config, args.num_samples, args.batch_size, args.seed, rank, world,
         sampler=args.sampler, steps=args.steps, device=device, predictor=args.predictor, corrector=args.corrector,
-        snr=args.snr, cuda_graph=args.cuda_graph)
+        snr=args.snr, cuda_graph=args.cuda_graph, noise=args.noise)
     generate.write_shard(args.out, rank, indices, images)
     _barrier(world)
     if rank == 0:
@@ -377,6 +377,9 @@ def parser():
     q.add_argument("--scale", type=float, default=1.0, help="classifier guidance scale")
     q.add_argument("--cuda-graph", action="store_true",
                    help="on a GPU, capture a whole sampler step in a CUDA graph and replay it")
+    q.add_argument("--noise", default="torch", choices=("torch", "philox"),
+                   help="torch: a torch.Generator per sample; philox: a Philox stream per sample, drawn "
+                        "inside the PC kernels (no noise tensors; different numbers from torch)")
     q.set_defaults(run=cmd_sample)
 
     def controllable_args(q, what):

@@ -17,9 +17,11 @@ import numpy as np
 import torch
 
 from . import data, images as images_lib, sampling
+from ._random import Philox
 from .checkpoint import atomic_write
 
 SAMPLERS = ("pc", "ode", *sampling.FAST_SOLVERS)
+NOISE = ("torch", "philox")
 
 
 def sample_seed(seed, i):
@@ -34,17 +36,23 @@ def default_eps(sde):
 
 
 def sample_batch(score_fn, sde, config, indices, seed, sampler="pc", steps=None, device="cpu", eps=None,
-                 predictor=None, corrector=None, snr=None, n_steps=None, cuda_graph=False):
+                 predictor=None, corrector=None, snr=None, n_steps=None, cuda_graph=False, noise="torch"):
     """Samples `indices` (a list of sample numbers), each from its own seed: model-space
     [len(indices), C, H, W] and the number of network evaluations. sampler: 'pc' (the config's
     predictor / corrector unless given, N = sde.N steps, per-sample Langevin step sizes), 'ode'
     (RK45, the official probability-flow sampler) or a fast solver ('heun', 'dpmpp_2m') with
-    `steps` steps. cuda_graph: replay each step from a CUDA graph (CUDA only)."""
+    `steps` steps. cuda_graph: replay each step from a CUDA graph (CUDA only). noise: 'torch' (a
+    torch.Generator per sample) or 'philox' (a fastsde.Philox stream per sample, drawn inside the
+    PC kernels; different numbers from 'torch')."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if noise not in NOISE:
+        raise ValueError(f"noise must be one of {', '.join(NOISE)}, got {noise!r}")
     s = config.sampling
     shape = (len(indices), config.data.num_channels, config.data.image_size, config.data.image_size)
-    generators = [torch.Generator(device).manual_seed(sample_seed(seed, i)) for i in indices]
+    seeds = [sample_seed(seed, i) for i in indices]
+    generators = (Philox(seeds, device) if noise == "philox"
+                  else [torch.Generator(device).manual_seed(k) for k in seeds])
     eps = default_eps(sde) if eps is None else eps
     if sampler == "pc":
         return sampling.pc_sample(score_fn, sde, shape, predictor or s.predictor, corrector or s.corrector,

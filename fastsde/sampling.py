@@ -129,7 +129,7 @@ def no_corrector(sde, score_fn, x, t, snr, n_steps=1, generator=None, per_sample
 def _device_of(generator, device):
     if device is not None:
         return torch.device(device)
-    if isinstance(generator, torch.Generator):
+    if isinstance(generator, (torch.Generator, _random.Philox)):
         return generator.device
     return torch.device("cpu")
 
@@ -169,7 +169,10 @@ def _at(v, i):
 
 
 def _generators(generator):
-    return [] if generator is None else [generator] if isinstance(generator, torch.Generator) else generator
+    """The torch generators a sampler draws from (a Philox stream's state is a device tensor)."""
+    if generator is None or isinstance(generator, _random.Philox):
+        return []
+    return [generator] if isinstance(generator, torch.Generator) else generator
 
 
 class _ProgressRange:

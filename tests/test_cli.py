@@ -85,6 +85,18 @@ def test_sample_writes_npz_and_png_and_is_batch_independent(tiny_ckpt, tmp_path,
         assert np.array_equal(f["samples"], a)  # sample i depends on the seed and i only
 
 
+def test_sample_with_philox_noise_is_batch_independent(tiny_ckpt, tmp_path):
+    # Noise drawn inside the PC kernels: reproducible per sample, and other numbers than --noise torch.
+    out = {}
+    for name, batch, noise in (("a", 4, "philox"), ("b", 3, "philox"), ("c", 4, "torch")):
+        assert run("sample", "--ckpt", tiny_ckpt, "--num-samples", 4, "--batch-size", batch, "--noise", noise,
+                   "--corrector", "langevin", "--out", tmp_path / name) == 0
+        with np.load(tmp_path / name / "samples.npz") as f:
+            out[name] = f["samples"]
+    assert out["a"].std() > 0 and np.array_equal(out["a"], out["b"])
+    assert not np.array_equal(out["a"], out["c"])
+
+
 @pytest.mark.parametrize("sampler,extra", [("pc", ["--corrector", "langevin", "--snr", "0.1", "--steps", "30"]),
                                            ("ode", []), ("heun", ["--steps", "4"]), ("dpmpp_2m", ["--steps", "4"])])
 def test_every_sampler_runs(tiny_ckpt, tmp_path, sampler, extra, capsys):

@@ -1,5 +1,5 @@
 // Fused predictor and corrector updates on CUDA: one elementwise pass that reads x, score and
-// noise once and writes x and x_mean once. The Langevin step first reduces the per-sample norms
+// noise once (or draws the noise from a Philox key) and writes x and x_mean once. The Langevin step first reduces the per-sample norms
 // (a block per sample), then a one-block kernel turns them into the per-sample coefficients.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -10,29 +10,40 @@
 namespace fastsde::cuda {
 namespace {
 
+// Element i (flat index) of the noise, sample n = i / D: z[i], or drawn from the sample's key.
+template <typename T, typename ACC>
+__device__ __forceinline__ ACC noise_at(const T* __restrict__ z, const int64_t* __restrict__ key,
+                                        int64_t i, int64_t n, int64_t D) {
+  return key ? static_cast<ACC>(philox_normal(key[2 * n], key[2 * n + 1] + (i - n * D)))
+             : static_cast<ACC>(z[i]);
+}
+
 template <typename T, typename ACC>
 __global__ void affine_kernel(const T* __restrict__ x, const T* __restrict__ s,
-                              const T* __restrict__ z, const ACC* __restrict__ a,
-                              const ACC* __restrict__ b, const ACC* __restrict__ c,
-                              T* __restrict__ x_new, T* __restrict__ x_mean, int64_t total,
-                              int64_t D) {
+                              const T* __restrict__ z, const int64_t* __restrict__ key,
+                              const ACC* __restrict__ a, const ACC* __restrict__ b,
+                              const ACC* __restrict__ c, T* __restrict__ x_new,
+                              T* __restrict__ x_mean, int64_t total, int64_t D) {
+  const bool noisy = z || key;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t n = i / D;
     const ACC m = a[n] * static_cast<ACC>(x[i]) + b[n] * static_cast<ACC>(s[i]);
     x_mean[i] = static_cast<T>(m);
-    x_new[i] = static_cast<T>(z ? m + c[n] * static_cast<ACC>(z[i]) : m);
+    x_new[i] = static_cast<T>(noisy ? m + c[n] * noise_at<T, ACC>(z, key, i, n, D) : m);
   }
 }
 
 // Block per sample: squared norms of the score and the noise, in double.
 template <typename T>
 __global__ void norms_kernel(const T* __restrict__ s, const T* __restrict__ z,
-                             double* __restrict__ sq_s, double* __restrict__ sq_z, int64_t D) {
+                             const int64_t* __restrict__ key, double* __restrict__ sq_s,
+                             double* __restrict__ sq_z, int64_t D) {
   const int64_t off = blockIdx.x * D;
   double as = 0, az = 0;
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
-    const double vs = static_cast<double>(s[off + i]), vz = static_cast<double>(z[off + i]);
+    const double vs = static_cast<double>(s[off + i]);
+    const double vz = noise_at<T, double>(z, key, off + i, blockIdx.x, D);
     as += vs * vs;
     az += vz * vz;
   }
@@ -78,7 +89,7 @@ std::tuple<at::Tensor, at::Tensor> run_affine(const StepArgs& s, const at::Tenso
     affine_kernel<scalar_t, acc_t>
         <<<blocks_for(s.x.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
             s.x.const_data_ptr<scalar_t>(), s.score.const_data_ptr<scalar_t>(), s.z<scalar_t>(),
-            ac.const_data_ptr<acc_t>(), bc.const_data_ptr<acc_t>(), cc.const_data_ptr<acc_t>(),
+            s.k(), ac.const_data_ptr<acc_t>(), bc.const_data_ptr<acc_t>(), cc.const_data_ptr<acc_t>(),
             s.x_new.mutable_data_ptr<scalar_t>(), s.x_mean.mutable_data_ptr<scalar_t>(), s.x.numel(),
             s.D);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -89,19 +100,21 @@ std::tuple<at::Tensor, at::Tensor> run_affine(const StepArgs& s, const at::Tenso
 std::tuple<at::Tensor, at::Tensor> predictor_step_cuda(const at::Tensor& x, const at::Tensor& score,
                                                        const std::optional<at::Tensor>& noise,
                                                        const at::Tensor& a, const at::Tensor& b,
-                                                       const at::Tensor& c) {
-  check_step("predictor_step", x, score, noise, {{&a, "a"}, {&b, "b"}, {&c, "c"}});
+                                                       const at::Tensor& c,
+                                                       const std::optional<at::Tensor>& noise_key) {
+  check_step("predictor_step", x, score, noise, noise_key, {{&a, "a"}, {&b, "b"}, {&c, "c"}});
   const c10::cuda::CUDAGuard guard(x.device());
-  return run_affine(step_args(x, score, noise), a, b, c);
+  return run_affine(step_args(x, score, noise, noise_key), a, b, c);
 }
 
 std::tuple<at::Tensor, at::Tensor> langevin_step_cuda(const at::Tensor& x, const at::Tensor& score,
-                                                      const at::Tensor& noise,
+                                                      const std::optional<at::Tensor>& noise,
                                                       const at::Tensor& alpha, double snr,
-                                                      bool per_sample) {
-  check_step("langevin_step", x, score, noise, {{&alpha, "alpha"}});
+                                                      bool per_sample,
+                                                      const std::optional<at::Tensor>& noise_key) {
+  check_langevin(x, score, noise, noise_key, alpha);
   const c10::cuda::CUDAGuard guard(x.device());
-  const StepArgs s = step_args(x, score, noise);
+  const StepArgs s = step_args(x, score, noise, noise_key);
   const int64_t B = s.B;
   at::Tensor sq = at::empty({2, B}, x.options().dtype(at::kDouble));
   at::Tensor coef = at::empty({3, B}, x.options().dtype(acc_type(x)));
@@ -109,7 +122,7 @@ std::tuple<at::Tensor, at::Tensor> langevin_step_cuda(const at::Tensor& x, const
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "langevin_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     norms_kernel<scalar_t><<<B, kThreads, 0, stream>>>(
-        s.score.const_data_ptr<scalar_t>(), s.z<scalar_t>(), sq.mutable_data_ptr<double>(),
+        s.score.const_data_ptr<scalar_t>(), s.z<scalar_t>(), s.k(), sq.mutable_data_ptr<double>(),
         sq.mutable_data_ptr<double>() + B, s.D);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     const at::Tensor al = alpha.to(acc_type(x)).contiguous();

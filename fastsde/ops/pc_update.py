@@ -3,7 +3,8 @@
 Every predictor of the paper (reverse diffusion, Euler-Maruyama, ancestral sampling) and the annealed
 Langevin corrector are one affine step with per-sample coefficients, which the sampler derives from
 its SDE: x_mean = a x + b score, x_new = x_mean + c z. The Langevin corrector also needs norms of the
-score and the noise before it can step, so it has its own op.
+score and the noise before it can step, so it has its own op. The noise z is a tensor, or drawn
+inside the kernel from a per-sample Philox key (philox.py), so that no noise tensor is written or read.
 """
 from typing import Optional, Tuple
 
@@ -12,10 +13,14 @@ import torch
 from .. import _random
 from . import _backend
 from ._common import acc_dtype, call, output_format
+from .philox import check_key, philox_normal_reference
 
 
-def predictor_step_reference(x, score, noise, a, b, c):
-    """The specification of predictor_step (noise None: no noise term). Returns (x_new, x_mean)."""
+def predictor_step_reference(x, score, noise, a, b, c, noise_key=None):
+    """The specification of predictor_step (noise and noise_key None: no noise term; the noise of a
+    key is float32). Returns (x_new, x_mean)."""
+    if noise_key is not None:
+        noise = philox_normal_reference(noise_key, x.shape)
     acc = acc_dtype(x)
     col = (-1,) + (1,) * (x.dim() - 1)
     x_mean = a.to(acc).view(col) * x.to(acc) + b.to(acc).view(col) * score.to(acc)
@@ -34,8 +39,10 @@ def langevin_eps(score, noise, alpha, snr, per_sample):
     return 2 * alpha.double() * (snr * noise_norm / grad_norm) ** 2
 
 
-def langevin_step_reference(x, score, noise, alpha, snr, per_sample):
-    """The specification of langevin_step. Returns (x_new, x_mean)."""
+def langevin_step_reference(x, score, noise, alpha, snr, per_sample, noise_key=None):
+    """The specification of langevin_step (the noise from `noise` or `noise_key`). Returns (x_new, x_mean)."""
+    if noise_key is not None:
+        noise = philox_normal_reference(noise_key, x.shape)
     eps = langevin_eps(score, noise, alpha, snr, per_sample)
     return predictor_step_reference(x, score, noise, torch.ones_like(eps), eps, (2 * eps).sqrt())
 
@@ -70,50 +77,61 @@ def _per_sample(op, x, name, v):
     return v
 
 
-def _noise(op, x, noise, generator):
+def _noise(op, x, noise, generator, noise_key):
+    """(noise, key): the noise tensor, or the Philox key the kernel draws it from."""
+    if noise_key is not None:
+        if noise is not None or generator is not None:
+            raise ValueError(f"{op}: pass noise, generator or noise_key, not more than one")
+        check_key(op, noise_key, x)
+        return None, noise_key
     if noise is None:
-        return _random.randn(x.shape, generator, device=x.device, dtype=x.dtype)
+        if isinstance(generator, _random.Philox):
+            return None, generator.draw(x.shape)
+        return _random.randn(x.shape, generator, device=x.device, dtype=x.dtype), None
     _check_like(op, x, "noise", noise)
-    return noise
+    return noise, None
 
 
-def predictor_step(x, score, a, b, c=None, noise=None, generator=None, backend=None):
+def predictor_step(x, score, a, b, c=None, noise=None, generator=None, noise_key=None, backend=None):
     """x_mean = a x + b score; x_new = x_mean + c noise. Returns (x_new, x_mean).
 
     x, score: [B, ...]; a, b, c: [B] tensors or numbers. c=None: no noise term (x_new equals x_mean,
     as in probability-flow steps). noise: [B, ...] standard normal noise, or None to draw it from
-    `generator` (a torch.Generator or one per sample).
+    `generator` (a torch.Generator, one per sample, or a fastsde.Philox, whose noise the kernel
+    draws itself), or from noise_key (int64 [B, 2], (seed, offset) per sample; see ops/philox.py).
     """
     op = "predictor_step"
     _check_x(op, x)
     _check_like(op, x, "score", score)
     a, b = _per_sample(op, x, "a", a), _per_sample(op, x, "b", b)
     if c is None:
-        noise, c = None, torch.zeros_like(a)
+        noise, key, c = None, None, torch.zeros_like(a)
     else:
-        c, noise = _per_sample(op, x, "c", c), _noise(op, x, noise, generator)
+        c, (noise, key) = _per_sample(op, x, "c", c), _noise(op, x, noise, generator, noise_key)
     name = _backend.resolve(backend, x.device)
     if name == "reference":
-        return predictor_step_reference(x, score, noise, a, b, c)
-    return call(_OPS[name].predictor_step, x, score, noise, a, b, c)
+        return predictor_step_reference(x, score, noise, a, b, c, key)
+    return call(_OPS[name].predictor_step, x, score, noise, a, b, c, key)
 
 
-def langevin_step(x, score, alpha, snr, noise=None, generator=None, per_sample=False, backend=None):
+def langevin_step(x, score, alpha, snr, noise=None, generator=None, per_sample=False, noise_key=None,
+                  backend=None):
     """One Langevin corrector step (Song et al. 2021, Alg. 4). Returns (x_new, x_mean).
 
     eps = 2 alpha (snr |noise| / |score|)^2; x_mean = x + eps score; x_new = x_mean + sqrt(2 eps) noise.
     The norms are per sample (per_sample=True: samples independent of the batch) or averaged over
     the batch (the official behaviour). alpha: [B] or a number (1 for VE, 1 - beta_i for VP).
+    noise, generator, noise_key: as in predictor_step.
     """
     op = "langevin_step"
     _check_x(op, x)
     _check_like(op, x, "score", score)
     alpha = _per_sample(op, x, "alpha", alpha)
-    noise = _noise(op, x, noise, generator)
+    noise, key = _noise(op, x, noise, generator, noise_key)
     name = _backend.resolve(backend, x.device)
     if name == "reference":
-        return langevin_step_reference(x, score, noise, alpha, float(snr), per_sample)
-    return call(_OPS[name].langevin_step, x, score, noise, alpha, float(snr), per_sample)
+        return langevin_step_reference(x, score, noise, alpha, float(snr), per_sample, key)
+    return call(_OPS[name].langevin_step, x, score, noise, alpha, float(snr), per_sample, key)
 
 
 def _fake_step(x, *args):
@@ -122,20 +140,20 @@ def _fake_step(x, *args):
 
 
 def _predictor_setup(ctx, inputs, output):
-    x, score, noise, a, b, c = inputs
-    ctx.save_for_backward(x, score, noise, a, b, c)
+    ctx.save_for_backward(*inputs)
 
 
 def _predictor_backward(ctx, g_new, g_mean):
     # Both outputs are linear: x_mean = a x + b s, x_new = x_mean + c z.
-    x, score, noise, a, b, c = ctx.saved_tensors
+    x, score, noise, a, b, c, key = ctx.saved_tensors
+    z = philox_normal_reference(key, x.shape) if key is not None else noise
     col = (-1,) + (1,) * (x.dim() - 1)
     g = g_new + g_mean
     per_sample = lambda t: t.flatten(1).sum(1)  # noqa: E731
     return (g * a.view(col).to(g.dtype), g * b.view(col).to(g.dtype),
             None if noise is None else g_new * c.view(col).to(g.dtype),
             per_sample(g * x).to(a.dtype), per_sample(g * score).to(b.dtype),
-            None if noise is None else per_sample(g_new * noise).to(c.dtype))
+            None if z is None else per_sample(g_new * z).to(c.dtype), None)
 
 
 def _langevin_backward(ctx, *grads):
@@ -161,23 +179,28 @@ _triton = _backend.triton_kernels("pc_update")
 if _triton is not None:
     @torch.library.custom_op("fastsde_triton::predictor_step", mutates_args=())
     def _triton_predictor_step(x: torch.Tensor, score: torch.Tensor, noise: Optional[torch.Tensor],
-                               a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+                               a: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
+                               noise_key: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         fmt, acc = output_format(x), acc_dtype(x)
         dense = lambda t: None if t is None else t.contiguous(memory_format=fmt)  # noqa: E731
-        return _triton.affine(dense(x), dense(score), dense(noise), a.to(acc).contiguous(),
+        key = None if noise_key is None else noise_key.contiguous()
+        return _triton.affine(dense(x), dense(score), dense(noise), key, a.to(acc).contiguous(),
                               b.to(acc).contiguous(), c.to(acc).contiguous(), fmt)
 
     @torch.library.custom_op("fastsde_triton::langevin_step", mutates_args=())
-    def _triton_langevin_step(x: torch.Tensor, score: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor,
-                              snr: float, per_sample: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _triton_langevin_step(x: torch.Tensor, score: torch.Tensor, noise: Optional[torch.Tensor], alpha: torch.Tensor,
+                              snr: float, per_sample: bool,
+                              noise_key: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         fmt, acc = output_format(x), acc_dtype(x)
-        x, score, noise = (t.contiguous(memory_format=fmt) for t in (x, score, noise))
-        grad_sq, noise_sq = _triton.squared_norms(score, noise, acc)
+        x, score = (t.contiguous(memory_format=fmt) for t in (x, score))
+        noise = None if noise is None else noise.contiguous(memory_format=fmt)
+        key = None if noise_key is None else noise_key.contiguous()
+        grad_sq, noise_sq = _triton.squared_norms(score, noise, key, acc, fmt)
         grad_norm, noise_norm = grad_sq.double().sqrt(), noise_sq.double().sqrt()
         if not per_sample:
             grad_norm, noise_norm = grad_norm.mean().expand_as(grad_norm), noise_norm.mean().expand_as(noise_norm)
         eps = 2 * alpha.double() * (snr * noise_norm / grad_norm) ** 2
-        return _triton.affine(x, score, noise, torch.ones_like(eps, dtype=acc), eps.to(acc),
+        return _triton.affine(x, score, noise, key, torch.ones_like(eps, dtype=acc), eps.to(acc),
                               (2 * eps).sqrt().to(acc), fmt)
 
     _register("fastsde_triton")
