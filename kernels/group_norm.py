@@ -11,7 +11,16 @@ import torch
 import triton
 import triton.language as tl
 
-BLOCK = 1024
+from ._tuning import autotune
+
+BLOCK = 1024  # the largest block of the parameter-gradient kernel
+
+
+def _tuned(fn):
+    """Chunk size tuned per group size M on a GPU (1024 under the interpreter); CHUNKS follows."""
+    chunks = triton.heuristics({"CHUNKS": lambda args: triton.cdiv(args["M"], args["BLOCK"])})(fn)
+    return autotune(gpu=[({"BLOCK": b}, w) for b in (1024, 2048, 4096) for w in (4, 8)],
+                    interpret=({"BLOCK": 1024}, 4), key=["M", "C"])(chunks)
 
 
 @triton.jit
@@ -42,6 +51,7 @@ def _silu_grad(pre):
     return s * (1 + pre * (1 - s))
 
 
+@_tuned
 @triton.jit
 def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, C, HW, Cg, G, M, eps,
                     HAS_W: tl.constexpr, HAS_B: tl.constexpr, SILU: tl.constexpr,
@@ -74,6 +84,7 @@ def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, C, HW, Cg, G
     tl.store(rstd_ptr + n * G + g, rstd)
 
 
+@_tuned
 @triton.jit
 def _backward_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, dx_ptr, C, HW, Cg, G, M,
                      HAS_W: tl.constexpr, HAS_B: tl.constexpr, SILU: tl.constexpr,
@@ -164,8 +175,7 @@ def forward(x, num_groups, weight, bias, eps, silu, channels_last, acc):
     rstd = torch.empty_like(mean)
     _forward_kernel[(N, num_groups)](x, weight if weight is not None else x, bias if bias is not None else x,
                                      y, mean, rstd, C, HW, Cg, num_groups, Cg * HW, eps, HAS_W=weight is not None,
-                                     HAS_B=bias is not None, SILU=silu, CHANNELS_LAST=channels_last, BLOCK=BLOCK,
-                                     CHUNKS=triton.cdiv(Cg * HW, BLOCK))
+                                     HAS_B=bias is not None, SILU=silu, CHANNELS_LAST=channels_last)
     return y, mean, rstd
 
 
@@ -177,8 +187,7 @@ def backward(dy, x, mean, rstd, weight, bias, silu, channels_last):
     w = weight if weight is not None else x
     b = bias if bias is not None else x
     flags = dict(HAS_W=weight is not None, HAS_B=bias is not None, SILU=silu, CHANNELS_LAST=channels_last)
-    _backward_kernel[(N, mean.shape[1])](dy, x, mean, rstd, w, b, dx, C, HW, Cg, mean.shape[1], Cg * HW,
-                                         BLOCK=BLOCK, CHUNKS=triton.cdiv(Cg * HW, BLOCK), **flags)
+    _backward_kernel[(N, mean.shape[1])](dy, x, mean, rstd, w, b, dx, C, HW, Cg, mean.shape[1], Cg * HW, **flags)
     dw_part = torch.empty((N, C), dtype=mean.dtype, device=x.device)
     db_part = torch.empty_like(dw_part)
     block = min(BLOCK, triton.next_power_of_2(HW))

@@ -11,7 +11,9 @@ import torch
 import triton
 import triton.language as tl
 
-BLOCK = 1024
+from ._tuning import autotune
+
+BLOCK = 1024  # the squared norms' block
 
 
 @triton.jit
@@ -29,6 +31,8 @@ def _noise(z_ptr, key_ptr, offs, row, inside, D, C, HW, NOISE: tl.constexpr):
     return z
 
 
+@autotune(gpu=[({"BLOCK": 1024}, 4), ({"BLOCK": 2048}, 4), ({"BLOCK": 4096}, 8)], interpret=({"BLOCK": 1024}, 4),
+          key=["N"])
 @triton.jit
 def _affine_kernel(x_ptr, s_ptr, z_ptr, key_ptr, a_ptr, b_ptr, c_ptr, new_ptr, mean_ptr, N, D, C, HW,
                    NOISE: tl.constexpr, BLOCK: tl.constexpr):
@@ -81,8 +85,8 @@ def affine(x, score, noise, key, a, b, c, out_format):
     mean = torch.empty_like(x, memory_format=out_format)
     N = x.numel()
     z, k, C, HW, mode = _noise_args(x, noise, key, out_format)
-    _affine_kernel[(triton.cdiv(N, BLOCK),)](x, score, z, k, a, b, c, new, mean, N, N // x.shape[0], C, HW,
-                                             NOISE=mode, BLOCK=BLOCK)
+    _affine_kernel[lambda meta: (triton.cdiv(N, meta["BLOCK"]),)](x, score, z, k, a, b, c, new, mean, N,
+                                                                   N // x.shape[0], C, HW, NOISE=mode)
     return new, mean
 
 

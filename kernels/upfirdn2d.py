@@ -10,17 +10,17 @@ and the separable form are compile-time constants, so each NCSN++ case (up 2, do
 arithmetic in float32 (float64 for float64 data). The backward is this kernel with up and down
 swapped, the filter flipped and adjoint pads (fastsde/ops/upfirdn2d.py).
 """
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-# Outputs per program: on a GPU a block that keeps the taps' loads coalesced along rows; under the
-# interpreter, which runs programs one after another in Python, few large programs.
-BLOCK = 8192 if os.environ.get("TRITON_INTERPRET") == "1" else 256
+from ._tuning import autotune
 
 
+# Outputs per program: on a GPU blocks that keep the taps' loads coalesced along rows, tuned per
+# output size; under the interpreter, which runs programs one after another in Python, few large ones.
+@autotune(gpu=[({"BLOCK": b}, w) for b in (256, 512, 1024) for w in (4, 8)], interpret=({"BLOCK": 8192}, 4),
+          key=["total", "OW"])
 @triton.jit
 def _kernel(x_ptr, f_ptr, y_ptr, C, H, W, OH, OW, total, px0, py0,
             sxn, sxc, sxh, sxw, syn, syc, syh, syw,
@@ -60,7 +60,7 @@ def upfirdn2d(x, f, up, down, pad, out_h, out_w, channels_last, acc_dtype):
     separable = f.dim() == 1
     kh, kw = (f.shape[0], f.shape[0]) if separable else tuple(f.shape)
     total = y.numel()
-    _kernel[(triton.cdiv(total, BLOCK),)](x, f.to(acc_dtype).contiguous(), y, C, H, W, out_h, out_w, total,
-                                          pad[0], pad[2], *x.stride(), *y.stride(), UP=up, DOWN=down, KH=kh,
-                                          KW=kw, SEPARABLE=separable, BLOCK=BLOCK)
+    _kernel[lambda meta: (triton.cdiv(total, meta["BLOCK"]),)](
+        x, f.to(acc_dtype).contiguous(), y, C, H, W, out_h, out_w, total, pad[0], pad[2], *x.stride(),
+        *y.stride(), UP=up, DOWN=down, KH=kh, KW=kw, SEPARABLE=separable)
     return y

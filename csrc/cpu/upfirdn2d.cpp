@@ -176,13 +176,16 @@ void upfirdn2d_planes(const T* x, const at::opmath_type<T>* f, T* out, int64_t p
   using acc_t = at::opmath_type<T>;
   const int64_t prow = px.M * px.T;
   const bool h_first = separable && OH < H;
+  const int64_t prep_rows = h_first ? OH : H;
   at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
-    // Prepared rows (all H of them for a 2-D filter, one for a separable one), then the plane
-    // after the first pass of a separable filter: [OH][W] along H first, [H][OW] along W first.
+    // The prepared rows ([rows][M][T]: the input's, or along H first the first pass's), then the
+    // plane after the first pass of a separable filter: [OH][W] along H first, [H][OW] along W
+    // first. All rows are prepared before any is filtered: a wide load of data that narrow stores
+    // have just written would wait on store forwarding.
     thread_local std::vector<acc_t> buf;
-    buf.resize((separable ? prow : H * prow) + (h_first ? OH * W : H * OW));
+    buf.resize(prep_rows * prow + (h_first ? OH * W : separable ? H * OW : 0));
     acc_t* prep = buf.data();
-    acc_t* half_done = prep + (separable ? prow : H * prow);
+    acc_t* half_done = prep + prep_rows * prow;
     std::vector<const acc_t*> rows(H), frows(H);  // a 2-D filter's input rows of one output row
     with_isa([&]() __attribute__((always_inline)) {
       for (int64_t p = begin; p < end; ++p) {
@@ -190,18 +193,21 @@ void upfirdn2d_planes(const T* x, const at::opmath_type<T>* f, T* out, int64_t p
         T* o = out + p * OH * OW;
         if (h_first) {
           filter_rows<T>(xp, half_done, W, ty, f, up);
+          for (int64_t i = 0; i < OH; ++i) prepare_row(half_done + i * W, W, px, prep + i * prow);
           for (int64_t i = 0; i < OH; ++i) {
-            prepare_row(half_done + i * W, W, px, prep);
-            filter_cols<T>(&prep, &f, 1, px, o + i * OW);
+            const acc_t* row = prep + i * prow;
+            filter_cols<T>(&row, &f, 1, px, o + i * OW);
           }
-        } else if (separable) {
+          continue;
+        }
+        for (int64_t i = 0; i < H; ++i) prepare_row(xp + i * W, W, px, prep + i * prow);
+        if (separable) {
           for (int64_t i = 0; i < H; ++i) {
-            prepare_row(xp + i * W, W, px, prep);
-            filter_cols<T>(&prep, &f, 1, px, half_done + i * OW);
+            const acc_t* row = prep + i * prow;
+            filter_cols<T>(&row, &f, 1, px, half_done + i * OW);
           }
           filter_rows<T>(half_done, o, OW, ty, f, up);
         } else {
-          for (int64_t i = 0; i < H; ++i) prepare_row(xp + i * W, W, px, prep + i * prow);
           for (int64_t oy = 0; oy < OH; ++oy) {
             const Taps& r = ty[oy];
             for (int64_t a = 0; a < r.n; ++a) {
