@@ -38,9 +38,9 @@ std::vector<Taps> row_taps(int64_t in, int64_t out, int64_t up, int64_t down, in
   return taps;
 }
 
-// The polyphase plan along W. A prepared row is `width` zero-padded samples split into M streams
-// of T each: stream s, element t holds input column base + t*M + s. Phase r has Q[r] outputs and
-// its taps read filter index k[j] from prepared offset off[j] + q.
+// The polyphase plan along W. A prepared row holds input columns [base, base + M*T), zero outside
+// the row, split into M streams of T: stream s, element t is column base + t*M + s. Phase r has Q[r]
+// outputs; its taps read filter index k from prepared offset off + q.
 struct ColPlan {
   int64_t L, M, T, base;
   std::vector<int64_t> Q;
