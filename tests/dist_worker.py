@@ -17,5 +17,9 @@ flat = torch.cat([p.detach().flatten() for p in result["model"].parameters()] +
 gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
 dist.all_gather(gathered, flat)
 assert all(torch.equal(g, gathered[0]) for g in gathered), "the ranks' weights differ"
-print(f"rank {dist.get_rank()}: weights agree at step {result['step']}")
+print(f"rank {dist.get_rank()}: weights agree at step {result['step']}", flush=True)
 dist.destroy_process_group()
+# Everything is checked; leave without the interpreter's teardown, where the torch 2.14.1 CUDA build
+# (no GPU) aborted one rank with "terminate called without an active exception" in two CI runs,
+# after both ranks had finished and agreed (not reproduced outside CI; see the issue notes).
+os._exit(0)
