@@ -162,12 +162,14 @@ inline void check_langevin(const at::Tensor& x, const at::Tensor& score,
   TORCH_CHECK(noise.has_value() || noise_key.has_value(), "langevin_step: noise or noise_key is required");
 }
 
-// The operands of a GroupNorm call as the kernels take them: x as [N, C, L] contiguous data, the
-// affine parameters (undefined when absent), and what the outputs look like.
+// The operands of a GroupNorm call as the kernels take them: x as [N, C, L] contiguous data, or as
+// [N, L, C] (cl) where x is channels_last and the kernel takes that layout, the affine parameters
+// (undefined when absent), and what the outputs look like.
 struct GroupNormArgs {
   at::Tensor x, weight, bias;
   int64_t N, C, L, G;
   at::MemoryFormat fmt;
+  bool cl;
 
   template <typename T>
   const T* w() const { return weight.defined() ? weight.const_data_ptr<T>() : nullptr; }
@@ -180,11 +182,13 @@ struct GroupNormArgs {
 
 inline GroupNormArgs group_norm_args(const at::Tensor& x, int64_t G,
                                      const std::optional<at::Tensor>& weight,
-                                     const std::optional<at::Tensor>& bias) {
+                                     const std::optional<at::Tensor>& bias, bool takes_cl = false) {
   const int64_t N = x.size(0), C = x.size(1);
-  return {x.contiguous(), weight.has_value() ? weight->contiguous() : at::Tensor(),
-          bias.has_value() ? bias->contiguous() : at::Tensor(), N, C, x.numel() / (N * C), G,
-          output_format(x)};
+  const at::MemoryFormat fmt = output_format(x);
+  const bool cl = takes_cl && fmt == at::MemoryFormat::ChannelsLast;
+  return {x.contiguous(cl ? fmt : at::MemoryFormat::Contiguous),
+          weight.has_value() ? weight->contiguous() : at::Tensor(),
+          bias.has_value() ? bias->contiguous() : at::Tensor(), N, C, x.numel() / (N * C), G, fmt, cl};
 }
 
 // Operands of a fused sampler step as the kernels take them: [B, D] contiguous data (so an

@@ -6,7 +6,7 @@ Paths (one network's weights, copied into each):
                   (pure PyTorch ops), NCHW, fp32, the official PC loop with its batch-averaged Langevin
                   step; the baseline of every ratio.
   official code   the official score_sde_pytorch code itself, from a local checkout (official=PATH).
-  fastsde ...     the compiled kernels (backend auto), channels_last on GPUs, CUDA graphs on GPUs, and
+  fastsde ...     the compiled kernels (backend auto), channels_last, CUDA graphs on GPUs, and
                   the precision named.
 PC sampling is timed over `pc_steps` steps and reported for the config's full N steps (a PC step
 costs the same at every t); the fast solvers run whole. Medians over `rounds`, paths interleaved.

@@ -1,7 +1,7 @@
 """The sampling engine: a network made ready to sample fast, and a step loop that runs eagerly or as a
 CUDA graph captured once and replayed.
 
-fast_score_fn puts the network in channels_last (on a GPU), evaluates it in the chosen precision
+fast_score_fn puts the network in channels_last, evaluates it in the chosen precision
 with the sampler's state kept in float32, and optionally compiles it. run_steps drives the samplers
 of fastsde.sampling: each sampler writes one step as body(i, *state) -> state, free of host syncs,
 and run_steps either calls it step by step or captures it in a CUDA graph, so that a whole step
@@ -44,13 +44,14 @@ def with_precision(score_fn, precision, device):
 
 
 def fast_score_fn(model, sde, continuous, device, precision="fp32", channels_last=None, compile=False):
-    """score_fn(x, t) of `model` for sampling: channels_last weights and inputs (default: on CUDA,
-    where the convolutions and fused GroupNorm run faster in that layout), `precision`
-    (fp32 / tf32 / bf16 / fp16) and, with `compile`, the network under torch.compile.
+    """score_fn(x, t) of `model` for sampling: channels_last weights and inputs (default: on; the
+    convolutions run faster in that layout on GPUs and, through oneDNN, on CPUs, and the kernels
+    take it natively; `model` itself is converted), `precision` (fp32 / tf32 / bf16 / fp16) and,
+    with `compile`, the network under torch.compile.
     x: [B, C, H, W] float32 in any layout; t: [B]. Returns the score, float32, [B, C, H, W]."""
     from .models import get_score_fn
     device = torch.device(device)
-    channels_last = device.type == "cuda" if channels_last is None else channels_last
+    channels_last = True if channels_last is None else channels_last
     net = model.to(memory_format=torch.channels_last) if channels_last else model
     if compile:
         net = torch.compile(net)

@@ -24,6 +24,15 @@ CASES = [
 ]
 
 
+# Every 4-D case again in channels_last (the kernels have an NHWC path of their own).
+LAYOUT_CASES = [(case, "nchw") for case in CASES] + [(case, "channels_last") for case in CASES
+                                                     if len(case[0]) == 4 and case[0][2] * case[0][3] > 1]
+
+
+def laid_out(x, layout):
+    return x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+
+
 def inputs(shape, groups, dtype, device, affine=True, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = (torch.randn(shape, generator=g) * 3 + 1).to(dtype=dtype, device=device)
@@ -45,14 +54,16 @@ def test_reference_matches_torch(act):
 @pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("act", [None, "silu"])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-G{c[1]}")
-def test_forward_matches_reference(backend, device, dtype, act, case):
+@pytest.mark.parametrize("case,layout", LAYOUT_CASES, ids=lambda c: f"{c[0]}-G{c[1]}" if isinstance(c, tuple) else c)
+def test_forward_matches_reference(backend, device, dtype, act, case, layout):
     require(backend, device)
     shape, G = case
     x, w, b = inputs(shape, G, dtype, device)
     expected = group_norm_reference(x, G, w, b, 1e-6, act == "silu")
     poison(expected)
-    assert_close(ops.group_norm(x, G, w, b, 1e-6, act, backend=backend), expected)
+    y = ops.group_norm(laid_out(x, layout), G, w, b, 1e-6, act, backend=backend)
+    assert y.is_contiguous(memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
+    assert_close(y, expected)
 
 
 @pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
@@ -69,15 +80,15 @@ def test_affine_optional(backend, device, affine):
 @pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("act", [None, "silu"])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-G{c[1]}")
-def test_backward_matches_reference(backend, device, dtype, act, case):
+@pytest.mark.parametrize("case,layout", LAYOUT_CASES, ids=lambda c: f"{c[0]}-G{c[1]}" if isinstance(c, tuple) else c)
+def test_backward_matches_reference(backend, device, dtype, act, case, layout):
     require(backend, device)
     shape, G = case
     x, w, b = inputs(shape, G, dtype, device)
     grad = torch.randn(shape, generator=torch.Generator().manual_seed(3)).to(dtype=dtype, device=device)
 
     def grads(bk):
-        xs, ws, bs = (t.detach().requires_grad_() for t in (x, w, b))
+        xs, ws, bs = (t.detach().requires_grad_() for t in (laid_out(x, layout), w, b))
         y = ops.group_norm(xs, G, ws, bs, 1e-6, act, backend=bk)
         return torch.autograd.grad(y, (xs, ws, bs), grad)
 
@@ -116,9 +127,11 @@ def test_gradcheck(backend, device, act):
 
 
 @pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
-def test_deterministic_parameter_grads(backend, device):
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_deterministic_parameter_grads(backend, device, layout):
     require(backend, device)
     x, w, b = inputs((8, 32, 16, 16), 8, torch.float32, device)
+    x = laid_out(x, layout)
     grad = torch.randn_like(x)
 
     def once():

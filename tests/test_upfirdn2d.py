@@ -28,7 +28,18 @@ CASES = [
     ((1, 2, 13, 21), 3, 2, (1, 2, 0, 3), "rand1d5"),
     ((1, 2, 9, 35), 2, 4, (5, -3, 1, 1), "rand3x2"),
     ((1, 1, 3, 30), 2, 1, (9, 9, -1, 2), "fir1d"),
+    # Channels enough for the channels_last CPU kernel's 8-wide vectors and their tails.
+    ((2, 19, 6, 7), 2, 1, (2, 1), "fir1d"),
+    ((1, 16, 9, 8), 1, 2, (1, 1), "fir1d"),
+    ((1, 11, 5, 6), 2, 2, (1, -1, 2, 0), "rand3x2"),
 ]
+# Every case again in channels_last where that is a layout of its own (the kernels have NHWC paths).
+LAYOUT_CASES = [(case, "nchw") for case in CASES] + [
+    (case, "channels_last") for case in CASES if case[0][1] > 1 and case[0][2] * case[0][3] > 1]
+
+
+def laid_out(x, layout):
+    return x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
 
 
 def make_kernel(name, dtype=torch.float32, device="cpu"):
@@ -78,15 +89,19 @@ def test_separable_equals_outer():
 
 @pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-up{c[1]}-down{c[2]}-pad{c[3]}-{c[4]}")
-def test_matches_reference(backend, device, dtype, case):
+@pytest.mark.parametrize("case,layout", LAYOUT_CASES,
+                         ids=lambda c: f"{c[0]}-up{c[1]}-down{c[2]}-pad{c[3]}-{c[4]}" if isinstance(c, tuple) else c)
+def test_matches_reference(backend, device, dtype, case, layout):
     require(backend, device)
     shape, up, down, pad, kname = case
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype=dtype, device=device)
     k = make_kernel(kname, device=device)
     expected = upfirdn2d_reference(x, k, up, down, pad if len(pad) == 4 else pad * 2)
     poison(expected)
-    assert_close(ops.upfirdn2d(x, k, up, down, pad, backend=backend), expected)
+    y = ops.upfirdn2d(laid_out(x, layout), k, up, down, pad, backend=backend)
+    if layout == "channels_last" and y.shape[2] * y.shape[3] > 1:
+        assert y.is_contiguous(memory_format=torch.channels_last)
+    assert_close(y, expected)
 
 
 @pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
@@ -120,11 +135,12 @@ def test_gradcheck(backend, device, kname, up, down, pad):
 
 
 @pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
-def test_gradient_matches_reference(backend, device):
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_gradient_matches_reference(backend, device, layout):
     require(backend, device)
-    x = torch.randn(2, 3, 7, 6, device=device, requires_grad=True)
+    x = laid_out(torch.randn(2, 11, 7, 6, device=device), layout).requires_grad_()
     k = make_kernel("fir1d", device=device)
-    g = torch.randn(2, 3, 14, 12, device=device)
+    g = laid_out(torch.randn(2, 11, 14, 12, device=device), layout)
     (dx,) = torch.autograd.grad(ops.upfirdn2d(x, k, 2, 1, (2, 1), backend=backend), x, g)
     (dx_ref,) = torch.autograd.grad(ops.upfirdn2d(x, k, 2, 1, (2, 1), backend="reference"), x, g)
     assert_close(dx, dx_ref)

@@ -6,6 +6,8 @@
 #include <ATen/Parallel.h>
 #include <ATen/OpMathType.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <vector>
 
@@ -147,19 +149,240 @@ void backward_kernel(const T* dy, const T* x, const at::opmath_type<T>* mean,
   });
 }
 
-// The kernels work on [N, C, L] contiguous data; channels_last tensors are converted to it and the
-// results converted back (a native NHWC kernel is future work).
+// channels_last: x is [N, P, C] (P pixels), so a group's channels are interleaved with the others'.
+// The work is split into chunks of pixels (tasks, so that one image still keeps every thread busy).
+// Statistics take one pass over memory: per chunk and channel, sums over the chunk's pixels (at
+// most 1024, in the math type, the chunk still in cache for a second, centred pass), combined over
+// chunks and a group's channels in double in a fixed order (deterministic). Elementwise passes run
+// along the contiguous C, vectorised.
+struct Chunks {
+  int64_t rows, count;  // pixels per chunk, chunks per image
+};
+
+inline Chunks chunks_of(int64_t P, int64_t C) {
+  const int64_t rows = std::min<int64_t>(P, std::clamp<int64_t>(8192 / C, 1, 1024));
+  return {rows, (P + rows - 1) / rows};
+}
+
+// Runs body(n, p0, p1, nk) for each chunk nk = n * count + j, pixels [p0, p1) of image n, in parallel.
+template <typename F>
+void for_chunks(const Chunks& k, int64_t N, int64_t P, F body) {
+  at::parallel_for(0, N * k.count, 1, [&](int64_t begin, int64_t end) {
+    with_isa([&]() __attribute__((always_inline)) {
+      for (int64_t nk = begin; nk < end; ++nk) {
+        const int64_t n = nk / k.count, p0 = nk % k.count * k.rows;
+        body(n, p0, std::min(p0 + k.rows, P), nk);
+      }
+    });
+  });
+}
+
+// Runs body(n, p) for every pixel p of every image n (each body loops over the C channels).
+template <typename F>
+void for_each_pixel(int64_t N, int64_t P, int64_t C, F body) {
+  for_chunks(chunks_of(P, C), N, P, [&](int64_t n, int64_t p0, int64_t p1, int64_t) __attribute__((always_inline)) {
+    for (int64_t p = p0; p < p1; ++p) body(n, p);
+  });
+}
+
+// Sums over p in [p0, p1) of the NS terms that term(p) returns (a std::array<V, NS>), in two
+// interleaved accumulators (one would wait on the add latency).
+template <int NS, typename V, typename F>
+inline __attribute__((always_inline)) std::array<V, NS> sum_pixels(int64_t p0, int64_t p1, F term) {
+  std::array<V, NS> acc{}, acc1{};
+  int64_t p = p0;
+  for (; p + 1 < p1; p += 2) {
+    const auto t = term(p), t1 = term(p + 1);
+    for (int s = 0; s < NS; ++s) acc[s] += t[s], acc1[s] += t1[s];
+  }
+  if (p < p1) {
+    const auto t = term(p);
+    for (int s = 0; s < NS; ++s) acc[s] += t[s];
+  }
+  for (int s = 0; s < NS; ++s) acc[s] += acc1[s];
+  return acc;
+}
+
+template <typename V>
+inline __attribute__((always_inline)) void put_double(double* dst, V v) {
+  if constexpr (std::is_same_v<V, f32x8>) {
+    for (int j = 0; j < 8; ++j) dst[j] = v[j];
+  } else {
+    *dst = v;
+  }
+}
+
+// Per-channel sums over the pixels of each image of the NS terms that term(n, p, c, V{}) returns:
+// [N][NS][C] doubles.
+template <typename T, int NS, typename F>
+std::vector<double> channel_sums_cl(int64_t N, int64_t P, int64_t C, F term) {
+  const Chunks k = chunks_of(P, C);
+  std::vector<double> part(N * k.count * NS * C);
+  for_chunks(k, N, P, [&](int64_t n, int64_t p0, int64_t p1, int64_t nk) __attribute__((always_inline)) {
+    simd_for<T, at::opmath_type<T>>(C, [&](int64_t c, auto v) __attribute__((always_inline)) {
+      using V = decltype(v);
+      const auto acc = sum_pixels<NS, V>(p0, p1, [&](int64_t p) __attribute__((always_inline)) {
+        return term(n, p, c, v);
+      });
+      for (int s = 0; s < NS; ++s) put_double(part.data() + (nk * NS + s) * C + c, acc[s]);
+    });
+  });
+  std::vector<double> sums(N * NS * C, 0.0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t j = 0; j < k.count; ++j)
+      for (int64_t i = 0; i < NS * C; ++i) sums[n * NS * C + i] += part[(n * k.count + j) * NS * C + i];
+  return sums;
+}
+
+// Each channel's value of a per-(sample, group) quantity: [N, G] -> [N, C].
+template <typename ACC>
+std::vector<ACC> per_channel(const ACC* ng, int64_t N, int64_t C, int64_t G) {
+  std::vector<ACC> out(N * C);
+  for (int64_t i = 0; i < N * C; ++i) out[i] = ng[i / C * G + i % C / (C / G)];
+  return out;
+}
+
+template <typename T, bool SILU>
+void forward_kernel_cl(const T* x, const T* weight, const T* bias, T* y, at::opmath_type<T>* mean_out,
+                       at::opmath_type<T>* rstd_out, int64_t N, int64_t C, int64_t P, int64_t G,
+                       double eps) {
+  using acc_t = at::opmath_type<T>;
+  const int64_t Cg = C / G;
+  const Chunks k = chunks_of(P, C);
+  // Per chunk and channel: the sum and the sum of squares about the chunk's own channel mean.
+  std::vector<double> part(N * k.count * 2 * C);
+  for_chunks(k, N, P, [&](int64_t n, int64_t p0, int64_t p1, int64_t nk) __attribute__((always_inline)) {
+    simd_for<T, acc_t>(C, [&](int64_t c, auto v) __attribute__((always_inline)) {
+      using V = decltype(v);
+      const T* xc = x + n * P * C + c;
+      const V sum = sum_pixels<1, V>(p0, p1, [&](int64_t p) __attribute__((always_inline)) {
+        return std::array{load<V>(xc + p * C)};
+      })[0];
+      const V mu = sum * (acc_t(1) / static_cast<acc_t>(p1 - p0));
+      const V m2 = sum_pixels<1, V>(p0, p1, [&](int64_t p) __attribute__((always_inline)) {
+        const V d = load<V>(xc + p * C) - mu;
+        return std::array{d * d};
+      })[0];
+      put_double(part.data() + nk * 2 * C + c, sum);
+      put_double(part.data() + (nk * 2 + 1) * C + c, m2);
+    });
+  });
+  // Chan et al.'s combination: M2 = sum of the parts' M2 + n_part * (part mean - mean)^2.
+  std::vector<acc_t> scale(N * C), shift(N * C);
+  for (int64_t ng = 0; ng < N * G; ++ng) {
+    const int64_t n = ng / G, c0 = ng % G * Cg;
+    double total = 0;
+    for (int64_t j = 0; j < k.count; ++j)
+      for (int64_t c = c0; c < c0 + Cg; ++c) total += part[((n * k.count + j) * 2) * C + c];
+    const double mean = total / static_cast<double>(Cg * P);
+    double m2 = 0;
+    for (int64_t j = 0; j < k.count; ++j) {
+      const double rows = static_cast<double>(std::min(k.rows, P - j * k.rows));
+      for (int64_t c = c0; c < c0 + Cg; ++c) {
+        const double* q = part.data() + ((n * k.count + j) * 2) * C + c;
+        const double d = q[0] / rows - mean;
+        m2 += q[C] + rows * d * d;
+      }
+    }
+    mean_out[ng] = static_cast<acc_t>(mean);
+    rstd_out[ng] = static_cast<acc_t>(1.0 / std::sqrt(m2 / static_cast<double>(Cg * P) + eps));
+    for (int64_t c = c0; c < c0 + Cg; ++c) {
+      scale[n * C + c] = rstd_out[ng] * (weight ? static_cast<acc_t>(weight[c]) : acc_t(1));
+      shift[n * C + c] = (bias ? static_cast<acc_t>(bias[c]) : acc_t(0)) - mean_out[ng] * scale[n * C + c];
+    }
+  }
+  // Pointers local to each pixel's loop: through the lambdas' captures the compiler would reload
+  // them after every store to y (2x slower).
+  for_each_pixel(N, P, C, [&](int64_t n, int64_t p) __attribute__((always_inline)) {
+    const T* __restrict xp = x + (n * P + p) * C;
+    T* __restrict yp = y + (n * P + p) * C;
+    const acc_t* __restrict a = scale.data() + n * C;
+    const acc_t* __restrict b = shift.data() + n * C;
+    simd_for<T, acc_t>(C, [&](int64_t c, auto v) __attribute__((always_inline)) {
+      using V = decltype(v);
+      auto out = load<V>(xp + c) * load<V>(a + c) + load<V>(b + c);
+      if constexpr (SILU) out = out * sigmoid(out);
+      store(yp + c, out);
+    });
+  });
+}
+
+template <typename T>
+void backward_kernel_cl(const T* dy, const T* x, const at::opmath_type<T>* mean,
+                        const at::opmath_type<T>* rstd, const T* weight, const T* bias, T* dx,
+                        at::opmath_type<T>* ds_nc, at::opmath_type<T>* db_nc, int64_t N, int64_t C,
+                        int64_t P, int64_t G, bool silu) {
+  using acc_t = at::opmath_type<T>;
+  const int64_t Cg = C / G;
+  const double M = static_cast<double>(Cg * P);
+  const std::vector<acc_t> m = per_channel(mean, N, C, G), r = per_channel(rstd, N, C, G);
+  std::vector<acc_t> w(C, acc_t(1)), b(C, acc_t(0));
+  for (int64_t c = 0; c < C; ++c) {
+    if (weight) w[c] = static_cast<acc_t>(weight[c]);
+    if (bias) b[c] = static_cast<acc_t>(bias[c]);
+  }
+  // (dL/d pre-activation, x_hat) of element i (channel c, nc = n * C + c).
+  auto terms = [silu, x, dy, m = m.data(), r = r.data(), w = w.data(), b = b.data()](
+                   int64_t i, int64_t c, int64_t nc, auto v) __attribute__((always_inline)) {
+    using V = decltype(v);
+    const V xhat = (load<V>(x + i) - load<V>(m + nc)) * load<V>(r + nc);
+    V d = load<V>(dy + i);
+    if (silu) {
+      const V z = xhat * load<V>(w + c) + load<V>(b + c);
+      const V s = sigmoid(z);
+      d = d * s * (1.0f + z * (1.0f - s));
+    }
+    return std::array{d, xhat};
+  };
+  const auto sums = channel_sums_cl<T, 2>(N, P, C, [&](int64_t n, int64_t p, int64_t c, auto v)
+                                                       __attribute__((always_inline)) {
+    const auto [d, xhat] = terms((n * P + p) * C + c, c, n * C + c, v);
+    return std::array{d, d * xhat};
+  });
+  std::vector<acc_t> k1(N * C), k2(N * C);
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t g = 0; g < G; ++g) {
+      double sum_wdb = 0, sum_wds = 0;
+      for (int64_t c = g * Cg; c < (g + 1) * Cg; ++c) {
+        const double sdb = sums[(n * 2) * C + c], sds = sums[(n * 2 + 1) * C + c];
+        db_nc[n * C + c] = static_cast<acc_t>(sdb);
+        ds_nc[n * C + c] = static_cast<acc_t>(sds);
+        sum_wdb += w[c] * sdb;
+        sum_wds += w[c] * sds;
+      }
+      std::fill_n(k1.begin() + n * C + g * Cg, Cg, static_cast<acc_t>(sum_wdb / M));
+      std::fill_n(k2.begin() + n * C + g * Cg, Cg, static_cast<acc_t>(sum_wds / M));
+    }
+  }
+  for_each_pixel(N, P, C, [&](int64_t n, int64_t p) __attribute__((always_inline)) {
+    const int64_t i0 = (n * P + p) * C;
+    T* __restrict dxp = dx + i0;
+    const acc_t* __restrict rn = r.data() + n * C;
+    const acc_t* __restrict wc = w.data();
+    const acc_t* __restrict k1n = k1.data() + n * C;
+    const acc_t* __restrict k2n = k2.data() + n * C;
+    simd_for<T, acc_t>(C, [&](int64_t c, auto v) __attribute__((always_inline)) {
+      using V = decltype(v);
+      const auto [d, xhat] = terms(i0 + c, c, n * C + c, v);
+      store(dxp + c, load<V>(rn + c) * (d * load<V>(wc + c) - load<V>(k1n + c) - xhat * load<V>(k2n + c)));
+    });
+  });
+}
+
+// NCHW (and any other layout, made contiguous) runs the [N, C, L] kernels, channels_last the
+// [N, P, C] ones; outputs take x's layout.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_cpu(const at::Tensor& x_in,
                                                               int64_t num_groups,
                                                               const std::optional<at::Tensor>& weight,
                                                               const std::optional<at::Tensor>& bias,
                                                               double eps, bool silu) {
   check_group_norm(x_in, num_groups, weight, bias);
-  const GroupNormArgs a = group_norm_args(x_in, num_groups, weight, bias);
+  const GroupNormArgs a = group_norm_args(x_in, num_groups, weight, bias, /*takes_cl=*/true);
   at::Tensor y = at::empty_like(a.x), mean = a.empty(a.N, a.G), rstd = a.empty(a.N, a.G);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "group_norm_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto run = silu ? forward_kernel<scalar_t, true> : forward_kernel<scalar_t, false>;
+    const auto run = a.cl ? (silu ? forward_kernel_cl<scalar_t, true> : forward_kernel_cl<scalar_t, false>)
+                          : (silu ? forward_kernel<scalar_t, true> : forward_kernel<scalar_t, false>);
     run(a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(), a.b<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
         mean.mutable_data_ptr<acc_t>(), rstd.mutable_data_ptr<acc_t>(), a.N, a.C, a.L, a.G, eps);
   });
@@ -171,12 +394,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward_cpu(
     const at::Tensor& rstd_in, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, bool silu) {
   const int64_t G = check_group_norm_backward(grad_y, x_in, mean_in, rstd_in, weight, bias);
-  const GroupNormArgs a = group_norm_args(x_in, G, weight, bias);
-  const at::Tensor dy = grad_y.contiguous(), mean = mean_in.contiguous(), rstd = rstd_in.contiguous();
+  const GroupNormArgs a = group_norm_args(x_in, G, weight, bias, /*takes_cl=*/true);
+  const at::Tensor dy = grad_y.contiguous(a.cl ? a.fmt : at::MemoryFormat::Contiguous);
+  const at::Tensor mean = mean_in.contiguous(), rstd = rstd_in.contiguous();
   at::Tensor dx = at::empty_like(a.x), ds_nc = a.empty(a.N, a.C), db_nc = a.empty(a.N, a.C);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "group_norm_bwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    backward_kernel<scalar_t>(dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(),
+    (a.cl ? backward_kernel_cl<scalar_t> : backward_kernel<scalar_t>)(dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(),
                               mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
                               a.w<scalar_t>(), a.b<scalar_t>(), dx.mutable_data_ptr<scalar_t>(),
                               ds_nc.mutable_data_ptr<acc_t>(), db_nc.mutable_data_ptr<acc_t>(), a.N,

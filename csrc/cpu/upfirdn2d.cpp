@@ -10,6 +10,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
+#include <memory>
 #include <numeric>
 #include <vector>
 
@@ -141,13 +142,14 @@ inline __attribute__((always_inline)) void filter_cols(const ACC* const* rows, c
   }
 }
 
-// One pass of a separable filter along H: output row o = sum over its taps of f[k0 - a*up] * row
-// (i0 + a), each row `width` long and contiguous. S and D are T or its math type ACC.
+// One pass of a separable filter across rows: output row o (of `count`, from taps[0]) = sum over
+// its taps of f[k0 - a*up] * row (i0 + a), each row `width` long and contiguous: image rows along H,
+// or, in channels_last, pixels (C wide) along W. S and D are T or its math type ACC.
 template <typename T, typename S, typename D, typename ACC>
 inline __attribute__((always_inline)) void filter_rows(const S* src, D* dst, int64_t width,
-                                                       const std::vector<Taps>& taps, const ACC* f,
+                                                       const Taps* taps, int64_t count, const ACC* f,
                                                        int64_t up) {
-  for (size_t o = 0; o < taps.size(); ++o) {
+  for (int64_t o = 0; o < count; ++o) {
     const Taps& r = taps[o];
     simd_for<T, ACC>(width, [&](int64_t i, auto v) {
       using V = decltype(v);
@@ -192,7 +194,7 @@ void upfirdn2d_planes(const T* x, const at::opmath_type<T>* f, T* out, int64_t p
         const T* xp = x + p * H * W;
         T* o = out + p * OH * OW;
         if (h_first) {
-          filter_rows<T>(xp, half_done, W, ty, f, up);
+          filter_rows<T>(xp, half_done, W, ty.data(), OH, f, up);
           for (int64_t i = 0; i < OH; ++i) prepare_row(half_done + i * W, W, px, prep + i * prow);
           for (int64_t i = 0; i < OH; ++i) {
             const acc_t* row = prep + i * prow;
@@ -206,7 +208,7 @@ void upfirdn2d_planes(const T* x, const at::opmath_type<T>* f, T* out, int64_t p
             const acc_t* row = prep + i * prow;
             filter_cols<T>(&row, &f, 1, px, half_done + i * OW);
           }
-          filter_rows<T>(half_done, o, OW, ty, f, up);
+          filter_rows<T>(half_done, o, OW, ty.data(), OH, f, up);
         } else {
           for (int64_t oy = 0; oy < OH; ++oy) {
             const Taps& r = ty[oy];
@@ -222,25 +224,93 @@ void upfirdn2d_planes(const T* x, const at::opmath_type<T>* f, T* out, int64_t p
   });
 }
 
+// channels_last: x is [N, H, W, C] and every filter step is a multiply-add of C-wide pixels. A
+// separable filter runs as two filter_rows passes (pixels along W, image rows along H; along H
+// first where that shrinks the plane), each a parallel loop over rows, through a buffer in the math
+// type; a 2-D filter sums each output pixel's input pixels directly.
+template <typename T>
+void upfirdn2d_cl(const T* x, const at::opmath_type<T>* f, T* out, int64_t N, int64_t C, int64_t H,
+                  int64_t W, int64_t OH, int64_t OW, int64_t Kw, bool separable, int64_t up,
+                  const std::vector<Taps>& ty, const std::vector<Taps>& tx) {
+  using acc_t = at::opmath_type<T>;
+  if (!separable) {
+    at::parallel_for(0, N * OH, 1, [&](int64_t begin, int64_t end) {
+      with_isa([&]() __attribute__((always_inline)) {
+        for (int64_t row = begin; row < end; ++row) {
+          const int64_t n = row / OH;
+          const Taps& ry = ty[row % OH];
+          for (int64_t ox = 0; ox < OW; ++ox) {
+            const Taps& rx = tx[ox];
+            simd_for<T, acc_t>(C, [&](int64_t c, auto v) __attribute__((always_inline)) {
+              using V = decltype(v);
+              V acc = {};
+              for (int64_t a = 0; a < ry.n; ++a) {
+                const T* xr = x + ((n * H + ry.i0 + a) * W + rx.i0) * C + c;
+                const acc_t* fr = f + (ry.k0 - a * up) * Kw + rx.k0;
+                for (int64_t b = 0; b < rx.n; ++b) acc += fr[-b * up] * load<V>(xr + b * C);
+              }
+              store(out + (row * OW + ox) * C + c, acc);
+            });
+          }
+        }
+      });
+    });
+    return;
+  }
+  const bool h_first = OH < H;
+  const int64_t mid_rows = h_first ? OH : H, mid_cols = h_first ? W : OW;
+  const std::unique_ptr<acc_t[]> mid(new acc_t[N * mid_rows * mid_cols * C]);  // every element is written
+  at::parallel_for(0, N * mid_rows, 1, [&](int64_t begin, int64_t end) {
+    with_isa([&]() __attribute__((always_inline)) {
+      for (int64_t row = begin; row < end; ++row) {
+        if (h_first) {
+          const int64_t n = row / OH;
+          filter_rows<T>(x + n * H * W * C, mid.get() + row * W * C, W * C, &ty[row % OH], 1, f, up);
+        } else {
+          filter_rows<T>(x + row * W * C, mid.get() + row * OW * C, C, tx.data(), OW, f, up);
+        }
+      }
+    });
+  });
+  at::parallel_for(0, N * OH, 1, [&](int64_t begin, int64_t end) {
+    with_isa([&]() __attribute__((always_inline)) {
+      for (int64_t row = begin; row < end; ++row) {
+        if (h_first) {
+          filter_rows<T>(mid.get() + row * W * C, out + row * OW * C, C, tx.data(), OW, f, up);
+        } else {
+          const int64_t n = row / OH;
+          filter_rows<T>(mid.get() + n * H * OW * C, out + row * OW * C, OW * C, &ty[row % OH], 1, f, up);
+        }
+      }
+    });
+  });
+}
+
 at::Tensor upfirdn2d_cpu(const at::Tensor& x_in, const at::Tensor& kernel, int64_t up, int64_t down,
                          at::IntArrayRef pad) {
   const auto [OH, OW] = check_upfirdn2d(x_in, kernel, up, down, pad);
   const auto fmt = output_format(x_in);
-  const at::Tensor x = x_in.contiguous();
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  const at::Tensor x = x_in.contiguous(fmt);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const bool separable = kernel.dim() == 1;
   const int64_t Kh = kernel.size(0), Kw = kernel.size(separable ? 0 : 1);
   const auto ty = row_taps(H, OH, up, down, pad[2], Kh);
-  const auto px = col_plan(W, OW, up, down, pad[0], Kw);
-  at::Tensor out = at::empty({N, C, OH, OW}, x.options());
+  at::Tensor out = at::empty({N, C, OH, OW}, x.options().memory_format(fmt));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "upfirdn2d_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const at::Tensor f = kernel.to(c10::CppTypeToScalarType<acc_t>::value).contiguous();
-    upfirdn2d_planes<scalar_t>(x.const_data_ptr<scalar_t>(), f.const_data_ptr<acc_t>(),
-                               out.mutable_data_ptr<scalar_t>(), N * C, H, W, OH, OW, Kw, separable,
-                               up, ty, px);
+    if (cl) {
+      upfirdn2d_cl<scalar_t>(x.const_data_ptr<scalar_t>(), f.const_data_ptr<acc_t>(),
+                             out.mutable_data_ptr<scalar_t>(), N, C, H, W, OH, OW, Kw, separable, up,
+                             ty, row_taps(W, OW, up, down, pad[0], Kw));
+    } else {
+      upfirdn2d_planes<scalar_t>(x.const_data_ptr<scalar_t>(), f.const_data_ptr<acc_t>(),
+                                 out.mutable_data_ptr<scalar_t>(), N * C, H, W, OH, OW, Kw, separable,
+                                 up, ty, col_plan(W, OW, up, down, pad[0], Kw));
+    }
   });
-  return out.contiguous(fmt);
+  return out;
 }
 
 }  // namespace
