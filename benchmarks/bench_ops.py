@@ -4,8 +4,9 @@ Baselines, measured in the same run: GroupNorm(+SiLU) against F.silu(F.group_nor
 official NCSN++ runs) and against the reference backend; upfirdn2d against the reference backend,
 which is the official CPU path (zero insertion, pad, depthwise convolution). On the CPU the kernels
 are the cpp backend; on a GPU (--device cuda) the cuda and triton backends and torch.compile of
-each reference function. Candidates are timed in interleaved
-rounds so that machine noise hits them alike; the median is reported.
+each reference function; the kernels again on channels_last inputs (the sampling engine's layout).
+Candidates are timed in interleaved rounds so that machine noise hits them alike; the median is
+reported.
 
     python benchmarks/bench_ops.py [--device cpu|cuda] [--rounds 40] [--json benchmarks/results/NAME.json]
 """
@@ -45,8 +46,10 @@ def cases(device):
     compiled = lambda fn: {"torch.compile(reference)": fn} if gpu else {}  # noqa: E731
     gn_c, up_c = torch.compile(group_norm_reference), torch.compile(upfirdn2d_reference)
     pred_c, lang_c = torch.compile(predictor_step_reference), torch.compile(langevin_step_reference)
+    cl = torch.channels_last  # the layout the sampling engine runs the network in
     for shape in [(8, 256, 32, 32), (8, 128, 32, 32), (8, 256, 16, 16)]:
         x = randn(*shape)
+        xc = x.contiguous(memory_format=cl)
         C = shape[1]
         w, b = randn(C), randn(C)
         G = min(C // 4, 32)
@@ -57,6 +60,9 @@ def cases(device):
             **compiled(lambda x=x, w=w, b=b, G=G: gn_c(x, G, w, b, 1e-6, True)),
             **{n: lambda x=x, w=w, b=b, G=G, n=n: ops.group_norm(x, G, w, b, act="silu", backend=n)
                for n in [kernels] + triton},
+            "eager F.silu(F.group_norm) channels_last": lambda x=xc, w=w, b=b, G=G: F.silu(F.group_norm(x, G, w, b, 1e-6)),
+            **{f"{n} channels_last": lambda x=xc, w=w, b=b, G=G, n=n: ops.group_norm(x, G, w, b, act="silu", backend=n)
+               for n in [kernels] + triton},
         }, "eager F.silu(F.group_norm)", nbytes))
         out.append((f"group_norm {list(shape)}", {
             "eager F.group_norm": lambda x=x, w=w, b=b, G=G: F.group_norm(x, G, w, b, 1e-6),
@@ -65,6 +71,7 @@ def cases(device):
     k1, k2 = fir([1, 3, 3, 1], True).to(device), fir([1, 3, 3, 1], False).to(device)
     for shape in [(8, 256, 16, 16), (8, 128, 32, 32)]:
         x = randn(*shape)
+        xc = x.contiguous(memory_format=cl)
         n = x.numel() * 4
         for name, up, down, pad, gain, moved in [("up2 pad(2,1)", 2, 1, (2, 1), 4, n * 5),
                                                  ("down2 pad(1,1)", 1, 2, (1, 1), 1, n * 5 // 4),
@@ -77,6 +84,8 @@ def cases(device):
                    for b in [kernels] + triton},
                 **{f"{b} separable": lambda x=x, a=args, k=k1 * gain ** 0.5, b=b: ops.upfirdn2d(x, k, *a, backend=b)
                    for b in [kernels] + triton},
+                **{f"{b} separable channels_last": lambda x=xc, a=args, k=k1 * gain ** 0.5, b=b: ops.upfirdn2d(
+                    x, k, *a, backend=b) for b in [kernels] + triton},
             }, "reference", moved))
     pc_backends = [kernels] + triton
     for B in (8, 512):

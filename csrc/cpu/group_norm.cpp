@@ -59,8 +59,8 @@ void forward_kernel(const T* x, const T* weight, const T* bias, T* y, at::opmath
         const T* xg = x + (n * C + g * Cg) * L;
         T* yg = y + (n * C + g * Cg) * L;
         const acc_t mean = static_cast<acc_t>(
-            reduce<T, acc_t>(M, [&](int64_t i, auto v) { return load<decltype(v)>(xg + i); }) / M);
-        const double var = reduce<T, acc_t>(M, [&](int64_t i, auto v) {
+            reduce<T, acc_t>(M, [&](int64_t i, auto v) __attribute__((always_inline)) { return load<decltype(v)>(xg + i); }) / M);
+        const double var = reduce<T, acc_t>(M, [&](int64_t i, auto v) __attribute__((always_inline)) {
                              const auto d = load<decltype(v)>(xg + i) - mean;
                              return d * d;
                            }) / M;
@@ -73,7 +73,7 @@ void forward_kernel(const T* x, const T* weight, const T* bias, T* y, at::opmath
           const acc_t shift = (bias ? static_cast<acc_t>(bias[c]) : acc_t(0)) - mean * scale;
           const T* xr = xg + cl * L;
           T* yr = yg + cl * L;
-          simd_for<T, acc_t>(L, [&](int64_t i, auto v) {
+          simd_for<T, acc_t>(L, [&](int64_t i, auto v) __attribute__((always_inline)) {
             auto out = load<decltype(v)>(xr + i) * scale + shift;
             if constexpr (SILU) out = out * sigmoid(out);
             store(yr + i, out);
@@ -109,7 +109,7 @@ void backward_kernel(const T* dy, const T* x, const at::opmath_type<T>* mean,
           const T* xr = x + off + cl * L;
           const T* dyr = dy + off + cl * L;
           acc_t* dzr = dz + cl * L;
-          simd_for<T, acc_t>(L, [&](int64_t i, auto v) {
+          simd_for<T, acc_t>(L, [&](int64_t i, auto v) __attribute__((always_inline)) {
             using V = decltype(v);
             auto d = load<V>(dyr + i);
             if (silu) {
@@ -119,10 +119,10 @@ void backward_kernel(const T* dy, const T* x, const at::opmath_type<T>* mean,
             }
             store(dzr + i, d);
           });
-          const double sdb = reduce<acc_t, acc_t>(L, [&](int64_t i, auto v) {
+          const double sdb = reduce<acc_t, acc_t>(L, [&](int64_t i, auto v) __attribute__((always_inline)) {
             return load<decltype(v)>(dzr + i);
           });
-          const double sds = reduce<T, acc_t>(L, [&](int64_t i, auto v) {
+          const double sds = reduce<T, acc_t>(L, [&](int64_t i, auto v) __attribute__((always_inline)) {
             using V = decltype(v);
             return load<V>(dzr + i) * ((load<V>(xr + i) - m) * r);
           });
@@ -138,7 +138,7 @@ void backward_kernel(const T* dy, const T* x, const at::opmath_type<T>* mean,
           const T* xr = x + off + cl * L;
           const acc_t* dzr = dz + cl * L;
           T* dxr = dx + off + cl * L;
-          simd_for<T, acc_t>(L, [&](int64_t i, auto v) {
+          simd_for<T, acc_t>(L, [&](int64_t i, auto v) __attribute__((always_inline)) {
             using V = decltype(v);
             const auto xhat = (load<V>(xr + i) - m) * r;
             store(dxr + i, r * (load<V>(dzr + i) * w - k1 - xhat * k2));

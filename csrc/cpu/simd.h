@@ -37,7 +37,9 @@ inline __attribute__((always_inline)) void store(T* p, V v) {
 }
 
 // Runs f(i, V{}) over [0, n): 8 at a time with V = f32x8 where T is float, then one at a time
-// with V = ACC (the tail, and every element for other types).
+// with V = ACC (the tail, and every element for other types). f must be always_inline: a lambda
+// that GCC leaves out of line is compiled for the baseline ISA, not with_isa's AVX2 (3-10x slower,
+// and whether it does so changes from one build to the next).
 template <typename T, typename ACC, typename F>
 inline __attribute__((always_inline)) void simd_for(int64_t n, F f) {
   int64_t i = 0;

@@ -116,7 +116,7 @@ inline __attribute__((always_inline)) void filter_cols(const ACC* const* rows, c
                                                        int64_t nrows, const ColPlan& p, D* dst) {
   for (int64_t r = 0; r < p.L; ++r) {
     const auto& taps = p.taps[r];
-    simd_for<T, ACC>(p.Q[r], [&](int64_t q, auto v) {
+    simd_for<T, ACC>(p.Q[r], [&](int64_t q, auto v) __attribute__((always_inline)) {
       using V = decltype(v);
       V acc = {}, acc1 = {};  // two chains: a tap waits on the one before it otherwise
       const int64_t n = taps.size();
@@ -151,7 +151,7 @@ inline __attribute__((always_inline)) void filter_rows(const S* src, D* dst, int
                                                        int64_t up) {
   for (int64_t o = 0; o < count; ++o) {
     const Taps& r = taps[o];
-    simd_for<T, ACC>(width, [&](int64_t i, auto v) {
+    simd_for<T, ACC>(width, [&](int64_t i, auto v) __attribute__((always_inline)) {
       using V = decltype(v);
       V acc = {}, acc1 = {};  // two chains, as in filter_cols
       const S* s = src + r.i0 * width + i;
