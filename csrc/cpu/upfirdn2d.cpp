@@ -10,7 +10,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
-#include <memory>
 #include <numeric>
 #include <vector>
 
@@ -226,8 +225,10 @@ void upfirdn2d_planes(const T* x, const at::opmath_type<T>* f, T* out, int64_t p
 
 // channels_last: x is [N, H, W, C] and every filter step is a multiply-add of C-wide pixels. A
 // separable filter runs as two filter_rows passes (pixels along W, image rows along H; along H
-// first where that shrinks the plane), each a parallel loop over rows, through a buffer in the math
-// type; a 2-D filter sums each output pixel's input pixels directly.
+// first where that shrinks the plane) over blocks of output rows, one task each, through a buffer
+// that stays in cache: along H first, the block's H-filtered rows; along W first, the W-filtered
+// input rows that the block reads (a few halo rows are filtered by both neighbouring blocks). A
+// 2-D filter sums each output pixel's input pixels directly.
 template <typename T>
 void upfirdn2d_cl(const T* x, const at::opmath_type<T>* f, T* out, int64_t N, int64_t C, int64_t H,
                   int64_t W, int64_t OH, int64_t OW, int64_t Kw, bool separable, int64_t up,
@@ -258,29 +259,40 @@ void upfirdn2d_cl(const T* x, const at::opmath_type<T>* f, T* out, int64_t N, in
     return;
   }
   const bool h_first = OH < H;
-  const int64_t mid_rows = h_first ? OH : H, mid_cols = h_first ? W : OW;
-  const std::unique_ptr<acc_t[]> mid(new acc_t[N * mid_rows * mid_cols * C]);  // every element is written
-  at::parallel_for(0, N * mid_rows, 1, [&](int64_t begin, int64_t end) {
+  const int64_t mid_width = (h_first ? W : OW) * C;  // one buffered row
+  // Blocks of about 64K buffered elements, and at least two tasks per thread overall.
+  const int64_t tasks = 2 * at::get_num_threads();
+  const int64_t R = std::clamp<int64_t>(std::min(65536 / mid_width, (OH * N + tasks - 1) / tasks), 1, OH);
+  const int64_t blocks = (OH + R - 1) / R;
+  at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<acc_t> buf;
+    thread_local std::vector<Taps> local;
     with_isa([&]() __attribute__((always_inline)) {
-      for (int64_t row = begin; row < end; ++row) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t n = task / blocks, o0 = task % blocks * R, o1 = std::min(o0 + R, OH);
+        const T* xn = x + n * H * W * C;
+        T* on = out + n * OH * OW * C;
         if (h_first) {
-          const int64_t n = row / OH;
-          filter_rows<T>(x + n * H * W * C, mid.get() + row * W * C, W * C, &ty[row % OH], 1, f, up);
-        } else {
-          filter_rows<T>(x + row * W * C, mid.get() + row * OW * C, C, tx.data(), OW, f, up);
+          buf.resize(R * mid_width);
+          filter_rows<T>(xn, buf.data(), mid_width, &ty[o0], o1 - o0, f, up);
+          for (int64_t o = o0; o < o1; ++o)
+            filter_rows<T>(buf.data() + (o - o0) * mid_width, on + o * OW * C, C, tx.data(), OW, f, up);
+          continue;
         }
-      }
-    });
-  });
-  at::parallel_for(0, N * OH, 1, [&](int64_t begin, int64_t end) {
-    with_isa([&]() __attribute__((always_inline)) {
-      for (int64_t row = begin; row < end; ++row) {
-        if (h_first) {
-          filter_rows<T>(mid.get() + row * W * C, out + row * OW * C, C, tx.data(), OW, f, up);
-        } else {
-          const int64_t n = row / OH;
-          filter_rows<T>(mid.get() + n * H * OW * C, out + row * OW * C, OW * C, &ty[row % OH], 1, f, up);
+        // The input rows [lo, hi) that the block reads, and its taps relative to lo.
+        int64_t lo = INT64_MAX, hi = INT64_MIN;
+        for (int64_t o = o0; o < o1; ++o) {
+          if (ty[o].n == 0) continue;
+          lo = std::min(lo, ty[o].i0);
+          hi = std::max(hi, ty[o].i0 + ty[o].n);
         }
+        if (lo > hi) lo = hi = 0;  // the block reads nothing: its rows are zero
+        local.assign(ty.begin() + o0, ty.begin() + o1);
+        for (Taps& t : local) t.i0 = t.n ? t.i0 - lo : 0;
+        buf.resize(std::max<int64_t>(hi - lo, 1) * mid_width);
+        for (int64_t i = lo; i < hi; ++i)
+          filter_rows<T>(xn + i * W * C, buf.data() + (i - lo) * mid_width, C, tx.data(), OW, f, up);
+        filter_rows<T>(buf.data(), on + o0 * OW * C, mid_width, local.data(), o1 - o0, f, up);
       }
     });
   });
