@@ -45,6 +45,22 @@ inline __attribute__((always_inline)) double reduce(int64_t n, F term) {
   return total;
 }
 
+// The normalised, affine output of an element (scale = rstd * weight, shift = bias - mean * scale),
+// through SiLU where asked.
+template <bool SILU, typename V, typename S>
+inline __attribute__((always_inline)) V norm_out(V x, S scale, S shift) {
+  V out = x * scale + shift;
+  if constexpr (SILU) out = out * sigmoid(out);
+  return out;
+}
+
+// dL/dz of y = SiLU(z) from dL/dy.
+template <typename V>
+inline __attribute__((always_inline)) V silu_backward(V dy, V z) {
+  const V s = sigmoid(z);
+  return dy * s * (1.0f + z * (1.0f - s));
+}
+
 // SILU is a template parameter so that the write loop carries no branch.
 template <typename T, bool SILU>
 void forward_kernel(const T* x, const T* weight, const T* bias, T* y, at::opmath_type<T>* mean_out,
@@ -74,9 +90,7 @@ void forward_kernel(const T* x, const T* weight, const T* bias, T* y, at::opmath
           const T* xr = xg + cl * L;
           T* yr = yg + cl * L;
           simd_for<T, acc_t>(L, [&](int64_t i, auto v) __attribute__((always_inline)) {
-            auto out = load<decltype(v)>(xr + i) * scale + shift;
-            if constexpr (SILU) out = out * sigmoid(out);
-            store(yr + i, out);
+            store(yr + i, norm_out<SILU>(load<decltype(v)>(xr + i), scale, shift));
           });
         }
       }
@@ -111,13 +125,8 @@ void backward_kernel(const T* dy, const T* x, const at::opmath_type<T>* mean,
           acc_t* dzr = dz + cl * L;
           simd_for<T, acc_t>(L, [&](int64_t i, auto v) __attribute__((always_inline)) {
             using V = decltype(v);
-            auto d = load<V>(dyr + i);
-            if (silu) {
-              const auto z = (load<V>(xr + i) - m) * r * w + b;
-              const auto s = sigmoid(z);
-              d = d * s * (1.0f + z * (1.0f - s));
-            }
-            store(dzr + i, d);
+            const V d = load<V>(dyr + i);
+            store(dzr + i, silu ? silu_backward(d, (load<V>(xr + i) - m) * r * w + b) : d);
           });
           const double sdb = reduce<acc_t, acc_t>(L, [&](int64_t i, auto v) __attribute__((always_inline)) {
             return load<decltype(v)>(dzr + i);
@@ -300,9 +309,7 @@ void forward_kernel_cl(const T* x, const T* weight, const T* bias, T* y, at::opm
     const acc_t* __restrict b = shift.data() + n * C;
     simd_for<T, acc_t>(C, [&](int64_t c, auto v) __attribute__((always_inline)) {
       using V = decltype(v);
-      auto out = load<V>(xp + c) * load<V>(a + c) + load<V>(b + c);
-      if constexpr (SILU) out = out * sigmoid(out);
-      store(yp + c, out);
+      store(yp + c, norm_out<SILU>(load<V>(xp + c), load<V>(a + c), load<V>(b + c)));
     });
   });
 }
@@ -326,13 +333,8 @@ void backward_kernel_cl(const T* dy, const T* x, const at::opmath_type<T>* mean,
                    int64_t i, int64_t c, int64_t nc, auto v) __attribute__((always_inline)) {
     using V = decltype(v);
     const V xhat = (load<V>(x + i) - load<V>(m + nc)) * load<V>(r + nc);
-    V d = load<V>(dy + i);
-    if (silu) {
-      const V z = xhat * load<V>(w + c) + load<V>(b + c);
-      const V s = sigmoid(z);
-      d = d * s * (1.0f + z * (1.0f - s));
-    }
-    return std::array{d, xhat};
+    const V d = load<V>(dy + i);
+    return std::array{silu ? silu_backward(d, xhat * load<V>(w + c) + load<V>(b + c)) : d, xhat};
   };
   const auto sums = channel_sums_cl<T, 2>(N, P, C, [&](int64_t n, int64_t p, int64_t c, auto v)
                                                        __attribute__((always_inline)) {
