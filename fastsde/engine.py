@@ -43,15 +43,14 @@ def with_precision(score_fn, precision, device):
     return autocast_score_fn
 
 
-def fast_score_fn(model, sde, continuous, device, precision="fp32", channels_last=None, compile=False):
-    """score_fn(x, t) of `model` for sampling: channels_last weights and inputs (default: on; the
-    convolutions run faster in that layout on GPUs and, through oneDNN, on CPUs, and the kernels
-    take it natively; `model` itself is converted), `precision` (fp32 / tf32 / bf16 / fp16) and,
-    with `compile`, the network under torch.compile.
+def fast_score_fn(model, sde, continuous, device, precision="fp32", channels_last=True, compile=False):
+    """score_fn(x, t) of `model` for sampling: channels_last weights and inputs (the convolutions run
+    faster in that layout on GPUs and, through oneDNN, on CPUs; the CPU and Triton kernels take it
+    natively; `model` itself is converted), `precision` (fp32 / tf32 / bf16 / fp16) and, with
+    `compile`, the network under torch.compile.
     x: [B, C, H, W] float32 in any layout; t: [B]. Returns the score, float32, [B, C, H, W]."""
     from .models import get_score_fn
     device = torch.device(device)
-    channels_last = True if channels_last is None else channels_last
     net = model.to(memory_format=torch.channels_last) if channels_last else model
     if compile:
         net = torch.compile(net)
