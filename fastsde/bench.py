@@ -238,11 +238,10 @@ def accuracy(model, sde, config, device, batch=16, solver_steps=20, seed=0):
     cuda = torch.device(device).type == "cuda"
     shape = (batch, config.data.num_channels, config.data.image_size, config.data.image_size)
     z = sde.prior_sampling(shape, torch.Generator(device).manual_seed(seed), device=device)
-    variants = [("fp32 channels_last", "fp32", True, False), ("bf16", "bf16", True, False),
-                ("fp16", "fp16", True, False)]
+    # (name, precision, CUDA graph); every variant runs channels_last, the reference NCHW.
+    variants = [("fp32 channels_last", "fp32", False), ("bf16", "bf16", False), ("fp16", "fp16", False)]
     if cuda:
-        variants += [("tf32", "tf32", True, False), ("fp32 + graph", "fp32", True, True),
-                     ("bf16 + graph", "bf16", True, True)]
+        variants += [("tf32", "tf32", False), ("fp32 + graph", "fp32", True), ("bf16 + graph", "bf16", True)]
     pixels = lambda x: data.to_uint8(x, config.data.centered).float()  # noqa: E731
     rows = []
     for method, steps in (("dpmpp_2m", solver_steps), ("RK45", None)):
@@ -253,10 +252,10 @@ def accuracy(model, sde, config, device, batch=16, solver_steps=20, seed=0):
                                          z=z.clone(), cuda_graph=graph and method != "RK45")
             return pixels(x), nfe
         ref, ref_nfe = solve("fp32", False, False)
-        for name, precision, channels_last, graph in variants:
+        for name, precision, graph in variants:
             if graph and method == "RK45":
                 continue
-            x, nfe = solve(precision, channels_last, graph)
+            x, nfe = solve(precision, True, graph)
             diff = (x - ref).abs()
             rows.append({"sampler": method, "variant": name, "mean_abs_diff_8bit": float(diff.mean()),
                          "max_abs_diff_8bit": float(diff.max()), "nfe": nfe, "nfe_fp32": ref_nfe})

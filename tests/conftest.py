@@ -51,6 +51,11 @@ def poison(like):
     del block
 
 
+def laid_out(x, layout):
+    """x in `layout`: "channels_last", or as it is ("nchw")."""
+    return x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+
+
 def assert_close(actual, expected, dtype=None):
     rtol, atol = TOL[dtype or expected.dtype]
     assert not torch.isnan(actual).any(), "NaN in the output (an element was not written?)"

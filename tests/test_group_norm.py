@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from fastsde import ops
 from fastsde.ops.group_norm import group_norm_reference
 
-from conftest import KERNEL_BACKENDS, assert_close, ops_namespace, poison, require
+from conftest import KERNEL_BACKENDS, assert_close, laid_out, ops_namespace, poison, require
 
 
 # (shape, groups): NCSN++ sizes, a single group, one channel per group, 1x1 images, odd sizes,
@@ -27,10 +27,6 @@ CASES = [
 # Every 4-D case again in channels_last (the kernels have an NHWC path of their own).
 LAYOUT_CASES = [(case, "nchw") for case in CASES] + [(case, "channels_last") for case in CASES
                                                      if len(case[0]) == 4 and case[0][2] * case[0][3] > 1]
-
-
-def laid_out(x, layout):
-    return x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
 
 
 def inputs(shape, groups, dtype, device, affine=True, seed=0):

@@ -6,7 +6,7 @@ import torch
 from fastsde import ops
 from fastsde.ops.upfirdn2d import upfirdn2d_reference
 
-from conftest import KERNEL_BACKENDS, assert_close, ops_namespace, poison, require
+from conftest import KERNEL_BACKENDS, assert_close, laid_out, ops_namespace, poison, require
 
 FIR = [1.0, 3.0, 3.0, 1.0]
 
@@ -36,10 +36,6 @@ CASES = [
 # Every case again in channels_last where that is a layout of its own (the kernels have NHWC paths).
 LAYOUT_CASES = [(case, "nchw") for case in CASES] + [
     (case, "channels_last") for case in CASES if case[0][1] > 1 and case[0][2] * case[0][3] > 1]
-
-
-def laid_out(x, layout):
-    return x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
 
 
 def make_kernel(name, dtype=torch.float32, device="cpu"):

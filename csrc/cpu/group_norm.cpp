@@ -402,11 +402,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward_cpu(
   at::Tensor dx = at::empty_like(a.x), ds_nc = a.empty(a.N, a.C), db_nc = a.empty(a.N, a.C);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "group_norm_bwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    (a.cl ? backward_kernel_cl<scalar_t> : backward_kernel<scalar_t>)(dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(),
-                              mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
-                              a.w<scalar_t>(), a.b<scalar_t>(), dx.mutable_data_ptr<scalar_t>(),
-                              ds_nc.mutable_data_ptr<acc_t>(), db_nc.mutable_data_ptr<acc_t>(), a.N,
-                              a.C, a.L, a.G, silu);
+    const auto run = a.cl ? backward_kernel_cl<scalar_t> : backward_kernel<scalar_t>;
+    run(dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(), mean.const_data_ptr<acc_t>(),
+        rstd.const_data_ptr<acc_t>(), a.w<scalar_t>(), a.b<scalar_t>(), dx.mutable_data_ptr<scalar_t>(),
+        ds_nc.mutable_data_ptr<acc_t>(), db_nc.mutable_data_ptr<acc_t>(), a.N, a.C, a.L, a.G, silu);
   });
   // Second, deterministic stage of the parameter gradients: a fixed-order sum over samples.
   return {dx.contiguous(a.fmt), ds_nc.sum(0).to(a.x.scalar_type()), db_nc.sum(0).to(a.x.scalar_type())};
