@@ -163,8 +163,8 @@ inline void check_langevin(const at::Tensor& x, const at::Tensor& score,
 }
 
 // The operands of a GroupNorm call as the kernels take them: x as [N, C, L] contiguous data, or as
-// [N, L, C] (cl) where x is channels_last and the kernel takes that layout, the affine parameters
-// (undefined when absent), and what the outputs look like.
+// [N, L, C] (cl) where x is channels_last, the affine parameters (undefined when absent), and what
+// the outputs look like.
 struct GroupNormArgs {
   at::Tensor x, weight, bias;
   int64_t N, C, L, G;
@@ -182,10 +182,10 @@ struct GroupNormArgs {
 
 inline GroupNormArgs group_norm_args(const at::Tensor& x, int64_t G,
                                      const std::optional<at::Tensor>& weight,
-                                     const std::optional<at::Tensor>& bias, bool takes_cl = false) {
+                                     const std::optional<at::Tensor>& bias) {
   const int64_t N = x.size(0), C = x.size(1);
   const at::MemoryFormat fmt = output_format(x);
-  const bool cl = takes_cl && fmt == at::MemoryFormat::ChannelsLast;
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
   return {x.contiguous(cl ? fmt : at::MemoryFormat::Contiguous),
           weight.has_value() ? weight->contiguous() : at::Tensor(),
           bias.has_value() ? bias->contiguous() : at::Tensor(), N, C, x.numel() / (N * C), G, fmt, cl};

@@ -45,8 +45,8 @@ def with_precision(score_fn, precision, device):
 
 def fast_score_fn(model, sde, continuous, device, precision="fp32", channels_last=True, compile=False):
     """score_fn(x, t) of `model` for sampling: channels_last weights and inputs (the convolutions run
-    faster in that layout on GPUs and, through oneDNN, on CPUs; the CPU and Triton kernels take it
-    natively; `model` itself is converted), `precision` (fp32 / tf32 / bf16 / fp16) and, with
+    faster in that layout on GPUs and, through oneDNN, on CPUs; every kernel takes it natively;
+    `model` itself is converted), `precision` (fp32 / tf32 / bf16 / fp16) and, with
     `compile`, the network under torch.compile.
     x: [B, C, H, W] float32 in any layout; t: [B]. Returns the score, float32, [B, C, H, W]."""
     from .models import get_score_fn

@@ -1,4 +1,5 @@
 """Shared test helpers: the backends under test, dtype tolerances, and output poisoning."""
+import importlib
 import os
 
 import pytest
@@ -12,20 +13,44 @@ from fastsde.ops import _backend  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")  # checkpoints made by the official code
 
-# (backend, device) pairs checked against the reference backend. GPU ones are marked and deselected
-# where no GPU is present; the device check script (benchmarks/device_check.sh) runs them. Triton
-# runs on the GPU, or interpreted on the CPU where there is none.
+# (backend, device) pairs checked against the reference backend. The CUDA and Triton kernels run on
+# the GPU (these tests are marked gpu; the device check script benchmarks/device_check.sh runs them),
+# or, where there is none, on the CPU: the CUDA kernels in the host emulation of csrc/cuda/emulation.h
+# ("cuda" on "cpu", see _emulated_cuda), the Triton kernels in Triton's interpreter.
+GPU = torch.cuda.is_available()
 KERNEL_BACKENDS = [
     pytest.param("cpp", "cpu", id="cpp"),
-    pytest.param("cuda", "cuda", id="cuda", marks=pytest.mark.gpu),
-    pytest.param("triton", "cuda", id="triton", marks=pytest.mark.gpu) if torch.cuda.is_available()
+    pytest.param("cuda", "cuda", id="cuda", marks=pytest.mark.gpu) if GPU
+    else pytest.param("cuda", "cpu", id="cuda-emulated"),
+    pytest.param("triton", "cuda", id="triton", marks=pytest.mark.gpu) if GPU
     else pytest.param("triton", "cpu", id="triton-interpret"),
 ]
+OP_MODULES = [importlib.import_module(f"fastsde.ops.{op}") for op in ("group_norm", "pc_update", "upfirdn2d")]
 
 
 def ops_namespace(backend):
-    """Where a backend's ops are registered: torch.ops.fastsde (cpp, cuda) or torch.ops.fastsde_triton."""
-    return torch.ops.fastsde_triton if backend == "triton" else torch.ops.fastsde
+    """Where a backend's ops are registered (torch.ops.fastsde for cpp and cuda, torch.ops.fastsde_triton;
+    torch.ops.fastsde_cuda_emu for the emulated CUDA kernels)."""
+    return OP_MODULES[0]._OPS[backend]
+
+
+@pytest.fixture(scope="session")
+def emulated_cuda_ops():
+    import cuda_emulation
+    return cuda_emulation.load()
+
+
+@pytest.fixture(autouse=True)
+def _emulated_cuda(request, monkeypatch):
+    """A test that runs the cuda backend on the CPU gets the emulated CUDA kernels behind it."""
+    params = getattr(request.node, "callspec", None)
+    params = params.params if params else {}
+    if params.get("backend") != "cuda" or params.get("device") != "cpu":
+        return
+    emulated = request.getfixturevalue("emulated_cuda_ops")
+    monkeypatch.setitem(_backend._reasons, ("cuda", "cpu"), None)
+    for module in OP_MODULES:
+        monkeypatch.setitem(module._OPS, "cuda", emulated)
 
 TOL = {  # (rtol, atol) for outputs of O(1) magnitude
     torch.float64: (1e-10, 1e-10),

@@ -11,7 +11,9 @@ from conftest import KERNEL_BACKENDS, assert_close, laid_out, ops_namespace, poi
 
 
 # (shape, groups): NCSN++ sizes, a single group, one channel per group, 1x1 images, odd sizes,
-# 3-D and 2-D inputs, a group larger than a CPU chunk.
+# 3-D and 2-D inputs, a group larger than a CPU chunk; groups that the CUDA kernels split into chunks
+# (in the emulation's small GPU): for the statistics, chunks that end inside a pixel's channels of
+# the group (channels_last), and for the backward's channel sums in either layout.
 CASES = [
     ((2, 32, 8, 8), 8),
     ((3, 4, 1, 1), 1),
@@ -21,6 +23,8 @@ CASES = [
     ((2, 16, 33), 4),
     ((5, 8), 2),
     ((1, 8, 48, 48), 2),
+    ((1, 6, 47, 61), 2),
+    ((1, 2, 96, 96), 1),
 ]
 
 

@@ -379,7 +379,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_cpu(const at::Tensor& 
                                                               const std::optional<at::Tensor>& bias,
                                                               double eps, bool silu) {
   check_group_norm(x_in, num_groups, weight, bias);
-  const GroupNormArgs a = group_norm_args(x_in, num_groups, weight, bias, /*takes_cl=*/true);
+  const GroupNormArgs a = group_norm_args(x_in, num_groups, weight, bias);
   at::Tensor y = at::empty_like(a.x), mean = a.empty(a.N, a.G), rstd = a.empty(a.N, a.G);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "group_norm_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -396,7 +396,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward_cpu(
     const at::Tensor& rstd_in, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, bool silu) {
   const int64_t G = check_group_norm_backward(grad_y, x_in, mean_in, rstd_in, weight, bias);
-  const GroupNormArgs a = group_norm_args(x_in, G, weight, bias, /*takes_cl=*/true);
+  const GroupNormArgs a = group_norm_args(x_in, G, weight, bias);
   const at::Tensor dy = grad_y.contiguous(a.cl ? a.fmt : at::MemoryFormat::Contiguous);
   const at::Tensor mean = mean_in.contiguous(), rstd = rstd_in.contiguous();
   at::Tensor dx = at::empty_like(a.x), ds_nc = a.empty(a.N, a.C), db_nc = a.empty(a.N, a.C);

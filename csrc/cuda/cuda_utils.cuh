@@ -1,9 +1,37 @@
-// Small pieces shared by the CUDA kernels: launch geometry and a block-wide sum.
+// Small pieces shared by the CUDA kernels: launches, launch geometry and a block-wide sum.
+// The kernels launch, guard the device and register only through these, so that the same
+// sources also build for the host emulation of emulation.h (FASTSDE_CUDA_EMULATION).
 #pragma once
 
+#ifdef FASTSDE_CUDA_EMULATION
+#include "emulation.h"
+#else
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+
+#include <utility>
+
+namespace fastsde::cuda {
+
+using DeviceGuard = c10::cuda::CUDAGuard;
+
+inline cudaStream_t current_stream() { return at::cuda::getCurrentCUDAStream(); }
+
+inline int multiprocessor_count() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
+
+// kernel<<<grid, block, smem, stream>>>(args...), then the launch check.
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream,
+            Args&&... args) {
+  kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace fastsde::cuda
+
+#define FASTSDE_CUDA_KERNELS(m) TORCH_LIBRARY_IMPL(fastsde, CUDA, m)
+#endif
 
 namespace fastsde::cuda {
 

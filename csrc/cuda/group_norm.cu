@@ -1,9 +1,18 @@
-// GroupNorm with optional fused SiLU on CUDA, on [N, C, L] contiguous data.
-// Forward: one block per (sample, group) computes the mean and then the centred variance (two
-// passes, the second one served from L2), then an elementwise kernel writes y.
-// Backward: one block per (sample, channel) reduces the two sums of dL/d(pre-activation); a tiny
-// kernel folds them per group; an elementwise kernel writes dx. Parameter gradients are the
-// per-(sample, channel) sums added over samples by a fixed-order reduction (deterministic).
+// GroupNorm with optional fused SiLU on CUDA, on [N, C, L] (NCHW) or [N, L, C] (channels_last) data.
+// Forward: blocks per (sample, group) compute the mean and then the centred sum of squares of a
+// chunk of the group (two passes, the second one served from L2); where a group has more than one
+// chunk, a thread per (sample, group) combines the chunks (Chan et al.) in a fixed order. Then an
+// elementwise kernel writes y.
+// Backward: the two per-(sample, channel) sums of dL/d(pre-activation) over chunks of pixels, by
+// blocks per (sample, channel) in NCHW, by blocks per (sample, 32 channels) in channels_last (a
+// warp reads 32 consecutive channels of a pixel), the chunks' sums then added in a fixed order;
+// a tiny kernel folds them per group; an elementwise kernel writes dx. Parameter gradients are the
+// per-(sample, channel) sums added over samples in a fixed order. Nothing uses atomics, so every
+// result is deterministic.
+//
+// Chunks: a reduction over a large group (a 1024x1024 image) in one block would leave most of the
+// GPU idle when the batch is small, so it is split until there are enough blocks to fill the GPU
+// twice over, while each chunk keeps at least kMinChunk elements.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 
@@ -18,33 +27,87 @@ __device__ __forceinline__ ACC sigmoid(ACC v) {
   return ACC(1) / (ACC(1) + exp(-v));
 }
 
+// Where the elements of x lie: [N, C, L] or, cl, [N, L, C]; groups of Cg channels.
+struct Layout {
+  int64_t C, L, Cg;
+  bool cl;
+
+  // Element i (< Cg L) of group g of sample n: a contiguous run, or Cg-wide runs at a stride of C.
+  __device__ __forceinline__ int64_t in_group(int64_t n, int64_t g, int64_t i) const {
+    return cl ? (n * L + i / Cg) * C + g * Cg + i % Cg : (n * C + g * Cg) * L + i;
+  }
+  __device__ __forceinline__ int64_t channel(int64_t i) const { return cl ? i % C : i / L % C; }
+  // The (sample, group) row of the statistics for element i of channel c.
+  __device__ __forceinline__ int64_t group(int64_t i, int64_t c) const {
+    return i / (C * L) * (C / Cg) + c / Cg;
+  }
+};
+
+constexpr int64_t kMinChunk = 4096;
+
+// How a reduction of `len` elements, done for `rows` rows at once, is split: {chunks, chunk length},
+// chunks of at least `min_len` (none empty), enough of them for rows x chunks to fill the GPU twice.
+inline std::pair<int64_t, int64_t> split(int64_t rows, int64_t len, int64_t min_len) {
+  const int64_t want = (2 * multiprocessor_count() + rows - 1) / rows;
+  const int64_t chunks = std::max<int64_t>(1, std::min(want, len / min_len));
+  const int64_t chunk = (len + chunks - 1) / chunks;
+  return {(len + chunk - 1) / chunk, chunk};
+}
+
+// S blocks per (sample, group), block s over elements [s chunk, (s + 1) chunk) of the group: its
+// mean and centred sum of squares, into part (double), or, when S = 1, the group's mean and rstd.
 template <typename T, typename ACC>
 __global__ void stats_kernel(const T* __restrict__ x, ACC* __restrict__ mean, ACC* __restrict__ rstd,
-                             int64_t M, double eps) {
-  const T* xg = x + blockIdx.x * M;
+                             double* __restrict__ part, Layout lay, int64_t S, int64_t chunk,
+                             double eps) {
+  const int64_t G = lay.C / lay.Cg, ng = blockIdx.x / S, n = ng / G, g = ng % G;
+  const int64_t i0 = blockIdx.x % S * chunk, i1 = min(i0 + chunk, lay.Cg * lay.L);
   ACC s = 0;
-  for (int64_t i = threadIdx.x; i < M; i += blockDim.x) s += static_cast<ACC>(xg[i]);
-  const ACC m = block_sum(s) / static_cast<ACC>(M);
+  for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) s += static_cast<ACC>(x[lay.in_group(n, g, i)]);
+  const ACC m = block_sum(s) / static_cast<ACC>(i1 - i0);
   ACC q = 0;
-  for (int64_t i = threadIdx.x; i < M; i += blockDim.x) {
-    const ACC d = static_cast<ACC>(xg[i]) - m;
+  for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
+    const ACC d = static_cast<ACC>(x[lay.in_group(n, g, i)]) - m;
     q += d * d;
   }
-  const ACC var = block_sum(q) / static_cast<ACC>(M);
-  if (threadIdx.x == 0) {
-    mean[blockIdx.x] = m;
-    rstd[blockIdx.x] = static_cast<ACC>(rsqrt(static_cast<double>(var) + eps));
+  const ACC m2 = block_sum(q);
+  if (threadIdx.x != 0) return;
+  if (S == 1) {
+    mean[ng] = m;
+    rstd[ng] = static_cast<ACC>(rsqrt(static_cast<double>(m2) / static_cast<double>(i1 - i0) + eps));
+  } else {
+    part[2 * blockIdx.x] = m;
+    part[2 * blockIdx.x + 1] = m2;
   }
+}
+
+// Thread per (sample, group): the S chunks' means and sums of squares combined in order.
+template <typename ACC>
+__global__ void combine_stats_kernel(const double* __restrict__ part, ACC* __restrict__ mean,
+                                     ACC* __restrict__ rstd, int64_t NG, int64_t M, int64_t S,
+                                     int64_t chunk, double eps) {
+  const int64_t ng = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (ng >= NG) return;
+  double count = 0, m = 0, m2 = 0;
+  for (int64_t s = 0; s < S; ++s) {
+    const double cs = static_cast<double>(min(chunk, M - s * chunk)), total = count + cs;
+    const double d = part[2 * (ng * S + s)] - m;
+    m += d * cs / total;
+    m2 += part[2 * (ng * S + s) + 1] + d * d * count * cs / total;
+    count = total;
+  }
+  mean[ng] = static_cast<ACC>(m);
+  rstd[ng] = static_cast<ACC>(rsqrt(m2 / static_cast<double>(M) + eps));
 }
 
 template <typename T, typename ACC>
 __global__ void apply_kernel(const T* __restrict__ x, const T* __restrict__ weight,
                              const T* __restrict__ bias, const ACC* __restrict__ mean,
                              const ACC* __restrict__ rstd, T* __restrict__ y, int64_t total,
-                             int64_t C, int64_t L, int64_t Cg, bool silu) {
+                             Layout lay, bool silu) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t nc = i / L, c = nc % C, ng = nc / Cg;
+    const int64_t c = lay.channel(i), ng = lay.group(i, c);
     const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
     const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
     ACC v = (static_cast<ACC>(x[i]) - mean[ng]) * rstd[ng] * w + b;
@@ -65,21 +128,23 @@ __device__ __forceinline__ ACC grad_pre(const T* dy, const T* x, int64_t i, ACC 
   return d;
 }
 
-// Block per (n, c): ds = sum dz * x_hat, db = sum dz.
+// The sums over pixels [p0, p1) of channel c of sample n: ds = sum dz * x_hat, db = sum dz.
+// NCHW: a block per (n c, chunk of pixels): grid (N C, chunks); ds and db are [chunks, N, C].
 template <typename T, typename ACC>
 __global__ void channel_sums_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                                     const T* __restrict__ weight, const T* __restrict__ bias,
                                     const ACC* __restrict__ mean, const ACC* __restrict__ rstd,
                                     ACC* __restrict__ ds, ACC* __restrict__ db, int64_t C,
-                                    int64_t L, int64_t Cg, bool silu) {
+                                    int64_t L, int64_t Cg, int64_t chunk, bool silu) {
   const int64_t nc = blockIdx.x, c = nc % C, ng = nc / Cg;
+  const int64_t p0 = blockIdx.y * chunk, p1 = min(p0 + chunk, L);
   const ACC m = mean[ng], r = rstd[ng];
   const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
   const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
   const T* dyc = dy + nc * L;
   const T* xc = x + nc * L;
   ACC sds = 0, sdb = 0;
-  for (int64_t i = threadIdx.x; i < L; i += blockDim.x) {
+  for (int64_t i = p0 + threadIdx.x; i < p1; i += blockDim.x) {
     const ACC dz = grad_pre(dyc, xc, i, m, r, w, b, silu);
     sdb += dz;
     sds += dz * (static_cast<ACC>(xc[i]) - m) * r;
@@ -87,8 +152,46 @@ __global__ void channel_sums_kernel(const T* __restrict__ dy, const T* __restric
   const ACC tds = block_sum(sds);
   const ACC tdb = block_sum(sdb);
   if (threadIdx.x == 0) {
-    ds[nc] = tds;
-    db[nc] = tdb;
+    ds[blockIdx.y * gridDim.x + nc] = tds;
+    db[blockIdx.y * gridDim.x + nc] = tdb;
+  }
+}
+
+constexpr int kRows = 8;  // warps of a channels_last channel-sums block
+
+// channels_last: a block of 32 x kRows threads per (n, 32 channels, chunk of pixels), grid
+// (N, C / 32, chunks): lane = channel, the warps stride over the pixels; then the kRows partial
+// sums of each channel are added in shared memory.
+template <typename T, typename ACC>
+__global__ void channel_sums_cl_kernel(const T* __restrict__ dy, const T* __restrict__ x,
+                                       const T* __restrict__ weight, const T* __restrict__ bias,
+                                       const ACC* __restrict__ mean, const ACC* __restrict__ rstd,
+                                       ACC* __restrict__ ds, ACC* __restrict__ db, int64_t C,
+                                       int64_t L, int64_t Cg, int64_t chunk, bool silu) {
+  __shared__ ACC part[2][kRows][32];
+  const int64_t n = blockIdx.x, c = blockIdx.y * 32 + threadIdx.x;
+  const int64_t p0 = blockIdx.z * chunk, p1 = min(p0 + chunk, L);
+  ACC sds = 0, sdb = 0;
+  if (c < C) {
+    const int64_t ng = n * (C / Cg) + c / Cg;
+    const ACC m = mean[ng], r = rstd[ng];
+    const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
+    const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
+    for (int64_t p = p0 + threadIdx.y; p < p1; p += kRows) {
+      const int64_t i = (n * L + p) * C + c;
+      const ACC dz = grad_pre(dy, x, i, m, r, w, b, silu);
+      sdb += dz;
+      sds += dz * (static_cast<ACC>(x[i]) - m) * r;
+    }
+  }
+  part[0][threadIdx.y][threadIdx.x] = sds;
+  part[1][threadIdx.y][threadIdx.x] = sdb;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < C) {
+    ACC tds = 0, tdb = 0;
+    for (int k = 0; k < kRows; ++k) tds += part[0][k][threadIdx.x], tdb += part[1][k][threadIdx.x];
+    ds[(blockIdx.z * gridDim.x + n) * C + c] = tds;
+    db[(blockIdx.z * gridDim.x + n) * C + c] = tdb;
   }
 }
 
@@ -116,11 +219,10 @@ __global__ void dx_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                           const T* __restrict__ weight, const T* __restrict__ bias,
                           const ACC* __restrict__ mean, const ACC* __restrict__ rstd,
                           const ACC* __restrict__ k1, const ACC* __restrict__ k2,
-                          T* __restrict__ dx, int64_t total, int64_t C, int64_t L, int64_t Cg,
-                          bool silu) {
+                          T* __restrict__ dx, int64_t total, Layout lay, bool silu) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t nc = i / L, c = nc % C, ng = nc / Cg;
+    const int64_t c = lay.channel(i), ng = lay.group(i, c);
     const ACC m = mean[ng], r = rstd[ng];
     const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
     const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
@@ -134,22 +236,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_cuda(
     const at::Tensor& x_in, int64_t num_groups, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, double eps, bool silu) {
   check_group_norm(x_in, num_groups, weight, bias);
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const DeviceGuard guard(x_in.device());
   const GroupNormArgs a = group_norm_args(x_in, num_groups, weight, bias);
   at::Tensor y = at::empty_like(a.x), mean = a.empty(a.N, a.G), rstd = a.empty(a.N, a.G);
-  const int64_t Cg = a.C / a.G, total = a.x.numel();
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const Layout lay{a.C, a.L, a.C / a.G, a.cl};
+  const int64_t total = a.x.numel(), NG = a.N * a.G, M = lay.Cg * a.L;
+  const auto [S, chunk] = split(NG, M, kMinChunk);
+  at::Tensor part = at::empty({S > 1 ? 2 * NG * S : 0}, a.x.options().dtype(at::kDouble));
+  const auto stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "group_norm_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    stats_kernel<scalar_t, acc_t><<<a.N * a.G, 512, 0, stream>>>(
-        a.x.const_data_ptr<scalar_t>(), mean.mutable_data_ptr<acc_t>(),
-        rstd.mutable_data_ptr<acc_t>(), Cg * a.L, eps);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    apply_kernel<scalar_t, acc_t><<<blocks_for(total), kThreads, 0, stream>>>(
-        a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(), a.b<scalar_t>(),
-        mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(), y.mutable_data_ptr<scalar_t>(),
-        total, a.C, a.L, Cg, silu);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(stats_kernel<scalar_t, acc_t>, NG * S, 512, 0, stream,
+           a.x.const_data_ptr<scalar_t>(), mean.mutable_data_ptr<acc_t>(),
+           rstd.mutable_data_ptr<acc_t>(), part.mutable_data_ptr<double>(), lay, S, chunk, eps);
+    if (S > 1) {
+      launch(combine_stats_kernel<acc_t>, blocks_for(NG), kThreads, 0, stream,
+             part.const_data_ptr<double>(), mean.mutable_data_ptr<acc_t>(),
+             rstd.mutable_data_ptr<acc_t>(), NG, M, S, chunk, eps);
+    }
+    launch(apply_kernel<scalar_t, acc_t>, blocks_for(total), kThreads, 0, stream,
+           a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(), a.b<scalar_t>(),
+           mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(), y.mutable_data_ptr<scalar_t>(),
+           total, lay, silu);
   });
   return {y.contiguous(a.fmt), mean, rstd};
 }
@@ -159,37 +267,41 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward_cuda(
     const at::Tensor& rstd_in, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, bool silu) {
   const int64_t G = check_group_norm_backward(grad_y, x_in, mean_in, rstd_in, weight, bias);
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const DeviceGuard guard(x_in.device());
   const GroupNormArgs a = group_norm_args(x_in, G, weight, bias);
-  const at::Tensor dy = grad_y.contiguous(), mean = mean_in.contiguous(), rstd = rstd_in.contiguous();
-  at::Tensor dx = at::empty_like(a.x), ds = a.empty(a.N, a.C), db = a.empty(a.N, a.C);
+  const at::Tensor dy = grad_y.contiguous(a.cl ? a.fmt : at::MemoryFormat::Contiguous);
+  const at::Tensor mean = mean_in.contiguous(), rstd = rstd_in.contiguous();
+  const int64_t Cg = a.C / a.G, total = a.x.numel(), tiles = (a.C + 31) / 32;
+  const Layout lay{a.C, a.L, Cg, a.cl};
+  const auto [S, chunk] = a.cl ? split(a.N * tiles, a.L, kMinChunk / 32) : split(a.N * a.C, a.L, kMinChunk);
+  const auto acc = a.x.options().dtype(acc_type(a.x));
+  at::Tensor dx = at::empty_like(a.x), ds = at::empty({S, a.N, a.C}, acc), db = at::empty({S, a.N, a.C}, acc);
   at::Tensor k1 = a.empty(a.N, a.G), k2 = a.empty(a.N, a.G);
-  const int64_t Cg = a.C / a.G, total = a.x.numel();
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const auto stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "group_norm_bwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    channel_sums_kernel<scalar_t, acc_t><<<a.N * a.C, kThreads, 0, stream>>>(
-        dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(),
-        a.b<scalar_t>(), mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
-        ds.mutable_data_ptr<acc_t>(), db.mutable_data_ptr<acc_t>(), a.C, a.L, Cg, silu);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    group_coef_kernel<scalar_t, acc_t><<<blocks_for(a.N * a.G), kThreads, 0, stream>>>(
-        a.w<scalar_t>(), ds.const_data_ptr<acc_t>(), db.const_data_ptr<acc_t>(),
-        k1.mutable_data_ptr<acc_t>(), k2.mutable_data_ptr<acc_t>(), a.N * a.G, a.C, Cg, Cg * a.L);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    dx_kernel<scalar_t, acc_t><<<blocks_for(total), kThreads, 0, stream>>>(
-        dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(),
-        a.b<scalar_t>(), mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
-        k1.const_data_ptr<acc_t>(), k2.const_data_ptr<acc_t>(), dx.mutable_data_ptr<scalar_t>(),
-        total, a.C, a.L, Cg, silu);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const auto sums = a.cl ? channel_sums_cl_kernel<scalar_t, acc_t> : channel_sums_kernel<scalar_t, acc_t>;
+    launch(sums, a.cl ? dim3(a.N, tiles, S) : dim3(a.N * a.C, S), a.cl ? dim3(32, kRows) : dim3(kThreads),
+           0, stream, dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(),
+           a.b<scalar_t>(), mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
+           ds.mutable_data_ptr<acc_t>(), db.mutable_data_ptr<acc_t>(), a.C, a.L, Cg, chunk, silu);
+    ds = ds.sum(0);  // over the chunks: [N, C]
+    db = db.sum(0);
+    launch(group_coef_kernel<scalar_t, acc_t>, blocks_for(a.N * a.G), kThreads, 0, stream,
+           a.w<scalar_t>(), ds.const_data_ptr<acc_t>(), db.const_data_ptr<acc_t>(),
+           k1.mutable_data_ptr<acc_t>(), k2.mutable_data_ptr<acc_t>(), a.N * a.G, a.C, Cg, Cg * a.L);
+    launch(dx_kernel<scalar_t, acc_t>, blocks_for(total), kThreads, 0, stream,
+           dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(),
+           a.b<scalar_t>(), mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
+           k1.const_data_ptr<acc_t>(), k2.const_data_ptr<acc_t>(), dx.mutable_data_ptr<scalar_t>(),
+           total, lay, silu);
   });
   return {dx.contiguous(a.fmt), ds.sum(0).to(a.x.scalar_type()), db.sum(0).to(a.x.scalar_type())};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastsde, CUDA, m) {
+FASTSDE_CUDA_KERNELS(m) {
   m.impl("group_norm", &group_norm_cuda);
   m.impl("group_norm_backward", &group_norm_backward_cuda);
 }

@@ -86,13 +86,10 @@ std::tuple<at::Tensor, at::Tensor> run_affine(const StepArgs& s, const at::Tenso
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc = acc_type(s.x);
     const at::Tensor ac = a.to(acc).contiguous(), bc = b.to(acc).contiguous(), cc = c.to(acc).contiguous();
-    affine_kernel<scalar_t, acc_t>
-        <<<blocks_for(s.x.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-            s.x.const_data_ptr<scalar_t>(), s.score.const_data_ptr<scalar_t>(), s.z<scalar_t>(),
-            s.k(), ac.const_data_ptr<acc_t>(), bc.const_data_ptr<acc_t>(), cc.const_data_ptr<acc_t>(),
-            s.x_new.mutable_data_ptr<scalar_t>(), s.x_mean.mutable_data_ptr<scalar_t>(), s.x.numel(),
-            s.D);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(affine_kernel<scalar_t, acc_t>, blocks_for(s.x.numel()), kThreads, 0, current_stream(),
+           s.x.const_data_ptr<scalar_t>(), s.score.const_data_ptr<scalar_t>(), s.z<scalar_t>(), s.k(),
+           ac.const_data_ptr<acc_t>(), bc.const_data_ptr<acc_t>(), cc.const_data_ptr<acc_t>(),
+           s.x_new.mutable_data_ptr<scalar_t>(), s.x_mean.mutable_data_ptr<scalar_t>(), s.x.numel(), s.D);
   });
   return s.outputs();
 }
@@ -103,7 +100,7 @@ std::tuple<at::Tensor, at::Tensor> predictor_step_cuda(const at::Tensor& x, cons
                                                        const at::Tensor& c,
                                                        const std::optional<at::Tensor>& noise_key) {
   check_step("predictor_step", x, score, noise, noise_key, {{&a, "a"}, {&b, "b"}, {&c, "c"}});
-  const c10::cuda::CUDAGuard guard(x.device());
+  const DeviceGuard guard(x.device());
   return run_affine(step_args(x, score, noise, noise_key), a, b, c);
 }
 
@@ -113,31 +110,29 @@ std::tuple<at::Tensor, at::Tensor> langevin_step_cuda(const at::Tensor& x, const
                                                       bool per_sample,
                                                       const std::optional<at::Tensor>& noise_key) {
   check_langevin(x, score, noise, noise_key, alpha);
-  const c10::cuda::CUDAGuard guard(x.device());
+  const DeviceGuard guard(x.device());
   const StepArgs s = step_args(x, score, noise, noise_key);
   const int64_t B = s.B;
   at::Tensor sq = at::empty({2, B}, x.options().dtype(at::kDouble));
   at::Tensor coef = at::empty({3, B}, x.options().dtype(acc_type(x)));
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const auto stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "langevin_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    norms_kernel<scalar_t><<<B, kThreads, 0, stream>>>(
-        s.score.const_data_ptr<scalar_t>(), s.z<scalar_t>(), s.k(), sq.mutable_data_ptr<double>(),
-        sq.mutable_data_ptr<double>() + B, s.D);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(norms_kernel<scalar_t>, B, kThreads, 0, stream,
+           s.score.const_data_ptr<scalar_t>(), s.z<scalar_t>(), s.k(), sq.mutable_data_ptr<double>(),
+           sq.mutable_data_ptr<double>() + B, s.D);
     const at::Tensor al = alpha.to(acc_type(x)).contiguous();
     acc_t* cp = coef.mutable_data_ptr<acc_t>();
-    langevin_coef_kernel<acc_t><<<1, 1024, 0, stream>>>(
-        sq.const_data_ptr<double>(), sq.const_data_ptr<double>() + B, al.const_data_ptr<acc_t>(),
-        cp, cp + B, cp + 2 * B, B, snr, per_sample);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(langevin_coef_kernel<acc_t>, 1, 1024, 0, stream,
+           sq.const_data_ptr<double>(), sq.const_data_ptr<double>() + B, al.const_data_ptr<acc_t>(),
+           cp, cp + B, cp + 2 * B, B, snr, per_sample);
   });
   return run_affine(s, coef[0], coef[1], coef[2]);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastsde, CUDA, m) {
+FASTSDE_CUDA_KERNELS(m) {
   m.impl("predictor_step", &predictor_step_cuda);
   m.impl("langevin_step", &langevin_step_cuda);
 }
