@@ -33,7 +33,28 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, 
 #define FASTSDE_CUDA_KERNELS(m) TORCH_LIBRARY_IMPL(fastsde, CUDA, m)
 #endif
 
+#include <ATen/cuda/detail/IntegerDivider.cuh>
+
+#include <cstdint>
+
 namespace fastsde::cuda {
+
+// Division by a divisor fixed at launch: a multiply and a shift for 32-bit indices, plain division
+// for 64-bit ones. Per-element 64-bit divisions would cost elementwise kernels more than their
+// memory traffic.
+template <typename Index>
+using Divider = at::cuda::detail::IntDivider<Index>;
+
+// f(Index{}) with Index = uint32_t where every index below `numel` fits in 31 bits (what Divider's
+// fast path needs), else int64_t.
+template <typename F>
+void dispatch_index(int64_t numel, F&& f) {
+  if (numel <= INT32_MAX) {
+    f(uint32_t{});
+  } else {
+    f(int64_t{});
+  }
+}
 
 constexpr int kThreads = 256;
 

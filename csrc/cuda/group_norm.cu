@@ -27,19 +27,29 @@ __device__ __forceinline__ ACC sigmoid(ACC v) {
   return ACC(1) / (ACC(1) + exp(-v));
 }
 
-// Where the elements of x lie: [N, C, L] or, cl, [N, L, C]; groups of Cg channels.
+// Where the elements of x lie: [N, C, L] or, cl, [N, L, C]; groups of Cg channels; element
+// indices of type Index (see dispatch_index).
+template <typename Index>
 struct Layout {
-  int64_t C, L, Cg;
+  Index C, L, Cg, G;
+  Divider<Index> by_C, by_L, by_CL, by_Cg;
   bool cl;
 
+  Layout(int64_t C_, int64_t L_, int64_t Cg_, bool cl_)
+      : C(C_), L(L_), Cg(Cg_), G(C_ / Cg_), by_C(C_), by_L(L_), by_CL(C_ * L_), by_Cg(Cg_), cl(cl_) {}
+
   // Element i (< Cg L) of group g of sample n: a contiguous run, or Cg-wide runs at a stride of C.
-  __device__ __forceinline__ int64_t in_group(int64_t n, int64_t g, int64_t i) const {
-    return cl ? (n * L + i / Cg) * C + g * Cg + i % Cg : (n * C + g * Cg) * L + i;
+  __device__ __forceinline__ Index in_group(Index n, Index g, Index i) const {
+    if (!cl) return (n * C + g * Cg) * L + i;
+    const auto pixel = by_Cg.divmod(i);
+    return (n * L + pixel.div) * C + g * Cg + pixel.mod;
   }
-  __device__ __forceinline__ int64_t channel(int64_t i) const { return cl ? i % C : i / L % C; }
+  __device__ __forceinline__ Index channel(Index i) const {
+    return cl ? by_C.mod(i) : by_C.mod(by_L.div(i));
+  }
   // The (sample, group) row of the statistics for element i of channel c.
-  __device__ __forceinline__ int64_t group(int64_t i, int64_t c) const {
-    return i / (C * L) * (C / Cg) + c / Cg;
+  __device__ __forceinline__ Index group(Index i, Index c) const {
+    return by_CL.div(i) * G + by_Cg.div(c);
   }
 };
 
@@ -56,17 +66,17 @@ inline std::pair<int64_t, int64_t> split(int64_t rows, int64_t len, int64_t min_
 
 // S blocks per (sample, group), block s over elements [s chunk, (s + 1) chunk) of the group: its
 // mean and centred sum of squares, into part (double), or, when S = 1, the group's mean and rstd.
-template <typename T, typename ACC>
+template <typename T, typename ACC, typename Index>
 __global__ void stats_kernel(const T* __restrict__ x, ACC* __restrict__ mean, ACC* __restrict__ rstd,
-                             double* __restrict__ part, Layout lay, int64_t S, int64_t chunk,
+                             double* __restrict__ part, Layout<Index> lay, Index S, Index chunk,
                              double eps) {
-  const int64_t G = lay.C / lay.Cg, ng = blockIdx.x / S, n = ng / G, g = ng % G;
-  const int64_t i0 = blockIdx.x % S * chunk, i1 = min(i0 + chunk, lay.Cg * lay.L);
+  const Index ng = blockIdx.x / S, n = ng / lay.G, g = ng % lay.G;
+  const Index i0 = blockIdx.x % S * chunk, i1 = min(i0 + chunk, lay.Cg * lay.L);
   ACC s = 0;
-  for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) s += static_cast<ACC>(x[lay.in_group(n, g, i)]);
+  for (Index i = i0 + threadIdx.x; i < i1; i += blockDim.x) s += static_cast<ACC>(x[lay.in_group(n, g, i)]);
   const ACC m = block_sum(s) / static_cast<ACC>(i1 - i0);
   ACC q = 0;
-  for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
+  for (Index i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
     const ACC d = static_cast<ACC>(x[lay.in_group(n, g, i)]) - m;
     q += d * d;
   }
@@ -100,14 +110,14 @@ __global__ void combine_stats_kernel(const double* __restrict__ part, ACC* __res
   rstd[ng] = static_cast<ACC>(rsqrt(m2 / static_cast<double>(M) + eps));
 }
 
-template <typename T, typename ACC>
+template <typename T, typename ACC, typename Index>
 __global__ void apply_kernel(const T* __restrict__ x, const T* __restrict__ weight,
                              const T* __restrict__ bias, const ACC* __restrict__ mean,
-                             const ACC* __restrict__ rstd, T* __restrict__ y, int64_t total,
-                             Layout lay, bool silu) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t c = lay.channel(i), ng = lay.group(i, c);
+                             const ACC* __restrict__ rstd, T* __restrict__ y, Index total,
+                             Layout<Index> lay, bool silu) {
+  for (Index i = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<Index>(gridDim.x) * blockDim.x) {
+    const Index c = lay.channel(i), ng = lay.group(i, c);
     const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
     const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
     ACC v = (static_cast<ACC>(x[i]) - mean[ng]) * rstd[ng] * w + b;
@@ -214,15 +224,15 @@ __global__ void group_coef_kernel(const T* __restrict__ weight, const ACC* __res
   k2[ng] = a2 / static_cast<ACC>(M);
 }
 
-template <typename T, typename ACC>
+template <typename T, typename ACC, typename Index>
 __global__ void dx_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                           const T* __restrict__ weight, const T* __restrict__ bias,
                           const ACC* __restrict__ mean, const ACC* __restrict__ rstd,
                           const ACC* __restrict__ k1, const ACC* __restrict__ k2,
-                          T* __restrict__ dx, int64_t total, Layout lay, bool silu) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t c = lay.channel(i), ng = lay.group(i, c);
+                          T* __restrict__ dx, Index total, Layout<Index> lay, bool silu) {
+  for (Index i = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<Index>(gridDim.x) * blockDim.x) {
+    const Index c = lay.channel(i), ng = lay.group(i, c);
     const ACC m = mean[ng], r = rstd[ng];
     const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
     const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
@@ -239,25 +249,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_cuda(
   const DeviceGuard guard(x_in.device());
   const GroupNormArgs a = group_norm_args(x_in, num_groups, weight, bias);
   at::Tensor y = at::empty_like(a.x), mean = a.empty(a.N, a.G), rstd = a.empty(a.N, a.G);
-  const Layout lay{a.C, a.L, a.C / a.G, a.cl};
-  const int64_t total = a.x.numel(), NG = a.N * a.G, M = lay.Cg * a.L;
+  const int64_t total = a.x.numel(), NG = a.N * a.G, M = a.C / a.G * a.L;
   const auto [S, chunk] = split(NG, M, kMinChunk);
   at::Tensor part = at::empty({S > 1 ? 2 * NG * S : 0}, a.x.options().dtype(at::kDouble));
   const auto stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "group_norm_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    launch(stats_kernel<scalar_t, acc_t>, NG * S, 512, 0, stream,
-           a.x.const_data_ptr<scalar_t>(), mean.mutable_data_ptr<acc_t>(),
-           rstd.mutable_data_ptr<acc_t>(), part.mutable_data_ptr<double>(), lay, S, chunk, eps);
-    if (S > 1) {
-      launch(combine_stats_kernel<acc_t>, blocks_for(NG), kThreads, 0, stream,
-             part.const_data_ptr<double>(), mean.mutable_data_ptr<acc_t>(),
-             rstd.mutable_data_ptr<acc_t>(), NG, M, S, chunk, eps);
-    }
-    launch(apply_kernel<scalar_t, acc_t>, blocks_for(total), kThreads, 0, stream,
-           a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(), a.b<scalar_t>(),
-           mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(), y.mutable_data_ptr<scalar_t>(),
-           total, lay, silu);
+    dispatch_index(total, [&](auto index) {
+      using index_t = decltype(index);
+      const Layout<index_t> lay(a.C, a.L, a.C / a.G, a.cl);
+      launch(stats_kernel<scalar_t, acc_t, index_t>, NG * S, 512, 0, stream,
+             a.x.const_data_ptr<scalar_t>(), mean.mutable_data_ptr<acc_t>(),
+             rstd.mutable_data_ptr<acc_t>(), part.mutable_data_ptr<double>(), lay, S, chunk, eps);
+      if (S > 1) {
+        launch(combine_stats_kernel<acc_t>, blocks_for(NG), kThreads, 0, stream,
+               part.const_data_ptr<double>(), mean.mutable_data_ptr<acc_t>(),
+               rstd.mutable_data_ptr<acc_t>(), NG, M, S, chunk, eps);
+      }
+      launch(apply_kernel<scalar_t, acc_t, index_t>, blocks_for(total), kThreads, 0, stream,
+             a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(), a.b<scalar_t>(),
+             mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
+             y.mutable_data_ptr<scalar_t>(), total, lay, silu);
+    });
   });
   return {y.contiguous(a.fmt), mean, rstd};
 }
@@ -272,7 +285,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward_cuda(
   const at::Tensor dy = grad_y.contiguous(a.cl ? a.fmt : at::MemoryFormat::Contiguous);
   const at::Tensor mean = mean_in.contiguous(), rstd = rstd_in.contiguous();
   const int64_t Cg = a.C / a.G, total = a.x.numel(), tiles = (a.C + 31) / 32;
-  const Layout lay{a.C, a.L, Cg, a.cl};
   const auto [S, chunk] = a.cl ? split(a.N * tiles, a.L, kMinChunk / 32) : split(a.N * a.C, a.L, kMinChunk);
   const auto acc = a.x.options().dtype(acc_type(a.x));
   at::Tensor dx = at::empty_like(a.x), ds = at::empty({S, a.N, a.C}, acc), db = at::empty({S, a.N, a.C}, acc);
@@ -290,11 +302,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward_cuda(
     launch(group_coef_kernel<scalar_t, acc_t>, blocks_for(a.N * a.G), kThreads, 0, stream,
            a.w<scalar_t>(), ds.const_data_ptr<acc_t>(), db.const_data_ptr<acc_t>(),
            k1.mutable_data_ptr<acc_t>(), k2.mutable_data_ptr<acc_t>(), a.N * a.G, a.C, Cg, Cg * a.L);
-    launch(dx_kernel<scalar_t, acc_t>, blocks_for(total), kThreads, 0, stream,
-           dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(),
-           a.b<scalar_t>(), mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
-           k1.const_data_ptr<acc_t>(), k2.const_data_ptr<acc_t>(), dx.mutable_data_ptr<scalar_t>(),
-           total, lay, silu);
+    dispatch_index(total, [&](auto index) {
+      using index_t = decltype(index);
+      launch(dx_kernel<scalar_t, acc_t, index_t>, blocks_for(total), kThreads, 0, stream,
+             dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(),
+             a.b<scalar_t>(), mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
+             k1.const_data_ptr<acc_t>(), k2.const_data_ptr<acc_t>(), dx.mutable_data_ptr<scalar_t>(),
+             total, Layout<index_t>(a.C, a.L, Cg, a.cl), silu);
+    });
   });
   return {dx.contiguous(a.fmt), ds.sum(0).to(a.x.scalar_type()), db.sum(0).to(a.x.scalar_type())};
 }

@@ -11,26 +11,26 @@ namespace fastsde::cuda {
 namespace {
 
 // Element i (flat index) of the noise, sample n = i / D: z[i], or drawn from the sample's key.
-template <typename T, typename ACC>
+template <typename T, typename ACC, typename Index>
 __device__ __forceinline__ ACC noise_at(const T* __restrict__ z, const int64_t* __restrict__ key,
-                                        int64_t i, int64_t n, int64_t D) {
+                                        Index i, Index n, Index D) {
   return key ? static_cast<ACC>(philox_normal(key[2 * n], key[2 * n + 1] + (i - n * D)))
              : static_cast<ACC>(z[i]);
 }
 
-template <typename T, typename ACC>
+template <typename T, typename ACC, typename Index>
 __global__ void affine_kernel(const T* __restrict__ x, const T* __restrict__ s,
                               const T* __restrict__ z, const int64_t* __restrict__ key,
                               const ACC* __restrict__ a, const ACC* __restrict__ b,
                               const ACC* __restrict__ c, T* __restrict__ x_new,
-                              T* __restrict__ x_mean, int64_t total, int64_t D) {
+                              T* __restrict__ x_mean, Index total, Divider<Index> D) {
   const bool noisy = z || key;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t n = i / D;
+  for (Index i = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<Index>(gridDim.x) * blockDim.x) {
+    const Index n = D.div(i);
     const ACC m = a[n] * static_cast<ACC>(x[i]) + b[n] * static_cast<ACC>(s[i]);
     x_mean[i] = static_cast<T>(m);
-    x_new[i] = static_cast<T>(noisy ? m + c[n] * noise_at<T, ACC>(z, key, i, n, D) : m);
+    x_new[i] = static_cast<T>(noisy ? m + c[n] * noise_at<T, ACC>(z, key, i, n, D.divisor) : m);
   }
 }
 
@@ -43,7 +43,7 @@ __global__ void norms_kernel(const T* __restrict__ s, const T* __restrict__ z,
   double as = 0, az = 0;
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
     const double vs = static_cast<double>(s[off + i]);
-    const double vz = noise_at<T, double>(z, key, off + i, blockIdx.x, D);
+    const double vz = noise_at<T, double, int64_t>(z, key, off + i, blockIdx.x, D);
     as += vs * vs;
     az += vz * vz;
   }
@@ -86,10 +86,14 @@ std::tuple<at::Tensor, at::Tensor> run_affine(const StepArgs& s, const at::Tenso
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc = acc_type(s.x);
     const at::Tensor ac = a.to(acc).contiguous(), bc = b.to(acc).contiguous(), cc = c.to(acc).contiguous();
-    launch(affine_kernel<scalar_t, acc_t>, blocks_for(s.x.numel()), kThreads, 0, current_stream(),
-           s.x.const_data_ptr<scalar_t>(), s.score.const_data_ptr<scalar_t>(), s.z<scalar_t>(), s.k(),
-           ac.const_data_ptr<acc_t>(), bc.const_data_ptr<acc_t>(), cc.const_data_ptr<acc_t>(),
-           s.x_new.mutable_data_ptr<scalar_t>(), s.x_mean.mutable_data_ptr<scalar_t>(), s.x.numel(), s.D);
+    dispatch_index(s.x.numel(), [&](auto index) {
+      using index_t = decltype(index);
+      launch(affine_kernel<scalar_t, acc_t, index_t>, blocks_for(s.x.numel()), kThreads, 0,
+             current_stream(), s.x.const_data_ptr<scalar_t>(), s.score.const_data_ptr<scalar_t>(),
+             s.z<scalar_t>(), s.k(), ac.const_data_ptr<acc_t>(), bc.const_data_ptr<acc_t>(),
+             cc.const_data_ptr<acc_t>(), s.x_new.mutable_data_ptr<scalar_t>(),
+             s.x_mean.mutable_data_ptr<scalar_t>(), s.x.numel(), Divider<index_t>(s.D));
+    });
   });
   return s.outputs();
 }
