@@ -11,9 +11,11 @@ from conftest import KERNEL_BACKENDS, assert_close, laid_out, ops_namespace, poi
 
 
 # (shape, groups): NCSN++ sizes, a single group, one channel per group, 1x1 images, odd sizes,
-# 3-D and 2-D inputs, a group larger than a CPU chunk; groups that the CUDA kernels split into chunks
-# (in the emulation's small GPU): for the statistics, chunks that end inside a pixel's channels of
-# the group (channels_last), and for the backward's channel sums in either layout.
+# 3-D and 2-D inputs; groups that nearly fill the CUDA fused forward's 4, 16 and 32 registers per
+# thread (the last also larger than a CPU chunk); groups too large for it, which the CUDA kernels
+# split into chunks (in the emulation's small GPU): for the statistics, chunks that end inside a
+# pixel's channels of the group (channels_last), and for the backward's channel sums in either
+# layout.
 CASES = [
     ((2, 32, 8, 8), 8),
     ((3, 4, 1, 1), 1),
@@ -22,8 +24,10 @@ CASES = [
     ((1, 12, 7, 9), 3),
     ((2, 16, 33), 4),
     ((5, 8), 2),
+    ((1, 4, 20, 20), 1),
+    ((1, 4, 40, 40), 1),
     ((1, 8, 48, 48), 2),
-    ((1, 6, 47, 61), 2),
+    ((1, 3, 75, 75), 1),
     ((1, 2, 96, 96), 1),
 ]
 

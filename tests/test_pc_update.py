@@ -11,7 +11,8 @@ from fastsde.ops.pc_update import langevin_step_reference, predictor_step_refere
 from conftest import KERNEL_BACKENDS, assert_close, ops_namespace, poison, require
 
 
-SHAPES = [(3, 2, 5, 7), (1, 10), (4, 3, 8, 8), (2, 1, 1, 1)]
+# The last: samples whose norms the CUDA Langevin step reduces in two chunks (in the emulation).
+SHAPES = [(3, 2, 5, 7), (1, 10), (4, 3, 8, 8), (2, 1, 1, 1), (2, 3, 50, 61)]
 
 
 def tensors(shape, dtype=torch.float32, device="cpu", seed=0):

@@ -35,7 +35,9 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, 
 
 #include <ATen/cuda/detail/IntegerDivider.cuh>
 
+#include <algorithm>
 #include <cstdint>
+#include <utility>
 
 namespace fastsde::cuda {
 
@@ -57,6 +59,19 @@ void dispatch_index(int64_t numel, F&& f) {
 }
 
 constexpr int kThreads = 256;
+
+// A reduction over a large extent (a 1024x1024 image) in one block per row would leave most of
+// the GPU idle when there are few rows (a small batch), so it is split into chunks:
+// {chunks, chunk length}, enough chunks for rows x chunks blocks to fill the GPU twice over, each
+// of at least min_len elements, none empty.
+constexpr int64_t kMinChunk = 4096;
+
+inline std::pair<int64_t, int64_t> split(int64_t rows, int64_t len, int64_t min_len = kMinChunk) {
+  const int64_t want = (2 * multiprocessor_count() + rows - 1) / rows;
+  const int64_t chunks = std::max<int64_t>(1, std::min(want, len / min_len));
+  const int64_t chunk = (len + chunks - 1) / chunks;
+  return {(len + chunk - 1) / chunk, chunk};
+}
 
 inline unsigned int blocks_for(int64_t n, int threads = kThreads) {
   const int64_t b = (n + threads - 1) / threads;

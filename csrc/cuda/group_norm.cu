@@ -1,18 +1,17 @@
 // GroupNorm with optional fused SiLU on CUDA, on [N, C, L] (NCHW) or [N, L, C] (channels_last) data.
-// Forward: blocks per (sample, group) compute the mean and then the centred sum of squares of a
-// chunk of the group (two passes, the second one served from L2); where a group has more than one
-// chunk, a thread per (sample, group) combines the chunks (Chan et al.) in a fixed order. Then an
-// elementwise kernel writes y.
+// Forward, a group of up to kFusedMax elements (every group of a CIFAR-10 NCSN++): one block per
+// (sample, group) holds the group in registers, so x is read once and y written once, in one launch.
+// Larger groups: blocks per (sample, group) compute the mean and then the centred sum of squares
+// of a chunk of the group (two passes, the second one served from L2); where a group has more than
+// one chunk, a thread per (sample, group) combines the chunks (Chan et al.) in a fixed order. Then
+// an elementwise kernel writes y.
 // Backward: the two per-(sample, channel) sums of dL/d(pre-activation) over chunks of pixels, by
 // blocks per (sample, channel) in NCHW, by blocks per (sample, 32 channels) in channels_last (a
 // warp reads 32 consecutive channels of a pixel), the chunks' sums then added in a fixed order;
 // a tiny kernel folds them per group; an elementwise kernel writes dx. Parameter gradients are the
 // per-(sample, channel) sums added over samples in a fixed order. Nothing uses atomics, so every
 // result is deterministic.
-//
-// Chunks: a reduction over a large group (a 1024x1024 image) in one block would leave most of the
-// GPU idle when the batch is small, so it is split until there are enough blocks to fill the GPU
-// twice over, while each chunk keeps at least kMinChunk elements.
+// Large groups are reduced in chunks (see split()).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 
@@ -44,6 +43,10 @@ struct Layout {
     const auto pixel = by_Cg.divmod(i);
     return (n * L + pixel.div) * C + g * Cg + pixel.mod;
   }
+  // The channel of element i of group g.
+  __device__ __forceinline__ Index channel_in_group(Index g, Index i) const {
+    return g * Cg + (cl ? by_Cg.mod(i) : by_L.div(i));
+  }
   __device__ __forceinline__ Index channel(Index i) const {
     return cl ? by_C.mod(i) : by_C.mod(by_L.div(i));
   }
@@ -52,17 +55,6 @@ struct Layout {
     return by_CL.div(i) * G + by_Cg.div(c);
   }
 };
-
-constexpr int64_t kMinChunk = 4096;
-
-// How a reduction of `len` elements, done for `rows` rows at once, is split: {chunks, chunk length},
-// chunks of at least `min_len` (none empty), enough of them for rows x chunks to fill the GPU twice.
-inline std::pair<int64_t, int64_t> split(int64_t rows, int64_t len, int64_t min_len) {
-  const int64_t want = (2 * multiprocessor_count() + rows - 1) / rows;
-  const int64_t chunks = std::max<int64_t>(1, std::min(want, len / min_len));
-  const int64_t chunk = (len + chunks - 1) / chunks;
-  return {(len + chunk - 1) / chunk, chunk};
-}
 
 // S blocks per (sample, group), block s over elements [s chunk, (s + 1) chunk) of the group: its
 // mean and centred sum of squares, into part (double), or, when S = 1, the group's mean and rstd.
@@ -88,6 +80,50 @@ __global__ void stats_kernel(const T* __restrict__ x, ACC* __restrict__ mean, AC
   } else {
     part[2 * blockIdx.x] = m;
     part[2 * blockIdx.x + 1] = m2;
+  }
+}
+
+constexpr int kFusedThreads = 512;
+constexpr int64_t kFusedMax = 32 * kFusedThreads;
+
+// Block of kFusedThreads per (sample, group) of at most R kFusedThreads elements: statistics from
+// registers (mean, then the centred sum of squares), then y.
+template <typename T, typename ACC, typename Index, int R>
+__global__ void __launch_bounds__(kFusedThreads)
+    fused_kernel(const T* __restrict__ x, const T* __restrict__ weight, const T* __restrict__ bias,
+                 ACC* __restrict__ mean, ACC* __restrict__ rstd, T* __restrict__ y,
+                 Layout<Index> lay, double eps, bool silu) {
+  const Index ng = blockIdx.x, n = ng / lay.G, g = ng % lay.G, M = lay.Cg * lay.L;
+  ACC v[R];
+  ACC s = 0;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const Index i = threadIdx.x + r * kFusedThreads;
+    v[r] = i < M ? static_cast<ACC>(x[lay.in_group(n, g, i)]) : ACC(0);
+    s += v[r];
+  }
+  const ACC m = block_sum(s) / static_cast<ACC>(M);
+  ACC q = 0;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const ACC d = threadIdx.x + r * kFusedThreads < M ? v[r] - m : ACC(0);
+    q += d * d;
+  }
+  const ACC rs = static_cast<ACC>(rsqrt(static_cast<double>(block_sum(q)) / static_cast<double>(M) + eps));
+  if (threadIdx.x == 0) {
+    mean[ng] = m;
+    rstd[ng] = rs;
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const Index i = threadIdx.x + r * kFusedThreads;
+    if (i >= M) break;
+    const Index c = lay.channel_in_group(g, i);
+    const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
+    const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
+    ACC z = (v[r] - m) * rs * w + b;
+    if (silu) z = z * sigmoid(z);
+    y[lay.in_group(n, g, i)] = static_cast<T>(z);
   }
 }
 
@@ -251,13 +287,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_cuda(
   at::Tensor y = at::empty_like(a.x), mean = a.empty(a.N, a.G), rstd = a.empty(a.N, a.G);
   const int64_t total = a.x.numel(), NG = a.N * a.G, M = a.C / a.G * a.L;
   const auto [S, chunk] = split(NG, M, kMinChunk);
-  at::Tensor part = at::empty({S > 1 ? 2 * NG * S : 0}, a.x.options().dtype(at::kDouble));
+  const bool fused = M <= kFusedMax;
+  at::Tensor part = at::empty({!fused && S > 1 ? 2 * NG * S : 0}, a.x.options().dtype(at::kDouble));
   const auto stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "group_norm_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     dispatch_index(total, [&](auto index) {
       using index_t = decltype(index);
       const Layout<index_t> lay(a.C, a.L, a.C / a.G, a.cl);
+      if (fused) {
+        const auto run = M <= 4 * kFusedThreads    ? fused_kernel<scalar_t, acc_t, index_t, 4>
+                         : M <= 16 * kFusedThreads ? fused_kernel<scalar_t, acc_t, index_t, 16>
+                                                   : fused_kernel<scalar_t, acc_t, index_t, 32>;
+        launch(run, NG, kFusedThreads, 0, stream, a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(),
+               a.b<scalar_t>(), mean.mutable_data_ptr<acc_t>(), rstd.mutable_data_ptr<acc_t>(),
+               y.mutable_data_ptr<scalar_t>(), lay, eps, silu);
+        return;
+      }
       launch(stats_kernel<scalar_t, acc_t, index_t>, NG * S, 512, 0, stream,
              a.x.const_data_ptr<scalar_t>(), mean.mutable_data_ptr<acc_t>(),
              rstd.mutable_data_ptr<acc_t>(), part.mutable_data_ptr<double>(), lay, S, chunk, eps);

@@ -1,6 +1,7 @@
 // Fused predictor and corrector updates on CUDA: one elementwise pass that reads x, score and
-// noise once (or draws the noise from a Philox key) and writes x and x_mean once. The Langevin step first reduces the per-sample norms
-// (a block per sample), then a one-block kernel turns them into the per-sample coefficients.
+// noise once (or draws the noise from a Philox key) and writes x and x_mean once. The Langevin
+// step first reduces the per-sample norms (blocks per sample, in chunks for large samples; see
+// split()), then a one-block kernel turns them into the per-sample coefficients.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 
@@ -34,14 +35,15 @@ __global__ void affine_kernel(const T* __restrict__ x, const T* __restrict__ s,
   }
 }
 
-// Block per sample: squared norms of the score and the noise, in double.
+// Block per (sample, chunk), grid (B, chunks): squared norms of the chunk of the score and the
+// noise, in double, into sq_s and sq_z [chunks, B].
 template <typename T>
 __global__ void norms_kernel(const T* __restrict__ s, const T* __restrict__ z,
                              const int64_t* __restrict__ key, double* __restrict__ sq_s,
-                             double* __restrict__ sq_z, int64_t D) {
-  const int64_t off = blockIdx.x * D;
+                             double* __restrict__ sq_z, int64_t D, int64_t chunk) {
+  const int64_t off = blockIdx.x * D, i0 = blockIdx.y * chunk, i1 = min(i0 + chunk, D);
   double as = 0, az = 0;
-  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+  for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
     const double vs = static_cast<double>(s[off + i]);
     const double vz = noise_at<T, double, int64_t>(z, key, off + i, blockIdx.x, D);
     as += vs * vs;
@@ -50,9 +52,17 @@ __global__ void norms_kernel(const T* __restrict__ s, const T* __restrict__ z,
   const double ts = block_sum(as);
   const double tz = block_sum(az);
   if (threadIdx.x == 0) {
-    sq_s[blockIdx.x] = ts;
-    sq_z[blockIdx.x] = tz;
+    sq_s[blockIdx.y * gridDim.x + blockIdx.x] = ts;
+    sq_z[blockIdx.y * gridDim.x + blockIdx.x] = tz;
   }
+}
+
+// Norm of sample n from its S chunks' squared norms, added in order.
+__device__ __forceinline__ double norm_of(const double* __restrict__ sq, int64_t n, int64_t B,
+                                          int64_t S) {
+  double t = 0;
+  for (int64_t k = 0; k < S; ++k) t += sq[k * B + n];
+  return sqrt(t);
 }
 
 // One block: eps_n = 2 alpha_n (snr |z| / |s|)^2, norms per sample or batch-averaged; writes the
@@ -60,18 +70,21 @@ __global__ void norms_kernel(const T* __restrict__ s, const T* __restrict__ z,
 template <typename ACC>
 __global__ void langevin_coef_kernel(const double* __restrict__ sq_s, const double* __restrict__ sq_z,
                                      const ACC* __restrict__ alpha, ACC* __restrict__ a,
-                                     ACC* __restrict__ b, ACC* __restrict__ c, int64_t B,
+                                     ACC* __restrict__ b, ACC* __restrict__ c, int64_t B, int64_t S,
                                      double snr, bool per_sample) {
   double mean_s = 0, mean_z = 0;
   if (!per_sample) {
     double ps = 0, pz = 0;
-    for (int64_t n = threadIdx.x; n < B; n += blockDim.x) ps += sqrt(sq_s[n]), pz += sqrt(sq_z[n]);
+    for (int64_t n = threadIdx.x; n < B; n += blockDim.x) {
+      ps += norm_of(sq_s, n, B, S);
+      pz += norm_of(sq_z, n, B, S);
+    }
     mean_s = block_sum(ps) / B;
     mean_z = block_sum(pz) / B;
   }
   for (int64_t n = threadIdx.x; n < B; n += blockDim.x) {
-    const double gn = per_sample ? sqrt(sq_s[n]) : mean_s;
-    const double nn = per_sample ? sqrt(sq_z[n]) : mean_z;
+    const double gn = per_sample ? norm_of(sq_s, n, B, S) : mean_s;
+    const double nn = per_sample ? norm_of(sq_z, n, B, S) : mean_z;
     const double ratio = snr * nn / gn;
     const double eps = 2.0 * static_cast<double>(alpha[n]) * ratio * ratio;
     a[n] = ACC(1);
@@ -117,19 +130,20 @@ std::tuple<at::Tensor, at::Tensor> langevin_step_cuda(const at::Tensor& x, const
   const DeviceGuard guard(x.device());
   const StepArgs s = step_args(x, score, noise, noise_key);
   const int64_t B = s.B;
-  at::Tensor sq = at::empty({2, B}, x.options().dtype(at::kDouble));
+  const auto [S, chunk] = split(B, s.D);
+  at::Tensor sq = at::empty({2, S, B}, x.options().dtype(at::kDouble));
   at::Tensor coef = at::empty({3, B}, x.options().dtype(acc_type(x)));
   const auto stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "langevin_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    launch(norms_kernel<scalar_t>, B, kThreads, 0, stream,
+    launch(norms_kernel<scalar_t>, dim3(B, S), kThreads, 0, stream,
            s.score.const_data_ptr<scalar_t>(), s.z<scalar_t>(), s.k(), sq.mutable_data_ptr<double>(),
-           sq.mutable_data_ptr<double>() + B, s.D);
+           sq.mutable_data_ptr<double>() + S * B, s.D, chunk);
     const at::Tensor al = alpha.to(acc_type(x)).contiguous();
     acc_t* cp = coef.mutable_data_ptr<acc_t>();
     launch(langevin_coef_kernel<acc_t>, 1, 1024, 0, stream,
-           sq.const_data_ptr<double>(), sq.const_data_ptr<double>() + B, al.const_data_ptr<acc_t>(),
-           cp, cp + B, cp + 2 * B, B, snr, per_sample);
+           sq.const_data_ptr<double>(), sq.const_data_ptr<double>() + S * B, al.const_data_ptr<acc_t>(),
+           cp, cp + B, cp + 2 * B, B, S, snr, per_sample);
   });
   return run_affine(s, coef[0], coef[1], coef[2]);
 }
