@@ -10,8 +10,7 @@
 // warp reads 32 consecutive channels of a pixel), the chunks' sums then added in a fixed order;
 // a tiny kernel folds them per group; an elementwise kernel writes dx. Parameter gradients are the
 // per-(sample, channel) sums added over samples in a fixed order. Nothing uses atomics, so every
-// result is deterministic.
-// Large groups are reduced in chunks (see split()).
+// result is deterministic. How many chunks: split() in cuda_utils.cuh.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 
@@ -343,8 +342,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward_cuda(
            0, stream, dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(),
            a.b<scalar_t>(), mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
            ds.mutable_data_ptr<acc_t>(), db.mutable_data_ptr<acc_t>(), a.C, a.L, Cg, chunk, silu);
-    ds = ds.sum(0);  // over the chunks: [N, C]
-    db = db.sum(0);
+    ds = S > 1 ? ds.sum(0) : ds[0];  // over the chunks: [N, C]
+    db = S > 1 ? db.sum(0) : db[0];
     launch(group_coef_kernel<scalar_t, acc_t>, blocks_for(a.N * a.G), kThreads, 0, stream,
            a.w<scalar_t>(), ds.const_data_ptr<acc_t>(), db.const_data_ptr<acc_t>(),
            k1.mutable_data_ptr<acc_t>(), k2.mutable_data_ptr<acc_t>(), a.N * a.G, a.C, Cg, Cg * a.L);
