@@ -28,7 +28,7 @@ __global__ void upfirdn2d_kernel(const T* __restrict__ x, const ACC* __restrict_
   const int64_t up = UP ? UP : g.up;
   for (Index idx = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x; idx < g.total;
        idx += static_cast<Index>(gridDim.x) * blockDim.x) {
-    // idx enumerates the output in memory order, [N, C, OH, OW] or [N, OH, OW, C]; `image` is the
+    // idx enumerates the output in memory order, [N, C, OH, OW] or [N, OH, OW, C]; qy.div is the
     // plane (n, c) or, channels_last, the sample n, whose channel c is then x's offset.
     Index c = 0, rest = idx;
     if (g.cl) {
