@@ -29,6 +29,8 @@ def test_missing_barrier_shows(checks):
     ("partial_warp_shuffle", "mask 4294967295 but its live lanes are 65535"),
     ("block_too_large", r"invalid block size \(2048, 1, 1\)"),
     ("empty_grid", r"invalid grid size \(0, 1, 1\)"),
+    ("misaligned_vector", "16-byte vector access at 0x[0-9a-f]+, which is not aligned to 16 bytes"),
+    ("shared_memory_too_large", "49156 bytes of dynamic shared memory"),
 ])
 def test_misuse_is_an_error(checks, what, message):
     with pytest.raises(RuntimeError, match=message):
@@ -36,3 +38,15 @@ def test_misuse_is_an_error(checks, what, message):
     # and the emulation still works afterwards
     x = torch.randn(2, 100)
     torch.testing.assert_close(checks.block_sums(x, 64), x.sum(1))
+
+
+def test_vector_access(checks):
+    x = torch.randn(64)
+    torch.testing.assert_close(checks.vector_copy(x), x)
+
+
+def test_unwritten_shared_memory_shows(checks):
+    # Dynamic shared memory starts each block as NaN, so an element the block never wrote shows.
+    out = checks.read_shared_memory(64, 40)
+    torch.testing.assert_close(out[:40], torch.arange(40, dtype=torch.float32))
+    assert out[40:].isnan().all()

@@ -32,6 +32,18 @@ CASES = [
     ((2, 19, 6, 7), 2, 1, (2, 1), "fir1d"),
     ((1, 16, 9, 8), 1, 2, (1, 1), "fir1d"),
     ((1, 11, 5, 6), 2, 2, (1, -1, 2, 0), "rand3x2"),
+    # 4 taps with up 2, down 2 or neither (the CUDA tiled kernel's cases): several tiles along each
+    # axis, blocks of planes that do not divide N x C, rows that allow 16-byte loads or not,
+    # asymmetric taps (NCSN++'s are symmetric, so a filter that is not flipped would pass them).
+    ((1, 1, 3, 72), 1, 1, (2, 2), "rand4"),
+    ((1, 2, 40, 3), 2, 1, (2, 1), "rand4x4"),
+    ((3, 3, 40, 16), 1, 2, (1, 1), "rand4"),
+    ((1, 3, 9, 70), 1, 2, (0, 3, 2, -1), "rand4x4"),
+    ((1, 2, 17, 36), 2, 1, (0, 2, -2, 1), "rand4"),
+    # and channels_last with 32 channels (a warp's worth) or more: partial chunks of 32, vectors or not
+    ((2, 40, 9, 10), 2, 1, (2, 1), "rand4"),
+    ((1, 33, 5, 6), 1, 2, (1, 1), "fir2d"),
+    ((1, 32, 10, 11), 1, 1, (2, 2), "rand4x4"),
 ]
 # Every case again in channels_last where that is a layout of its own (the kernels have NHWC paths).
 LAYOUT_CASES = [(case, "nchw") for case in CASES] + [
@@ -43,6 +55,8 @@ def make_kernel(name, dtype=torch.float32, device="cpu"):
     k = {"fir1d": lambda: torch.tensor(FIR) / 8,
          "fir2d": lambda: torch.outer(torch.tensor(FIR), torch.tensor(FIR)) / 64,
          "rand3x2": lambda: torch.rand(3, 2, generator=g),
+         "rand4": lambda: torch.rand(4, generator=g),
+         "rand4x4": lambda: torch.rand(4, 4, generator=g),
          "rand1d5": lambda: torch.rand(5, generator=g)}[name]()
     return k.to(dtype=dtype, device=device)
 
@@ -113,6 +127,22 @@ def test_layouts(backend, device, layout):
     y = ops.upfirdn2d(x, k, 2, 1, (2, 1), backend=backend)
     assert_close(y, expected)
     assert y.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+
+
+@pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_unaligned_input(backend, device, dtype, layout):
+    # A tensor whose data starts one element into its storage: no 16-byte access of it is aligned.
+    shape = (2, 32, 6, 8) if layout == "nchw" else (2, 6, 8, 32)
+    x = torch.randn(2 * 32 * 6 * 8 + 1, dtype=dtype, device=device)[1:].view(shape)
+    if layout == "channels_last":
+        x = x.permute(0, 3, 1, 2)
+    k = make_kernel("rand4", device=device)
+    for up, down, pad in [(2, 1, (2, 1)), (1, 2, (1, 1))]:
+        expected = upfirdn2d_reference(x, k, up, down, pad * 2)
+        poison(expected)
+        assert_close(ops.upfirdn2d(x, k, up, down, pad, backend=backend), expected)
 
 
 @pytest.mark.parametrize("backend,device", [("reference", "cpu")] + KERNEL_BACKENDS)

@@ -20,6 +20,16 @@ inline cudaStream_t current_stream() { return at::cuda::getCurrentCUDAStream(); 
 
 inline int multiprocessor_count() { return at::cuda::getCurrentDeviceProperties()->multiProcessorCount; }
 
+// The block's dynamic shared memory (the launch's smem bytes), 16-byte aligned.
+template <typename T>
+__device__ __forceinline__ T* shared_memory() {
+  extern __shared__ __align__(16) unsigned char dynamic_shared[];
+  return reinterpret_cast<T*>(dynamic_shared);
+}
+
+// A misaligned vector access faults on a GPU; the emulation checks for it instead.
+__device__ __forceinline__ void check_aligned(const void*, std::size_t) {}
+
 // kernel<<<grid, block, smem, stream>>>(args...), then the launch check.
 template <typename... Params, typename... Args>
 void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream,
@@ -59,6 +69,28 @@ void dispatch_index(int64_t numel, F&& f) {
 }
 
 constexpr int kThreads = 256;
+
+// Without cudaFuncSetAttribute, a block may have this much dynamic shared memory.
+constexpr std::size_t kMaxSharedMemory = 48 * 1024;
+
+// N elements of T moved as one access (16 bytes: one 128-bit load or store) where p is aligned
+// to the vector's size.
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Vector {
+  T v[N];
+};
+
+template <int N, typename T>
+__device__ __forceinline__ Vector<T, N> load_vector(const T* p) {
+  check_aligned(p, sizeof(Vector<T, N>));
+  return *reinterpret_cast<const Vector<T, N>*>(p);
+}
+
+template <int N, typename T>
+__device__ __forceinline__ void store_vector(T* p, const Vector<T, N>& v) {
+  check_aligned(p, sizeof(Vector<T, N>));
+  *reinterpret_cast<Vector<T, N>*>(p) = v;
+}
 
 // A reduction over a large extent (a 1024x1024 image) in one block per row would leave most of
 // the GPU idle when there are few rows (a small batch), so it is split into chunks:

@@ -8,7 +8,10 @@
 // thread of the block reaches, a shuffle whose mask is not the warp's live lanes, an invalid launch
 // configuration. Between barriers the fibers run in alternating order (forward, then reversed), so
 // shared memory read before the barrier that should order it gives a different result.
-// Not emulated: memory coalescing, alignment faults, timing; this checks logic, not speed.
+// Dynamic shared memory is filled with NaN bytes before each block, so a read of an element the block
+// never wrote shows; a misaligned vector access (load_vector, store_vector) and a launch asking for
+// more dynamic shared memory than a GPU grants without opting in are errors.
+// Not emulated: memory coalescing, timing; this checks logic, not speed.
 #pragma once
 
 #include <ucontext.h>
@@ -75,6 +78,8 @@ struct State {
   ucontext_t scheduler;
   int current = -1, threads = 0;
   const std::function<void()>* body = nullptr;
+  std::vector<std::max_align_t> dynamic_shared;  // the launch's dynamic shared memory
+  std::size_t dynamic_bytes = 0;
   std::exception_ptr error;
 };
 
@@ -145,6 +150,7 @@ inline bool release(State& s) {
 
 inline void run_block() {
   State& s = state();
+  if (s.dynamic_bytes) std::memset(s.dynamic_shared.data(), 0xff, s.dynamic_bytes);
   for (int t = 0; t < s.threads; ++t) {
     Fiber& f = s.fibers[t];
     f = Fiber{};
@@ -173,17 +179,21 @@ inline void run_block() {
   }
 }
 
-// Runs body as the kernel of a launch <<<grid, block>>>, checking the configuration as CUDA does.
-inline void run(dim3 grid, dim3 block, const std::function<void()>& body) {
+// Runs body as the kernel of a launch <<<grid, block, smem>>>, checking the configuration as CUDA does.
+inline void run(dim3 grid, dim3 block, std::size_t smem, const std::function<void()>& body) {
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
   TORCH_CHECK(threads >= 1 && threads <= 1024 && block.z <= 64,
               "CUDA emulation: invalid block size (", block.x, ", ", block.y, ", ", block.z, ")");
   TORCH_CHECK(grid.x >= 1 && grid.x < (1u << 31) && grid.y >= 1 && grid.y <= 65535 &&
                   grid.z >= 1 && grid.z <= 65535,
               "CUDA emulation: invalid grid size (", grid.x, ", ", grid.y, ", ", grid.z, ")");
+  TORCH_CHECK(smem <= 48 * 1024, "CUDA emulation: ", smem, " bytes of dynamic shared memory, more "
+              "than a block gets without cudaFuncSetAttribute (48 KiB)");
   State& s = state();
   const std::lock_guard<std::mutex> lock(s.launch);
   s.threads = static_cast<int>(threads);
+  s.dynamic_bytes = smem;
+  s.dynamic_shared.resize((smem + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t));
   while (s.stacks.size() < threads) s.stacks.emplace_back(new char[kStack]);
   if (s.fibers.size() < threads) s.fibers.resize(threads);
   s.exchange.resize((threads + kWarp - 1) / kWarp);
@@ -245,6 +255,16 @@ T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32) {
 
 namespace fastsde::cuda {
 
+template <typename T>
+T* shared_memory() {
+  return reinterpret_cast<T*>(emulation::state().dynamic_shared.data());
+}
+
+inline void check_aligned(const void* p, std::size_t bytes) {
+  TORCH_CHECK(reinterpret_cast<std::uintptr_t>(p) % bytes == 0, "CUDA emulation: a ", bytes,
+              "-byte vector access at ", p, ", which is not aligned to ", bytes, " bytes");
+}
+
 struct Stream {};
 inline Stream current_stream() { return {}; }
 
@@ -258,10 +278,10 @@ struct DeviceGuard {
 // kernel<<<grid, block, smem, stream>>>(args...), each argument converted to its parameter's type
 // as a launch does.
 template <typename... Params, typename... Args>
-void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t /*smem*/, Stream,
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, Stream,
             Args&&... args) {
   const std::tuple<std::decay_t<Params>...> params(std::forward<Args>(args)...);
-  emulation::run(grid, block, [&] { std::apply(kernel, params); });
+  emulation::run(grid, block, smem, [&] { std::apply(kernel, params); });
 }
 
 }  // namespace fastsde::cuda
