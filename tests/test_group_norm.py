@@ -11,7 +11,7 @@ from conftest import KERNEL_BACKENDS, assert_close, laid_out, ops_namespace, poi
 
 
 # (shape, groups): NCSN++ sizes, a single group, one channel per group, 1x1 images, odd sizes,
-# 3-D and 2-D inputs; groups that nearly fill the CUDA fused forward's 4, 16 and 32 registers per
+# 3-D and 2-D inputs; groups that nearly fill the CUDA fused forward's 8, 16 and 32 registers per
 # thread (the last also larger than a CPU chunk); groups too large for it, which the CUDA kernels
 # split into chunks (in the emulation's small GPU): for the statistics, chunks that end inside a
 # pixel's channels of the group (channels_last), and for the backward's channel sums in either
@@ -118,6 +118,40 @@ def test_layouts(backend, device, layout):
     (dx,) = torch.autograd.grad(y, xs, g)
     xr = x.detach().requires_grad_()
     (dx_ref,) = torch.autograd.grad(ops.group_norm(xr, 4, w, b, act="silu", backend="reference"), xr, g)
+    assert_close(dx, dx_ref)
+
+
+def unaligned(shape, dtype, device, layout, seed):
+    """Data that starts one element into its storage, so that no 16-byte access of it is aligned."""
+    g = torch.Generator().manual_seed(seed)
+    dims = shape if layout == "nchw" else (shape[0], *shape[2:], shape[1])
+    t = torch.randn(torch.Size(dims).numel() + 1, generator=g).to(dtype=dtype, device=device)[1:].view(dims)
+    return t if layout == "nchw" else t.permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("shape,G,layout,aligned", [
+    ((2, 32, 6, 8), 8, "nchw", False),
+    ((2, 32, 6, 8), 8, "channels_last", False),
+    ((1, 2, 96, 96), 1, "nchw", False),
+    # rows of an odd length in a group of a multiple of 8 elements: vectors must not cross channels
+    ((1, 4, 65, 65), 1, "nchw", True),
+])
+def test_vector_access(backend, device, dtype, shape, G, layout, aligned):
+    require(backend, device)
+    _, w, b = inputs(shape, G, dtype, device)
+    if aligned:
+        x, grad = (laid_out(torch.randn(shape, generator=torch.Generator().manual_seed(s)), layout)
+                   .to(dtype=dtype, device=device) for s in (0, 1))
+    else:
+        x, grad = (unaligned(shape, dtype, device, layout, s) for s in (0, 1))
+    xs, xr = x.detach().requires_grad_(), x.detach().requires_grad_()
+    y = ops.group_norm(xs, G, w, b, act="silu", backend=backend)
+    y_ref = ops.group_norm(xr, G, w, b, act="silu", backend="reference")
+    assert_close(y, y_ref)
+    (dx,) = torch.autograd.grad(y, xs, grad)
+    (dx_ref,) = torch.autograd.grad(y_ref, xr, grad)
     assert_close(dx, dx_ref)
 
 

@@ -76,6 +76,22 @@ def test_langevin_matches_reference(backend, device, dtype, shape, per_sample):
 
 
 @pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_unaligned_inputs(backend, device, dtype):
+    # Tensors that start one element into their storage: no 16-byte access of them is aligned.
+    require(backend, device)
+    x, s, z, a, b, c = (t if t.dim() == 1 else torch.cat([t.new_zeros(1), t.flatten()])[1:].view(t.shape)
+                        for t in tensors((2, 3, 8, 8), dtype, device))
+    assert x.storage_offset() == 1
+    for got, want in [(ops.predictor_step(x, s, a, b, c, noise=z, backend=backend),
+                       predictor_step_reference(x, s, z, a, b, c)),
+                      (ops.langevin_step(x, s, a, 0.16, noise=z, backend=backend),
+                       langevin_step_reference(x, s, z, a, 0.16, False))]:
+        for g, e in zip(got, want):
+            assert_close(g, e)
+
+
+@pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
 def test_layouts(backend, device):
     require(backend, device)
     x, s, z, a, b, c = tensors((2, 3, 6, 5), device=device)

@@ -47,6 +47,8 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, 
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
+#include <type_traits>
 #include <utility>
 
 namespace fastsde::cuda {
@@ -79,6 +81,28 @@ template <typename T, int N>
 struct alignas(sizeof(T) * N) Vector {
   T v[N];
 };
+
+// Elements of T per vector access (16 bytes' worth) of data at these pointers, read in runs of `run`
+// elements that a vector must not cross; 1 unless every pointer is 16-byte aligned and run a multiple.
+template <typename T>
+int vector_width(int64_t run, std::initializer_list<const void*> pointers) {
+  constexpr int n = 16 / sizeof(T);
+  if (run % n != 0) return 1;
+  for (const void* p : pointers) {
+    if (reinterpret_cast<std::uintptr_t>(p) % 16 != 0) return 1;
+  }
+  return n;
+}
+
+// f(std::integral_constant<int, n>{}) for n, 1 or 16 / sizeof(T) (what vector_width returns).
+template <typename T, typename F>
+void dispatch_width(int n, F&& f) {
+  if (n == 1) {
+    f(std::integral_constant<int, 1>{});
+  } else {
+    f(std::integral_constant<int, 16 / sizeof(T)>{});
+  }
+}
 
 template <int N, typename T>
 __device__ __forceinline__ Vector<T, N> load_vector(const T* p) {

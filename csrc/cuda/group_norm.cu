@@ -10,7 +10,8 @@
 // warp reads 32 consecutive channels of a pixel), the chunks' sums then added in a fixed order;
 // a tiny kernel folds them per group; an elementwise kernel writes dx. Parameter gradients are the
 // per-(sample, channel) sums added over samples in a fixed order. Nothing uses atomics, so every
-// result is deterministic. How many chunks: split() in cuda_utils.cuh.
+// result is deterministic. How many chunks: split() in cuda_utils.cuh. The fused forward and the
+// elementwise kernels move 16-byte vectors where the layout and the pointers' alignment allow.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 
@@ -86,26 +87,40 @@ constexpr int kFusedThreads = 512;
 constexpr int64_t kFusedMax = 32 * kFusedThreads;
 
 // Block of kFusedThreads per (sample, group) of at most R kFusedThreads elements: statistics from
-// registers (mean, then the centred sum of squares), then y.
-template <typename T, typename ACC, typename Index, int R>
+// registers (mean, then the centred sum of squares), then y. Each thread reads runs of NV elements
+// (one vector access each: the host makes sure that a run neither crosses a pixel's Cg channels
+// in channels_last nor leaves the group, and that the pointers are aligned).
+template <typename T, typename ACC, typename Index, int R, int NV>
 __global__ void __launch_bounds__(kFusedThreads)
     fused_kernel(const T* __restrict__ x, const T* __restrict__ weight, const T* __restrict__ bias,
                  ACC* __restrict__ mean, ACC* __restrict__ rstd, T* __restrict__ y,
                  Layout<Index> lay, double eps, bool silu) {
+  static_assert(R % NV == 0);
   const Index ng = blockIdx.x, n = ng / lay.G, g = ng % lay.G, M = lay.Cg * lay.L;
+  // Element k of run r of this thread.
+  const auto element = [](int r, int k) { return (threadIdx.x + r * kFusedThreads) * Index(NV) + k; };
   ACC v[R];
   ACC s = 0;
 #pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const Index i = threadIdx.x + r * kFusedThreads;
-    v[r] = i < M ? static_cast<ACC>(x[lay.in_group(n, g, i)]) : ACC(0);
-    s += v[r];
+  for (int r = 0; r < R / NV; ++r) {
+    Vector<T, NV> in;
+    if (element(r, 0) < M) {
+      in = load_vector<NV>(x + lay.in_group(n, g, element(r, 0)));
+    } else {
+#pragma unroll
+      for (int k = 0; k < NV; ++k) in.v[k] = T(0);
+    }
+#pragma unroll
+    for (int k = 0; k < NV; ++k) {
+      v[r * NV + k] = static_cast<ACC>(in.v[k]);
+      s += v[r * NV + k];
+    }
   }
   const ACC m = block_sum(s) / static_cast<ACC>(M);
   ACC q = 0;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    const ACC d = threadIdx.x + r * kFusedThreads < M ? v[r] - m : ACC(0);
+    const ACC d = element(r / NV, r % NV) < M ? v[r] - m : ACC(0);
     q += d * d;
   }
   const ACC rs = static_cast<ACC>(rsqrt(static_cast<double>(block_sum(q)) / static_cast<double>(M) + eps));
@@ -114,15 +129,19 @@ __global__ void __launch_bounds__(kFusedThreads)
     rstd[ng] = rs;
   }
 #pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const Index i = threadIdx.x + r * kFusedThreads;
-    if (i >= M) break;
-    const Index c = lay.channel_in_group(g, i);
-    const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
-    const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
-    ACC z = (v[r] - m) * rs * w + b;
-    if (silu) z = z * sigmoid(z);
-    y[lay.in_group(n, g, i)] = static_cast<T>(z);
+  for (int r = 0; r < R / NV; ++r) {
+    if (element(r, 0) >= M) break;
+    Vector<T, NV> out;
+#pragma unroll
+    for (int k = 0; k < NV; ++k) {
+      const Index c = lay.channel_in_group(g, element(r, k));
+      const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
+      const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
+      ACC z = (v[r * NV + k] - m) * rs * w + b;
+      if (silu) z = z * sigmoid(z);
+      out.v[k] = static_cast<T>(z);
+    }
+    store_vector<NV>(y + lay.in_group(n, g, element(r, 0)), out);
   }
 }
 
@@ -145,28 +164,37 @@ __global__ void combine_stats_kernel(const double* __restrict__ part, ACC* __res
   rstd[ng] = static_cast<ACC>(rsqrt(m2 / static_cast<double>(M) + eps));
 }
 
-template <typename T, typename ACC, typename Index>
+// The elementwise kernels take runs of NV elements, which the host makes sure lie in one pixel
+// (channels_last) or one channel (NCHW) and start aligned.
+template <typename T, typename ACC, typename Index, int NV>
 __global__ void apply_kernel(const T* __restrict__ x, const T* __restrict__ weight,
                              const T* __restrict__ bias, const ACC* __restrict__ mean,
                              const ACC* __restrict__ rstd, T* __restrict__ y, Index total,
                              Layout<Index> lay, bool silu) {
-  for (Index i = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<Index>(gridDim.x) * blockDim.x) {
-    const Index c = lay.channel(i), ng = lay.group(i, c);
-    const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
-    const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
-    ACC v = (static_cast<ACC>(x[i]) - mean[ng]) * rstd[ng] * w + b;
-    if (silu) v = v * sigmoid(v);
-    y[i] = static_cast<T>(v);
+  for (Index i = (blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x) * NV; i < total;
+       i += static_cast<Index>(gridDim.x) * blockDim.x * NV) {
+    const Index c0 = lay.channel(i);
+    const Vector<T, NV> in = load_vector<NV>(x + i);
+    Vector<T, NV> out;
+#pragma unroll
+    for (int k = 0; k < NV; ++k) {
+      const Index c = lay.cl ? c0 + k : c0, ng = lay.group(i, c);
+      const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
+      const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
+      ACC v = (static_cast<ACC>(in.v[k]) - mean[ng]) * rstd[ng] * w + b;
+      if (silu) v = v * sigmoid(v);
+      out.v[k] = static_cast<T>(v);
+    }
+    store_vector<NV>(y + i, out);
   }
 }
 
-template <typename T, typename ACC>
-__device__ __forceinline__ ACC grad_pre(const T* dy, const T* x, int64_t i, ACC m, ACC r, ACC w,
-                                        ACC b, bool silu) {
-  ACC d = static_cast<ACC>(dy[i]);
+// dL/d(pre-activation) from dL/dy = dy and x.
+template <typename ACC>
+__device__ __forceinline__ ACC grad_pre(ACC dy, ACC x, ACC m, ACC r, ACC w, ACC b, bool silu) {
+  ACC d = dy;
   if (silu) {
-    const ACC z = (static_cast<ACC>(x[i]) - m) * r * w + b;
+    const ACC z = (x - m) * r * w + b;
     const ACC s = sigmoid(z);
     d = d * s * (ACC(1) + z * (ACC(1) - s));
   }
@@ -190,9 +218,10 @@ __global__ void channel_sums_kernel(const T* __restrict__ dy, const T* __restric
   const T* xc = x + nc * L;
   ACC sds = 0, sdb = 0;
   for (int64_t i = p0 + threadIdx.x; i < p1; i += blockDim.x) {
-    const ACC dz = grad_pre(dyc, xc, i, m, r, w, b, silu);
+    const ACC xi = static_cast<ACC>(xc[i]);
+    const ACC dz = grad_pre(static_cast<ACC>(dyc[i]), xi, m, r, w, b, silu);
     sdb += dz;
-    sds += dz * (static_cast<ACC>(xc[i]) - m) * r;
+    sds += dz * (xi - m) * r;
   }
   const ACC tds = block_sum(sds);
   const ACC tdb = block_sum(sdb);
@@ -224,9 +253,10 @@ __global__ void channel_sums_cl_kernel(const T* __restrict__ dy, const T* __rest
     const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
     for (int64_t p = p0 + threadIdx.y; p < p1; p += kRows) {
       const int64_t i = (n * L + p) * C + c;
-      const ACC dz = grad_pre(dy, x, i, m, r, w, b, silu);
+      const ACC xi = static_cast<ACC>(x[i]);
+      const ACC dz = grad_pre(static_cast<ACC>(dy[i]), xi, m, r, w, b, silu);
       sdb += dz;
-      sds += dz * (static_cast<ACC>(x[i]) - m) * r;
+      sds += dz * (xi - m) * r;
     }
   }
   part[0][threadIdx.y][threadIdx.x] = sds;
@@ -259,21 +289,28 @@ __global__ void group_coef_kernel(const T* __restrict__ weight, const ACC* __res
   k2[ng] = a2 / static_cast<ACC>(M);
 }
 
-template <typename T, typename ACC, typename Index>
+template <typename T, typename ACC, typename Index, int NV>
 __global__ void dx_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                           const T* __restrict__ weight, const T* __restrict__ bias,
                           const ACC* __restrict__ mean, const ACC* __restrict__ rstd,
                           const ACC* __restrict__ k1, const ACC* __restrict__ k2,
                           T* __restrict__ dx, Index total, Layout<Index> lay, bool silu) {
-  for (Index i = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<Index>(gridDim.x) * blockDim.x) {
-    const Index c = lay.channel(i), ng = lay.group(i, c);
-    const ACC m = mean[ng], r = rstd[ng];
-    const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
-    const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
-    const ACC dz = grad_pre(dy, x, i, m, r, w, b, silu);
-    const ACC xhat = (static_cast<ACC>(x[i]) - m) * r;
-    dx[i] = static_cast<T>(r * (dz * w - k1[ng] - xhat * k2[ng]));
+  for (Index i = (blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x) * NV; i < total;
+       i += static_cast<Index>(gridDim.x) * blockDim.x * NV) {
+    const Index c0 = lay.channel(i);
+    const Vector<T, NV> dyv = load_vector<NV>(dy + i), xv = load_vector<NV>(x + i);
+    Vector<T, NV> out;
+#pragma unroll
+    for (int k = 0; k < NV; ++k) {
+      const Index c = lay.cl ? c0 + k : c0, ng = lay.group(i, c);
+      const ACC m = mean[ng], r = rstd[ng];
+      const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
+      const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
+      const ACC xi = static_cast<ACC>(xv.v[k]);
+      const ACC dz = grad_pre(static_cast<ACC>(dyv.v[k]), xi, m, r, w, b, silu);
+      out.v[k] = static_cast<T>(r * (dz * w - k1[ng] - (xi - m) * r * k2[ng]));
+    }
+    store_vector<NV>(dx + i, out);
   }
 }
 
@@ -291,16 +328,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_cuda(
   const auto stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "group_norm_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    const std::initializer_list<const void*> data{a.x.const_data_ptr(), y.const_data_ptr()};
     dispatch_index(total, [&](auto index) {
       using index_t = decltype(index);
       const Layout<index_t> lay(a.C, a.L, a.C / a.G, a.cl);
       if (fused) {
-        const auto run = M <= 4 * kFusedThreads    ? fused_kernel<scalar_t, acc_t, index_t, 4>
-                         : M <= 16 * kFusedThreads ? fused_kernel<scalar_t, acc_t, index_t, 16>
-                                                   : fused_kernel<scalar_t, acc_t, index_t, 32>;
-        launch(run, NG, kFusedThreads, 0, stream, a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(),
-               a.b<scalar_t>(), mean.mutable_data_ptr<acc_t>(), rstd.mutable_data_ptr<acc_t>(),
-               y.mutable_data_ptr<scalar_t>(), lay, eps, silu);
+        // Vectors within a pixel's channels of the group (channels_last) or within the group.
+        dispatch_width<scalar_t>(vector_width<scalar_t>(a.cl ? a.C / a.G : M, data), [&](auto nv) {
+          constexpr int NV = decltype(nv)::value;
+          const auto run = M <= 8 * kFusedThreads    ? fused_kernel<scalar_t, acc_t, index_t, 8, NV>
+                           : M <= 16 * kFusedThreads ? fused_kernel<scalar_t, acc_t, index_t, 16, NV>
+                                                     : fused_kernel<scalar_t, acc_t, index_t, 32, NV>;
+          launch(run, NG, kFusedThreads, 0, stream, a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(),
+                 a.b<scalar_t>(), mean.mutable_data_ptr<acc_t>(), rstd.mutable_data_ptr<acc_t>(),
+                 y.mutable_data_ptr<scalar_t>(), lay, eps, silu);
+        });
         return;
       }
       launch(stats_kernel<scalar_t, acc_t, index_t>, NG * S, 512, 0, stream,
@@ -311,10 +353,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_cuda(
                part.const_data_ptr<double>(), mean.mutable_data_ptr<acc_t>(),
                rstd.mutable_data_ptr<acc_t>(), NG, M, S, chunk, eps);
       }
-      launch(apply_kernel<scalar_t, acc_t, index_t>, blocks_for(total), kThreads, 0, stream,
-             a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(), a.b<scalar_t>(),
-             mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
-             y.mutable_data_ptr<scalar_t>(), total, lay, silu);
+      // Vectors within a pixel (channels_last) or a channel (NCHW).
+      dispatch_width<scalar_t>(vector_width<scalar_t>(a.cl ? a.C : a.L, data), [&](auto nv) {
+        constexpr int NV = decltype(nv)::value;
+        launch(apply_kernel<scalar_t, acc_t, index_t, NV>, blocks_for(total / NV), kThreads, 0,
+               stream, a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(), a.b<scalar_t>(),
+               mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
+               y.mutable_data_ptr<scalar_t>(), total, lay, silu);
+      });
     });
   });
   return {y.contiguous(a.fmt), mean, rstd};
@@ -347,13 +393,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward_cuda(
     launch(group_coef_kernel<scalar_t, acc_t>, blocks_for(a.N * a.G), kThreads, 0, stream,
            a.w<scalar_t>(), ds.const_data_ptr<acc_t>(), db.const_data_ptr<acc_t>(),
            k1.mutable_data_ptr<acc_t>(), k2.mutable_data_ptr<acc_t>(), a.N * a.G, a.C, Cg, Cg * a.L);
+    const int width = vector_width<scalar_t>(
+        a.cl ? a.C : a.L, {dy.const_data_ptr(), a.x.const_data_ptr(), dx.const_data_ptr()});
     dispatch_index(total, [&](auto index) {
       using index_t = decltype(index);
-      launch(dx_kernel<scalar_t, acc_t, index_t>, blocks_for(total), kThreads, 0, stream,
-             dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(),
-             a.b<scalar_t>(), mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
-             k1.const_data_ptr<acc_t>(), k2.const_data_ptr<acc_t>(), dx.mutable_data_ptr<scalar_t>(),
-             total, Layout<index_t>(a.C, a.L, Cg, a.cl), silu);
+      dispatch_width<scalar_t>(width, [&](auto nv) {
+        constexpr int NV = decltype(nv)::value;
+        launch(dx_kernel<scalar_t, acc_t, index_t, NV>, blocks_for(total / NV), kThreads, 0, stream,
+               dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(),
+               a.b<scalar_t>(), mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
+               k1.const_data_ptr<acc_t>(), k2.const_data_ptr<acc_t>(),
+               dx.mutable_data_ptr<scalar_t>(), total, Layout<index_t>(a.C, a.L, Cg, a.cl), silu);
+      });
     });
   });
   return {dx.contiguous(a.fmt), ds.sum(0).to(a.x.scalar_type()), db.sum(0).to(a.x.scalar_type())};

@@ -1,5 +1,6 @@
 // Fused predictor and corrector updates on CUDA: one elementwise pass that reads x, score and
-// noise once (or draws the noise from a Philox key) and writes x and x_mean once. The Langevin
+// noise once (or draws the noise from a Philox key) and writes x and x_mean once, in 16-byte vectors
+// where the pointers' alignment allows. The Langevin
 // step first reduces the per-sample norms (blocks per sample, in chunks for large samples; see
 // split()), then a one-block kernel turns them into the per-sample coefficients.
 #include <ATen/Dispatch.h>
@@ -19,19 +20,33 @@ __device__ __forceinline__ ACC noise_at(const T* __restrict__ z, const int64_t* 
              : static_cast<ACC>(z[i]);
 }
 
-template <typename T, typename ACC, typename Index>
+// Runs of NV elements, which the host makes sure lie in one sample and start aligned.
+template <typename T, typename ACC, typename Index, int NV>
 __global__ void affine_kernel(const T* __restrict__ x, const T* __restrict__ s,
                               const T* __restrict__ z, const int64_t* __restrict__ key,
                               const ACC* __restrict__ a, const ACC* __restrict__ b,
                               const ACC* __restrict__ c, T* __restrict__ x_new,
                               T* __restrict__ x_mean, Index total, Divider<Index> D) {
   const bool noisy = z || key;
-  for (Index i = blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<Index>(gridDim.x) * blockDim.x) {
+  for (Index i = (blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x) * NV; i < total;
+       i += static_cast<Index>(gridDim.x) * blockDim.x * NV) {
     const Index n = D.div(i);
-    const ACC m = a[n] * static_cast<ACC>(x[i]) + b[n] * static_cast<ACC>(s[i]);
-    x_mean[i] = static_cast<T>(m);
-    x_new[i] = static_cast<T>(noisy ? m + c[n] * noise_at<T, ACC>(z, key, i, n, D.divisor) : m);
+    const Vector<T, NV> xv = load_vector<NV>(x + i), sv = load_vector<NV>(s + i);
+    Vector<T, NV> zv, mean_out, new_out;
+    if (z) zv = load_vector<NV>(z + i);
+#pragma unroll
+    for (int k = 0; k < NV; ++k) {
+      const ACC m = a[n] * static_cast<ACC>(xv.v[k]) + b[n] * static_cast<ACC>(sv.v[k]);
+      mean_out.v[k] = static_cast<T>(m);
+      if (noisy) {
+        const ACC zk = z ? static_cast<ACC>(zv.v[k]) : noise_at<T, ACC>(z, key, i + k, n, D.divisor);
+        new_out.v[k] = static_cast<T>(m + c[n] * zk);
+      } else {
+        new_out.v[k] = mean_out.v[k];
+      }
+    }
+    store_vector<NV>(x_mean + i, mean_out);
+    store_vector<NV>(x_new + i, new_out);
   }
 }
 
@@ -99,13 +114,19 @@ std::tuple<at::Tensor, at::Tensor> run_affine(const StepArgs& s, const at::Tenso
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc = acc_type(s.x);
     const at::Tensor ac = a.to(acc).contiguous(), bc = b.to(acc).contiguous(), cc = c.to(acc).contiguous();
+    const int width = vector_width<scalar_t>(s.D, {s.x.const_data_ptr(), s.score.const_data_ptr(),
+                                                   s.z<scalar_t>(), s.x_new.const_data_ptr(),
+                                                   s.x_mean.const_data_ptr()});
     dispatch_index(s.x.numel(), [&](auto index) {
       using index_t = decltype(index);
-      launch(affine_kernel<scalar_t, acc_t, index_t>, blocks_for(s.x.numel()), kThreads, 0,
-             current_stream(), s.x.const_data_ptr<scalar_t>(), s.score.const_data_ptr<scalar_t>(),
-             s.z<scalar_t>(), s.k(), ac.const_data_ptr<acc_t>(), bc.const_data_ptr<acc_t>(),
-             cc.const_data_ptr<acc_t>(), s.x_new.mutable_data_ptr<scalar_t>(),
-             s.x_mean.mutable_data_ptr<scalar_t>(), s.x.numel(), Divider<index_t>(s.D));
+      dispatch_width<scalar_t>(width, [&](auto nv) {
+        constexpr int NV = decltype(nv)::value;
+        launch(affine_kernel<scalar_t, acc_t, index_t, NV>, blocks_for(s.x.numel() / NV), kThreads,
+               0, current_stream(), s.x.const_data_ptr<scalar_t>(), s.score.const_data_ptr<scalar_t>(),
+               s.z<scalar_t>(), s.k(), ac.const_data_ptr<acc_t>(), bc.const_data_ptr<acc_t>(),
+               cc.const_data_ptr<acc_t>(), s.x_new.mutable_data_ptr<scalar_t>(),
+               s.x_mean.mutable_data_ptr<scalar_t>(), s.x.numel(), Divider<index_t>(s.D));
+      });
     });
   });
   return s.outputs();

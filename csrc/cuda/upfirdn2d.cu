@@ -238,10 +238,7 @@ bool upfirdn2d_tiled(const at::Tensor& x, const at::Tensor& kernel, const float*
                     : static_cast<int>(std::min<int64_t>(kThreads / (tx * ty), N * C));
   const int tiw = static_cast<int>(((tx * kVX - 1) * down + K - 1) / up + 1);
   const int tih = static_cast<int>(((ty * kVY - 1) * down + K - 1) / up + 1);
-  const auto aligned = [](const void* p, std::size_t bytes) {
-    return reinterpret_cast<std::uintptr_t>(p) % bytes == 0;
-  };
-  const bool vec_load = (cl ? C % NV == 0 : W % NV == 0) && aligned(x.const_data_ptr(), 16);
+  const bool vec_load = vector_width<T>(cl ? C : W, {x.const_data_ptr()}) == NV;
   const int sw = !cl && vec_load ? (tiw + 2 * NV - 2) / NV * NV : tiw;
   const std::size_t smem = sizeof(float) * cb * tih * sw;
   const int tiles_x = static_cast<int>((OW + tx * kVX - 1) / (tx * kVX));
@@ -249,7 +246,8 @@ bool upfirdn2d_tiled(const at::Tensor& x, const at::Tensor& kernel, const float*
   const int channel_chunks = static_cast<int>((C + cb - 1) / cb);
   const int64_t blocks = cl ? N * channel_chunks : (N * C + cb - 1) / cb;
   if (smem > kMaxSharedMemory || tiles > 65535 || blocks >= INT32_MAX) return false;
-  const bool vec_store = !cl && OW % kVX == 0 && aligned(out.const_data_ptr(), sizeof(T) * kVX);
+  const bool vec_store = !cl && OW % kVX == 0 &&
+                         reinterpret_cast<std::uintptr_t>(out.const_data_ptr()) % sizeof(Vector<T, kVX>) == 0;
 
   const TiledGeometry g{N, C, H, W, OH, OW, N * C, pad[0], pad[2], tx, ty, cb, tih, sw,
                         channel_chunks, tiles_x, separable, vec_load, vec_store};
