@@ -115,8 +115,19 @@ __device__ void stage_tile(const T* __restrict__ x, float* s, const TiledGeometr
 #pragma unroll
       for (int k = 0; k < NV; ++k) in.v[k] = T(0);
     }
+    // dst is then 16-byte aligned too (NV floats from a multiple of NV): 16-byte stores.
+    if constexpr (NV % 4 == 0) {
 #pragma unroll
-    for (int k = 0; k < NV; ++k) dst[k] = static_cast<float>(in.v[k]);
+      for (int k = 0; k < NV; k += 4) {
+        Vector<float, 4> f4;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) f4.v[j] = static_cast<float>(in.v[k + j]);
+        store_vector<4>(dst + k, f4);
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < NV; ++k) dst[k] = static_cast<float>(in.v[k]);
+    }
   }
 }
 
