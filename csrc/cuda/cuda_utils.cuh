@@ -82,11 +82,11 @@ struct alignas(sizeof(T) * N) Vector {
   T v[N];
 };
 
-// Elements of T per vector access (16 bytes' worth) of data at these pointers, read in runs of `run`
-// elements that a vector must not cross; 1 unless every pointer is 16-byte aligned and run a multiple.
-template <typename T>
-int vector_width(int64_t run, std::initializer_list<const void*> pointers) {
-  constexpr int n = 16 / sizeof(T);
+// Elements (of element_size bytes) per vector access, 16 bytes' worth, of data at these pointers read
+// in runs of `run` elements that a vector must not cross; 1 unless every pointer is 16-byte aligned
+// and run a multiple.
+inline int vector_width(int64_t element_size, int64_t run, std::initializer_list<const void*> pointers) {
+  const int n = static_cast<int>(16 / element_size);
   if (run % n != 0) return 1;
   for (const void* p : pointers) {
     if (reinterpret_cast<std::uintptr_t>(p) % 16 != 0) return 1;
@@ -119,13 +119,14 @@ __device__ __forceinline__ void store_vector(T* p, const Vector<T, N>& v) {
 // A reduction over a large extent (a 1024x1024 image) in one block per row would leave most of
 // the GPU idle when there are few rows (a small batch), so it is split into chunks:
 // {chunks, chunk length}, enough chunks for rows x chunks blocks to fill the GPU twice over, each
-// of at least min_len elements, none empty.
+// of at least min_len elements and a multiple of align (a vector width), none empty.
 constexpr int64_t kMinChunk = 4096;
 
-inline std::pair<int64_t, int64_t> split(int64_t rows, int64_t len, int64_t min_len = kMinChunk) {
+inline std::pair<int64_t, int64_t> split(int64_t rows, int64_t len, int64_t min_len = kMinChunk,
+                                         int64_t align = 1) {
   const int64_t want = (2 * multiprocessor_count() + rows - 1) / rows;
   const int64_t chunks = std::max<int64_t>(1, std::min(want, len / min_len));
-  const int64_t chunk = (len + chunks - 1) / chunks;
+  const int64_t chunk = ((len + chunks - 1) / chunks + align - 1) / align * align;
   return {(len + chunk - 1) / chunk, chunk};
 }
 

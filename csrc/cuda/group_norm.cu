@@ -58,19 +58,28 @@ struct Layout {
 
 // S blocks per (sample, group), block s over elements [s chunk, (s + 1) chunk) of the group: its
 // mean and centred sum of squares, into part (double), or, when S = 1, the group's mean and rstd.
-template <typename T, typename ACC, typename Index>
+// Vectors of NV elements as in the fused kernel (chunks are multiples of NV).
+template <typename T, typename ACC, typename Index, int NV>
 __global__ void stats_kernel(const T* __restrict__ x, ACC* __restrict__ mean, ACC* __restrict__ rstd,
                              double* __restrict__ part, Layout<Index> lay, Index S, Index chunk,
                              double eps) {
   const Index ng = blockIdx.x / S, n = ng / lay.G, g = ng % lay.G;
   const Index i0 = blockIdx.x % S * chunk, i1 = min(i0 + chunk, lay.Cg * lay.L);
   ACC s = 0;
-  for (Index i = i0 + threadIdx.x; i < i1; i += blockDim.x) s += static_cast<ACC>(x[lay.in_group(n, g, i)]);
+  for (Index i = i0 + threadIdx.x * NV; i < i1; i += blockDim.x * NV) {
+    const Vector<T, NV> v = load_vector<NV>(x + lay.in_group(n, g, i));
+#pragma unroll
+    for (int k = 0; k < NV; ++k) s += static_cast<ACC>(v.v[k]);
+  }
   const ACC m = block_sum(s) / static_cast<ACC>(i1 - i0);
   ACC q = 0;
-  for (Index i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
-    const ACC d = static_cast<ACC>(x[lay.in_group(n, g, i)]) - m;
-    q += d * d;
+  for (Index i = i0 + threadIdx.x * NV; i < i1; i += blockDim.x * NV) {
+    const Vector<T, NV> v = load_vector<NV>(x + lay.in_group(n, g, i));
+#pragma unroll
+    for (int k = 0; k < NV; ++k) {
+      const ACC d = static_cast<ACC>(v.v[k]) - m;
+      q += d * d;
+    }
   }
   const ACC m2 = block_sum(q);
   if (threadIdx.x != 0) return;
@@ -203,7 +212,8 @@ __device__ __forceinline__ ACC grad_pre(ACC dy, ACC x, ACC m, ACC r, ACC w, ACC 
 
 // The sums over pixels [p0, p1) of channel c of sample n: ds = sum dz * x_hat, db = sum dz.
 // NCHW: a block per (n c, chunk of pixels): grid (N C, chunks); ds and db are [chunks, N, C].
-template <typename T, typename ACC>
+// Vectors of NV pixels (L and the chunks are multiples of NV).
+template <typename T, typename ACC, int NV>
 __global__ void channel_sums_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                                     const T* __restrict__ weight, const T* __restrict__ bias,
                                     const ACC* __restrict__ mean, const ACC* __restrict__ rstd,
@@ -217,11 +227,15 @@ __global__ void channel_sums_kernel(const T* __restrict__ dy, const T* __restric
   const T* dyc = dy + nc * L;
   const T* xc = x + nc * L;
   ACC sds = 0, sdb = 0;
-  for (int64_t i = p0 + threadIdx.x; i < p1; i += blockDim.x) {
-    const ACC xi = static_cast<ACC>(xc[i]);
-    const ACC dz = grad_pre(static_cast<ACC>(dyc[i]), xi, m, r, w, b, silu);
-    sdb += dz;
-    sds += dz * (xi - m) * r;
+  for (int64_t i = p0 + threadIdx.x * NV; i < p1; i += blockDim.x * NV) {
+    const Vector<T, NV> dyv = load_vector<NV>(dyc + i), xv = load_vector<NV>(xc + i);
+#pragma unroll
+    for (int k = 0; k < NV; ++k) {
+      const ACC xi = static_cast<ACC>(xv.v[k]);
+      const ACC dz = grad_pre(static_cast<ACC>(dyv.v[k]), xi, m, r, w, b, silu);
+      sdb += dz;
+      sds += dz * (xi - m) * r;
+    }
   }
   const ACC tds = block_sum(sds);
   const ACC tdb = block_sum(sdb);
@@ -322,19 +336,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_cuda(
   const GroupNormArgs a = group_norm_args(x_in, num_groups, weight, bias);
   at::Tensor y = at::empty_like(a.x), mean = a.empty(a.N, a.G), rstd = a.empty(a.N, a.G);
   const int64_t total = a.x.numel(), NG = a.N * a.G, M = a.C / a.G * a.L;
-  const auto [S, chunk] = split(NG, M, kMinChunk);
+  const std::initializer_list<const void*> data{a.x.const_data_ptr(), y.const_data_ptr()};
+  // Vectors within a pixel's channels of the group (channels_last) or within the group, for the
+  // fused forward and the statistics; within a pixel or a channel for the elementwise apply.
+  const int group_width = vector_width(a.x.element_size(), a.cl ? a.C / a.G : M, data);
+  const int width = vector_width(a.x.element_size(), a.cl ? a.C : a.L, data);
+  const auto [S, chunk] = split(NG, M, kMinChunk, group_width);
   const bool fused = M <= kFusedMax;
   at::Tensor part = at::empty({!fused && S > 1 ? 2 * NG * S : 0}, a.x.options().dtype(at::kDouble));
   const auto stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "group_norm_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const std::initializer_list<const void*> data{a.x.const_data_ptr(), y.const_data_ptr()};
     dispatch_index(total, [&](auto index) {
       using index_t = decltype(index);
       const Layout<index_t> lay(a.C, a.L, a.C / a.G, a.cl);
       if (fused) {
-        // Vectors within a pixel's channels of the group (channels_last) or within the group.
-        dispatch_width<scalar_t>(vector_width<scalar_t>(a.cl ? a.C / a.G : M, data), [&](auto nv) {
+        dispatch_width<scalar_t>(group_width, [&](auto nv) {
           constexpr int NV = decltype(nv)::value;
           const auto run = M <= 8 * kFusedThreads    ? fused_kernel<scalar_t, acc_t, index_t, 8, NV>
                            : M <= 16 * kFusedThreads ? fused_kernel<scalar_t, acc_t, index_t, 16, NV>
@@ -345,16 +362,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_cuda(
         });
         return;
       }
-      launch(stats_kernel<scalar_t, acc_t, index_t>, NG * S, 512, 0, stream,
-             a.x.const_data_ptr<scalar_t>(), mean.mutable_data_ptr<acc_t>(),
-             rstd.mutable_data_ptr<acc_t>(), part.mutable_data_ptr<double>(), lay, S, chunk, eps);
+      dispatch_width<scalar_t>(group_width, [&](auto nv) {
+        launch(stats_kernel<scalar_t, acc_t, index_t, decltype(nv)::value>, NG * S, 512, 0, stream,
+               a.x.const_data_ptr<scalar_t>(), mean.mutable_data_ptr<acc_t>(),
+               rstd.mutable_data_ptr<acc_t>(), part.mutable_data_ptr<double>(), lay, S, chunk, eps);
+      });
       if (S > 1) {
         launch(combine_stats_kernel<acc_t>, blocks_for(NG), kThreads, 0, stream,
                part.const_data_ptr<double>(), mean.mutable_data_ptr<acc_t>(),
                rstd.mutable_data_ptr<acc_t>(), NG, M, S, chunk, eps);
       }
-      // Vectors within a pixel (channels_last) or a channel (NCHW).
-      dispatch_width<scalar_t>(vector_width<scalar_t>(a.cl ? a.C : a.L, data), [&](auto nv) {
+      dispatch_width<scalar_t>(width, [&](auto nv) {
         constexpr int NV = decltype(nv)::value;
         launch(apply_kernel<scalar_t, acc_t, index_t, NV>, blocks_for(total / NV), kThreads, 0,
                stream, a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(), a.b<scalar_t>(),
@@ -376,25 +394,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward_cuda(
   const at::Tensor dy = grad_y.contiguous(a.cl ? a.fmt : at::MemoryFormat::Contiguous);
   const at::Tensor mean = mean_in.contiguous(), rstd = rstd_in.contiguous();
   const int64_t Cg = a.C / a.G, total = a.x.numel(), tiles = (a.C + 31) / 32;
-  const auto [S, chunk] = a.cl ? split(a.N * tiles, a.L, kMinChunk / 32) : split(a.N * a.C, a.L, kMinChunk);
+  at::Tensor dx = at::empty_like(a.x);
+  // Vectors within a pixel (channels_last) or a channel (NCHW): dx, and the NCHW channel sums.
+  const int width = vector_width(a.x.element_size(), a.cl ? a.C : a.L,
+                                 {dy.const_data_ptr(), a.x.const_data_ptr(), dx.const_data_ptr()});
+  const auto [S, chunk] = a.cl ? split(a.N * tiles, a.L, kMinChunk / 32)
+                               : split(a.N * a.C, a.L, kMinChunk, width);
   const auto acc = a.x.options().dtype(acc_type(a.x));
-  at::Tensor dx = at::empty_like(a.x), ds = at::empty({S, a.N, a.C}, acc), db = at::empty({S, a.N, a.C}, acc);
+  at::Tensor ds = at::empty({S, a.N, a.C}, acc), db = at::empty({S, a.N, a.C}, acc);
   at::Tensor k1 = a.empty(a.N, a.G), k2 = a.empty(a.N, a.G);
   const auto stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "group_norm_bwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto sums = a.cl ? channel_sums_cl_kernel<scalar_t, acc_t> : channel_sums_kernel<scalar_t, acc_t>;
-    launch(sums, a.cl ? dim3(a.N, tiles, S) : dim3(a.N * a.C, S), a.cl ? dim3(32, kRows) : dim3(kThreads),
-           0, stream, dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(),
-           a.b<scalar_t>(), mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
-           ds.mutable_data_ptr<acc_t>(), db.mutable_data_ptr<acc_t>(), a.C, a.L, Cg, chunk, silu);
+    dispatch_width<scalar_t>(width, [&](auto nv) {
+      const auto sums = a.cl ? channel_sums_cl_kernel<scalar_t, acc_t>
+                             : channel_sums_kernel<scalar_t, acc_t, decltype(nv)::value>;
+      launch(sums, a.cl ? dim3(a.N, tiles, S) : dim3(a.N * a.C, S), a.cl ? dim3(32, kRows) : dim3(kThreads),
+             0, stream, dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(),
+             a.b<scalar_t>(), mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
+             ds.mutable_data_ptr<acc_t>(), db.mutable_data_ptr<acc_t>(), a.C, a.L, Cg, chunk, silu);
+    });
     ds = S > 1 ? ds.sum(0) : ds[0];  // over the chunks: [N, C]
     db = S > 1 ? db.sum(0) : db[0];
     launch(group_coef_kernel<scalar_t, acc_t>, blocks_for(a.N * a.G), kThreads, 0, stream,
            a.w<scalar_t>(), ds.const_data_ptr<acc_t>(), db.const_data_ptr<acc_t>(),
            k1.mutable_data_ptr<acc_t>(), k2.mutable_data_ptr<acc_t>(), a.N * a.G, a.C, Cg, Cg * a.L);
-    const int width = vector_width<scalar_t>(
-        a.cl ? a.C : a.L, {dy.const_data_ptr(), a.x.const_data_ptr(), dx.const_data_ptr()});
     dispatch_index(total, [&](auto index) {
       using index_t = decltype(index);
       dispatch_width<scalar_t>(width, [&](auto nv) {

@@ -114,9 +114,9 @@ std::tuple<at::Tensor, at::Tensor> run_affine(const StepArgs& s, const at::Tenso
     using acc_t = at::opmath_type<scalar_t>;
     const auto acc = acc_type(s.x);
     const at::Tensor ac = a.to(acc).contiguous(), bc = b.to(acc).contiguous(), cc = c.to(acc).contiguous();
-    const int width = vector_width<scalar_t>(s.D, {s.x.const_data_ptr(), s.score.const_data_ptr(),
-                                                   s.z<scalar_t>(), s.x_new.const_data_ptr(),
-                                                   s.x_mean.const_data_ptr()});
+    const int width = vector_width(sizeof(scalar_t), s.D,
+                                   {s.x.const_data_ptr(), s.score.const_data_ptr(), s.z<scalar_t>(),
+                                    s.x_new.const_data_ptr(), s.x_mean.const_data_ptr()});
     dispatch_index(s.x.numel(), [&](auto index) {
       using index_t = decltype(index);
       dispatch_width<scalar_t>(width, [&](auto nv) {

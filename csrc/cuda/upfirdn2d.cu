@@ -249,7 +249,7 @@ bool upfirdn2d_tiled(const at::Tensor& x, const at::Tensor& kernel, const float*
                     : static_cast<int>(std::min<int64_t>(kThreads / (tx * ty), N * C));
   const int tiw = static_cast<int>(((tx * kVX - 1) * down + K - 1) / up + 1);
   const int tih = static_cast<int>(((ty * kVY - 1) * down + K - 1) / up + 1);
-  const bool vec_load = vector_width<T>(cl ? C : W, {x.const_data_ptr()}) == NV;
+  const bool vec_load = vector_width(sizeof(T), cl ? C : W, {x.const_data_ptr()}) == NV;
   const int sw = !cl && vec_load ? (tiw + 2 * NV - 2) / NV * NV : tiw;
   const std::size_t smem = sizeof(float) * cb * tih * sw;
   const int tiles_x = static_cast<int>((OW + tx * kVX - 1) / (tx * kVX));
