@@ -30,7 +30,7 @@ def test_missing_barrier_shows(checks):
     ("block_too_large", r"invalid block size \(2048, 1, 1\)"),
     ("empty_grid", r"invalid grid size \(0, 1, 1\)"),
     ("misaligned_vector", "16-byte vector access at 0x[0-9a-f]+, which is not aligned to 16 bytes"),
-    ("shared_memory_too_large", "49156 bytes of dynamic shared memory"),
+    ("shared_memory_too_large", r"49156 bytes of dynamic shared memory, more than a block gets without cudaFuncSetAttribute \(49152\)"),
 ])
 def test_misuse_is_an_error(checks, what, message):
     with pytest.raises(RuntimeError, match=message):

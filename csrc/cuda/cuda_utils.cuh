@@ -3,6 +3,13 @@
 // sources also build for the host emulation of emulation.h (FASTSDE_CUDA_EMULATION).
 #pragma once
 
+#include <cstddef>
+
+namespace fastsde::cuda {
+// Without cudaFuncSetAttribute, a block may have this much dynamic shared memory.
+constexpr std::size_t kMaxSharedMemory = 48 * 1024;
+}  // namespace fastsde::cuda
+
 #ifdef FASTSDE_CUDA_EMULATION
 #include "emulation.h"
 #else
@@ -71,9 +78,6 @@ void dispatch_index(int64_t numel, F&& f) {
 }
 
 constexpr int kThreads = 256;
-
-// Without cudaFuncSetAttribute, a block may have this much dynamic shared memory.
-constexpr std::size_t kMaxSharedMemory = 48 * 1024;
 
 // N elements of T moved as one access (16 bytes: one 128-bit load or store) where p is aligned
 // to the vector's size.

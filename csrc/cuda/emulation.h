@@ -187,8 +187,9 @@ inline void run(dim3 grid, dim3 block, std::size_t smem, const std::function<voi
   TORCH_CHECK(grid.x >= 1 && grid.x < (1u << 31) && grid.y >= 1 && grid.y <= 65535 &&
                   grid.z >= 1 && grid.z <= 65535,
               "CUDA emulation: invalid grid size (", grid.x, ", ", grid.y, ", ", grid.z, ")");
-  TORCH_CHECK(smem <= 48 * 1024, "CUDA emulation: ", smem, " bytes of dynamic shared memory, more "
-              "than a block gets without cudaFuncSetAttribute (48 KiB)");
+  TORCH_CHECK(smem <= fastsde::cuda::kMaxSharedMemory, "CUDA emulation: ", smem, " bytes of dynamic "
+              "shared memory, more than a block gets without cudaFuncSetAttribute (",
+              fastsde::cuda::kMaxSharedMemory, ")");
   State& s = state();
   const std::lock_guard<std::mutex> lock(s.launch);
   s.threads = static_cast<int>(threads);

@@ -1,8 +1,8 @@
 // Fused predictor and corrector updates on CUDA: one elementwise pass that reads x, score and
-// noise once (or draws the noise from a Philox key) and writes x and x_mean once, in 16-byte vectors
-// where the pointers' alignment allows. The Langevin
-// step first reduces the per-sample norms (blocks per sample, in chunks for large samples; see
-// split()), then a one-block kernel turns them into the per-sample coefficients.
+// noise once (or draws the noise from a Philox key) and writes x and x_mean once, in 16-byte
+// vectors where the pointers' alignment allows. The Langevin step first reduces the per-sample
+// norms (blocks per sample, in chunks for large samples; see split()), then a one-block kernel
+// turns them into the per-sample coefficients.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 

@@ -240,8 +240,8 @@ bool upfirdn2d_tiled(const at::Tensor& x, const at::Tensor& kernel, const float*
                         ((up == 2 && down == 1) || (up == 1 && down == 2) || (up == 1 && down == 1)) &&
                         pad[0] % up == 0 && pad[2] % up == 0 && (!cl || C >= kChannelsPerBlockCL);
   if (!shape_ok) return false;
-  // Pixel threads: enough to cover small outputs, 16 x 16 at most (NCHW; 2 x 4 channels_last, whose
-  // 32 channels multiply the staged tile).
+  // Pixel threads: enough to cover small outputs; at most 16 x 16 in NCHW, 8 (4 rows) in
+  // channels_last, whose 32 channels multiply the staged tile.
   const int max_ty = cl ? 4 : 16;
   const int ty = std::min(pow2_at_least((OH + kVY - 1) / kVY), max_ty);
   const int tx = std::min(pow2_at_least((OW + kVX - 1) / kVX), cl ? 8 / ty : 16);
