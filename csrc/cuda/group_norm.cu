@@ -10,8 +10,9 @@
 // warp reads 32 consecutive channels of a pixel), the chunks' sums then added in a fixed order;
 // a tiny kernel folds them per group; an elementwise kernel writes dx. Parameter gradients are the
 // per-(sample, channel) sums added over samples in a fixed order. Nothing uses atomics, so every
-// result is deterministic. How many chunks: split() in cuda_utils.cuh. The fused forward and the
-// elementwise kernels move 16-byte vectors where the layout and the pointers' alignment allow.
+// result is deterministic. How many chunks: split() in cuda_utils.cuh. Every kernel that streams x
+// (or dy) moves 16-byte vectors where the layout and the pointers' alignment allow, except the
+// channels_last channel sums, whose warps already read 32 consecutive channels.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 
