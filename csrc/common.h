@@ -1,6 +1,8 @@
 // Shared by the CPU and CUDA kernels: argument checks, output sizes and layout rules.
 // The Python layer (fastsde/ops) runs the same checks first with the same wording, so a bad
 // argument gets one message whichever backend was asked for; these guard direct torch.ops calls.
+// Every source builds as C++17 too: torch 2.11 and older compile extensions with -std=c++17 (hence
+// no structured bindings that a lambda captures, which nvcc only warns about and clang rejects).
 #pragma once
 
 #include <ATen/ATen.h>

@@ -300,7 +300,8 @@ void upfirdn2d_cl(const T* x, const at::opmath_type<T>* f, T* out, int64_t N, in
 
 at::Tensor upfirdn2d_cpu(const at::Tensor& x_in, const at::Tensor& kernel, int64_t up, int64_t down,
                          at::IntArrayRef pad) {
-  const auto [OH, OW] = check_upfirdn2d(x_in, kernel, up, down, pad);
+  const auto out_size = check_upfirdn2d(x_in, kernel, up, down, pad);
+  const int64_t OH = out_size[0], OW = out_size[1];
   const auto fmt = output_format(x_in);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
   const at::Tensor x = x_in.contiguous(fmt);

@@ -342,7 +342,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_cuda(
   // fused forward and the statistics; within a pixel or a channel for the elementwise apply.
   const int group_width = vector_width(a.x.element_size(), a.cl ? a.C / a.G : M, data);
   const int width = vector_width(a.x.element_size(), a.cl ? a.C : a.L, data);
-  const auto [S, chunk] = split(NG, M, kMinChunk, group_width);
+  const auto parts = split(NG, M, kMinChunk, group_width);
+  const int64_t S = parts.first, chunk = parts.second;
   const bool fused = M <= kFusedMax;
   at::Tensor part = at::empty({!fused && S > 1 ? 2 * NG * S : 0}, a.x.options().dtype(at::kDouble));
   const auto stream = current_stream();
@@ -399,8 +400,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward_cuda(
   // Vectors within a pixel (channels_last) or a channel (NCHW): dx, and the NCHW channel sums.
   const int width = vector_width(a.x.element_size(), a.cl ? a.C : a.L,
                                  {dy.const_data_ptr(), a.x.const_data_ptr(), dx.const_data_ptr()});
-  const auto [S, chunk] = a.cl ? split(a.N * tiles, a.L, kMinChunk / 32)
-                               : split(a.N * a.C, a.L, kMinChunk, width);
+  const auto parts = a.cl ? split(a.N * tiles, a.L, kMinChunk / 32) : split(a.N * a.C, a.L, kMinChunk, width);
+  const int64_t S = parts.first, chunk = parts.second;
   const auto acc = a.x.options().dtype(acc_type(a.x));
   at::Tensor ds = at::empty({S, a.N, a.C}, acc), db = at::empty({S, a.N, a.C}, acc);
   at::Tensor k1 = a.empty(a.N, a.G), k2 = a.empty(a.N, a.G);

@@ -151,7 +151,8 @@ std::tuple<at::Tensor, at::Tensor> langevin_step_cuda(const at::Tensor& x, const
   const DeviceGuard guard(x.device());
   const StepArgs s = step_args(x, score, noise, noise_key);
   const int64_t B = s.B;
-  const auto [S, chunk] = split(B, s.D);
+  const auto parts = split(B, s.D);
+  const int64_t S = parts.first, chunk = parts.second;
   at::Tensor sq = at::empty({2, S, B}, x.options().dtype(at::kDouble));
   at::Tensor coef = at::empty({3, B}, x.options().dtype(acc_type(x)));
   const auto stream = current_stream();

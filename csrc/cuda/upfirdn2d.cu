@@ -286,7 +286,8 @@ bool upfirdn2d_tiled(const at::Tensor& x, const at::Tensor& kernel, const float*
 
 at::Tensor upfirdn2d_cuda(const at::Tensor& x_in, const at::Tensor& kernel, int64_t up,
                           int64_t down, at::IntArrayRef pad) {
-  const auto [OH, OW] = check_upfirdn2d(x_in, kernel, up, down, pad);
+  const auto out_size = check_upfirdn2d(x_in, kernel, up, down, pad);
+  const int64_t OH = out_size[0], OW = out_size[1];
   const DeviceGuard guard(x_in.device());
   const auto fmt = output_format(x_in);
   const at::Tensor x = x_in.contiguous(fmt);
