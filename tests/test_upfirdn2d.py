@@ -145,6 +145,23 @@ def test_unaligned_input(backend, device, dtype, layout):
         assert_close(ops.upfirdn2d(x, k, up, down, pad, backend=backend), expected)
 
 
+@pytest.mark.parametrize("backend,device", [p for p in KERNEL_BACKENDS if p.values[0] == "cuda"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_cuda_direct_kernel_switch(backend, device, dtype, layout, monkeypatch):
+    # FASTSDE_UPFIRDN2D_TILED=0 sends the tiled kernel's cases to the direct one (the GPU benchmark
+    # compares the two); both must compute the op.
+    require(backend, device)
+    x = laid_out(torch.randn(2, 40, 9, 10, dtype=dtype, device=device), layout)
+    k = make_kernel("rand4", device=device)
+    for up, down, pad in [(2, 1, (2, 1)), (1, 2, (1, 1)), (1, 1, (2, 2))]:
+        expected = upfirdn2d_reference(x, k, up, down, pad * 2)
+        for tiled in ("1", "0"):
+            monkeypatch.setenv("FASTSDE_UPFIRDN2D_TILED", tiled)
+            poison(expected)
+            assert_close(ops.upfirdn2d(x, k, up, down, pad, backend=backend), expected)
+
+
 @pytest.mark.parametrize("backend,device", [("reference", "cpu")] + KERNEL_BACKENDS)
 @pytest.mark.parametrize("kname,up,down,pad", [("fir1d", 2, 1, (2, 1)), ("fir1d", 1, 2, (1, 1)),
                                                ("rand3x2", 2, 2, (1, -1, 2, 0))])

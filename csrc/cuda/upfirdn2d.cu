@@ -8,11 +8,16 @@
 // - Direct, for everything else: one thread per output sample, polyphase (only the input samples
 //   that zero insertion leaves non-zero are read), float32 accumulation (float64 for float64),
 //   output coordinates from fast divisions by invariants, `up` a compile-time constant for 1 and 2.
+// FASTSDE_UPFIRDN2D_TILED=0 in the environment sends every call to the direct kernel (read at each
+// call): for comparing the two on a GPU, and a way around the tiled one should it fail on a device.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 
 #include "../common.h"
 #include "cuda_utils.cuh"
+
+#include <cstdlib>
+#include <cstring>
 
 namespace fastsde::cuda {
 namespace {
@@ -228,6 +233,11 @@ int pow2_at_least(int64_t v) {
   return p;
 }
 
+bool tiled_enabled() {
+  const char* v = std::getenv("FASTSDE_UPFIRDN2D_TILED");
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}
+
 // Launches the tiled kernel if it covers this call; false if not.
 template <typename T>
 bool upfirdn2d_tiled(const at::Tensor& x, const at::Tensor& kernel, const float* f, int64_t up,
@@ -299,7 +309,10 @@ at::Tensor upfirdn2d_cuda(const at::Tensor& x_in, const at::Tensor& kernel, int6
     using acc_t = at::opmath_type<scalar_t>;
     const at::Tensor f = kernel.to(c10::CppTypeToScalarType<acc_t>::value).contiguous();
     if constexpr (std::is_same_v<acc_t, float>) {
-      if (upfirdn2d_tiled<scalar_t>(x, kernel, f.const_data_ptr<float>(), up, down, pad, cl, out)) return;
+      if (tiled_enabled() &&
+          upfirdn2d_tiled<scalar_t>(x, kernel, f.const_data_ptr<float>(), up, down, pad, cl, out)) {
+        return;
+      }
     }
     dispatch_index(std::max(total, x.numel()), [&](auto index) {
       using index_t = decltype(index);
