@@ -48,7 +48,7 @@ PRESETS = {
                 batches=(1, 8), pc_steps=25, solver_steps=20, rounds=3, accuracy=dict(batch=16, solver_steps=20)),
     "gpu": dict(models=lambda d: [official_config("ve/cifar10_ncsnpp_continuous", d),
                                   official_config("vp/cifar10_ddpmpp_continuous", d)],
-                batches=(1, 64, 512), pc_steps=21, solver_steps=10, rounds=2, precisions=("fp32", "bf16"),
+                batches=(1, 64, 512), pc_steps=8, solver_steps=10, rounds=2, precisions=("fp32", "bf16"),
                 train_batch=128,
                 scaling=lambda d: [official_config("ve/celebahq_256_ncsnpp_continuous", d),
                                    official_config("ve/ffhq_ncsnpp_continuous", d)],
@@ -73,29 +73,31 @@ def main():
     report = {"machine": bench.machine(device), "preset": args.preset, "official": bool(args.official),
               "rows": [], "train_memory": [], "accuracy": []}
 
-    def save():  # after every section, so that a run cut short still leaves what it measured
+    def save():  # after every measurement, so that a run cut short still leaves what it measured
         if args.json:
-            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-            with open(args.json, "w") as fh:
-                json.dump(report, fh, indent=1)
+            checkpoint.atomic_write_bytes(args.json, json.dumps(report, indent=1))
 
+    def add_rows(rows):
+        report["rows"] += rows
+        save()
+
+    # First, as it takes seconds: a run cut short (the device check's time limit) still has it.
+    print("accuracy of the fast paths (digits model) ...", file=sys.stderr)
+    model, sde, config = checkpoint.load_checkpoint(DIGITS, device=device)
+    report["accuracy"] = bench.accuracy(model, sde, configs.load(config), device, **preset["accuracy"])
+    save()
     for name, model, sde, config in preset["models"](device):
         print(f"benchmarking {name} ...", file=sys.stderr)
-        report["rows"] += bench.throughput(model, sde, config, device, preset["batches"], samplers,
-                                           preset["pc_steps"], preset["solver_steps"], rounds, args.official,
-                                           preset.get("precisions"), args.compile, label=name)
+        bench.throughput(model, sde, config, device, preset["batches"], samplers, preset["pc_steps"],
+                         preset["solver_steps"], rounds, args.official, preset.get("precisions"), args.compile,
+                         label=name, progress=add_rows)
         if preset.get("train_batch"):
             report["train_memory"] += bench.train_memory(model, sde, config, device, preset["train_batch"], name)
         save()
     for name, model, sde, config in preset.get("scaling", lambda d: [])(device):
         print(f"benchmarking {name} (image size {config.data.image_size}) ...", file=sys.stderr)
-        report["rows"] += bench.throughput(model, sde, config, device, (1,), ("pc",), preset["pc_steps"],
-                                           preset["solver_steps"], rounds, None, ("bf16",), label=name)
-        save()
-    print("accuracy of the fast paths (digits model) ...", file=sys.stderr)
-    model, sde, config = checkpoint.load_checkpoint(DIGITS, device=device)
-    report["accuracy"] = bench.accuracy(model, sde, configs.load(config), device, **preset["accuracy"])
-    save()
+        bench.throughput(model, sde, config, device, (1,), ("pc",), preset["pc_steps"], preset["solver_steps"],
+                         rounds, None, ("bf16",), label=name, progress=add_rows)
     m = report["machine"]
     print(f"# {m.get('gpu') or m['cpu']}, {m['threads']} threads, torch {m['torch']}, {m['date']}")
     for r in report["train_memory"]:

@@ -172,8 +172,10 @@ def time_runs(runs, batch, rounds, device):
 
 
 def throughput(model, sde, config, device, batches=(1, 8), samplers=("pc", "dpmpp_2m"), pc_steps=25,
-               solver_steps=20, rounds=3, official=None, precisions=None, compile=False, label="model"):
-    """Rows of images per second for each sampler, batch size and path (see the module docstring)."""
+               solver_steps=20, rounds=3, official=None, precisions=None, compile=False, label="model",
+               progress=None):
+    """Rows of images per second for each sampler, batch size and path (see the module docstring).
+    progress(rows), if given, is called with the rows of each sampler and batch size as they come."""
     rows = []
     paths = paths_for(device, official, precisions, compile)
     prepared = {p["name"]: fastsde_sampler(model, sde, config, device, p) for p in paths if "official" not in p}
@@ -194,13 +196,17 @@ def throughput(model, sde, config, device, batches=(1, 8), samplers=("pc", "dpmp
         for batch in batches:
             med, first, peak = time_runs(runs, batch, rounds, device)
             base, code = med["official loop"], med.get("official code")
+            new = []
             for name, seconds in med.items():
-                rows.append({"model": label, "sampler": sampler, "batch": batch, "path": name, "nfe": nfe,
+                new.append({"model": label, "sampler": sampler, "batch": batch, "path": name, "nfe": nfe,
                              "timed_steps": steps, "seconds_per_batch": seconds * scale,
                              "images_per_s": batch / (seconds * scale), "vs_official_loop": base / seconds,
                              "vs_official_code": None if code is None else code / seconds,
                              "first_run_s": first[name],
                              "peak_memory_MiB": None if peak[name] is None else peak[name] / 2 ** 20})
+            rows += new
+            if progress:
+                progress(new)
     return rows
 
 
