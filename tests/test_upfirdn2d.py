@@ -145,6 +145,22 @@ def test_unaligned_input(backend, device, dtype, layout):
         assert_close(ops.upfirdn2d(x, k, up, down, pad, backend=backend), expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cpp_16bit_conversions_exact(dtype):
+    # A 1x1 filter scales: in channels_last the cpp kernel loads the input 8 at a time into float
+    # lanes and stores f * x back, which must round as torch's scalar conversion does, for all 65536
+    # bit patterns: f = 1 (every value must come back; zeros lose their sign in 0 + x), 1/3
+    # (inexact), and 1.5 (x + x/2 falls halfway between two 16-bit values for many x: ties, to even).
+    x = torch.arange(-2 ** 15, 2 ** 15, dtype=torch.int32).to(torch.int16).view(dtype)
+    x = x.view(1, 16, 16, 256).permute(0, 3, 1, 2)
+    for f in (1.0, 1 / 3, 1.5):
+        y = ops.upfirdn2d(x, torch.full((1, 1), f), backend="cpp")
+        expected = (x.float() * torch.tensor(f, dtype=torch.float32)).to(dtype)
+        nan = expected.isnan()
+        assert torch.equal(y.isnan(), nan)
+        assert torch.equal(y[~nan], expected[~nan]), f
+
+
 @pytest.mark.parametrize("backend,device", [p for p in KERNEL_BACKENDS if p.values[0] == "cuda"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])

@@ -27,7 +27,7 @@ inline __attribute__((always_inline)) double reduce(int64_t n, F term) {
   for (int64_t start = 0; start < n; start += 4096) {
     const int64_t len = std::min<int64_t>(n - start, 4096);
     int64_t i = 0;
-    if constexpr (std::is_same_v<T, float>) {
+    if constexpr (kVectorized<T>) {
       f32x8 v0 = {}, v1 = {}, v2 = {}, v3 = {};
       for (; i + 32 <= len; i += 32) {
         v0 += term(start + i, f32x8{});

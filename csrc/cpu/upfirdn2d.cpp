@@ -109,7 +109,7 @@ inline __attribute__((always_inline)) void prepare_row(const S* x, int64_t W, co
 // One output row along W: dst[r + q*L] = sum over rows a and phase-r taps j of
 // frow[a][k_j] * row[a][off_j + q]. One source row for a pass of a separable filter; for a 2-D
 // filter, the input rows that reach this output row, each with its own filter row. Vectorised
-// where the tensor type T is float (D is T or its math type ACC).
+// where the tensor type T is kVectorized (D is T or its math type ACC).
 template <typename T, typename D, typename ACC>
 inline __attribute__((always_inline)) void filter_cols(const ACC* const* rows, const ACC* const* frows,
                                                        int64_t nrows, const ColPlan& p, D* dst) {
