@@ -15,6 +15,7 @@ stack bytes, where spilled registers go; static shared memory); "autotune_config
 each autotuned kernel has.
 Must run in a process of its own: TRITON_INTERPRET must be unset when Triton is imported.
 """
+import importlib
 import json
 import os
 import re
@@ -151,7 +152,6 @@ def main(arch, ops):
     driver = CompileOnlyDriver(arch)
     triton.runtime.driver.set_active(driver)
     triton.testing.do_bench = compile_only_bench  # what kernels/_tuning.py times configs with
-    import importlib  # noqa: PLC0415
     kernels = SimpleNamespace(**{op: importlib.import_module(f"fastsde.kernels.{op}") for op in LAUNCHES})
     for op in ops:
         LAUNCHES[op](kernels)
