@@ -29,6 +29,8 @@ import triton
 import triton.testing
 from triton.backends.compiler import GPUTarget
 
+from fastsde.ops._common import acc_dtype
+
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
@@ -89,13 +91,12 @@ def compile_only_bench(fn, *args, quantiles=None, **kwargs):
 def group_norm_launches(kernels):
     gn = kernels.group_norm
     for dtype in DTYPES:
-        acc = torch.float64 if dtype == torch.float64 else torch.float32
         for cl, silu, affine in [(False, True, True), (True, True, True), (False, False, False), (True, False, True)]:
             fmt = torch.channels_last if cl else torch.contiguous_format
             x = torch.randn(2, 64, 6, 6, dtype=dtype).contiguous(memory_format=fmt)
             w = torch.randn(64, dtype=dtype) if affine else None
             b = torch.randn(64, dtype=dtype) if affine else None
-            y, mean, rstd = gn.forward(x, 16, w, b, 1e-6, silu, cl, acc)
+            y, mean, rstd = gn.forward(x, 16, w, b, 1e-6, silu, cl, acc_dtype(x))
             gn.backward(torch.randn_like(y), x, mean, rstd, w, b, silu, cl)
 
 
@@ -107,21 +108,19 @@ def upfirdn2d_launches(kernels):
     cases = [(8, fir, 2, 1, (2, 1, 2, 1)), (32, fir, 1, 2, (1, 1, 1, 1)), (15, fir, 1, 1, (2, 2, 2, 2)),
              (8, torch.outer(fir, fir), 2, 1, (2, 1, 2, 1)), (8, torch.rand(3, 2), 4, 2, (-1, 1, 2, -1))]
     for dtype in DTYPES:
-        acc = torch.float64 if dtype == torch.float64 else torch.float32
         for cl in (False, True):
             for size, f, up, down, pad in cases:
                 x = torch.randn(2, 8, size, size, dtype=dtype)
                 x = x.contiguous(memory_format=torch.channels_last) if cl else x
-                kernels.upfirdn2d.upfirdn2d(x, f, up, down, pad, 16, 16, cl, acc)
+                kernels.upfirdn2d.upfirdn2d(x, f, up, down, pad, 16, 16, cl, acc_dtype(x))
 
 
 def pc_update_launches(kernels):
     pc = kernels.pc_update
     for dtype in DTYPES:
-        acc = torch.float64 if dtype == torch.float64 else torch.float32
         for fmt in (torch.contiguous_format, torch.channels_last):
             x = torch.randn(3, 4, 5, 6, dtype=dtype).contiguous(memory_format=fmt)
-            s = torch.randn_like(x)
+            s, acc = torch.randn_like(x), acc_dtype(x)
             a, b, c = (torch.rand(3, dtype=acc) for _ in range(3))
             key = torch.tensor([[1, 0], [2, 5], [3, 9]])
             for noise, k in [(torch.randn_like(x), None), (None, key), (None, None)]:
