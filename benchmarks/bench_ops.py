@@ -66,6 +66,11 @@ def dtype_tag(dtype):
     return "" if dtype == torch.float32 else f" {str(dtype).split('.')[-1]}"
 
 
+def with_dtypes(shapes, dtypes):
+    """(shape, dtype) pairs: every shape in float32, then the first shape in each of `dtypes`."""
+    return [(s, torch.float32) for s in shapes] + [(shapes[0], d) for d in dtypes]
+
+
 def untiled(fn):
     """fn run with the CUDA upfirdn2d's tiled kernel switched off (FASTSDE_UPFIRDN2D_TILED=0)."""
     def run():
@@ -94,7 +99,7 @@ def cases(device, size, compile):
         group_norm_reference, upfirdn2d_reference, predictor_step_reference, langevin_step_reference))
     compiled = lambda fn: {"torch.compile(reference)": fn} if compile else {}  # noqa: E731
     cl = torch.channels_last  # the layout the sampling engine runs the network in
-    for shape, dtype in [(s, torch.float32) for s in gn_shapes] + [(gn_shapes[0], d) for d in dtypes]:
+    for shape, dtype in with_dtypes(gn_shapes, dtypes):
         x = randn(*shape, dtype=dtype)
         xc = x.contiguous(memory_format=cl)
         C = shape[1]
@@ -120,7 +125,7 @@ def cases(device, size, compile):
             }, "eager F.group_norm", nbytes)
     k1, k2 = fir([1, 3, 3, 1], True).to(device), fir([1, 3, 3, 1], False).to(device)
     direct = {"cuda": untiled} if kernels == "cuda" else {}  # the cuda backend without its tiled kernel
-    for shape, dtype in [(s, torch.float32) for s in up_shapes] + [(up_shapes[0], d) for d in dtypes]:
+    for shape, dtype in with_dtypes(up_shapes, dtypes):
         x = randn(*shape, dtype=dtype)
         xc = x.contiguous(memory_format=cl)
         n = x.numel() * x.element_size()
