@@ -15,7 +15,8 @@ from conftest import KERNEL_BACKENDS, assert_close, laid_out, ops_namespace, poi
 # thread (the last also larger than a CPU chunk); groups too large for it, which the CUDA kernels
 # split into chunks (in the emulation's small GPU): for the statistics, chunks that end inside a
 # pixel's channels of the group (channels_last), and for the backward's channel sums in either
-# layout.
+# layout; a group wider than a Triton tile's 64 channels (two channel tiles, the second partly
+# outside the group).
 CASES = [
     ((2, 32, 8, 8), 8),
     ((3, 4, 1, 1), 1),
@@ -29,6 +30,7 @@ CASES = [
     ((1, 8, 48, 48), 2),
     ((1, 3, 75, 75), 1),
     ((1, 2, 96, 96), 1),
+    ((1, 96, 8, 8), 1),
 ]
 
 

@@ -90,14 +90,18 @@ def compile_only_bench(fn, *args, quantiles=None, **kwargs):
 
 def group_norm_launches(kernels):
     gn = kernels.group_norm
-    for dtype in DTYPES:
-        for cl, silu, affine in [(False, True, True), (True, True, True), (False, False, False), (True, False, True)]:
-            fmt = torch.channels_last if cl else torch.contiguous_format
-            x = torch.randn(2, 64, 6, 6, dtype=dtype).contiguous(memory_format=fmt)
-            w = torch.randn(64, dtype=dtype) if affine else None
-            b = torch.randn(64, dtype=dtype) if affine else None
-            y, mean, rstd = gn.forward(x, 16, w, b, 1e-6, silu, cl, acc_dtype(x))
-            gn.backward(torch.randn_like(y), x, mean, rstd, w, b, silu, cl)
+    # Groups of 4 channels (one tile) in every dtype, and of 96 (two channel tiles) in float32.
+    cases = [(dtype, 16, cl, silu, affine) for dtype in DTYPES for cl, silu, affine in
+             [(False, True, True), (True, True, True), (False, False, False), (True, False, True)]]
+    cases += [(torch.float32, 1, cl, True, True) for cl in (False, True)]
+    for dtype, groups, cl, silu, affine in cases:
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        C = 4 * groups if groups > 1 else 96
+        x = torch.randn(2, C, 6, 6, dtype=dtype).contiguous(memory_format=fmt)
+        w = torch.randn(C, dtype=dtype) if affine else None
+        b = torch.randn(C, dtype=dtype) if affine else None
+        y, mean, rstd = gn.forward(x, groups, w, b, 1e-6, silu, cl, acc_dtype(x))
+        gn.backward(torch.randn_like(y), x, mean, rstd, w, b, silu, cl)
 
 
 def upfirdn2d_launches(kernels):
