@@ -2,11 +2,15 @@
 one pass, with no upsampled or padded intermediate.
 
 Output sample o of an axis reads the taps k = 0..K-1 at upsampled-and-padded position
-o * DOWN + k, that is upsampled position i = o * DOWN + k - p0, which is an input sample (i / UP)
-when 0 <= i < in * UP and UP divides i, and a zero otherwise; the filter is applied flipped (a true
-convolution). Each program computes a block of the flattened outputs (n, c, y, x); taps, factors
-and the separable form are compile-time constants, so each NCSN++ case (up 2, down 2, blur;
-[1, 3, 3, 1]) is its own specialised kernel. Any strides (NCHW, channels_last) are followed;
+o DOWN + k, that is upsampled position u = o DOWN + k - p0, an input sample (u / UP) when UP
+divides u and 0 <= u < in UP, a zero otherwise; the filter is applied flipped (a true convolution).
+Polyphase: only the taps k = k0, k0 + UP, ... with k0 = (p0 - o DOWN) mod UP meet input samples,
+so an output reads ceil(K / UP) taps per axis (4 of the 16 of a [1, 3, 3, 1] filter at up 2).
+Programs take [ROWS, COLS] tiles of the output in its memory order, the columns contiguous: rows
+(n, c, y) and columns x in NCHW, rows (n, y, x) and columns c in channels_last, so that a warp's
+lanes read and write consecutive addresses and the row's coordinates and taps are worked out once
+per thread, not per element. Up, down, the filter size and the separable form are compile-time
+constants; index arithmetic is 32-bit unless the tensors need 64; any input strides are followed;
 arithmetic in float32 (float64 for float64 data). The backward is this kernel with up and down
 swapped, the filter flipped and adjoint pads (fastsde/ops/upfirdn2d.py).
 """
@@ -16,37 +20,85 @@ import triton.language as tl
 
 from ._tuning import autotune
 
+MAX_COLS = 128  # a tile's columns at most; the rows fill the rest of BLOCK
+INDEX32_LIMIT = 2**31 - 2**14  # offsets (and rows, which a last tile overshoots) below it: 32-bit indices
 
-# Outputs per program: on a GPU blocks that keep the taps' loads coalesced along rows, tuned per
-# output size; under the interpreter, which runs programs one after another in Python, few large ones.
-@autotune(gpu=[({"BLOCK": b}, w) for b in (256, 512, 1024) for w in (4, 8)], interpret=({"BLOCK": 8192}, 4),
-          key=["total", "OW"])
+
+def tile_shape(ncols, block):
+    """(ROWS, COLS) of a tile of `block` outputs over rows of `ncols` columns, powers of two."""
+    cols = min(triton.next_power_of_2(ncols), MAX_COLS, block)
+    return block // cols, cols
+
+
+def _tuned(fn):
+    """Outputs per program (BLOCK) tuned per output size on a GPU; under the interpreter, which runs
+    programs one after another in Python, few large ones. The tile's shape follows."""
+    shape = lambda a: tile_shape(a["NCOLS"], a["BLOCK"])  # noqa: E731
+    tiles = triton.heuristics({"ROWS": lambda a: shape(a)[0], "COLS": lambda a: shape(a)[1]})(fn)
+    return autotune(gpu=[({"BLOCK": b}, w) for b in (256, 512, 1024) for w in (4, 8)],
+                    interpret=({"BLOCK": 8192}, 4), key=["NROWS", "NCOLS", "OW", "UP", "DOWN", "CHANNELS_LAST"])(tiles)
+
+
 @triton.jit
-def _kernel(x_ptr, f_ptr, y_ptr, C, H, W, OH, OW, total, px0, py0,
+def _phase(o, p0, UP: tl.constexpr, DOWN: tl.constexpr):
+    """(k0, i0) of outputs o along an axis: the first tap that meets an input sample, and that sample."""
+    b = o * DOWN - p0
+    if UP == 1:
+        return tl.zeros_like(b), b
+    k0 = ((-b) % UP + UP) % UP  # the same under C's remainder (GPU) and NumPy's (interpreter)
+    return k0, (b + k0) // UP  # an exact division
+
+
+@triton.jit
+def _tap(f_ptr, ky, kx, KH: tl.constexpr, KW: tl.constexpr, SEPARABLE: tl.constexpr):
+    """The flipped filter's tap (ky, kx). Indices past the filter (a phase's missing taps, whose
+    input is masked to zero) are clamped to its first tap; unmasked, a tap that is the same for
+    every lane (no upsampling) is one load."""
+    fy, fx = tl.maximum(KH - 1 - ky, 0), tl.maximum(KW - 1 - kx, 0)
+    if SEPARABLE:
+        return tl.load(f_ptr + fy) * tl.load(f_ptr + fx)
+    return tl.load(f_ptr + fy * KW + fx)
+
+
+@_tuned
+@triton.jit
+def _kernel(x_ptr, f_ptr, y_ptr, C, H, W, OH, OW, NROWS, NCOLS, px0, py0,
             sxn, sxc, sxh, sxw, syn, syc, syh, syw,
             UP: tl.constexpr, DOWN: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
-            SEPARABLE: tl.constexpr, BLOCK: tl.constexpr):
-    o = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inside = o < total
-    ox = o % OW
-    oy = (o // OW) % OH
-    c = (o // (OW * OH)) % C
-    n = o // (OW * OH * C)
+            SEPARABLE: tl.constexpr, CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr,
+            BLOCK: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
+    pid = tl.program_id(0)
+    col_blocks = tl.cdiv(NCOLS, COLS)
+    row_block = pid // col_blocks
+    if INDEX64:
+        row_block = row_block.to(tl.int64)
+    r = row_block * ROWS + tl.arange(0, ROWS)[:, None]
+    q = pid % col_blocks * COLS + tl.arange(0, COLS)[None, :]
+    if CHANNELS_LAST:
+        ox = r % OW
+        oy = r // OW % OH
+        n = r // OW // OH
+        c = q
+    else:
+        oy = r % OH
+        c = r // OH % C
+        n = r // OH // C
+        ox = q
+    inside = (r < NROWS) & (q < NCOLS)
     acc_t = f_ptr.dtype.element_ty
     x_base = x_ptr + n * sxn + c * sxc
-    acc = tl.zeros((BLOCK,), acc_t)
-    for ky in tl.static_range(KH):
-        iy = oy * DOWN + ky - py0
-        row_ok = (iy >= 0) & (iy < H * UP) & (iy % UP == 0)
-        for kx in tl.static_range(KW):
-            ix = ox * DOWN + kx - px0
-            ok = inside & row_ok & (ix >= 0) & (ix < W * UP) & (ix % UP == 0)
-            if SEPARABLE:
-                tap = tl.load(f_ptr + (KH - 1 - ky)) * tl.load(f_ptr + (KW - 1 - kx))
-            else:
-                tap = tl.load(f_ptr + (KH - 1 - ky) * KW + (KW - 1 - kx))
+    ky0, iy0 = _phase(oy, py0, UP, DOWN)
+    kx0, ix0 = _phase(ox, px0, UP, DOWN)
+    acc = tl.zeros((ROWS, COLS), acc_t)
+    for jy in tl.static_range((KH + UP - 1) // UP):
+        ky, iy = ky0 + jy * UP, iy0 + jy
+        row_ok = (ky < KH) & (iy >= 0) & (iy < H)
+        for jx in tl.static_range((KW + UP - 1) // UP):
+            kx, ix = kx0 + jx * UP, ix0 + jx
+            ok = row_ok & (kx < KW) & (ix >= 0) & (ix < W)
+            tap = _tap(f_ptr, ky, kx, KH, KW, SEPARABLE)
             # Clamped indices keep masked lanes' addresses inside the tensor.
-            v = tl.load(x_base + (tl.maximum(iy, 0) // UP) * sxh + (tl.maximum(ix, 0) // UP) * sxw, mask=ok, other=0.0)
+            v = tl.load(x_base + tl.maximum(iy, 0) * sxh + tl.maximum(ix, 0) * sxw, mask=ok & inside, other=0.0)
             acc += v.to(acc_t) * tap
     tl.store(y_ptr + n * syn + c * syc + oy * syh + ox * syw, acc.to(y_ptr.dtype.element_ty), mask=inside)
 
@@ -59,8 +111,10 @@ def upfirdn2d(x, f, up, down, pad, out_h, out_w, channels_last, acc_dtype):
     y = torch.empty((N, C, out_h, out_w), device=x.device, dtype=x.dtype, memory_format=fmt)
     separable = f.dim() == 1
     kh, kw = (f.shape[0], f.shape[0]) if separable else tuple(f.shape)
-    total = y.numel()
-    _kernel[lambda meta: (triton.cdiv(total, meta["BLOCK"]),)](
-        x, f.to(acc_dtype).contiguous(), y, C, H, W, out_h, out_w, total, pad[0], pad[2], *x.stride(),
-        *y.stride(), UP=up, DOWN=down, KH=kh, KW=kw, SEPARABLE=separable)
+    rows, cols = (N * out_h * out_w, C) if channels_last else (N * C * out_h, out_w)
+    x_span = 1 + sum((size - 1) * stride for size, stride in zip(x.shape, x.stride()))
+    _kernel[lambda meta: (triton.cdiv(rows, meta["ROWS"]) * triton.cdiv(cols, meta["COLS"]),)](
+        x, f.to(acc_dtype).contiguous(), y, C, H, W, out_h, out_w, rows, cols, pad[0], pad[2], *x.stride(),
+        *y.stride(), UP=up, DOWN=down, KH=kh, KW=kw, SEPARABLE=separable, CHANNELS_LAST=channels_last,
+        INDEX64=max(x_span, y.numel()) >= INDEX32_LIMIT)
     return y

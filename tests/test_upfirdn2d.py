@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fastsde import ops
+from fastsde.ops import _backend
 from fastsde.ops.upfirdn2d import upfirdn2d_reference
 
 from conftest import KERNEL_BACKENDS, assert_close, laid_out, ops_namespace, poison, require
@@ -44,6 +45,9 @@ CASES = [
     ((2, 40, 9, 10), 2, 1, (2, 1), "rand4"),
     ((1, 33, 5, 6), 1, 2, (1, 1), "fir2d"),
     ((1, 32, 10, 11), 1, 1, (2, 2), "rand4x4"),
+    # Several Triton tiles (of 8192 outputs under the interpreter) along rows and along columns.
+    ((2, 136, 4, 4), 2, 1, (2, 1), "rand4"),
+    ((1, 2, 5, 100), 2, 1, (2, 1), "rand4x4"),
 ]
 # Every case again in channels_last where that is a layout of its own (the kernels have NHWC paths).
 LAYOUT_CASES = [(case, "nchw") for case in CASES] + [
@@ -112,6 +116,20 @@ def test_matches_reference(backend, device, dtype, case, layout):
     if layout == "channels_last" and y.shape[2] * y.shape[3] > 1:
         assert y.is_contiguous(memory_format=torch.channels_last)
     assert_close(y, expected)
+
+
+@pytest.mark.parametrize("backend,device", [p for p in KERNEL_BACKENDS if p.values[0] == "triton"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_triton_64bit_indices(backend, device, layout, monkeypatch):
+    # The Triton kernel's 64-bit index arithmetic, which only tensors of 2**31 elements take, forced
+    # on small ones.
+    require(backend, device)
+    monkeypatch.setattr(_backend.triton_kernels("upfirdn2d"), "INDEX32_LIMIT", 0)
+    for shape, up, down, pad, kname in CASES[:3] + CASES[7:9] + CASES[-2:]:
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
+        k = make_kernel(kname, device=device)
+        expected = upfirdn2d_reference(x, k, up, down, pad if len(pad) == 4 else pad * 2)
+        assert_close(ops.upfirdn2d(laid_out(x, layout), k, up, down, pad, backend=backend), expected)
 
 
 @pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)

@@ -106,8 +106,9 @@ def group_norm_launches(kernels):
 
 def upfirdn2d_launches(kernels):
     # up 2, down 2, the blur (the backward of each is another of them) with the separable and the 2-D
-    # [1, 3, 3, 1], and a general case (3x2 taps, up 4, down 2); each input size gives a 16x16 output,
-    # so that all share one autotuning key per dtype (each config compiles once, not once per case).
+    # [1, 3, 3, 1], and a general case (3x2 taps, up 4, down 2); each input size gives a 16x16 output.
+    # The autotuner keys on up and down too, so each (up, down) builds every config; the 2-D filter,
+    # a key of its own neither, builds the one that the separable case's timing picked.
     fir = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 8
     cases = [(8, fir, 2, 1, (2, 1, 2, 1)), (32, fir, 1, 2, (1, 1, 1, 1)), (15, fir, 1, 1, (2, 2, 2, 2)),
              (8, torch.outer(fir, fir), 2, 1, (2, 1, 2, 1)), (8, torch.rand(3, 2), 4, 2, (-1, 1, 2, -1))]
