@@ -13,41 +13,56 @@ import triton.language as tl
 
 from ._tuning import autotune
 
-BLOCK = 1024  # the squared norms' block
+BLOCK = 1024  # the squared norms' tile
+
+
+def tile_shape(D, block):
+    """(ROWS samples, COLS positions) of a tile of `block` elements, powers of two."""
+    cols = min(triton.next_power_of_2(D), block)
+    return max(1, block // cols), cols
 
 
 @triton.jit
-def _noise(z_ptr, key_ptr, offs, row, inside, D, C, HW, NOISE: tl.constexpr):
-    """The noise at storage offsets offs (sample row): loaded, or tl.randn of the sample's key at
-    the element's NCHW index within the sample (storage position p is (h W + w) C + c in a
-    channels_last sample, whose C is passed; C = 1 otherwise)."""
+def _tile(D, ROWS: tl.constexpr, COLS: tl.constexpr):
+    """Program (i, j)'s tile of the [B, D] samples: samples [ROWS, 1], positions [1, COLS], storage
+    offsets [ROWS, COLS]."""
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)[:, None]
+    cols = tl.program_id(1) * COLS + tl.arange(0, COLS)[None, :]
+    return rows, cols, rows.to(tl.int64) * D + cols
+
+
+@triton.jit
+def _noise(z_ptr, key_ptr, offs, rows, p, inside, C, HW, NOISE: tl.constexpr):
+    """The noise at storage offsets offs (samples rows, positions p within them): loaded, or tl.randn
+    of the sample's key at the element's NCHW index within the sample (position p is (h W + w) C + c
+    in a channels_last sample, whose C is passed; C = 1 otherwise)."""
     if NOISE == 1:
         z = tl.load(z_ptr + offs, mask=inside, other=0.0)
     else:
-        seed = tl.load(key_ptr + 2 * row, mask=inside, other=0)
-        offset = tl.load(key_ptr + 2 * row + 1, mask=inside, other=0)
-        p = offs - row * D
+        seed = tl.load(key_ptr + 2 * rows, mask=inside, other=0)
+        offset = tl.load(key_ptr + 2 * rows + 1, mask=inside, other=0)
         z = tl.randn(seed, offset + (p % C) * HW + p // C)
     return z
 
 
 @autotune(gpu=[({"BLOCK": 1024}, 4), ({"BLOCK": 2048}, 4), ({"BLOCK": 4096}, 8)], interpret=({"BLOCK": 1024}, 4),
-          key=["N"])
+          key=["B", "D"])
+@triton.heuristics({"ROWS": lambda a: tile_shape(a["D"], a["BLOCK"])[0],
+                    "COLS": lambda a: tile_shape(a["D"], a["BLOCK"])[1]})
 @triton.jit
-def _affine_kernel(x_ptr, s_ptr, z_ptr, key_ptr, a_ptr, b_ptr, c_ptr, new_ptr, mean_ptr, N, D, C, HW,
-                   NOISE: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inside = offs < N
-    row = offs // D  # the sample each element belongs to
-    a = tl.load(a_ptr + row, mask=inside, other=0.0)
-    b = tl.load(b_ptr + row, mask=inside, other=0.0)
+def _affine_kernel(x_ptr, s_ptr, z_ptr, key_ptr, a_ptr, b_ptr, c_ptr, new_ptr, mean_ptr, B, D, C, HW,
+                   NOISE: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
+    rows, cols, offs = _tile(D, ROWS, COLS)
+    inside = (rows < B) & (cols < D)
+    a = tl.load(a_ptr + rows, mask=rows < B, other=0.0)
+    b = tl.load(b_ptr + rows, mask=rows < B, other=0.0)
     x = tl.load(x_ptr + offs, mask=inside, other=0.0).to(a.dtype)
     s = tl.load(s_ptr + offs, mask=inside, other=0.0).to(a.dtype)
     mean = a * x + b * s
     new = mean
     if NOISE != 0:
-        c = tl.load(c_ptr + row, mask=inside, other=0.0)
-        new = mean + c * _noise(z_ptr, key_ptr, offs, row, inside, D, C, HW, NOISE).to(a.dtype)
+        c = tl.load(c_ptr + rows, mask=rows < B, other=0.0)
+        new = mean + c * _noise(z_ptr, key_ptr, offs, rows, cols, inside, C, HW, NOISE).to(a.dtype)
     tl.store(mean_ptr + offs, mean.to(mean_ptr.dtype.element_ty), mask=inside)
     tl.store(new_ptr + offs, new.to(new_ptr.dtype.element_ty), mask=inside)
 
@@ -55,17 +70,14 @@ def _affine_kernel(x_ptr, s_ptr, z_ptr, key_ptr, a_ptr, b_ptr, c_ptr, new_ptr, m
 @triton.jit
 def _sq_norms_kernel(s_ptr, z_ptr, key_ptr, out_s_ptr, out_z_ptr, B, D, C, HW, NBLOCKS,
                      NOISE: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    blk = tl.program_id(1)
-    cols = blk * COLS + tl.arange(0, COLS)
-    inside = (rows[:, None] < B) & (cols[None, :] < D)
-    offs = rows[:, None].to(tl.int64) * D + cols[None, :]
+    rows, cols, offs = _tile(D, ROWS, COLS)
+    inside = (rows < B) & (cols < D)
     s = tl.load(s_ptr + offs, mask=inside, other=0.0).to(out_s_ptr.dtype.element_ty)
-    z = _noise(z_ptr, key_ptr, offs, rows[:, None].to(tl.int64), inside, D, C, HW, NOISE)
+    z = _noise(z_ptr, key_ptr, offs, rows, cols, inside, C, HW, NOISE)
     z = tl.where(inside, z.to(out_z_ptr.dtype.element_ty), 0.0)
-    out = rows * NBLOCKS + blk
-    tl.store(out_s_ptr + out, tl.sum(s * s, axis=1), mask=rows < B)
-    tl.store(out_z_ptr + out, tl.sum(z * z, axis=1), mask=rows < B)
+    out = rows * NBLOCKS + tl.program_id(1)
+    tl.store(out_s_ptr + out, tl.sum(s * s, axis=1)[:, None], mask=rows < B)
+    tl.store(out_z_ptr + out, tl.sum(z * z, axis=1)[:, None], mask=rows < B)
 
 
 def _noise_args(x, noise, key, out_format):
@@ -83,10 +95,11 @@ def affine(x, score, noise, key, a, b, c, out_format):
     (int64 [B, 2]), or no noise term when both are None."""
     new = torch.empty_like(x, memory_format=out_format)
     mean = torch.empty_like(x, memory_format=out_format)
-    N = x.numel()
+    B = x.shape[0]
+    D = x.numel() // B
     z, k, C, HW, mode = _noise_args(x, noise, key, out_format)
-    _affine_kernel[lambda meta: (triton.cdiv(N, meta["BLOCK"]),)](x, score, z, k, a, b, c, new, mean, N,
-                                                                   N // x.shape[0], C, HW, NOISE=mode)
+    _affine_kernel[lambda meta: (triton.cdiv(B, meta["ROWS"]), triton.cdiv(D, meta["COLS"]))](
+        x, score, z, k, a, b, c, new, mean, B, D, C, HW, NOISE=mode)
     return new, mean
 
 
@@ -95,8 +108,7 @@ def squared_norms(score, noise, key, acc, out_format):
     added in a fixed order."""
     B = score.shape[0]
     D = score.numel() // B
-    cols = min(triton.next_power_of_2(D), BLOCK)
-    rows = max(1, BLOCK // cols)
+    rows, cols = tile_shape(D, BLOCK)
     grid = (triton.cdiv(B, rows), triton.cdiv(D, cols))
     parts_s = torch.empty((B, grid[1]), dtype=acc, device=score.device)
     parts_z = torch.empty((B, grid[1]), dtype=acc, device=score.device)
