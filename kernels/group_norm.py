@@ -1,7 +1,9 @@
 """Triton kernels of GroupNorm with an optional fused SiLU, forward and backward.
 
 One program per (sample, group), the groups of a sample in consecutive programs (in channels_last
-they share each pixel's cache sectors). A group is an [HW, Cg] array of pixels x channels, at a
+they share each pixel's cache sectors); where that makes too few programs for a GPU, the forward
+gives each program a range of a group's pixels, after a kernel that computes each range's
+statistics, which the programs combine (Chan et al.). A group is an [HW, Cg] array of pixels x channels, at a
 pixel stride of C (channels_last) or 1 (NCHW, channels HW apart); programs walk it in [BP, CB]
 tiles, contiguous along the channels or along the pixels, which Triton turns into 16-byte
 accesses in either layout. Cg is a compile-time constant, so that the channel offset g Cg keeps
@@ -20,6 +22,11 @@ import triton.language as tl
 from ._tuning import autotune
 
 MAX_TILE_CHANNELS = 64  # a tile's channels; a group of few pixels gives its channels the rest
+# The forward splits groups along their pixels where there are too few of them (an official 1024x1024
+# config has 4 groups a sample at its first level) to keep a GPU busy: into ranges of a multiple of
+# SPLIT_PIXELS pixels, until there are about MIN_PROGRAMS programs.
+MIN_PROGRAMS = 4096
+SPLIT_PIXELS = 1024
 
 
 def tile_shape(HW, Cg, block):
@@ -28,37 +35,47 @@ def tile_shape(HW, Cg, block):
     return bp, min(triton.next_power_of_2(Cg), block // bp)
 
 
+def splits(programs, HW):
+    """(S, PS): a group's pixels in S ranges of PS (S = 1, PS = HW: whole groups), for `programs`
+    (sample, group) pairs."""
+    S = max(1, min(triton.cdiv(MIN_PROGRAMS, programs), HW // SPLIT_PIXELS))
+    if S == 1:
+        return 1, HW
+    PS = triton.cdiv(triton.cdiv(HW, S), SPLIT_PIXELS) * SPLIT_PIXELS
+    return triton.cdiv(HW, PS), PS
+
+
 def _tuned(fn):
     """Tile size BLOCK (elements) tuned per shape on a GPU (1024 under the interpreter); the tile's
-    shape and the trip counts over the group follow."""
-    shape = lambda a: tile_shape(a["HW"], a["CG"], a["BLOCK"])  # noqa: E731
+    shape and the trip counts over a program's PS pixels of the group follow."""
+    shape = lambda a: tile_shape(a["PS"], a["CG"], a["BLOCK"])  # noqa: E731
     tiles = triton.heuristics({"BP": lambda a: shape(a)[0], "CB": lambda a: shape(a)[1],
-                               "P_TILES": lambda a: triton.cdiv(a["HW"], shape(a)[0]),
+                               "P_TILES": lambda a: triton.cdiv(a["PS"], shape(a)[0]),
                                "C_TILES": lambda a: triton.cdiv(a["CG"], shape(a)[1])})(fn)
     return autotune(gpu=[({"BLOCK": b}, w) for b in (1024, 2048, 4096) for w in (4, 8)],
-                    interpret=({"BLOCK": 1024}, 4), key=["HW", "C", "CG", "CHANNELS_LAST"])(tiles)
+                    interpret=({"BLOCK": 1024}, 4), key=["HW", "PS", "C", "CG", "CHANNELS_LAST"])(tiles)
 
 
 @triton.jit
-def _tile(n, g, tp, tc, C, HW, CG: tl.constexpr, BP: tl.constexpr, CB: tl.constexpr,
+def _tile(n, g, p0, p1, tp, tc, C, HW, CG: tl.constexpr, BP: tl.constexpr, CB: tl.constexpr,
           CHANNELS_LAST: tl.constexpr):
-    """Tile (tp, tc) of group (n, g): storage offsets [BP, CB], channels and channel mask [1, CB],
-    in-group mask [BP, CB]."""
-    p = tp * BP + tl.arange(0, BP)[:, None]
+    """Tile (tp, tc) of pixels [p0, p1) of group (n, g): storage offsets [BP, CB], channels and
+    channel mask [1, CB], in-range mask [BP, CB]."""
+    p = p0 + tp * BP + tl.arange(0, BP)[:, None]
     c = tc * CB + tl.arange(0, CB)[None, :]
     ch = g * CG + c
     if CHANNELS_LAST:
         offs = (n.to(tl.int64) * HW + p) * C + ch
     else:
         offs = (n.to(tl.int64) * C + ch) * HW + p
-    return offs, ch, c < CG, (p < HW) & (c < CG)
+    return offs, ch, c < CG, (p < p1) & (c < CG)
 
 
 @triton.jit
-def _xhat_tile(x_ptr, n, g, tp, tc, C, HW, mean, rstd, CG: tl.constexpr, BP: tl.constexpr, CB: tl.constexpr,
-               CHANNELS_LAST: tl.constexpr):
-    """(offsets, channels, channel mask, in-group mask, normalised x) of a tile of group (n, g)."""
-    offs, ch, cin, inside = _tile(n, g, tp, tc, C, HW, CG, BP, CB, CHANNELS_LAST)
+def _xhat_tile(x_ptr, n, g, p0, p1, tp, tc, C, HW, mean, rstd, CG: tl.constexpr, BP: tl.constexpr,
+               CB: tl.constexpr, CHANNELS_LAST: tl.constexpr):
+    """(offsets, channels, channel mask, in-range mask, normalised x) of a tile of group (n, g)."""
+    offs, ch, cin, inside = _tile(n, g, p0, p1, tp, tc, C, HW, CG, BP, CB, CHANNELS_LAST)
     xhat = (tl.load(x_ptr + offs, mask=inside, other=0.0).to(mean.dtype) - mean) * rstd
     return offs, ch, cin, inside, xhat
 
@@ -79,37 +96,81 @@ def _silu_grad(pre):
     return s * (1 + pre * (1 - s))
 
 
-@_tuned
 @triton.jit
-def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, C, HW, G, M, eps,
-                    HAS_W: tl.constexpr, HAS_B: tl.constexpr, SILU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-                    CG: tl.constexpr, BLOCK: tl.constexpr, BP: tl.constexpr, CB: tl.constexpr,
-                    P_TILES: tl.constexpr, C_TILES: tl.constexpr):
-    pid = tl.program_id(0)
-    n, g = pid // G, pid % G
-    acc_t = mean_ptr.dtype.element_ty
+def _stats(x_ptr, acc_ptr, n, g, p0, p1, C, HW, CG: tl.constexpr, BP: tl.constexpr, CB: tl.constexpr,
+           P_TILES: tl.constexpr, C_TILES: tl.constexpr, CHANNELS_LAST: tl.constexpr):
+    """(mean, centred sum of squares) of pixels [p0, p1) of group (n, g), in two passes, in the
+    dtype acc_ptr points to."""
+    acc_t = acc_ptr.dtype.element_ty
     total = tl.zeros((BP, CB), acc_t)
     for tc in range(C_TILES):
         for tp in range(P_TILES):
-            offs, _, _, inside = _tile(n, g, tp, tc, C, HW, CG, BP, CB, CHANNELS_LAST)
+            offs, _, _, inside = _tile(n, g, p0, p1, tp, tc, C, HW, CG, BP, CB, CHANNELS_LAST)
             total += tl.load(x_ptr + offs, mask=inside, other=0.0).to(acc_t)
-    mean = tl.sum(total) / M
+    mean = tl.sum(total) / ((p1 - p0) * CG)
     total = tl.zeros((BP, CB), acc_t)
     for tc in range(C_TILES):
         for tp in range(P_TILES):
-            offs, _, _, inside = _tile(n, g, tp, tc, C, HW, CG, BP, CB, CHANNELS_LAST)
+            offs, _, _, inside = _tile(n, g, p0, p1, tp, tc, C, HW, CG, BP, CB, CHANNELS_LAST)
             d = tl.load(x_ptr + offs, mask=inside, other=0.0).to(acc_t) - mean
             total += tl.where(inside, d * d, 0.0)
-    rstd = 1 / tl.sqrt(tl.sum(total) / M + eps)
+    return mean, tl.sum(total)
+
+
+@triton.jit
+def _combine(part_ptr, ng, S, PS, HW, M, CG: tl.constexpr, S_P2: tl.constexpr):
+    """(mean, centred sum of squares) of group ng from its S ranges' (Chan et al.), in a fixed order."""
+    k = tl.arange(0, S_P2)
+    valid = k < S
+    m = tl.load(part_ptr + (ng * S + k) * 2, mask=valid, other=0.0)
+    q = tl.load(part_ptr + (ng * S + k) * 2 + 1, mask=valid, other=0.0)
+    count = tl.where(valid, (tl.minimum(k * PS + PS, HW) - k * PS) * CG, 0).to(m.dtype)
+    mean = tl.sum(count * m) / M
+    return mean, tl.sum(tl.where(valid, q + count * (m - mean) * (m - mean), 0.0))
+
+
+@_tuned
+@triton.jit
+def _partial_stats_kernel(x_ptr, part_ptr, C, HW, G, PS, S, CHANNELS_LAST: tl.constexpr, CG: tl.constexpr,
+                          BLOCK: tl.constexpr, BP: tl.constexpr, CB: tl.constexpr, P_TILES: tl.constexpr,
+                          C_TILES: tl.constexpr):
+    # Range s of group ng: its mean and centred sum of squares, for _combine.
+    ng, s = tl.program_id(0), tl.program_id(1)
+    p0 = s * PS
+    mean, m2 = _stats(x_ptr, part_ptr, ng // G, ng % G, p0, tl.minimum(p0 + PS, HW), C, HW, CG, BP, CB, P_TILES,
+                      C_TILES, CHANNELS_LAST)
+    tl.store(part_ptr + (ng * S + s) * 2, mean)
+    tl.store(part_ptr + (ng * S + s) * 2 + 1, m2)
+
+
+@_tuned
+@triton.jit
+def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, part_ptr, C, HW, G, M, PS, S, eps,
+                    HAS_W: tl.constexpr, HAS_B: tl.constexpr, SILU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+                    CG: tl.constexpr, S_P2: tl.constexpr, BLOCK: tl.constexpr, BP: tl.constexpr, CB: tl.constexpr,
+                    P_TILES: tl.constexpr, C_TILES: tl.constexpr):
+    # Program (ng, s) writes range s of group ng; whole groups (S = 1) compute their statistics
+    # here, split ones combine those of _partial_stats_kernel.
+    ng, s = tl.program_id(0), tl.program_id(1)
+    n, g = ng // G, ng % G
+    if S_P2 == 1:
+        mean, m2 = _stats(x_ptr, mean_ptr, n, g, 0, HW, C, HW, CG, BP, CB, P_TILES, C_TILES, CHANNELS_LAST)
+    else:
+        mean, m2 = _combine(part_ptr, ng, S, PS, HW, M, CG, S_P2)
+    rstd = 1 / tl.sqrt(m2 / M + eps)
+    p0 = s * PS
+    p1 = tl.minimum(p0 + PS, HW)
     for tc in range(C_TILES):
         for tp in range(P_TILES):
-            offs, ch, cin, inside, y = _xhat_tile(x_ptr, n, g, tp, tc, C, HW, mean, rstd, CG, BP, CB, CHANNELS_LAST)
+            offs, ch, cin, inside, y = _xhat_tile(x_ptr, n, g, p0, p1, tp, tc, C, HW, mean, rstd, CG, BP, CB,
+                                                  CHANNELS_LAST)
             y = _affine(y, w_ptr, b_ptr, ch, cin, HAS_W, HAS_B)
             if SILU:
                 y = y * tl.sigmoid(y)
             tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=inside)
-    tl.store(mean_ptr + pid, mean)
-    tl.store(rstd_ptr + pid, rstd)
+    if s == 0:
+        tl.store(mean_ptr + ng, mean)
+        tl.store(rstd_ptr + ng, rstd)
 
 
 @triton.jit
@@ -124,7 +185,7 @@ def _dy_pre(dy_ptr, w_ptr, b_ptr, offs, ch, cin, inside, xhat, HAS_W: tl.constex
 
 @_tuned
 @triton.jit
-def _backward_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, dx_ptr, dw_ptr, db_ptr, C, HW, G, M,
+def _backward_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, dx_ptr, dw_ptr, db_ptr, C, HW, G, M, PS,
                      HAS_W: tl.constexpr, HAS_B: tl.constexpr, SILU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
                      CG: tl.constexpr, BLOCK: tl.constexpr, BP: tl.constexpr, CB: tl.constexpr,
                      P_TILES: tl.constexpr, C_TILES: tl.constexpr):
@@ -139,7 +200,7 @@ def _backward_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, dx_ptr, dw
     sum_qx = tl.zeros((BP, CB), acc_t)
     for tc in range(C_TILES):
         for tp in range(P_TILES):
-            offs, ch, cin, inside, xhat = _xhat_tile(x_ptr, n, g, tp, tc, C, HW, mean, rstd, CG, BP, CB,
+            offs, ch, cin, inside, xhat = _xhat_tile(x_ptr, n, g, 0, HW, tp, tc, C, HW, mean, rstd, CG, BP, CB,
                                                      CHANNELS_LAST)
             q = _affine(_dy_pre(dy_ptr, w_ptr, b_ptr, offs, ch, cin, inside, xhat, HAS_W, HAS_B, SILU),
                         w_ptr, b_ptr, ch, cin, HAS_W, False)
@@ -151,7 +212,7 @@ def _backward_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, dx_ptr, dw
         s_dy = tl.zeros((BP, CB), acc_t)
         s_dyx = tl.zeros((BP, CB), acc_t)
         for tp in range(P_TILES):
-            offs, ch, cin, inside, xhat = _xhat_tile(x_ptr, n, g, tp, tc, C, HW, mean, rstd, CG, BP, CB,
+            offs, ch, cin, inside, xhat = _xhat_tile(x_ptr, n, g, 0, HW, tp, tc, C, HW, mean, rstd, CG, BP, CB,
                                                      CHANNELS_LAST)
             dy = _dy_pre(dy_ptr, w_ptr, b_ptr, offs, ch, cin, inside, xhat, HAS_W, HAS_B, SILU)
             q = _affine(dy, w_ptr, b_ptr, ch, cin, HAS_W, False)
@@ -178,9 +239,15 @@ def forward(x, num_groups, weight, bias, eps, silu, channels_last, acc):
     y = torch.empty_like(x, memory_format=fmt)
     mean = torch.empty((N, num_groups), dtype=acc, device=x.device)
     rstd = torch.empty_like(mean)
-    _forward_kernel[(N * num_groups,)](x, weight if weight is not None else x, bias if bias is not None else x,
-                                       y, mean, rstd, C, HW, num_groups, Cg * HW, eps, HAS_W=weight is not None,
-                                       HAS_B=bias is not None, SILU=silu, CHANNELS_LAST=channels_last, CG=Cg)
+    S, PS = splits(N * num_groups, HW)
+    part = torch.empty((N * num_groups, S, 2), dtype=acc, device=x.device) if S > 1 else mean
+    if S > 1:
+        _partial_stats_kernel[(N * num_groups, S)](x, part, C, HW, num_groups, PS, S, CHANNELS_LAST=channels_last,
+                                                   CG=Cg)
+    _forward_kernel[(N * num_groups, S)](x, weight if weight is not None else x, bias if bias is not None else x,
+                                         y, mean, rstd, part, C, HW, num_groups, Cg * HW, PS, S, eps,
+                                         HAS_W=weight is not None, HAS_B=bias is not None, SILU=silu,
+                                         CHANNELS_LAST=channels_last, CG=Cg, S_P2=triton.next_power_of_2(S))
     return y, mean, rstd
 
 
@@ -193,6 +260,6 @@ def backward(dy, x, mean, rstd, weight, bias, silu, channels_last):
     db_part = torch.empty_like(dw_part)
     _backward_kernel[(N * mean.shape[1],)](dy, x, mean, rstd, weight if weight is not None else x,
                                            bias if bias is not None else x, dx, dw_part, db_part, C, HW,
-                                           mean.shape[1], Cg * HW, HAS_W=weight is not None, HAS_B=bias is not None,
+                                           mean.shape[1], Cg * HW, HW, HAS_W=weight is not None, HAS_B=bias is not None,
                                            SILU=silu, CHANNELS_LAST=channels_last, CG=Cg)
     return dx, dw_part.sum(0).to(x.dtype), db_part.sum(0).to(x.dtype)

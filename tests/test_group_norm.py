@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from fastsde import ops
+from fastsde.ops import _backend
 from fastsde.ops.group_norm import group_norm_reference
 
 from conftest import KERNEL_BACKENDS, assert_close, laid_out, ops_namespace, poison, require
@@ -121,6 +122,28 @@ def test_layouts(backend, device, layout):
     xr = x.detach().requires_grad_()
     (dx_ref,) = torch.autograd.grad(ops.group_norm(xr, 4, w, b, act="silu", backend="reference"), xr, g)
     assert_close(dx, dx_ref)
+
+
+@pytest.mark.parametrize("backend,device", [p for p in KERNEL_BACKENDS if p.values[0] == "triton"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_triton_split_groups(backend, device, dtype, layout, monkeypatch):
+    # The Triton forward's split of groups along their pixels (for few large groups), forced on
+    # small ones: ranges of 16 pixels, a last one shorter, with one or two channel tiles.
+    require(backend, device)
+    monkeypatch.setattr(_backend.triton_kernels("group_norm"), "SPLIT_PIXELS", 16)
+    for shape, G in [((2, 32, 8, 8), 8), ((1, 12, 7, 9), 3), ((1, 96, 8, 8), 1)]:
+        x, w, b = inputs(shape, G, dtype, device)
+        grad = torch.randn(shape, generator=torch.Generator().manual_seed(3)).to(dtype=dtype, device=device)
+
+        def run(bk):
+            xs, ws, bs = (t.detach().requires_grad_() for t in (laid_out(x, layout), w, b))
+            y = ops.group_norm(xs, G, ws, bs, 1e-6, "silu", backend=bk)
+            return (y, *torch.autograd.grad(y, (xs, ws, bs), grad))
+
+        for got, want in zip(run(backend), run("reference")):
+            scale = want.abs().max().clamp(min=1)
+            assert_close(got / scale, want / scale, dtype)
 
 
 def unaligned(shape, dtype, device, layout, seed):

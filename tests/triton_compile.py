@@ -90,14 +90,16 @@ def compile_only_bench(fn, *args, quantiles=None, **kwargs):
 
 def group_norm_launches(kernels):
     gn = kernels.group_norm
-    # Groups of 4 channels (one tile) in every dtype, and of 96 (two channel tiles) in float32.
-    cases = [(dtype, 16, cl, silu, affine) for dtype in DTYPES for cl, silu, affine in
+    # Groups of 4 channels (one tile) in every dtype; in float32, groups of 96 channels (two channel
+    # tiles) and groups of 2304 pixels, which the forward splits.
+    cases = [(dtype, (2, 64, 6, 6), 16, cl, silu, affine) for dtype in DTYPES for cl, silu, affine in
              [(False, True, True), (True, True, True), (False, False, False), (True, False, True)]]
-    cases += [(torch.float32, 1, cl, True, True) for cl in (False, True)]
-    for dtype, groups, cl, silu, affine in cases:
+    cases += [(torch.float32, shape, groups, cl, True, True) for shape, groups in [((2, 96, 6, 6), 1), ((1, 8, 48, 48), 2)]
+              for cl in (False, True)]
+    for dtype, shape, groups, cl, silu, affine in cases:
         fmt = torch.channels_last if cl else torch.contiguous_format
-        C = 4 * groups if groups > 1 else 96
-        x = torch.randn(2, C, 6, 6, dtype=dtype).contiguous(memory_format=fmt)
+        C = shape[1]
+        x = torch.randn(*shape, dtype=dtype).contiguous(memory_format=fmt)
         w = torch.randn(C, dtype=dtype) if affine else None
         b = torch.randn(C, dtype=dtype) if affine else None
         y, mean, rstd = gn.forward(x, groups, w, b, 1e-6, silu, cl, acc_dtype(x))
