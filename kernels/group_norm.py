@@ -240,8 +240,9 @@ def forward(x, num_groups, weight, bias, eps, silu, channels_last, acc):
     mean = torch.empty((N, num_groups), dtype=acc, device=x.device)
     rstd = torch.empty_like(mean)
     S, PS = splits(N * num_groups, HW)
-    part = torch.empty((N * num_groups, S, 2), dtype=acc, device=x.device) if S > 1 else mean
+    part = mean  # not read where groups are whole
     if S > 1:
+        part = torch.empty((N * num_groups, S, 2), dtype=acc, device=x.device)
         _partial_stats_kernel[(N * num_groups, S)](x, part, C, HW, num_groups, PS, S, CHANNELS_LAST=channels_last,
                                                    CG=Cg)
     _forward_kernel[(N * num_groups, S)](x, weight if weight is not None else x, bias if bias is not None else x,
