@@ -6,15 +6,17 @@ every launch through the whole pipeline (Triton IR, LLVM, PTX, ptxas to a cubin)
 it; the autotuner's timing only compiles, so every config is built. Each launch site of kernels/ is
 called as fastsde.ops calls it, for every dtype, both layouts and each compile-time branch.
 
-    python tests/triton_compile.py ARCH [OP ...]   # ARCH e.g. 90; OP group_norm, upfirdn2d, pc_update
-                                                   # (default all); prints JSON
+    python tests/triton_compile.py ARCH [--sass] [OP ...]   # ARCH e.g. 90; OP group_norm, upfirdn2d,
+                                                            # pc_update (default all); prints JSON
 
 The JSON: "cubins", one entry per cubin: kernel name, arch, its compile-time arguments and
 num_warps, and the cubin's resource usage as cuobjdump reads it (registers, and per thread local and
-stack bytes, where spilled registers go; static shared memory); "autotune_configs", how many configs
-each autotuned kernel has.
+stack bytes, where spilled registers go; static shared memory), and with --sass the static count of
+its machine instructions and of its global loads by width (LDG.E.128: 16-byte vectors), a cost that
+a machine without a GPU can read; "autotune_configs", how many configs each autotuned kernel has.
 Must run in a process of its own: TRITON_INTERPRET must be unset when Triton is imported.
 """
+import collections
 import importlib
 import json
 import os
@@ -136,23 +138,34 @@ def pc_update_launches(kernels):
                     pc.squared_norms(s, noise, k, acc, fmt)
 
 
-def cubin_resources(cubin):
-    """{'registers', 'local_bytes', 'stack_bytes', 'shared_bytes'} of a cubin, read by cuobjdump."""
+def cuobjdump(cubin, *flags):
+    """What Triton's cuobjdump prints for a cubin with `flags`."""
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as fh:
         fh.write(cubin)
         fh.flush()
-        text = subprocess.run([tool, "--dump-resource-usage", fh.name], capture_output=True, text=True,
-                              check=True).stdout
+        return subprocess.run([tool, *flags, fh.name], capture_output=True, text=True, check=True).stdout
+
+
+def cubin_resources(cubin):
+    """{'registers', 'local_bytes', 'stack_bytes', 'shared_bytes'} of a cubin, read by cuobjdump."""
+    text = cuobjdump(cubin, "--dump-resource-usage")
     usage = dict(re.findall(r"\b(REG|STACK|SHARED|LOCAL):(\d+)", text.split("Function", 1)[1]))
     return {"registers": int(usage["REG"]), "local_bytes": int(usage["LOCAL"]),
             "stack_bytes": int(usage["STACK"]), "shared_bytes": int(usage["SHARED"])}
 
 
+def cubin_sass(cubin):
+    """{'instructions', 'global_loads': {opcode: count}} of a cubin's SASS (predicated ones included)."""
+    ops = re.findall(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_.]*)", cuobjdump(cubin, "-sass"))
+    loads = collections.Counter(op for op in ops if op.startswith("LDG"))
+    return {"instructions": len(ops), "global_loads": dict(loads)}
+
+
 LAUNCHES = {"group_norm": group_norm_launches, "upfirdn2d": upfirdn2d_launches, "pc_update": pc_update_launches}
 
 
-def main(arch, ops):
+def main(arch, ops, sass=False):
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise SystemExit("triton_compile.py: unset TRITON_INTERPRET (the interpreter compiles nothing)")
     driver = CompileOnlyDriver(arch)
@@ -161,7 +174,8 @@ def main(arch, ops):
     kernels = SimpleNamespace(**{op: importlib.import_module(f"fastsde.kernels.{op}") for op in LAUNCHES})
     for op in ops:
         LAUNCHES[op](kernels)
-    entries = [{"kernel": name, "arch": arch, "config": config, **cubin_resources(cubin)}
+    entries = [{"kernel": name, "arch": arch, "config": config, **cubin_resources(cubin),
+                **(cubin_sass(cubin) if sass else {})}
                for name, config, cubin in driver.cubins]
     json.dump({"cubins": entries, "autotune_configs": autotune_configs(kernels, ops)}, sys.stdout)
 
@@ -180,4 +194,5 @@ def autotune_configs(kernels, ops):
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2:] or list(LAUNCHES))
+    args = sys.argv[2:]
+    main(int(sys.argv[1]), [a for a in args if a != "--sass"] or list(LAUNCHES), sass="--sass" in args)
