@@ -3,8 +3,9 @@ once and writes x_new and x_mean once, and the per-sample squared norms of the L
 
 Tensors arrive dense (contiguous or channels_last) with the same strides, so sample b is the
 contiguous block [b D, (b + 1) D) of storage in either layout; both kernels take [ROWS samples,
-COLS positions] tiles of that [B, D] array on a 2-D grid (so D / COLS is at most 65535). Arithmetic runs in the dtype of the
-coefficients (float32, or float64 for float64 data); half-precision data is converted on load.
+COLS positions] tiles of that [B, D] array on a 2-D grid (so D / COLS is at most 65535).
+Arithmetic runs in the dtype of the coefficients (float32, or float64 for float64 data);
+half-precision data is converted on load.
 The noise is a tensor (NOISE = 1), drawn with tl.randn from a per-sample key (NOISE = 2; see
 fastsde/ops/philox.py), or absent (NOISE = 0).
 """
