@@ -13,15 +13,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._tuning import autotune
+from ._tuning import autotune, row_tile
 
 BLOCK = 1024  # the squared norms' tile
-
-
-def tile_shape(D, block):
-    """(ROWS samples, COLS positions) of a tile of `block` elements, powers of two."""
-    cols = min(triton.next_power_of_2(D), block)
-    return max(1, block // cols), cols
 
 
 @triton.jit
@@ -49,8 +43,8 @@ def _noise(z_ptr, key_ptr, offs, rows, p, inside, C, HW, NOISE: tl.constexpr):
 
 @autotune(gpu=[({"BLOCK": 1024}, 4), ({"BLOCK": 2048}, 4), ({"BLOCK": 4096}, 8)], interpret=({"BLOCK": 1024}, 4),
           key=["B", "D"])
-@triton.heuristics({"ROWS": lambda a: tile_shape(a["D"], a["BLOCK"])[0],
-                    "COLS": lambda a: tile_shape(a["D"], a["BLOCK"])[1]})
+@triton.heuristics({"ROWS": lambda a: row_tile(a["D"], a["BLOCK"])[0],
+                    "COLS": lambda a: row_tile(a["D"], a["BLOCK"])[1]})
 @triton.jit
 def _affine_kernel(x_ptr, s_ptr, z_ptr, key_ptr, a_ptr, b_ptr, c_ptr, new_ptr, mean_ptr, B, D, C, HW,
                    NOISE: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
@@ -110,7 +104,7 @@ def squared_norms(score, noise, key, acc, out_format):
     added in a fixed order."""
     B = score.shape[0]
     D = score.numel() // B
-    rows, cols = tile_shape(D, BLOCK)
+    rows, cols = row_tile(D, BLOCK)
     grid = (triton.cdiv(B, rows), triton.cdiv(D, cols))
     parts_s = torch.empty((B, grid[1]), dtype=acc, device=score.device)
     parts_z = torch.empty((B, grid[1]), dtype=acc, device=score.device)

@@ -18,22 +18,16 @@ import torch
 import triton
 import triton.language as tl
 
-from ._tuning import autotune
+from ._tuning import autotune, row_tile
 
 MAX_COLS = 128  # a tile's columns at most; the rows fill the rest of BLOCK
 INDEX32_LIMIT = 2**31 - 2**14  # offsets (and rows, which a last tile overshoots) below it: 32-bit indices
 
 
-def tile_shape(ncols, block):
-    """(ROWS, COLS) of a tile of `block` outputs over rows of `ncols` columns, powers of two."""
-    cols = min(triton.next_power_of_2(ncols), MAX_COLS, block)
-    return block // cols, cols
-
-
 def _tuned(fn):
     """Outputs per program (BLOCK) tuned per output size on a GPU; under the interpreter, which runs
     programs one after another in Python, few large ones. The tile's shape follows."""
-    shape = lambda a: tile_shape(a["NCOLS"], a["BLOCK"])  # noqa: E731
+    shape = lambda a: row_tile(a["NCOLS"], a["BLOCK"], MAX_COLS)  # noqa: E731
     tiles = triton.heuristics({"ROWS": lambda a: shape(a)[0], "COLS": lambda a: shape(a)[1]})(fn)
     return autotune(gpu=[({"BLOCK": b}, w) for b in (256, 512, 1024) for w in (4, 8)],
                     interpret=({"BLOCK": 8192}, 4), key=["NROWS", "NCOLS", "OW", "UP", "DOWN", "CHANNELS_LAST"])(tiles)
