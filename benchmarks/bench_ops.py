@@ -36,14 +36,15 @@ from fastsde.ops.upfirdn2d import upfirdn2d_reference
 
 COPY = "copy (same bytes)"
 # (GroupNorm shapes, upfirdn2d shapes, PC-step shapes, dtypes other than float32 for GroupNorm+SiLU
-# and upfirdn2d on their first shape): batch 8 on a CPU; on a GPU CIFAR-10's batch 512 (128-256 MiB
-# a tensor in float32) and, for the PC steps, whose CIFAR-10 tensors (6 MiB) sit in the L2 cache,
-# 256x256 images as well.
+# and upfirdn2d on their first shape, GroupNorm+SiLU backward shapes): batch 8 on a CPU; on a GPU
+# CIFAR-10's batch 512 (128-256 MiB a tensor in float32) and, for the PC steps, whose CIFAR-10
+# tensors (6 MiB) sit in the L2 cache, 256x256 images as well; the backward also at the first level
+# of a 1024x1024 config (4 groups of 4M elements a sample: the kernels split them).
 SIZES = {
     "small": ([(8, 256, 32, 32), (8, 128, 32, 32), (8, 256, 16, 16)], [(8, 256, 16, 16), (8, 128, 32, 32)],
-              [(8, 3, 32, 32), (512, 3, 32, 32)], [torch.bfloat16, torch.float16]),
+              [(8, 3, 32, 32), (512, 3, 32, 32)], [torch.bfloat16, torch.float16], [(8, 128, 32, 32)]),
     "large": ([(512, 128, 32, 32), (512, 256, 16, 16)], [(512, 256, 16, 16), (512, 128, 32, 32)],
-              [(512, 3, 32, 32), (64, 3, 256, 256)], [torch.bfloat16]),
+              [(512, 3, 32, 32), (64, 3, 256, 256)], [torch.bfloat16], [(512, 128, 32, 32), (2, 16, 1024, 1024)]),
 }
 
 
@@ -86,7 +87,7 @@ def cases(device, size, compile):
     """Yields (name, {candidate: fn}, baseline name, bytes moved by one call at minimum), one case's
     tensors at a time."""
     kernels = "cuda" if device == "cuda" else "cpp"
-    gn_shapes, up_shapes, pc_shapes, dtypes = SIZES[size]
+    gn_shapes, up_shapes, pc_shapes, dtypes, gn_grad_shapes = SIZES[size]
     randn = lambda *shape, dtype=torch.float32: torch.randn(*shape, device=device, dtype=dtype)  # noqa: E731
     # Triton kernels join where they run for real (a GPU).
     triton = ["triton"] if device == "cuda" and "triton" in ops.available_backends(device) else []
@@ -169,6 +170,32 @@ def cases(device, size, compile):
                for name in ["reference"] + pc_backends},
             **compiled(lambda x=x, s=s, z=z, a=a: lang_c(x, s, z, a, 0.16, False)),
             COPY: copy_of(nbytes, device)}, "reference", nbytes)
+    # Last, so that a run cut short by the device check's time limit loses these first.
+    for shape in gn_grad_shapes:
+        C = shape[1]
+        G = min(C // 4, 32)
+        x, dy = randn(*shape), randn(*shape)
+        w, b = randn(C).requires_grad_(), randn(C).requires_grad_()
+
+        def grad(fn, layout=torch.contiguous_format, x=x, dy=dy, w=w, b=b):
+            """dx, dw, db of fn(x, w, b), timed alone: its graph is kept for the repeated calls."""
+            xs = x.contiguous(memory_format=layout).requires_grad_()
+            y = fn(xs, w, b)
+            dys = dy.contiguous(memory_format=layout)
+            return lambda: torch.autograd.grad(y, (xs, w, b), dys, retain_graph=True)
+
+        silu_gn = lambda x, w, b, G=G: F.silu(F.group_norm(x, G, w, b, 1e-6))  # noqa: E731
+        ours = lambda n, G=G: lambda x, w, b: ops.group_norm(x, G, w, b, act="silu", backend=n)  # noqa: E731
+        nbytes = 3 * x.numel() * x.element_size()  # x and dy read, dx written
+        yield (f"group_norm+silu backward {list(shape)}", {
+            "eager F.silu(F.group_norm)": grad(silu_gn),
+            "reference": grad(ours("reference")),
+            **compiled(grad(lambda x, w, b, G=G: gn_c(x, G, w, b, 1e-6, True))),
+            **{n: grad(ours(n)) for n in [kernels] + triton},
+            "eager F.silu(F.group_norm) channels_last": grad(silu_gn, cl),
+            **{f"{n} channels_last": grad(ours(n), cl) for n in [kernels] + triton},
+            COPY: copy_of(nbytes, device),
+        }, "eager F.silu(F.group_norm)", nbytes)
 
 
 def measure(fns, rounds, inner, sync):

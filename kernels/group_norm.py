@@ -3,7 +3,8 @@
 One program per (sample, group), the groups of a sample in consecutive programs (in channels_last
 they share each pixel's cache sectors); where that makes too few programs for a GPU, the forward
 gives each program a range of a group's pixels, after a kernel that computes each range's
-statistics, which the programs combine (Chan et al.). A group is an [HW, Cg] array of pixels x channels, at a
+statistics, which the programs combine (Chan et al.); the backward splits alike, after a kernel
+that sums each range's share of the group means of dx. A group is an [HW, Cg] array of pixels x channels, at a
 pixel stride of C (channels_last) or 1 (NCHW, channels HW apart); programs walk it in [BP, CB]
 tiles, contiguous along the channels or along the pixels, which Triton turns into 16-byte
 accesses in either layout. Cg is a compile-time constant, so that the channel offset g Cg keeps
@@ -12,8 +13,8 @@ cannot loop to a runtime bound under NumPy >= 2.4 (it calls int() on a one-eleme
 Statistics are two-pass (mean, then the mean squared deviation) in float32 (float64 for float64
 data); a group that fits one tile is loaded once (the passes share their loads). The forward
 saves only mean and rstd. The backward's first pass sums what the group means of dx need; the
-second writes dx and sums dL/d(pre-activation) and it times xhat per (sample, channel), stage one
-of the weight and bias gradients, which the caller adds over samples in a fixed order (no atomics).
+second writes dx and sums dL/d(pre-activation) and it times xhat per (sample, range, channel),
+stage one of the weight and bias gradients, which the caller adds in a fixed order (no atomics).
 """
 import torch
 import triton
@@ -22,8 +23,8 @@ import triton.language as tl
 from ._tuning import autotune
 
 MAX_TILE_CHANNELS = 64  # a tile's channels; a group of few pixels gives its channels the rest
-# The forward splits groups along their pixels where there are too few of them (an official 1024x1024
-# config has 4 groups a sample at its first level) to keep a GPU busy: into ranges of a multiple of
+# Forward and backward split groups along their pixels where there are too few of them (an official
+# 1024x1024 config has 4 groups a sample at its first level) to keep a GPU busy: into ranges of a multiple of
 # SPLIT_PIXELS pixels, until there are about MIN_PROGRAMS programs.
 MIN_PROGRAMS = 4096
 SPLIT_PIXELS = 1024
@@ -183,36 +184,69 @@ def _dy_pre(dy_ptr, w_ptr, b_ptr, offs, ch, cin, inside, xhat, HAS_W: tl.constex
     return tl.where(inside, dy, 0.0)
 
 
-@_tuned
 @triton.jit
-def _backward_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, dx_ptr, dw_ptr, db_ptr, C, HW, G, M, PS,
-                     HAS_W: tl.constexpr, HAS_B: tl.constexpr, SILU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-                     CG: tl.constexpr, BLOCK: tl.constexpr, BP: tl.constexpr, CB: tl.constexpr,
-                     P_TILES: tl.constexpr, C_TILES: tl.constexpr):
-    # dx = rstd (q - mean(q) - xhat mean(q xhat)), q = dL/dxhat = dy' w, dy' = dL/d(pre-activation).
-    # The second pass also sums dy' and dy' xhat per channel (db's and dw's first stage); the first
-    # stores nothing, so that a group of one tile is loaded once.
-    pid = tl.program_id(0)
-    n, g = pid // G, pid % G
-    acc_t = mean_ptr.dtype.element_ty
-    mean, rstd = tl.load(mean_ptr + pid), tl.load(rstd_ptr + pid)
-    sum_q = tl.zeros((BP, CB), acc_t)
-    sum_qx = tl.zeros((BP, CB), acc_t)
+def _grad_sums(dy_ptr, x_ptr, w_ptr, b_ptr, n, g, p0, p1, mean, rstd, C, HW, HAS_W: tl.constexpr,
+               HAS_B: tl.constexpr, SILU: tl.constexpr, CHANNELS_LAST: tl.constexpr, CG: tl.constexpr,
+               BP: tl.constexpr, CB: tl.constexpr, P_TILES: tl.constexpr, C_TILES: tl.constexpr):
+    """(sum of q, sum of q xhat) over pixels [p0, p1) of group (n, g), q = dL/dxhat."""
+    sum_q = tl.zeros((BP, CB), mean.dtype)
+    sum_qx = tl.zeros((BP, CB), mean.dtype)
     for tc in range(C_TILES):
         for tp in range(P_TILES):
-            offs, ch, cin, inside, xhat = _xhat_tile(x_ptr, n, g, 0, HW, tp, tc, C, HW, mean, rstd, CG, BP, CB,
+            offs, ch, cin, inside, xhat = _xhat_tile(x_ptr, n, g, p0, p1, tp, tc, C, HW, mean, rstd, CG, BP, CB,
                                                      CHANNELS_LAST)
             q = _affine(_dy_pre(dy_ptr, w_ptr, b_ptr, offs, ch, cin, inside, xhat, HAS_W, HAS_B, SILU),
                         w_ptr, b_ptr, ch, cin, HAS_W, False)
             sum_q += q
             sum_qx += q * xhat
-    mean_q = tl.sum(sum_q) / M
-    mean_qx = tl.sum(sum_qx) / M
+    return tl.sum(sum_q), tl.sum(sum_qx)
+
+
+@_tuned
+@triton.jit
+def _partial_grad_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, part_ptr, C, HW, G, PS, S,
+                         HAS_W: tl.constexpr, HAS_B: tl.constexpr, SILU: tl.constexpr,
+                         CHANNELS_LAST: tl.constexpr, CG: tl.constexpr, BLOCK: tl.constexpr, BP: tl.constexpr,
+                         CB: tl.constexpr, P_TILES: tl.constexpr, C_TILES: tl.constexpr):
+    # Range s of group ng: its sums of q and q xhat, which _backward_kernel adds over ranges.
+    ng, s = tl.program_id(0), tl.program_id(1)
+    p0 = s * PS
+    sum_q, sum_qx = _grad_sums(dy_ptr, x_ptr, w_ptr, b_ptr, ng // G, ng % G, p0, tl.minimum(p0 + PS, HW),
+                               tl.load(mean_ptr + ng), tl.load(rstd_ptr + ng), C, HW, HAS_W, HAS_B, SILU,
+                               CHANNELS_LAST, CG, BP, CB, P_TILES, C_TILES)
+    tl.store(part_ptr + (ng * S + s) * 2, sum_q)
+    tl.store(part_ptr + (ng * S + s) * 2 + 1, sum_qx)
+
+
+@_tuned
+@triton.jit
+def _backward_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, dx_ptr, dw_ptr, db_ptr, part_ptr, C, HW, G,
+                     M, PS, S, HAS_W: tl.constexpr, HAS_B: tl.constexpr, SILU: tl.constexpr,
+                     CHANNELS_LAST: tl.constexpr, CG: tl.constexpr, S_P2: tl.constexpr, BLOCK: tl.constexpr,
+                     BP: tl.constexpr, CB: tl.constexpr, P_TILES: tl.constexpr, C_TILES: tl.constexpr):
+    # dx = rstd (q - mean(q) - xhat mean(q xhat)), q = dL/dxhat = dy' w, dy' = dL/d(pre-activation).
+    # Program (ng, s) writes range s of group ng and sums dy' and dy' xhat per channel over it (db's
+    # and dw's first stage). Whole groups (S = 1) sum q and q xhat here, in a pass that stores nothing,
+    # so that a group of one tile is loaded once; split ones add those of _partial_grad_kernel.
+    ng, s = tl.program_id(0), tl.program_id(1)
+    n, g = ng // G, ng % G
+    mean, rstd = tl.load(mean_ptr + ng), tl.load(rstd_ptr + ng)
+    if S_P2 == 1:
+        sum_q, sum_qx = _grad_sums(dy_ptr, x_ptr, w_ptr, b_ptr, n, g, 0, HW, mean, rstd, C, HW, HAS_W, HAS_B, SILU,
+                                   CHANNELS_LAST, CG, BP, CB, P_TILES, C_TILES)
+    else:
+        k = tl.arange(0, S_P2)
+        sum_q = tl.sum(tl.load(part_ptr + (ng * S + k) * 2, mask=k < S, other=0.0))
+        sum_qx = tl.sum(tl.load(part_ptr + (ng * S + k) * 2 + 1, mask=k < S, other=0.0))
+    mean_q = sum_q / M
+    mean_qx = sum_qx / M
+    p0 = s * PS
+    p1 = tl.minimum(p0 + PS, HW)
     for tc in range(C_TILES):
-        s_dy = tl.zeros((BP, CB), acc_t)
-        s_dyx = tl.zeros((BP, CB), acc_t)
+        s_dy = tl.zeros((BP, CB), mean.dtype)
+        s_dyx = tl.zeros((BP, CB), mean.dtype)
         for tp in range(P_TILES):
-            offs, ch, cin, inside, xhat = _xhat_tile(x_ptr, n, g, 0, HW, tp, tc, C, HW, mean, rstd, CG, BP, CB,
+            offs, ch, cin, inside, xhat = _xhat_tile(x_ptr, n, g, p0, p1, tp, tc, C, HW, mean, rstd, CG, BP, CB,
                                                      CHANNELS_LAST)
             dy = _dy_pre(dy_ptr, w_ptr, b_ptr, offs, ch, cin, inside, xhat, HAS_W, HAS_B, SILU)
             q = _affine(dy, w_ptr, b_ptr, ch, cin, HAS_W, False)
@@ -221,7 +255,7 @@ def _backward_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, dx_ptr, dw
             s_dy += dy
             s_dyx += dy * xhat
         c = tc * CB + tl.arange(0, CB)
-        part = n.to(tl.int64) * C + g * CG + c
+        part = (n.to(tl.int64) * S + s) * C + g * CG + c
         tl.store(db_ptr + part, tl.sum(s_dy, axis=0), mask=c < CG)
         tl.store(dw_ptr + part, tl.sum(s_dyx, axis=0), mask=c < CG)
 
@@ -255,12 +289,19 @@ def forward(x, num_groups, weight, bias, eps, silu, channels_last, acc):
 def backward(dy, x, mean, rstd, weight, bias, silu, channels_last):
     """(dx, dw, db): dw and db summed over samples in a fixed order (whether or not there are weight and bias)."""
     N, C, HW, Cg = _shape(x, mean.shape[1])
+    G = mean.shape[1]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     dx = torch.empty_like(x, memory_format=fmt)
-    dw_part = torch.empty((N, C), dtype=mean.dtype, device=x.device)
+    S, PS = splits(N * G, HW)
+    dw_part = torch.empty((N, S, C), dtype=mean.dtype, device=x.device)  # per (sample, range, channel)
     db_part = torch.empty_like(dw_part)
-    _backward_kernel[(N * mean.shape[1],)](dy, x, mean, rstd, weight if weight is not None else x,
-                                           bias if bias is not None else x, dx, dw_part, db_part, C, HW,
-                                           mean.shape[1], Cg * HW, HW, HAS_W=weight is not None, HAS_B=bias is not None,
-                                           SILU=silu, CHANNELS_LAST=channels_last, CG=Cg)
-    return dx, dw_part.sum(0).to(x.dtype), db_part.sum(0).to(x.dtype)
+    w = weight if weight is not None else x
+    b = bias if bias is not None else x
+    flags = dict(HAS_W=weight is not None, HAS_B=bias is not None, SILU=silu, CHANNELS_LAST=channels_last, CG=Cg)
+    part = mean  # not read where groups are whole
+    if S > 1:
+        part = torch.empty((N * G, S, 2), dtype=mean.dtype, device=x.device)
+        _partial_grad_kernel[(N * G, S)](dy, x, mean, rstd, w, b, part, C, HW, G, PS, S, **flags)
+    _backward_kernel[(N * G, S)](dy, x, mean, rstd, w, b, dx, dw_part, db_part, part, C, HW, G, Cg * HW, PS, S,
+                                 S_P2=triton.next_power_of_2(S), **flags)
+    return dx, dw_part.sum((0, 1)).to(x.dtype), db_part.sum((0, 1)).to(x.dtype)

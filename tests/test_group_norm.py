@@ -128,7 +128,7 @@ def test_layouts(backend, device, layout):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 def test_triton_split_groups(backend, device, dtype, layout, monkeypatch):
-    # The Triton forward's split of groups along their pixels (for few large groups), forced on
+    # The Triton kernels' split of groups along their pixels (for few large groups), forced on
     # small ones: ranges of 16 pixels, a last one shorter, with one or two channel tiles.
     require(backend, device)
     monkeypatch.setattr(_backend.triton_kernels("group_norm"), "SPLIT_PIXELS", 16)
