@@ -1,7 +1,7 @@
 """Benchmark of the op backends on NCSN++-sized tensors: our kernels against eager baselines.
 
 Baselines, measured in the same run: GroupNorm(+SiLU) against F.silu(F.group_norm(...)) (what the
-official NCSN++ runs) and against the reference backend; upfirdn2d against the reference backend,
+official NCSN++ runs) and against the reference backend, forward and (GroupNorm+SiLU) backward; upfirdn2d against the reference backend,
 which is the official CPU path (zero insertion, pad, depthwise convolution). On the CPU the kernels
 are the cpp backend; on a GPU (--device cuda) the cuda backend (also with its upfirdn2d tiled
 kernel switched off), the triton backend and torch.compile of each reference function (--compile
