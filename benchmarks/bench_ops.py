@@ -1,11 +1,13 @@
 """Benchmark of the op backends on NCSN++-sized tensors: our kernels against eager baselines.
 
 Baselines, measured in the same run: GroupNorm(+SiLU) against F.silu(F.group_norm(...)) (what the
-official NCSN++ runs) and against the reference backend, forward and (GroupNorm+SiLU) backward; upfirdn2d against the reference backend,
-which is the official CPU path (zero insertion, pad, depthwise convolution). On the CPU the kernels
-are the cpp backend; on a GPU (--device cuda) the cuda backend (also with its upfirdn2d tiled
-kernel switched off), the triton backend and torch.compile of each reference function (--compile
-adds it on the CPU too); the kernels again on channels_last inputs (the sampling engine's layout).
+official NCSN++ runs) and against the reference backend, forward and (GroupNorm+SiLU) backward;
+upfirdn2d against the reference backend, which is the official CPU path (zero insertion, pad,
+depthwise convolution). On the CPU the kernels are the cpp backend; on a GPU (--device cuda) the
+cuda backend (also with its upfirdn2d tiled kernel switched off), the triton backend and
+torch.compile of each reference function (--compile adds it on the CPU too); the kernels again on
+channels_last inputs (the sampling engine's layout). The ops take turns, case by case, so that a
+run cut short has measured each of them.
 Every case also times a plain device copy of as many bytes as the op must move at least (each input
 read once, each output written once): "of copy" is a candidate's bandwidth over that copy's, the
 fraction of the copy bandwidth that the targets speak of. On a GPU the tensors are the batch-512
@@ -83,6 +85,17 @@ def untiled(fn):
     return run
 
 
+def round_robin(*generators):
+    """The items of the generators in turns: the first of each, then the second of each, ..."""
+    generators = list(generators)
+    while generators:
+        for g in list(generators):
+            try:
+                yield next(g)
+            except StopIteration:
+                generators.remove(g)
+
+
 def cases(device, size, compile):
     """Yields (name, {candidate: fn}, baseline name, bytes moved by one call at minimum), one case's
     tensors at a time."""
@@ -100,102 +113,115 @@ def cases(device, size, compile):
         group_norm_reference, upfirdn2d_reference, predictor_step_reference, langevin_step_reference))
     compiled = lambda fn: {"torch.compile(reference)": fn} if compile else {}  # noqa: E731
     cl = torch.channels_last  # the layout the sampling engine runs the network in
-    for shape, dtype in with_dtypes(gn_shapes, dtypes):
-        x = randn(*shape, dtype=dtype)
-        xc = x.contiguous(memory_format=cl)
-        C = shape[1]
-        w, b = randn(C, dtype=dtype), randn(C, dtype=dtype)
-        G = min(C // 4, 32)
-        nbytes = 2 * x.numel() * x.element_size()
-        yield (f"group_norm+silu {list(shape)}{dtype_tag(dtype)}", {
-            "eager F.silu(F.group_norm)": lambda x=x, w=w, b=b, G=G: F.silu(F.group_norm(x, G, w, b, 1e-6)),
-            "reference": lambda x=x, w=w, b=b, G=G: ops.group_norm(x, G, w, b, act="silu", backend="reference"),
-            **compiled(lambda x=x, w=w, b=b, G=G: gn_c(x, G, w, b, 1e-6, True)),
-            **{n: lambda x=x, w=w, b=b, G=G, n=n: ops.group_norm(x, G, w, b, act="silu", backend=n)
-               for n in [kernels] + triton},
-            "eager F.silu(F.group_norm) channels_last": lambda x=xc, w=w, b=b, G=G: F.silu(F.group_norm(x, G, w, b, 1e-6)),
-            **{f"{n} channels_last": lambda x=xc, w=w, b=b, G=G, n=n: ops.group_norm(x, G, w, b, act="silu", backend=n)
-               for n in [kernels] + triton},
-            COPY: copy_of(nbytes, device),
-        }, "eager F.silu(F.group_norm)", nbytes)
-        if dtype == torch.float32:
-            yield (f"group_norm {list(shape)}", {
-                "eager F.group_norm": lambda x=x, w=w, b=b, G=G: F.group_norm(x, G, w, b, 1e-6),
-                **{n: lambda x=x, w=w, b=b, G=G, n=n: ops.group_norm(x, G, w, b, backend=n) for n in [kernels] + triton},
+
+    def group_norms():
+        for shape, dtype in with_dtypes(gn_shapes, dtypes):
+            x = randn(*shape, dtype=dtype)
+            xc = x.contiguous(memory_format=cl)
+            C = shape[1]
+            w, b = randn(C, dtype=dtype), randn(C, dtype=dtype)
+            G = min(C // 4, 32)
+            nbytes = 2 * x.numel() * x.element_size()
+            yield (f"group_norm+silu {list(shape)}{dtype_tag(dtype)}", {
+                "eager F.silu(F.group_norm)": lambda x=x, w=w, b=b, G=G: F.silu(F.group_norm(x, G, w, b, 1e-6)),
+                "reference": lambda x=x, w=w, b=b, G=G: ops.group_norm(x, G, w, b, act="silu", backend="reference"),
+                **compiled(lambda x=x, w=w, b=b, G=G: gn_c(x, G, w, b, 1e-6, True)),
+                **{n: lambda x=x, w=w, b=b, G=G, n=n: ops.group_norm(x, G, w, b, act="silu", backend=n)
+                   for n in [kernels] + triton},
+                "eager F.silu(F.group_norm) channels_last":
+                    lambda x=xc, w=w, b=b, G=G: F.silu(F.group_norm(x, G, w, b, 1e-6)),
+                **{f"{n} channels_last":
+                   lambda x=xc, w=w, b=b, G=G, n=n: ops.group_norm(x, G, w, b, act="silu", backend=n)
+                   for n in [kernels] + triton},
                 COPY: copy_of(nbytes, device),
-            }, "eager F.group_norm", nbytes)
-    k1, k2 = fir([1, 3, 3, 1], True).to(device), fir([1, 3, 3, 1], False).to(device)
-    direct = {"cuda": untiled} if kernels == "cuda" else {}  # the cuda backend without its tiled kernel
-    for shape, dtype in with_dtypes(up_shapes, dtypes):
-        x = randn(*shape, dtype=dtype)
-        xc = x.contiguous(memory_format=cl)
-        n = x.numel() * x.element_size()
-        for name, up, down, pad, gain, moved in [("up2 pad(2,1)", 2, 1, (2, 1), 4, n * 5),
-                                                 ("down2 pad(1,1)", 1, 2, (1, 1), 1, n * 5 // 4),
-                                                 ("blur pad(2,2)", 1, 1, (2, 2), 1, n * 2)]:
-            args = (up, down, pad)
-            cands = {
-                "reference": lambda x=x, a=args, k=k2 * gain: ops.upfirdn2d(x, k, *a, backend="reference"),
-                **compiled(lambda x=x, u=up, d=down, p=pad, k=k2 * gain: up_c(x, k, u, d, p * 2)),
-            }
-            for variant, xv, k in [("2-D filter", x, k2 * gain), ("separable", x, k1 * gain ** 0.5),
-                                   ("separable channels_last", xc, k1 * gain ** 0.5)]:
-                for b in [kernels] + triton:
-                    fn = lambda x=xv, a=args, k=k, b=b: ops.upfirdn2d(x, k, *a, backend=b)  # noqa: E731
-                    cands[f"{b} {variant}"] = fn
-                    if b in direct:
-                        cands[f"{b} {variant} direct kernel"] = direct[b](fn)
-            cands[COPY] = copy_of(moved, device)
-            yield (f"upfirdn2d {name} {list(shape)}{dtype_tag(dtype)}", cands, "reference", moved)
-    pc_backends = [kernels] + triton
-    for shape in pc_shapes:
-        x = randn(*shape)
-        B = shape[0]
-        s, z = torch.randn_like(x), torch.randn_like(x)
-        a, b2, c = (torch.rand(B, device=device) for _ in range(3))
-        key = torch.stack([torch.arange(B, device=device), torch.zeros(B, dtype=torch.long, device=device)], 1)
-        nbytes = 5 * x.numel() * 4
-        yield (f"predictor_step {list(shape)}", {
-            **{name: lambda x=x, s=s, z=z, a=a, b=b2, c=c, n=name: ops.predictor_step(x, s, a, b, c, noise=z, backend=n)
-               for name in ["reference"] + pc_backends},
-            # What a sampler step costs with its noise: drawn by torch first, or inside the kernel.
-            **{f"torch.randn + {name}": lambda x=x, s=s, a=a, b=b2, c=c, n=name: ops.predictor_step(
-                x, s, a, b, c, noise=torch.randn_like(x), backend=n) for name in pc_backends},
-            **{f"{name} in-kernel noise": lambda x=x, s=s, a=a, b=b2, c=c, k=key, n=name: ops.predictor_step(
-                x, s, a, b, c, noise_key=k, backend=n) for name in pc_backends},
-            **compiled(lambda x=x, s=s, z=z, a=a, b=b2, c=c: pred_c(x, s, z, a, b, c)),
-            COPY: copy_of(nbytes, device)}, "reference", nbytes)
-        yield (f"langevin_step {list(shape)}", {
-            **{name: lambda x=x, s=s, z=z, a=a, n=name: ops.langevin_step(x, s, a, 0.16, noise=z, backend=n)
-               for name in ["reference"] + pc_backends},
-            **compiled(lambda x=x, s=s, z=z, a=a: lang_c(x, s, z, a, 0.16, False)),
-            COPY: copy_of(nbytes, device)}, "reference", nbytes)
-    # Last, so that a run cut short by the device check's time limit loses these first.
-    for shape in gn_grad_shapes:
-        C = shape[1]
-        G = min(C // 4, 32)
-        x, dy = randn(*shape), randn(*shape)
-        w, b = randn(C).requires_grad_(), randn(C).requires_grad_()
+            }, "eager F.silu(F.group_norm)", nbytes)
+            if dtype == torch.float32:
+                yield (f"group_norm {list(shape)}", {
+                    "eager F.group_norm": lambda x=x, w=w, b=b, G=G: F.group_norm(x, G, w, b, 1e-6),
+                    **{n: lambda x=x, w=w, b=b, G=G, n=n: ops.group_norm(x, G, w, b, backend=n)
+                       for n in [kernels] + triton},
+                    COPY: copy_of(nbytes, device),
+                }, "eager F.group_norm", nbytes)
 
-        def grad(fn, layout=torch.contiguous_format, x=x, dy=dy, w=w, b=b):
-            """dx, dw, db of fn(x, w, b), timed alone: its graph is kept for the repeated calls."""
-            xs = x.contiguous(memory_format=layout).requires_grad_()
-            y = fn(xs, w, b)
-            dys = dy.contiguous(memory_format=layout)
-            return lambda: torch.autograd.grad(y, (xs, w, b), dys, retain_graph=True)
+    def upfirdn2ds():
+        k1, k2 = fir([1, 3, 3, 1], True).to(device), fir([1, 3, 3, 1], False).to(device)
+        direct = {"cuda": untiled} if kernels == "cuda" else {}  # the cuda backend without its tiled kernel
+        for shape, dtype in with_dtypes(up_shapes, dtypes):
+            x = randn(*shape, dtype=dtype)
+            xc = x.contiguous(memory_format=cl)
+            n = x.numel() * x.element_size()
+            for name, up, down, pad, gain, moved in [("up2 pad(2,1)", 2, 1, (2, 1), 4, n * 5),
+                                                     ("down2 pad(1,1)", 1, 2, (1, 1), 1, n * 5 // 4),
+                                                     ("blur pad(2,2)", 1, 1, (2, 2), 1, n * 2)]:
+                args = (up, down, pad)
+                cands = {
+                    "reference": lambda x=x, a=args, k=k2 * gain: ops.upfirdn2d(x, k, *a, backend="reference"),
+                    **compiled(lambda x=x, u=up, d=down, p=pad, k=k2 * gain: up_c(x, k, u, d, p * 2)),
+                }
+                for variant, xv, k in [("2-D filter", x, k2 * gain), ("separable", x, k1 * gain ** 0.5),
+                                       ("separable channels_last", xc, k1 * gain ** 0.5)]:
+                    for b in [kernels] + triton:
+                        fn = lambda x=xv, a=args, k=k, b=b: ops.upfirdn2d(x, k, *a, backend=b)  # noqa: E731
+                        cands[f"{b} {variant}"] = fn
+                        if b in direct:
+                            cands[f"{b} {variant} direct kernel"] = direct[b](fn)
+                cands[COPY] = copy_of(moved, device)
+                yield (f"upfirdn2d {name} {list(shape)}{dtype_tag(dtype)}", cands, "reference", moved)
 
-        silu_gn = lambda x, w, b, G=G: F.silu(F.group_norm(x, G, w, b, 1e-6))  # noqa: E731
-        ours = lambda n, G=G: lambda x, w, b: ops.group_norm(x, G, w, b, act="silu", backend=n)  # noqa: E731
-        nbytes = 3 * x.numel() * x.element_size()  # x and dy read, dx written
-        yield (f"group_norm+silu backward {list(shape)}", {
-            "eager F.silu(F.group_norm)": grad(silu_gn),
-            "reference": grad(ours("reference")),
-            **compiled(grad(lambda x, w, b, G=G: gn_c(x, G, w, b, 1e-6, True))),
-            **{n: grad(ours(n)) for n in [kernels] + triton},
-            "eager F.silu(F.group_norm) channels_last": grad(silu_gn, cl),
-            **{f"{n} channels_last": grad(ours(n), cl) for n in [kernels] + triton},
-            COPY: copy_of(nbytes, device),
-        }, "eager F.silu(F.group_norm)", nbytes)
+    def pc_steps():
+        pc_backends = [kernels] + triton
+        for shape in pc_shapes:
+            x = randn(*shape)
+            B = shape[0]
+            s, z = torch.randn_like(x), torch.randn_like(x)
+            a, b2, c = (torch.rand(B, device=device) for _ in range(3))
+            key = torch.stack([torch.arange(B, device=device), torch.zeros(B, dtype=torch.long, device=device)], 1)
+            nbytes = 5 * x.numel() * 4
+            yield (f"predictor_step {list(shape)}", {
+                **{name: lambda x=x, s=s, z=z, a=a, b=b2, c=c, n=name: ops.predictor_step(
+                    x, s, a, b, c, noise=z, backend=n) for name in ["reference"] + pc_backends},
+                # What a sampler step costs with its noise: drawn by torch first, or inside the kernel.
+                **{f"torch.randn + {name}": lambda x=x, s=s, a=a, b=b2, c=c, n=name: ops.predictor_step(
+                    x, s, a, b, c, noise=torch.randn_like(x), backend=n) for name in pc_backends},
+                **{f"{name} in-kernel noise": lambda x=x, s=s, a=a, b=b2, c=c, k=key, n=name: ops.predictor_step(
+                    x, s, a, b, c, noise_key=k, backend=n) for name in pc_backends},
+                **compiled(lambda x=x, s=s, z=z, a=a, b=b2, c=c: pred_c(x, s, z, a, b, c)),
+                COPY: copy_of(nbytes, device)}, "reference", nbytes)
+            yield (f"langevin_step {list(shape)}", {
+                **{name: lambda x=x, s=s, z=z, a=a, n=name: ops.langevin_step(x, s, a, 0.16, noise=z, backend=n)
+                   for name in ["reference"] + pc_backends},
+                **compiled(lambda x=x, s=s, z=z, a=a: lang_c(x, s, z, a, 0.16, False)),
+                COPY: copy_of(nbytes, device)}, "reference", nbytes)
+
+    def group_norm_grads():
+        for shape in gn_grad_shapes:
+            C = shape[1]
+            G = min(C // 4, 32)
+            x, dy = randn(*shape), randn(*shape)
+            w, b = randn(C).requires_grad_(), randn(C).requires_grad_()
+
+            def grad(fn, layout=torch.contiguous_format, x=x, dy=dy, w=w, b=b):
+                """dx, dw, db of fn(x, w, b), timed alone: its graph is kept for the repeated calls."""
+                xs = x.contiguous(memory_format=layout).requires_grad_()
+                y = fn(xs, w, b)
+                dys = dy.contiguous(memory_format=layout)
+                return lambda: torch.autograd.grad(y, (xs, w, b), dys, retain_graph=True)
+
+            silu_gn = lambda x, w, b, G=G: F.silu(F.group_norm(x, G, w, b, 1e-6))  # noqa: E731
+            ours = lambda n, G=G: lambda x, w, b: ops.group_norm(x, G, w, b, act="silu", backend=n)  # noqa: E731
+            nbytes = 3 * x.numel() * x.element_size()  # x and dy read, dx written
+            yield (f"group_norm+silu backward {list(shape)}", {
+                "eager F.silu(F.group_norm)": grad(silu_gn),
+                "reference": grad(ours("reference")),
+                **compiled(grad(lambda x, w, b, G=G: gn_c(x, G, w, b, 1e-6, True))),
+                **{n: grad(ours(n)) for n in [kernels] + triton},
+                "eager F.silu(F.group_norm) channels_last": grad(silu_gn, cl),
+                **{f"{n} channels_last": grad(ours(n), cl) for n in [kernels] + triton},
+                COPY: copy_of(nbytes, device),
+            }, "eager F.silu(F.group_norm)", nbytes)
+
+    # The ops take turns, so that a run cut short (the device check's time limit) has measured each.
+    yield from round_robin(group_norms(), upfirdn2ds(), pc_steps(), group_norm_grads())
 
 
 def measure(fns, rounds, inner, sync):
