@@ -5,9 +5,13 @@ import os
 import pytest
 import torch
 
-# Without a GPU the Triton kernels run under the interpreter, which @triton.jit reads at import.
+# Without a GPU the Triton kernels run under the interpreter, which @triton.jit reads at import. On a
+# GPU they run their first autotuning config only (kernels/_tuning.py; test_triton_configs.py runs
+# every config): tuning would compile each config for each of the tests' hundreds of shapes.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+else:
+    os.environ.setdefault("FASTSDE_TRITON_AUTOTUNE", "0")
 
 from fastsde.ops import _backend  # noqa: E402
 
