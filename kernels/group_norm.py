@@ -4,10 +4,10 @@ One program per (sample, group), the groups of a sample in consecutive programs 
 they share each pixel's cache sectors); where that makes too few programs for a GPU, the forward
 gives each program a range of a group's pixels, after a kernel that computes each range's
 statistics, which the programs combine (Chan et al.); the backward splits alike, after a kernel
-that sums each range's share of the group means of dx. A group is an [HW, Cg] array of pixels x channels, at a
-pixel stride of C (channels_last) or 1 (NCHW, channels HW apart); programs walk it in [BP, CB]
-tiles, contiguous along the channels or along the pixels, which Triton turns into 16-byte
-accesses in either layout. Cg is a compile-time constant, so that the channel offset g Cg keeps
+that sums each range's share of the group means of dx. A group is an [HW, Cg] array of pixels x
+channels, at a pixel stride of C (channels_last) or 1 (NCHW, channels HW apart); programs walk it
+in [BP, CB] tiles, contiguous along the channels or along the pixels, which Triton turns into
+16-byte accesses in either layout. Cg is a compile-time constant, so that the channel offset g Cg keeps
 channels_last vectors aligned. Loops run over a constexpr number of tiles: Triton's interpreter
 cannot loop to a runtime bound under NumPy >= 2.4 (it calls int() on a one-element array).
 Statistics are two-pass (mean, then the mean squared deviation) in float32 (float64 for float64
@@ -24,8 +24,8 @@ from ._tuning import autotune
 
 MAX_TILE_CHANNELS = 64  # a tile's channels; a group of few pixels gives its channels the rest
 # Forward and backward split groups along their pixels where there are too few of them (an official
-# 1024x1024 config has 4 groups a sample at its first level) to keep a GPU busy: into ranges of a multiple of
-# SPLIT_PIXELS pixels, until there are about MIN_PROGRAMS programs.
+# 1024x1024 config has 4 groups a sample at its first level) to keep a GPU busy: into ranges of a
+# multiple of SPLIT_PIXELS pixels, until there are about MIN_PROGRAMS programs.
 MIN_PROGRAMS = 4096
 SPLIT_PIXELS = 1024
 
