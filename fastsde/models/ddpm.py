@@ -64,7 +64,7 @@ class DDPM(nn.Module):
         temb = None
         if self.conditional:
             temb = next(mods)(timestep_embedding(labels, self.nf))
-            temb = next(mods)(self.act(temb))
+            temb = self.act(next(mods)(self.act(temb)))  # what each residual block adds a projection of
         h = x if self.centered else 2 * x - 1.0
         hs = [next(mods)(h)]
         for level in range(self.num_resolutions):

@@ -42,12 +42,13 @@ class ResnetBlockBigGAN(nn.Module):
             self.resample = FIR(fir_kernel, up=up) if fir else (naive_upsample if up else naive_downsample)
 
     def forward(self, x, temb=None):
+        """x: [B, in_ch, H, W]; temb: the activated time embedding act(temb) [B, temb_dim], or None."""
         h = self.GroupNorm_0(x, self.act)
         if self.resample is not None:
             h, x = self.resample(h), self.resample(x)
         h = self.Conv_0(h)
         if temb is not None:
-            h = h + self.Dense_0(self.act(temb))[:, :, None, None]
+            h = h + self.Dense_0(temb)[:, :, None, None]
         h = self.Conv_1(self.Dropout_0(self.GroupNorm_1(h, self.act)))
         if hasattr(self, "Conv_2"):
             x = self.Conv_2(x)
@@ -77,9 +78,10 @@ class ResnetBlockDDPM(nn.Module):
         self.act, self.skip_rescale = act, skip_rescale
 
     def forward(self, x, temb=None):
+        """x: [B, in_ch, H, W]; temb: the activated time embedding act(temb) [B, temb_dim], or None."""
         h = self.Conv_0(self.GroupNorm_0(x, self.act))
         if temb is not None:
-            h = h + self.Dense_0(self.act(temb))[:, :, None, None]
+            h = h + self.Dense_0(temb)[:, :, None, None]
         h = self.Conv_1(self.Dropout_0(self.GroupNorm_1(h, self.act)))
         if hasattr(self, "Conv_2"):
             x = self.Conv_2(x)
@@ -296,7 +298,8 @@ class NCSNpp(nn.Module):
             temb = timestep_embedding(time_cond, self.nf)
         if self.conditional:
             temb = next(mods)(temb)
-            temb = next(mods)(self.act(temb))
+            # Every residual block adds Dense_0(act(temb)): the activation once here, not in each.
+            temb = self.act(next(mods)(self.act(temb)))
         else:
             temb = None
         if not self.centered:
