@@ -91,6 +91,13 @@ def assert_close(actual, expected, dtype=None):
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol)
 
 
+def assert_close_scaled(actual, expected, dtype=None):
+    """assert_close relative to the size of `expected`: sums of many terms (parameter gradients, a
+    group's statistics) carry errors that grow with it."""
+    scale = expected.abs().max().clamp(min=1)
+    assert_close(actual / scale, expected / scale, dtype)
+
+
 def pytest_collection_modifyitems(config, items):
     """Without a CUDA device the GPU tests cannot run: deselect them (and say so) rather than skip."""
     if torch.cuda.is_available():

@@ -93,7 +93,7 @@ def compile_only_bench(fn, *args, quantiles=None, **kwargs):
 def group_norm_launches(kernels):
     gn = kernels.group_norm
     # Groups of 4 channels (one tile) in every dtype; in float32, groups of 96 channels (two channel
-    # tiles) and groups of 2304 pixels, which the forward splits.
+    # tiles) and groups of 2304 pixels, which the forward and the backward split.
     cases = [(dtype, (2, 64, 6, 6), 16, cl, silu, affine) for dtype in DTYPES for cl, silu, affine in
              [(False, True, True), (True, True, True), (False, False, False), (True, False, True)]]
     cases += [(torch.float32, shape, groups, cl, True, True) for cl in (False, True)
