@@ -19,6 +19,7 @@ import platform
 import statistics
 import sys
 import time
+import types
 
 import torch
 
@@ -99,9 +100,10 @@ def fastsde_sampler(model, sde, config, device, path):
 
 
 def official_modules(path):
-    """(sampling, sde_lib, models.utils) of a local checkout of yang-song/score_sde_pytorch. Without
-    CUDA its `op` package is imported with the JIT build switched off (its upfirdn2d then takes its
-    own pure-PyTorch path, as the official code does on a CPU)."""
+    """The modules sampling, sde_lib, losses and utils (models.utils) of a local checkout of
+    yang-song/score_sde_pytorch. Without CUDA its `op` package is imported with the JIT build
+    switched off (its upfirdn2d then takes its own pure-PyTorch path, as the official code does on a
+    CPU)."""
     import torch.utils.cpp_extension as cpp_extension
     if not os.path.isfile(os.path.join(path, "sampling.py")) or not os.path.isdir(os.path.join(path, "models")):
         raise FileNotFoundError(f"official={path}: not a score_sde_pytorch checkout (no sampling.py, models/)")
@@ -111,27 +113,35 @@ def official_modules(path):
     if not torch.cuda.is_available():
         cpp_extension.load = lambda *args, **kwargs: None
     try:
-        import sampling as official_sampling  # noqa: PLC0415
+        import losses as official_losses  # noqa: PLC0415
+        import sampling as official_sampling
         import sde_lib
         from models import ddpm, ncsnpp, ncsnv2, utils  # noqa: F401  (registers the models)
     finally:
         cpp_extension.load = load
-    return official_sampling, sde_lib, utils
+    return types.SimpleNamespace(sampling=official_sampling, sde_lib=sde_lib, losses=official_losses, utils=utils)
+
+
+def official_model(model, config, device, path, N):
+    """(modules, net, sde) of the official code (official_modules(path)): its network, as its
+    create_model makes it, with `model`'s weights, and its SDE with N steps."""
+    official = official_modules(path)
+    config = copy.deepcopy(config)
+    config.device = torch.device(device)
+    net = official.utils.create_model(config)
+    net.module.load_state_dict(model.state_dict())
+    m, kind = config.model, config.training.sde.lower()
+    if kind == "vesde":
+        osde = official.sde_lib.VESDE(m.sigma_min, m.sigma_max, N)
+    else:
+        osde = (official.sde_lib.VPSDE if kind == "vpsde" else official.sde_lib.subVPSDE)(m.beta_min, m.beta_max, N)
+    return official, net, osde
 
 
 def official_sampler(model, sde, config, device, path, steps):
     """run(batch, seed) of the official code's PC sampler with `model`'s weights, N = steps."""
-    osampling, sde_lib, mutils = official_modules(path["official"])
-    config = copy.deepcopy(config)
-    config.device = torch.device(device)
-    net = mutils.create_model(config)
-    net.module.load_state_dict(model.state_dict())
-    m, s = config.model, config.sampling
-    kind = config.training.sde.lower()
-    if kind == "vesde":
-        osde = sde_lib.VESDE(m.sigma_min, m.sigma_max, steps)
-    else:
-        osde = (sde_lib.VPSDE if kind == "vpsde" else sde_lib.subVPSDE)(m.beta_min, m.beta_max, steps)
+    official, net, osde = official_model(model, config, device, path["official"], steps)
+    osampling, s = official.sampling, config.sampling
     predictor = None if s.predictor == "none" else osampling.get_predictor(s.predictor.lower())
     corrector = None if s.corrector == "none" else osampling.get_corrector(s.corrector.lower())
 
@@ -210,31 +220,77 @@ def throughput(model, sde, config, device, batches=(1, 8), samplers=("pc", "dpmp
     return rows
 
 
-def train_memory(model, sde, config, device, batch, label="model"):
-    """Peak memory (CUDA; None elsewhere) of a training step (denoising score matching loss,
-    backward, Adam step) with the reference backend (the official path) and fastsde's kernels; the
-    second step is measured, when the optimizer state already exists."""
+@contextlib.contextmanager
+def saved_for_backward(exclude=()):
+    """Records what autograd saves for the backward while the block runs: yields a dict, storage
+    address -> bytes, each storage once, those of the tensors in `exclude` (the parameters) left
+    out. Device-independent: the activation memory of a training step."""
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    saved = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield saved
+
+
+def train_memory(model, sde, config, device, batch, official=None, label="model"):
+    """Memory of a training step (denoising score matching loss, backward, Adam step) on the official
+    loop's path (the reference backend), the official code itself (official: a local checkout; on a
+    CPU it runs its pure-PyTorch upfirdn2d, which saves more than its CUDA kernel) and fastsde's
+    kernels: MiB of activations that autograd saves for the backward (any device) and the peak
+    allocated (CUDA; None elsewhere). The second step is measured, once the optimizer state exists."""
     from . import losses
     from .models import get_score_fn
     cuda = torch.device(device).type == "cuda"
+    t = config.training
+    ours = lambda net, x: losses.sde_loss(get_score_fn(sde, net, train=True, continuous=t.continuous), sde, x,  # noqa: E731
+                                          t.reduce_mean, t.likelihood_weighting)
+    paths = [("official loop", "reference", copy.deepcopy(model), ours)]
+    if official:
+        modules, net, osde = official_model(model, config, device, official, config.model.num_scales)
+        paths.append(("official code", None, net, modules.losses.get_sde_loss_fn(
+            osde, True, t.reduce_mean, t.continuous, t.likelihood_weighting)))
+    paths.append(("fastsde fp32", None, copy.deepcopy(model), ours))
+    x = torch.rand(batch, config.data.num_channels, config.data.image_size, config.data.image_size,
+                   device=device, generator=torch.Generator(device).manual_seed(0)) * 2 - 1
     rows = []
-    for name, backend in (("official loop", "reference"), ("fastsde fp32", None)):
-        net = copy.deepcopy(model).train()
+    for name, backend, net, loss_fn in paths:
+        net.train()
         opt = torch.optim.Adam(net.parameters(), lr=2e-4)
-        x = torch.rand(batch, config.data.num_channels, config.data.image_size, config.data.image_size,
-                       device=device) * 2 - 1
         with _backend(backend):
             for _ in range(2):
+                opt.zero_grad(set_to_none=True)
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(device)
-                loss = losses.sde_loss(get_score_fn(sde, net, train=True, continuous=True), sde, x)
-                opt.zero_grad(set_to_none=True)
+                with saved_for_backward(net.parameters()) as saved:
+                    loss = loss_fn(net, x)
                 loss.backward()
                 opt.step()
         peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if cuda else None
-        rows.append({"model": label, "batch": batch, "path": name, "train_step_peak_MiB": peak})
-        del net, opt
+        rows.append({"model": label, "batch": batch, "path": name, "saved_MiB": sum(saved.values()) / 2 ** 20,
+                     "train_step_peak_MiB": peak})
+        del net, opt, loss
     return rows
+
+
+def train_memory_table(rows):
+    """The train_memory rows as text, each against the official loop and the official code."""
+    lines = [f"{'training step memory':24s} {'batch':>5s} {'path':24s} {'saved MiB':>10s} {'peak MiB':>9s} "
+             f"{'vs official loop':>16s} {'vs official code':>16s}   (saved; peak where measured)"]
+    base = {(r["model"], r["batch"], r["path"]): r for r in rows}
+    for r in rows:
+        ratios = []
+        for ref in ("official loop", "official code"):
+            b = base.get((r["model"], r["batch"], ref))
+            ratios.append(f"{'-':>16s}" if b is None else f"{r['saved_MiB'] / b['saved_MiB']:15.2f}x")
+        peak = "" if r["train_step_peak_MiB"] is None else f"{r['train_step_peak_MiB']:9.0f}"
+        lines.append(f"{r['model'][:24]:24s} {r['batch']:5d} {r['path']:24s} {r['saved_MiB']:10.1f} {peak:>9s} "
+                     + " ".join(ratios))
+    return "\n".join(lines)
 
 
 def accuracy(model, sde, config, device, batch=16, solver_steps=20, seed=0):
