@@ -279,7 +279,7 @@ def train_memory(model, sde, config, device, batch, official=None, label="model"
 
 def train_memory_table(rows):
     """The train_memory rows as text, each against the official loop and the official code."""
-    lines = [f"{'training step memory':24s} {'batch':>5s} {'path':24s} {'saved MiB':>10s} {'peak MiB':>9s} "
+    lines = [f"{'training step memory':28s} {'batch':>5s} {'path':24s} {'saved MiB':>10s} {'peak MiB':>9s} "
              f"{'vs official loop':>16s} {'vs official code':>16s}   (saved; peak where measured)"]
     base = {(r["model"], r["batch"], r["path"]): r for r in rows}
     for r in rows:
@@ -288,7 +288,7 @@ def train_memory_table(rows):
             b = base.get((r["model"], r["batch"], ref))
             ratios.append(f"{'-':>16s}" if b is None else f"{r['saved_MiB'] / b['saved_MiB']:15.2f}x")
         peak = "" if r["train_step_peak_MiB"] is None else f"{r['train_step_peak_MiB']:9.0f}"
-        lines.append(f"{r['model'][:24]:24s} {r['batch']:5d} {r['path']:24s} {r['saved_MiB']:10.1f} {peak:>9s} "
+        lines.append(f"{r['model'][:28]:28s} {r['batch']:5d} {r['path']:24s} {r['saved_MiB']:10.1f} {peak:>9s} "
                      + " ".join(ratios))
     return "\n".join(lines)
 
