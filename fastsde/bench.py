@@ -72,7 +72,7 @@ def _sync(device):
 
 
 def fastsde_sampler(model, sde, config, device, path):
-    """sampler(name, steps) -> run(batch, seed) -> samples of one fastsde path, all samplers sharing
+    """sampler(name, steps) -> run(batch, seed) -> (samples, nfe) of one fastsde path, all samplers sharing
     one prepared (and perhaps compiled) network: 'pc' (the config's predictor / corrector, N =
     steps, the official batch-averaged Langevin step) or a fast solver with `steps` steps. The
     noise comes from a torch.Generator, or from a fastsde.Philox where path['noise'] is 'philox'."""
@@ -92,9 +92,9 @@ def fastsde_sampler(model, sde, config, device, path):
                 if name == "pc":
                     return sampling.pc_sample(score_fn, pc_sde, shape, s.predictor, s.corrector, s.snr,
                                               s.n_steps_each, s.probability_flow, s.noise_removal, eps, gen, device,
-                                              cuda_graph=path["cuda_graph"])[0]
+                                              cuda_graph=path["cuda_graph"])
                 return sampling.ode_sample(score_fn, sde, shape, name, steps=steps, eps=eps, generator=gen,
-                                           device=device, cuda_graph=path["cuda_graph"])[0]
+                                           device=device, cuda_graph=path["cuda_graph"])
         return run
     return sampler
 
@@ -139,7 +139,8 @@ def official_model(model, config, device, path, N):
 
 
 def official_sampler(model, sde, config, device, path, steps):
-    """run(batch, seed) of the official code's PC sampler with `model`'s weights, N = steps."""
+    """run(batch, seed) -> (samples, nfe) of the official code's PC sampler with `model`'s weights,
+    N = steps."""
     official, net, osde = official_model(model, config, device, path["official"], steps)
     osampling, s = official.sampling, config.sampling
     predictor = None if s.predictor == "none" else osampling.get_predictor(s.predictor.lower())
@@ -151,22 +152,22 @@ def official_sampler(model, sde, config, device, path, steps):
         fn = osampling.get_pc_sampler(osde, shape, predictor, corrector, lambda x: x, s.snr, s.n_steps_each,
                                       s.probability_flow, bool(config.training.continuous), s.noise_removal,
                                       default_eps(sde), device)
-        return fn(net)[0]
+        return fn(net)
     return run
 
 
 def time_runs(runs, batch, rounds, device):
-    """Median seconds of run(batch, seed) for each of `runs` (a dict), interleaved over rounds; the
-    seconds of the untimed first run (kernels picked, graphs captured, torch.compile) and the peak
-    memory each one allocated (CUDA; None elsewhere)."""
+    """For each of `runs` (a dict of run(batch, seed) -> (samples, nfe)), interleaved over rounds:
+    the median seconds, the seconds of the untimed first run (kernels picked, graphs captured,
+    torch.compile), its network evaluations, and the peak memory allocated (CUDA; None elsewhere)."""
     cuda = torch.device(device).type == "cuda"
-    times, peak, first = {k: [] for k in runs}, {}, {}
+    out = {k: {"times": [], "peak": None} for k in runs}
     for k, run in runs.items():
         _sync(device)
         start = time.perf_counter()
-        run(batch, 0)
+        out[k]["nfe"] = run(batch, 0)[1]
         _sync(device)
-        first[k] = time.perf_counter() - start
+        out[k]["first"] = time.perf_counter() - start
     for r in range(rounds):
         for k, run in runs.items():
             if cuda:
@@ -175,18 +176,55 @@ def time_runs(runs, batch, rounds, device):
             start = time.perf_counter()
             run(batch, r + 1)
             _sync(device)
-            times[k].append(time.perf_counter() - start)
+            out[k]["times"].append(time.perf_counter() - start)
             if cuda:
-                peak[k] = max(peak.get(k, 0), torch.cuda.max_memory_allocated(device))
-    return {k: statistics.median(v) for k, v in times.items()}, first, {k: peak.get(k) for k in runs}
+                out[k]["peak"] = max(out[k]["peak"] or 0, torch.cuda.max_memory_allocated(device))
+    for v in out.values():
+        v["seconds"] = statistics.median(v.pop("times"))
+    return out
+
+
+def matrix_flops(model, sde, config, device):
+    """FLOPs of one network call on one image in its matrix products (convolutions, linear layers,
+    attention), as torch's FlopCounterMode counts them: what the arithmetic floor is made of."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from .models import get_score_fn
+    training = model.training
+    x = torch.zeros(1, config.data.num_channels, config.data.image_size, config.data.image_size, device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        get_score_fn(sde, model, train=False, continuous=bool(config.training.continuous))(
+            x, torch.full((1,), 0.5, device=device))
+    model.train(training)
+    return counter.get_total_flops()
+
+
+def matrix_rate(device, rounds=5):
+    """FLOP/s of a large square matmul, median of rounds, measured here: bf16 on GPUs, whose matrix
+    rate sets the floor the targets speak of; float32 on CPUs, which sample in float32."""
+    cuda = torch.device(device).type == "cuda"
+    n, dtype = (8192, torch.bfloat16) if cuda else (1024, torch.float32)
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    a @ b
+    times = []
+    for _ in range(rounds):
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        _sync(device)
+        times.append((time.perf_counter() - start) / 4)
+    return 2 * n ** 3 / statistics.median(times)
 
 
 def throughput(model, sde, config, device, batches=(1, 8), samplers=("pc", "dpmpp_2m"), pc_steps=25,
                solver_steps=20, rounds=3, official=None, precisions=None, compile=False, label="model",
                progress=None):
-    """Rows of images per second for each sampler, batch size and path (see the module docstring).
+    """Rows of images per second for each sampler, batch size and path (see the module docstring),
+    with the fraction of the arithmetic floor reached: the seconds an image's matrix FLOPs (network
+    evaluations x matrix_flops) take at matrix_rate, over the seconds it took.
     progress(rows), if given, is called with the rows of each sampler and batch size as they come."""
     rows = []
+    flops, rate = matrix_flops(model, sde, config, device), matrix_rate(device)
     paths = paths_for(device, official, precisions, compile)
     prepared = {p["name"]: fastsde_sampler(model, sde, config, device, p) for p in paths if "official" not in p}
     for sampler in samplers:
@@ -200,20 +238,22 @@ def throughput(model, sde, config, device, batches=(1, 8), samplers=("pc", "dpmp
                 runs[p["name"]] = prepared[p["name"]](sampler, steps)
         # A PC run of pc_steps steps stands for one of N steps; each step costs the same.
         scale = sde.N / steps if sampler == "pc" else 1.0
-        per_step = (1 + config.sampling.n_steps_each * (config.sampling.corrector != "none")
-                    - (config.sampling.predictor == "none"))
-        nfe = sde.N * per_step if sampler == "pc" else solver_steps
         for batch in batches:
-            med, first, peak = time_runs(runs, batch, rounds, device)
-            base, code = med["official loop"], med.get("official code")
+            timed = time_runs(runs, batch, rounds, device)
+            base, code = timed["official loop"]["seconds"], timed.get("official code", {}).get("seconds")
+            # Every path evaluates the network as often; the official code's own count includes a
+            # 'none' corrector's evaluations, which it skips.
+            nfe = round(timed["official loop"]["nfe"] * scale)
             new = []
-            for name, seconds in med.items():
+            for name, t in timed.items():
+                seconds = t["seconds"] * scale
                 new.append({"model": label, "sampler": sampler, "batch": batch, "path": name, "nfe": nfe,
-                             "timed_steps": steps, "seconds_per_batch": seconds * scale,
-                             "images_per_s": batch / (seconds * scale), "vs_official_loop": base / seconds,
-                             "vs_official_code": None if code is None else code / seconds,
-                             "first_run_s": first[name],
-                             "peak_memory_MiB": None if peak[name] is None else peak[name] / 2 ** 20})
+                            "timed_steps": steps, "seconds_per_batch": seconds, "images_per_s": batch / seconds,
+                            "vs_official_loop": base / t["seconds"],
+                            "vs_official_code": None if code is None else code / t["seconds"],
+                            "of_floor": nfe * flops * batch / rate / seconds, "matrix_gflop_per_call": flops / 1e9,
+                            "matrix_tflop_s": rate / 1e12, "first_run_s": t["first"],
+                            "peak_memory_MiB": None if t["peak"] is None else t["peak"] / 2 ** 20})
             rows += new
             if progress:
                 progress(new)
@@ -345,12 +385,12 @@ def machine(device):
 def table(rows, accuracy_rows=()):
     """The results as text: throughput rows, then accuracy rows."""
     lines = [f"{'model':24s} {'sampler':9s} {'batch':>5s} {'path':24s} {'NFE':>5s} {'img/s':>10s} "
-             f"{'vs official loop':>16s} {'vs official code':>16s} {'peak MiB':>9s}"]
+             f"{'vs official loop':>16s} {'vs official code':>16s} {'of floor':>8s} {'peak MiB':>9s}"]
     for r in rows:
         mem = "" if r["peak_memory_MiB"] is None else f"{r['peak_memory_MiB']:9.0f}"
         code = f"{r['vs_official_code']:15.2f}x" if r.get("vs_official_code") else f"{'-':>16s}"
         lines.append(f"{r['model'][:24]:24s} {r['sampler']:9s} {r['batch']:5d} {r['path']:24s} {r['nfe']:5d} "
-                     f"{r['images_per_s']:10.4g} {r['vs_official_loop']:15.2f}x {code} {mem}")
+                     f"{r['images_per_s']:10.4g} {r['vs_official_loop']:15.2f}x {code} {r['of_floor']:8.2%} {mem}")
     if accuracy_rows:
         lines.append(f"{'accuracy (vs fp32 eager)':24s} {'sampler':9s} {'variant':22s} {'mean |d|':>9s} "
                      f"{'max |d|':>8s} {'NFE':>9s}   (8-bit pixel units)")

@@ -195,7 +195,9 @@ def test_bench_and_info(tiny_ckpt, tmp_path, capsys):
     cases = {(r["sampler"], r["batch"], r["path"]) for r in rep["rows"]}
     assert cases == {(s, b, p) for s in ("pc", "dpmpp_2m") for b in (1, 2) for p in ("official loop", "fastsde fp32")}
     for r in rep["rows"]:
-        assert r["images_per_s"] > 0 and r["nfe"] == (25 if r["sampler"] == "pc" else 3)
+        # nfe as the samplers count it: PC's N = 25, the solver's 3 steps and its noise removal.
+        assert r["images_per_s"] > 0 and r["nfe"] == (25 if r["sampler"] == "pc" else 4)
+        assert 0 < r["of_floor"] < 1 and r["matrix_gflop_per_call"] > 0
         assert r["vs_official_loop"] == 1.0 if r["path"] == "official loop" else r["vs_official_loop"] > 0
     assert {(a["sampler"], a["variant"]) for a in rep["accuracy"]} == {
         (s, v) for s in ("dpmpp_2m", "RK45") for v in ("fp32 channels_last", "bf16", "fp16")}
