@@ -287,8 +287,10 @@ def train_memory(model, sde, config, device, batch, official=None, label="model"
     from .models import get_score_fn
     cuda = torch.device(device).type == "cuda"
     t = config.training
-    ours = lambda net, x: losses.sde_loss(get_score_fn(sde, net, train=True, continuous=t.continuous), sde, x,  # noqa: E731
-                                          t.reduce_mean, t.likelihood_weighting)
+
+    def ours(net, x):
+        score_fn = get_score_fn(sde, net, train=True, continuous=t.continuous)
+        return losses.sde_loss(score_fn, sde, x, t.reduce_mean, t.likelihood_weighting)
     paths = [("official loop", "reference", copy.deepcopy(model), ours)]
     if official:
         modules, net, osde = official_model(model, config, device, official, config.model.num_scales)
@@ -318,15 +320,17 @@ def train_memory(model, sde, config, device, batch, official=None, label="model"
 
 
 def train_memory_table(rows):
-    """The train_memory rows as text, each against the official loop and the official code."""
+    """The train_memory rows as text, each against the official loop and the official code: ratios
+    of the peak where it was measured (CUDA), else of the saved activations."""
     lines = [f"{'training step memory':28s} {'batch':>5s} {'path':24s} {'saved MiB':>10s} {'peak MiB':>9s} "
-             f"{'vs official loop':>16s} {'vs official code':>16s}   (saved; peak where measured)"]
+             f"{'vs official loop':>16s} {'vs official code':>16s}"]
     base = {(r["model"], r["batch"], r["path"]): r for r in rows}
     for r in rows:
+        key = "train_step_peak_MiB" if r["train_step_peak_MiB"] is not None else "saved_MiB"
         ratios = []
         for ref in ("official loop", "official code"):
             b = base.get((r["model"], r["batch"], ref))
-            ratios.append(f"{'-':>16s}" if b is None else f"{r['saved_MiB'] / b['saved_MiB']:15.2f}x")
+            ratios.append(f"{'-':>16s}" if b is None else f"{r[key] / b[key]:15.2f}x")
         peak = "" if r["train_step_peak_MiB"] is None else f"{r['train_step_peak_MiB']:9.0f}"
         lines.append(f"{r['model'][:28]:28s} {r['batch']:5d} {r['path']:24s} {r['saved_MiB']:10.1f} {peak:>9s} "
                      + " ".join(ratios))
@@ -391,6 +395,9 @@ def table(rows, accuracy_rows=()):
         code = f"{r['vs_official_code']:15.2f}x" if r.get("vs_official_code") else f"{'-':>16s}"
         lines.append(f"{r['model'][:24]:24s} {r['sampler']:9s} {r['batch']:5d} {r['path']:24s} {r['nfe']:5d} "
                      f"{r['images_per_s']:10.4g} {r['vs_official_loop']:15.2f}x {code} {r['of_floor']:8.2%} {mem}")
+    floors = {(r["model"], r["matrix_gflop_per_call"], r["matrix_tflop_s"]) for r in rows}
+    lines += [f"of floor: {model}'s {gflop:.3g} GFLOP of matrix products a network call at the matmul rate "
+              f"measured here, {tflops:.3g} TFLOP/s" for model, gflop, tflops in sorted(floors)]
     if accuracy_rows:
         lines.append(f"{'accuracy (vs fp32 eager)':24s} {'sampler':9s} {'variant':22s} {'mean |d|':>9s} "
                      f"{'max |d|':>8s} {'NFE':>9s}   (8-bit pixel units)")
