@@ -50,7 +50,7 @@ def cifar10(device):
 
 PRESETS = {
     "smoke": dict(models=lambda d: [fixture("ncsnpp_ve_cifar_small", d)], batches=(2,), pc_steps=3,
-                  solver_steps=3, rounds=1, accuracy=dict(batch=2, solver_steps=3), train_batch=2),
+                  solver_steps=3, rounds=1, accuracy=dict(batch=2, solver_steps=3, pc_steps=25), train_batch=2),
     "cpu": dict(models=lambda d: [fixture("ncsnpp_ve_cifar_small", d), fixture("ddpmpp_vp_cifar_small", d)],
                 batches=(1, 8), pc_steps=25, solver_steps=20, rounds=3, accuracy=dict(batch=16, solver_steps=20),
                 train_batch=4, train_models=cifar10),

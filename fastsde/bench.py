@@ -337,25 +337,35 @@ def train_memory_table(rows):
     return "\n".join(lines)
 
 
-def accuracy(model, sde, config, device, batch=16, solver_steps=20, seed=0):
-    """What each fast path costs: from the same prior noise, the ODE sampler's images (DPM-Solver++
-    2M with solver_steps steps, and RK45) under each precision / CUDA graphs / channels_last against
-    fp32 eager NCHW: mean and largest absolute difference in 8-bit pixel units."""
+def accuracy(model, sde, config, device, batch=16, solver_steps=20, pc_steps=None, seed=0):
+    """What each fast path costs: from the same prior noise (and, for PC, the same noise at every
+    step), the images of the config's PC sampler (pc_steps steps, default its N) and of the ODE
+    sampler (DPM-Solver++ 2M with solver_steps steps, and RK45) under each precision / CUDA graphs /
+    channels_last against fp32 eager NCHW, in 8-bit pixel units: the mean and largest absolute
+    difference, and the sample statistics: the shift of the samples' mean and the ratio of their
+    standard deviations."""
     cuda = torch.device(device).type == "cuda"
     shape = (batch, config.data.num_channels, config.data.image_size, config.data.image_size)
     z = sde.prior_sampling(shape, torch.Generator(device).manual_seed(seed), device=device)
+    s, eps = config.sampling, default_eps(sde)
+    pc_sde = checkpoint.sde_from_config(config, pc_steps) if pc_steps else sde
     # (name, precision, CUDA graph); every variant runs channels_last, the reference NCHW.
     variants = [("fp32 channels_last", "fp32", False), ("bf16", "bf16", False), ("fp16", "fp16", False)]
     if cuda:
         variants += [("tf32", "tf32", False), ("fp32 + graph", "fp32", True), ("bf16 + graph", "bf16", True)]
     pixels = lambda x: data.to_uint8(x, config.data.centered).float()  # noqa: E731
     rows = []
-    for method, steps in (("dpmpp_2m", solver_steps), ("RK45", None)):
+    for method, steps in (("pc", pc_sde.N), ("dpmpp_2m", solver_steps), ("RK45", None)):
         def solve(precision, channels_last, graph):
             score_fn = fast_score_fn(copy.deepcopy(model), sde, bool(config.training.continuous), device, precision,
                                      channels_last=channels_last)
-            x, nfe = sampling.ode_sample(score_fn, sde, shape, method, steps=steps, eps=default_eps(sde),
-                                         z=z.clone(), cuda_graph=graph and method != "RK45")
+            if method == "pc":
+                x, nfe = sampling.pc_sample(score_fn, pc_sde, shape, s.predictor, s.corrector, s.snr, s.n_steps_each,
+                                            s.probability_flow, s.noise_removal, eps,
+                                            torch.Generator(device).manual_seed(seed), device, cuda_graph=graph)
+            else:
+                x, nfe = sampling.ode_sample(score_fn, sde, shape, method, steps=steps, eps=eps, z=z.clone(),
+                                             cuda_graph=graph and method != "RK45")
             return pixels(x), nfe
         ref, ref_nfe = solve("fp32", False, False)
         for name, precision, graph in variants:
@@ -364,7 +374,8 @@ def accuracy(model, sde, config, device, batch=16, solver_steps=20, seed=0):
             x, nfe = solve(precision, True, graph)
             diff = (x - ref).abs()
             rows.append({"sampler": method, "variant": name, "mean_abs_diff_8bit": float(diff.mean()),
-                         "max_abs_diff_8bit": float(diff.max()), "nfe": nfe, "nfe_fp32": ref_nfe})
+                         "max_abs_diff_8bit": float(diff.max()), "mean_shift_8bit": float(x.mean() - ref.mean()),
+                         "std_ratio": float(x.std() / ref.std()), "nfe": nfe, "nfe_fp32": ref_nfe})
     return rows
 
 
@@ -400,8 +411,9 @@ def table(rows, accuracy_rows=()):
               f"measured here, {tflops:.3g} TFLOP/s" for model, gflop, tflops in sorted(floors)]
     if accuracy_rows:
         lines.append(f"{'accuracy (vs fp32 eager)':24s} {'sampler':9s} {'variant':22s} {'mean |d|':>9s} "
-                     f"{'max |d|':>8s} {'NFE':>9s}   (8-bit pixel units)")
+                     f"{'max |d|':>8s} {'mean shift':>10s} {'std ratio':>9s} {'NFE':>9s}   (8-bit pixel units)")
         for r in accuracy_rows:
             lines.append(f"{'':24s} {r['sampler']:9s} {r['variant']:22s} {r['mean_abs_diff_8bit']:9.3f} "
-                         f"{r['max_abs_diff_8bit']:8.1f} {r['nfe']:4d}/{r['nfe_fp32']:<4d}")
+                         f"{r['max_abs_diff_8bit']:8.1f} {r['mean_shift_8bit']:+10.3f} {r['std_ratio']:9.4f} "
+                         f"{r['nfe']:4d}/{r['nfe_fp32']:<4d}")
     return "\n".join(lines)

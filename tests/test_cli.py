@@ -200,8 +200,10 @@ def test_bench_and_info(tiny_ckpt, tmp_path, capsys):
         assert 0 < r["of_floor"] < 1 and r["matrix_gflop_per_call"] > 0
         assert r["vs_official_loop"] == 1.0 if r["path"] == "official loop" else r["vs_official_loop"] > 0
     assert {(a["sampler"], a["variant"]) for a in rep["accuracy"]} == {
-        (s, v) for s in ("dpmpp_2m", "RK45") for v in ("fp32 channels_last", "bf16", "fp16")}
-    assert all(a["mean_abs_diff_8bit"] >= 0 for a in rep["accuracy"])
+        (s, v) for s in ("pc", "dpmpp_2m", "RK45") for v in ("fp32 channels_last", "bf16", "fp16")}
+    for a in rep["accuracy"]:
+        assert a["max_abs_diff_8bit"] >= a["mean_abs_diff_8bit"] >= abs(a["mean_shift_8bit"]) - 1e-3 and a["std_ratio"] > 0
+        assert a["nfe"] > 0 and (a["sampler"] == "RK45" or a["nfe"] == a["nfe_fp32"])
     assert rep["machine"]["device"] == "cpu" and rep["machine"]["torch"] == torch.__version__
     assert run("info") == 0
     assert "backends:" in capsys.readouterr().out
