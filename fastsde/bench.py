@@ -3,8 +3,9 @@ path, side by side in one run, and what each fast path costs in accuracy.
 
 Paths (one network's weights, copied into each):
   official loop   the faithful eager re-creation of the official code path: the reference backend
-                  (pure PyTorch ops), NCHW, fp32, the official PC loop with its batch-averaged Langevin
-                  step; the baseline of every ratio.
+                  (pure PyTorch ops), NCHW, float32 under torch's precision settings (by default TF32
+                  convolutions on GPUs, as the official code runs), the official PC loop with its
+                  batch-averaged Langevin step; the baseline of every ratio.
   official code   the official score_sde_pytorch code itself, from a local checkout (official=PATH).
   fastsde ...     the compiled kernels (backend auto), channels_last, CUDA graphs on GPUs, and
                   the precision named.
@@ -32,10 +33,12 @@ from .generate import default_eps
 def paths_for(device, official=None, precisions=None, compile=False):
     """The benchmarked paths for `device`: dicts of name, backend, precision, cuda_graph, compile."""
     cuda = torch.device(device).type == "cuda"
-    paths = [dict(name="official loop", backend="reference", precision="fp32", cuda_graph=False,
+    # The official loop runs under torch's precision settings, as the official code does: on GPUs,
+    # TF32 convolutions by default (fastsde's fp32 is float32 throughout).
+    paths = [dict(name="official loop", backend="reference", precision=None, cuda_graph=False,
                   channels_last=False, compile=False)]
     if official:
-        paths.append(dict(name="official code", official=official, precision="fp32"))
+        paths.append(dict(name="official code", official=official, precision=None))
     precisions = precisions or (("fp32", "tf32", "bf16") if cuda else ("fp32",))
     for p in precisions:
         paths.append(dict(name=f"fastsde {p}", backend=None, precision=p, cuda_graph=False, channels_last=True,

@@ -14,7 +14,11 @@ PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 def with_precision(score_fn, precision, device):
     """score_fn evaluated in `precision`: fp32; tf32 (TF32 matmuls and convolutions on GPUs);
-    bf16 / fp16 under autocast, returning float32 so that the sampler's state stays fp32."""
+    bf16 / fp16 under autocast, returning float32 so that the sampler's state stays fp32; None:
+    under torch's global settings, as the official code runs (by default on GPUs: TF32
+    convolutions, float32 matmuls)."""
+    if precision is None:
+        return score_fn
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = torch.device(device)
@@ -46,8 +50,8 @@ def with_precision(score_fn, precision, device):
 def fast_score_fn(model, sde, continuous, device, precision="fp32", channels_last=True, compile=False):
     """score_fn(x, t) of `model` for sampling: channels_last weights and inputs (the convolutions run
     faster in that layout on GPUs and, through oneDNN, on CPUs; every kernel takes it natively;
-    `model` itself is converted), `precision` (fp32 / tf32 / bf16 / fp16) and, with
-    `compile`, the network under torch.compile.
+    `model` itself is converted), `precision` (fp32 / tf32 / bf16 / fp16, or None: as torch is
+    set; see with_precision) and, with `compile`, the network under torch.compile.
     x: [B, C, H, W] float32 in any layout; t: [B]. Returns the score, float32, [B, C, H, W]."""
     from .models import get_score_fn
     device = torch.device(device)

@@ -85,10 +85,11 @@ def test_tf32_switches_hold_for_one_call_only():
 
     fp32 = engine.with_precision(score_fn, "fp32", "cuda")
     tf32 = engine.with_precision(score_fn, "tf32", "cuda")
+    as_set = engine.with_precision(score_fn, None, "cuda")  # the official code's: torch's settings
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     x, t = torch.zeros(1), torch.zeros(1)
-    tf32(x, t), fp32(x, t), tf32(x, t)
-    assert seen == [(True, True), (False, False), (True, True)]
+    tf32(x, t), fp32(x, t), as_set(x, t), tf32(x, t)
+    assert seen == [(True, True), (False, False), before, (True, True)]
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
 
 
