@@ -9,12 +9,14 @@ Paths (one network's weights, copied into each):
   official code   the official score_sde_pytorch code itself, from a local checkout (official=PATH).
   fastsde ...     the compiled kernels (backend auto), channels_last, CUDA graphs on GPUs, and
                   the precision named.
-PC sampling is timed over `pc_steps` steps and reported for the config's full N steps (a PC step
+PC sampling is timed over `pc_steps` steps (for a VP or sub-VP SDE at least the beta_max + 1 its
+discretisation admits) and reported for the config's full N steps (a PC step
 costs the same at every t); the fast solvers run whole. Medians over `rounds`, paths interleaved.
 """
 import contextlib
 import copy
 import datetime
+import math
 import os
 import platform
 import statistics
@@ -28,6 +30,7 @@ from . import checkpoint, data, sampling
 from ._random import Philox
 from .engine import fast_score_fn
 from .generate import default_eps
+from .sde import VPSDE
 
 
 def paths_for(device, official=None, precisions=None, compile=False):
@@ -202,21 +205,24 @@ def matrix_flops(model, sde, config, device):
 
 
 def matrix_rate(device, rounds=5):
-    """FLOP/s of a large square matmul, median of rounds, measured here: bf16 on GPUs, whose matrix
-    rate sets the floor the targets speak of; float32 on CPUs, which sample in float32."""
-    cuda = torch.device(device).type == "cuda"
-    n, dtype = (8192, torch.bfloat16) if cuda else (1024, torch.float32)
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    a @ b
-    times = []
-    for _ in range(rounds):
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(4):
-            a @ b
-        _sync(device)
-        times.append((time.perf_counter() - start) / 4)
-    return 2 * n ** 3 / statistics.median(times)
+    """FLOP/s of the faster of a float32 and a bfloat16 large square matmul (median of rounds),
+    measured here: the floor is the fastest arithmetic the device offers (on GPUs the bf16 rate the
+    targets speak of; on CPUs whichever their units run faster)."""
+    n = 8192 if torch.device(device).type == "cuda" else 1024
+    rates = []
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+        a @ b
+        times = []
+        for _ in range(rounds):
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(4):
+                a @ b
+            _sync(device)
+            times.append((time.perf_counter() - start) / 4)
+        rates.append(2 * n ** 3 / statistics.median(times))
+    return max(rates)
 
 
 def throughput(model, sde, config, device, batches=(1, 8), samplers=("pc", "dpmpp_2m"), pc_steps=25,
@@ -231,7 +237,10 @@ def throughput(model, sde, config, device, batches=(1, 8), samplers=("pc", "dpmp
     paths = paths_for(device, official, precisions, compile)
     prepared = {p["name"]: fastsde_sampler(model, sde, config, device, p) for p in paths if "official" not in p}
     for sampler in samplers:
-        steps = pc_steps if sampler == "pc" else solver_steps
+        steps = solver_steps
+        if sampler == "pc":
+            # A discrete VP / sub-VP SDE needs N > beta_max (its betas beta_max / N stay below 1).
+            steps = max(pc_steps, math.floor(sde.beta_1) + 1) if isinstance(sde, VPSDE) else pc_steps
         runs = {}
         for p in paths:
             if "official" in p:
@@ -239,7 +248,7 @@ def throughput(model, sde, config, device, batches=(1, 8), samplers=("pc", "dpmp
                     runs[p["name"]] = official_sampler(model, sde, config, device, p, steps)
             else:
                 runs[p["name"]] = prepared[p["name"]](sampler, steps)
-        # A PC run of pc_steps steps stands for one of N steps; each step costs the same.
+        # A PC run of `steps` steps stands for one of N steps; each step costs the same.
         scale = sde.N / steps if sampler == "pc" else 1.0
         for batch in batches:
             timed = time_runs(runs, batch, rounds, device)
