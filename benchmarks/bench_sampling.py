@@ -3,6 +3,7 @@
     python benchmarks/bench_sampling.py --preset cpu [--official PATH] [--json FILE]   # the shared fixtures
     python benchmarks/bench_sampling.py --preset gpu [--official PATH] [--json FILE]   # CIFAR-10 NCSN++ / DDPM++
     python benchmarks/bench_sampling.py --preset smoke                                  # CI: seconds, no timing claims
+    python benchmarks/bench_sampling.py --preset gpu --device cpu --dry-run             # CI: the gpu preset's code paths
     python benchmarks/plot_sampling.py FILE.json PLOT.png                                # throughput against batch size
 
 Presets: cpu: the two official-format fixtures of tests/fixtures (NCSN++ VE and DDPM++ VP, 16x16,
@@ -71,8 +72,14 @@ def main():
     p.add_argument("--rounds", type=int, help="timed runs per case (default: the preset's)")
     p.add_argument("--compile", action="store_true", help="also time the network under torch.compile")
     p.add_argument("--json", help="write the report here")
+    p.add_argument("--dry-run", action="store_true", help="the preset's code paths at the smallest sizes, "
+                   "a crash check on any device (CI runs the gpu preset on its CPU); the timings mean nothing")
     args = p.parse_args()
     preset = PRESETS[args.preset]
+    if args.dry_run:
+        scaling = preset.get("scaling", lambda d: [])
+        preset = dict(preset, batches=(1,), pc_steps=1, solver_steps=2, rounds=1, train_batch=1,
+                      accuracy=dict(batch=2, solver_steps=2, pc_steps=25), scaling=lambda d: scaling(d)[:1])
     device = torch.device(args.device or ("cuda" if args.preset == "gpu" else "cpu"))
     rounds = args.rounds or preset["rounds"]
     samplers = tuple(args.samplers.split(","))
