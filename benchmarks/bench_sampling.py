@@ -9,10 +9,11 @@
 Presets: cpu: the two official-format fixtures of tests/fixtures (NCSN++ VE and DDPM++ VP, 16x16,
 trained weights not needed for speed), batch 1 and 8, and the training-step memory of the CIFAR-10
 configs below at batch 4; gpu: the official CIFAR-10 configs
-ve/cifar10_ncsnpp_continuous and vp/cifar10_ddpmpp_continuous at batch 1, 64 and 512 in fp32
-and bf16, eager and CUDA-graphed, the memory of a training step at batch 128, plus the
-256x256 and 1024x1024 NCSN++ at batch 1 (random weights: speed does not depend on them); sized
-to fit the device check's budget. The accuracy section uses the embedded digits model (trained),
+ve/cifar10_ncsnpp_continuous and vp/cifar10_ddpmpp_continuous at batch 1, 64 and 512 in tf32
+(the official code's precision: torch's default is TF32 convolutions) and bf16, eager and
+CUDA-graphed, the memory of a training step at batch 128, plus the 256x256 and 1024x1024 NCSN++
+at batch 1 (random weights: speed does not depend on them); sized to fit the device check's
+budget, the most wanted rows first (a run cut short keeps what it measured). The accuracy section uses the embedded digits model (trained),
 whose samples mean something.
 --official PATH adds the official code itself (a local yang-song/score_sde_pytorch checkout).
 """
@@ -56,7 +57,7 @@ PRESETS = {
                 batches=(1, 8), pc_steps=25, solver_steps=20, rounds=3, accuracy=dict(batch=16, solver_steps=20),
                 train_batch=4, train_models=cifar10),
     "gpu": dict(models=cifar10, batches=(1, 64, 512), pc_steps=8, solver_steps=10, rounds=2,
-                precisions=("fp32", "bf16"), train_batch=128,
+                precisions=("tf32", "bf16"), train_batch=128,
                 scaling=lambda d: [official_config("ve/celebahq_256_ncsnpp_continuous", d),
                                    official_config("ve/ffhq_ncsnpp_continuous", d)],
                 accuracy=dict(batch=64, solver_steps=20)),

@@ -10,8 +10,10 @@ Paths (one network's weights, copied into each):
   fastsde ...     the compiled kernels (backend auto), channels_last, CUDA graphs on GPUs, and
                   the precision named.
 PC sampling is timed over `pc_steps` steps (for a VP or sub-VP SDE at least the beta_max + 1 its
-discretisation admits) and reported for the config's full N steps (a PC step
-costs the same at every t); the fast solvers run whole. Medians over `rounds`, paths interleaved.
+discretisation admits) and reported for the config's full N steps (a PC step costs the same at
+every t); a CUDA-graphed path is timed at twice that length too, and its N-step run is the shorter
+run plus the remaining steps at the cost per step the two lengths' difference gives, so that its
+graph capture counts once. The fast solvers run whole. Medians over `rounds`, runs interleaved.
 """
 import contextlib
 import copy
@@ -237,35 +239,45 @@ def throughput(model, sde, config, device, batches=(1, 8), samplers=("pc", "dpmp
     paths = paths_for(device, official, precisions, compile)
     prepared = {p["name"]: fastsde_sampler(model, sde, config, device, p) for p in paths if "official" not in p}
     for sampler in samplers:
-        steps = solver_steps
+        # A PC run of s steps (a discrete VP / sub-VP SDE needs N > beta_max) stands for one of the
+        # config's N; each step costs the same. A CUDA-graphed run is timed at s and 2 s steps too:
+        # its step costs the difference over s, so that what it pays once (the eager first step,
+        # the capture) counts once in the N-step run, not N / s times.
+        s = solver_steps
         if sampler == "pc":
-            # A discrete VP / sub-VP SDE needs N > beta_max (its betas beta_max / N stay below 1).
-            steps = max(pc_steps, math.floor(sde.beta_1) + 1) if isinstance(sde, VPSDE) else pc_steps
+            s = max(pc_steps, math.floor(sde.beta_1) + 1) if isinstance(sde, VPSDE) else pc_steps
+        lengths = {p["name"]: (s, 2 * s) if sampler == "pc" and p.get("cuda_graph") else (s,) for p in paths}
         runs = {}
         for p in paths:
-            if "official" in p:
-                if sampler == "pc":
-                    runs[p["name"]] = official_sampler(model, sde, config, device, p, steps)
-            else:
-                runs[p["name"]] = prepared[p["name"]](sampler, steps)
-        # A PC run of `steps` steps stands for one of N steps; each step costs the same.
-        scale = sde.N / steps if sampler == "pc" else 1.0
+            for n in lengths[p["name"]]:
+                if "official" not in p:
+                    runs[p["name"], n] = prepared[p["name"]](sampler, n)
+                elif sampler == "pc":
+                    runs[p["name"], n] = official_sampler(model, sde, config, device, p, n)
         for batch in batches:
             timed = time_runs(runs, batch, rounds, device)
-            base, code = timed["official loop"]["seconds"], timed.get("official code", {}).get("seconds")
+            seconds = {}  # of a whole run: the config's N PC steps, or the solver's steps
+            for name in dict.fromkeys(name for name, _ in timed):
+                short = timed[name, s]["seconds"]
+                if sampler != "pc":
+                    seconds[name] = short
+                elif len(lengths[name]) == 1:
+                    seconds[name] = short * sde.N / s
+                else:  # (clamped at 0: a longer run measured faster than a shorter one is noise)
+                    seconds[name] = short + (sde.N - s) * max(timed[name, 2 * s]["seconds"] - short, 0) / s
             # Every path evaluates the network as often; the official code's own count includes a
             # 'none' corrector's evaluations, which it skips.
-            nfe = round(timed["official loop"]["nfe"] * scale)
+            nfe = round(timed["official loop", s]["nfe"] * (sde.N / s if sampler == "pc" else 1))
+            base, code = seconds["official loop"], seconds.get("official code")
             new = []
-            for name, t in timed.items():
-                seconds = t["seconds"] * scale
+            for name, t in seconds.items():
+                peaks = [timed[name, n]["peak"] for n in lengths[name] if timed[name, n]["peak"] is not None]
                 new.append({"model": label, "sampler": sampler, "batch": batch, "path": name, "nfe": nfe,
-                            "timed_steps": steps, "seconds_per_batch": seconds, "images_per_s": batch / seconds,
-                            "vs_official_loop": base / t["seconds"],
-                            "vs_official_code": None if code is None else code / t["seconds"],
-                            "of_floor": nfe * flops * batch / rate / seconds, "matrix_gflop_per_call": flops / 1e9,
-                            "matrix_tflop_s": rate / 1e12, "first_run_s": t["first"],
-                            "peak_memory_MiB": None if t["peak"] is None else t["peak"] / 2 ** 20})
+                            "timed_steps": list(lengths[name]), "seconds_per_batch": t, "images_per_s": batch / t,
+                            "vs_official_loop": base / t, "vs_official_code": None if code is None else code / t,
+                            "of_floor": nfe * flops * batch / rate / t, "matrix_gflop_per_call": flops / 1e9,
+                            "matrix_tflop_s": rate / 1e12, "first_run_s": timed[name, s]["first"],
+                            "peak_memory_MiB": max(peaks) / 2 ** 20 if peaks else None})
             rows += new
             if progress:
                 progress(new)

@@ -1,0 +1,46 @@
+"""The sampling benchmark's accounting (fastsde.bench) on a tiny model: what a timed PC run of a few
+steps stands for, and what a training step keeps for its backward."""
+import pytest
+import torch
+
+from fastsde import bench, checkpoint, models
+from tiny import tiny_config
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    config = tiny_config()  # VP, N = 25
+    torch.manual_seed(0)
+    return models.create_model(config).eval(), checkpoint.sde_from_config(config), config
+
+
+def test_pc_rows_stand_for_the_configs_run(tiny, monkeypatch):
+    # Off CUDA the graph flag is ignored, so a "graphed" path runs here, eagerly, timed at two
+    # lengths; the timings are made up: a step costs 10 ms, a graphed run pays 0.5 s once.
+    model, sde, config = tiny
+    paths = [dict(name="official loop", backend="reference", precision=None, cuda_graph=False,
+                  channels_last=False, compile=False),
+             dict(name="graphed", backend=None, precision="fp32", cuda_graph=True, channels_last=True, compile=False)]
+    monkeypatch.setattr(bench, "paths_for", lambda *args: paths)
+
+    def time_runs(runs, batch, rounds, device):
+        out = {}
+        for (name, n), run in runs.items():
+            seconds = 0.01 * n + 0.5 * (name == "graphed")
+            out[name, n] = {"seconds": seconds, "first": seconds, "nfe": run(batch, 0)[1], "peak": None}
+        return out
+    monkeypatch.setattr(bench, "time_runs", time_runs)
+    rows = {r["path"]: r for r in bench.throughput(model, sde, config, "cpu", (2,), ("pc",), pc_steps=3, rounds=1)}
+    # The VP SDE needs N > beta_max = 20: 21 steps, not 3.
+    assert rows["official loop"]["timed_steps"] == [21] and rows["graphed"]["timed_steps"] == [21, 42]
+    assert rows["official loop"]["seconds_per_batch"] == pytest.approx(0.01 * sde.N)
+    assert rows["graphed"]["seconds_per_batch"] == pytest.approx(0.5 + 0.01 * sde.N)
+    assert all(r["nfe"] == sde.N for r in rows.values())  # Euler-Maruyama, no corrector
+
+
+def test_fused_training_step_keeps_less(tiny):
+    model, sde, config = tiny
+    rows = {r["path"]: r for r in bench.train_memory(model, sde, config, "cpu", batch=2)}
+    assert set(rows) == {"official loop", "fastsde fp32"}
+    assert 0 < rows["fastsde fp32"]["saved_MiB"] < rows["official loop"]["saved_MiB"]
+    assert all(r["train_step_peak_MiB"] is None for r in rows.values())  # measured on CUDA only
