@@ -100,18 +100,18 @@ def main():
     model, sde, config = checkpoint.load_checkpoint(DIGITS, device=device)
     report["accuracy"] = bench.accuracy(model, sde, configs.load(config), device, **preset["accuracy"])
     save()
+    # Training memory (seconds, so before the throughput): of the preset's models, or of those named
+    # for it (the CPU preset's CIFAR-10 configs, too slow there to sample from).
+    for name, model, sde, config in preset.get("train_models", preset["models"])(device):
+        print(f"training step memory of {name} ...", file=sys.stderr)
+        report["train_memory"] += bench.train_memory(model, sde, config, device, preset["train_batch"],
+                                                     args.official, label=name)
+        save()
     for name, model, sde, config in preset["models"](device):
         print(f"benchmarking {name} ...", file=sys.stderr)
         bench.throughput(model, sde, config, device, preset["batches"], samplers, preset["pc_steps"],
                          preset["solver_steps"], rounds, args.official, preset.get("precisions"), args.compile,
                          label=name, progress=add_rows)
-        save()
-    # Training memory: of the presets' models, or of the models named for it (the CPU preset's
-    # CIFAR-10 configs, too slow there to sample from, as the memory targets speak of them).
-    for name, model, sde, config in preset.get("train_models", preset["models"])(device):
-        print(f"training step memory of {name} ...", file=sys.stderr)
-        report["train_memory"] += bench.train_memory(model, sde, config, device, preset["train_batch"],
-                                                     args.official, label=name)
         save()
     for name, model, sde, config in preset.get("scaling", lambda d: [])(device):
         print(f"benchmarking {name} (image size {config.data.image_size}) ...", file=sys.stderr)
