@@ -1,5 +1,6 @@
 """group_norm(+SiLU): every kernel backend against the reference, forward and backward, over awkward
-shapes, layouts and dtypes; the reference against torch's GroupNorm; gradcheck, opcheck."""
+shapes, layouts and dtypes; the reference against the formula; what the backward keeps; gradcheck,
+opcheck."""
 import pytest
 import torch
 
