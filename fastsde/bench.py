@@ -379,7 +379,7 @@ def accuracy(model, sde, config, device, batch=16, solver_steps=20, pc_steps=Non
         variants += [("tf32", "tf32", False), ("fp32 + graph", "fp32", True), ("bf16 + graph", "bf16", True)]
     pixels = lambda x: data.to_uint8(x, config.data.centered).float()  # noqa: E731
     rows = []
-    for method, steps in (("pc", pc_sde.N), ("dpmpp_2m", solver_steps), ("RK45", None)):
+    for method, steps in (("pc", None), ("dpmpp_2m", solver_steps), ("RK45", None)):
         def solve(precision, channels_last, graph):
             score_fn = fast_score_fn(copy.deepcopy(model), sde, bool(config.training.continuous), device, precision,
                                      channels_last=channels_last)
