@@ -18,6 +18,7 @@ graph capture counts once. The fast solvers run whole. Medians over `rounds`, ru
 import contextlib
 import copy
 import datetime
+import functools
 import math
 import os
 import platform
@@ -206,10 +207,11 @@ def matrix_flops(model, sde, config, device):
     return counter.get_total_flops()
 
 
+@functools.lru_cache
 def matrix_rate(device, rounds=5):
     """FLOP/s of the faster of a float32 and a bfloat16 large square matmul (median of rounds),
-    measured here: the floor is the fastest arithmetic the device offers (on GPUs the bf16 rate the
-    targets speak of; on CPUs whichever their units run faster)."""
+    measured here once a process: the floor is the fastest arithmetic the device offers (on GPUs
+    the bf16 rate the targets speak of; on CPUs whichever their units run faster)."""
     n = 8192 if torch.device(device).type == "cuda" else 1024
     rates = []
     for dtype in (torch.float32, torch.bfloat16):
@@ -307,14 +309,10 @@ def train_memory(model, sde, config, device, batch, official=None, label="model"
     CPU it runs its pure-PyTorch upfirdn2d, which saves more than its CUDA kernel) and fastsde's
     kernels: MiB of activations that autograd saves for the backward (any device) and the peak
     allocated (CUDA; None elsewhere). The second step is measured, once the optimizer state exists."""
-    from . import losses
-    from .models import get_score_fn
+    from . import losses, train
     cuda = torch.device(device).type == "cuda"
     t = config.training
-
-    def ours(net, x):
-        score_fn = get_score_fn(sde, net, train=True, continuous=t.continuous)
-        return losses.sde_loss(score_fn, sde, x, t.reduce_mean, t.likelihood_weighting)
+    ours = train.objective(config, sde)
     paths = [("official loop", "reference", copy.deepcopy(model), ours)]
     if official:
         modules, net, osde = official_model(model, config, device, official, config.model.num_scales)
@@ -326,7 +324,7 @@ def train_memory(model, sde, config, device, batch, official=None, label="model"
     rows = []
     for name, backend, net, loss_fn in paths:
         net.train()
-        opt = torch.optim.Adam(net.parameters(), lr=2e-4)
+        opt = losses.optimizer(net.parameters())
         with _backend(backend):
             for _ in range(2):
                 opt.zero_grad(set_to_none=True)
