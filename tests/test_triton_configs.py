@@ -125,5 +125,6 @@ def test_pc_update_every_config(backend, device, i, monkeypatch):
                 for g, r in zip(ops.predictor_step(xl, sl, a, b, c, backend=backend, **noise), want):
                     check(g, r, f"{shape} {layout} predictor {list(noise)}")
                 want = ops.langevin_step(xl, sl, a, 0.16, backend="reference", **noise)
+                poison(want[0])
                 for g, r in zip(ops.langevin_step(xl, sl, a, 0.16, backend=backend, **noise), want):
                     check(g, r, f"{shape} {layout} langevin {list(noise)}")
