@@ -93,7 +93,13 @@ class NIN(nn.Module):
         self.b = nn.Parameter(torch.zeros(num_units))
 
     def forward(self, x):
-        return torch.einsum("bchw,co->bohw", x, self.W) + self.b[None, :, None, None]
+        """x: [B, in_dim, H, W] -> [B, num_units, H, W], in x's memory format."""
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            # In channels_last the pixels are the rows of a contiguous [B*H*W, in_dim] matrix: one
+            # GEMM with the bias in it, no copies (the einsum below permutes and adds separately).
+            return F.linear(x.permute(0, 2, 3, 1), self.W.t(), self.b).permute(0, 3, 1, 2)
+        h = torch.einsum("bchw,co->bohw", x, self.W)
+        return h + self.b.to(h.dtype)[None, :, None, None]  # (h's dtype: half precision under autocast)
 
 
 def fir_taps(kernel, gain=1.0):
@@ -142,11 +148,11 @@ class FIRConv2d(nn.Module):
             w = self.weight.flip([2, 3]).transpose(0, 1)
             x = F.conv_transpose2d(x, w, stride=2)
             x = ops.upfirdn2d(x, taps, pad=((p + 1) // 2 + 1, p // 2 + 1))
-        else:
-            p = (k - 2) + (kw - 1)
-            x = ops.upfirdn2d(x, taps, pad=((p + 1) // 2, p // 2))
-            x = F.conv2d(x, self.weight, stride=2)
-        return x + self.bias[None, :, None, None]
+            # (The bias in x's dtype: a float32 bias would promote a half-precision x under autocast.)
+            return x + self.bias.to(x.dtype)[None, :, None, None]
+        p = (k - 2) + (kw - 1)
+        x = ops.upfirdn2d(x, taps, pad=((p + 1) // 2, p // 2))
+        return F.conv2d(x, self.weight, self.bias, stride=2)
 
 
 def naive_upsample(x):
