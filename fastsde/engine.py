@@ -7,9 +7,13 @@ of fastsde.sampling: each sampler writes one step as body(i, *state) -> state, f
 and run_steps either calls it step by step or captures it in a CUDA graph, so that a whole step
 (network and fused update, noise included) costs one launch.
 """
+import copy
+
 import torch
+from torch import nn
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def with_precision(score_fn, precision, device):
@@ -37,7 +41,7 @@ def with_precision(score_fn, precision, device):
             finally:
                 torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
         return tf32_score_fn
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    dtype = HALF[precision]
 
     def autocast_score_fn(x, t):
         # No weight-cast cache: it only helps within one autocast region, and a cache filled during
@@ -51,11 +55,14 @@ def fast_score_fn(model, sde, continuous, device, precision="fp32", channels_las
     """score_fn(x, t) of `model` for sampling: channels_last weights and inputs (the convolutions run
     faster in that layout on GPUs and, through oneDNN, on CPUs; every kernel takes it natively;
     `model` itself is converted), `precision` (fp32 / tf32 / bf16 / fp16, or None: as torch is
-    set; see with_precision) and, with `compile`, the network under torch.compile.
+    set; see with_precision; bf16 / fp16 run a copy of the network with half_weights) and, with
+    `compile`, the network under torch.compile.
     x: [B, C, H, W] float32 in any layout; t: [B]. Returns the score, float32, [B, C, H, W]."""
     from .models import get_score_fn
     device = torch.device(device)
     net = model.to(memory_format=torch.channels_last) if channels_last else model
+    if precision in HALF:
+        net = half_weights(net, HALF[precision])
     if compile:
         net = torch.compile(net)
     base = get_score_fn(sde, net, train=False, continuous=continuous)
@@ -63,6 +70,23 @@ def fast_score_fn(model, sde, continuous, device, precision="fp32", channels_las
         inner = base
         base = lambda x, t: inner(x.contiguous(memory_format=torch.channels_last), t)  # noqa: E731
     return with_precision(base, precision, device)
+
+
+def half_weights(model, dtype):
+    """A copy of `model` whose convolutions', linear layers' and GroupNorms' parameters are `dtype`
+    (bf16 / fp16), for running under autocast to that dtype: autocast would cast them from float32
+    at every call, a kernel and a read of each weight, which at small batches is a large part of a
+    call. The results are the same: the values are those autocast makes. Other parameters and
+    buffers (the Fourier features' W, the noise levels) keep their dtype; `model` is unchanged."""
+    from .models.layers import NIN, FIRConv2d, GroupNorm
+    # Modules whose parameters only autocast's half-precision ops read (GroupNorm casts its
+    # affine parameters to x's dtype itself).
+    casts = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, NIN, FIRConv2d, GroupNorm)
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, casts):
+            m.to(dtype)
+    return model
 
 
 def run_steps(body, state, steps, cuda_graph=False, generators=()):

@@ -155,3 +155,32 @@ def test_fast_solver_cuda_graph_equals_eager(method, precision):
     graphed, nfe_g = sampling.ode_sample(score_fn, sde, z.shape, method, steps=8, z=z, cuda_graph=True)
     assert nfe == nfe_g and torch.isfinite(eager).all()
     torch.testing.assert_close(graphed, eager, rtol=1e-5, atol=1e-5)
+
+
+def _small(name, nf):
+    config = configs.get(name)
+    config.model.nf, config.device = nf, "cpu"
+    torch.manual_seed(0)
+    return models.create_model(config).eval(), checkpoint.sde_from_config(config), config
+
+
+@pytest.mark.parametrize("make", [fixture_model, lambda: fixture_model("ddpmpp_vp_cifar_small"),
+                                  lambda: _small("vp/ddpm/cifar10_continuous", 32),
+                                  lambda: _small("ve/ncsnv2/cifar10", 16)],
+                         ids=["ncsnpp", "ddpmpp", "ddpm", "ncsnv2"])
+def test_half_weights_give_what_autocast_gives(make):
+    # The half-precision path runs a copy with its weights cast once: the very numbers of autocast
+    # over the float32 network, which casts them at every call; the caller's network stays float32.
+    model, sde, config = make()
+    size = config.data.image_size
+    x = torch.randn(2, config.data.num_channels, size, size, generator=torch.Generator().manual_seed(4))
+    t = torch.tensor([0.3, 0.8])
+    with torch.no_grad():
+        score_fn = models.get_score_fn(sde, model.to(memory_format=torch.channels_last), continuous=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+            want = score_fn(x.contiguous(memory_format=torch.channels_last), t).float()
+        got = engine.fast_score_fn(model, sde, True, "cpu", precision="bf16")(x, t)
+    assert torch.isfinite(want).all() and torch.equal(got, want)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    convs = [m.weight for m in engine.half_weights(model, torch.bfloat16).modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.dtype == torch.bfloat16 for w in convs)
