@@ -2,10 +2,12 @@
 # One call on a machine with an NVIDIA GPU (no network needed): build the extension with CUDA, run
 # the GPU tests (every CUDA and Triton kernel against the reference, CUDA-graphed sampling against
 # eager), the op benchmarks, the end-to-end sampling benchmark (benchmarks/bench_sampling.py --preset
-# gpu), compute-sanitizer memcheck on a small subset, and write report.json. Prints a short table last.
+# gpu), a per-op profile of a network call (benchmarks/profile_network.py), compute-sanitizer
+# memcheck on a small subset, and write report.json. Prints a short table last.
 # Each step after the build has a time limit (seconds, from the environment: TESTS_SECONDS,
-# BENCH_SECONDS, SAMPLING_SECONDS, MEMCHECK_SECONDS) so that the whole stays within about 8 minutes
-# on one H200; the benchmarks save what they measured as they go, so a step cut short keeps it.
+# BENCH_SECONDS, SAMPLING_SECONDS, PROFILE_SECONDS, MEMCHECK_SECONDS) so that the whole stays within
+# about 8 minutes on one H200; the benchmarks save what they measured as they go, so a step cut short
+# keeps it.
 #
 #     bash benchmarks/device_check.sh OUTDIR
 #
@@ -48,6 +50,9 @@ step bench "${BENCH_SECONDS:-90}" python3 benchmarks/bench_ops.py --device cuda 
   --json "$out/bench_ops_cuda.json"
 step bench_sampling "${SAMPLING_SECONDS:-120}" python3 benchmarks/bench_sampling.py --preset gpu \
   --json "$out/bench_sampling_gpu.json"
+# Which ops a call's time goes to, at batch 1 (launches) and 512 (bandwidth, arithmetic).
+step profile "${PROFILE_SECONDS:-30}" python3 benchmarks/profile_network.py --device cuda --batches 1,512 \
+  --precision bf16 --json "$out/profile_gpu.json"
 if command -v compute-sanitizer > /dev/null; then
   step memcheck "${MEMCHECK_SECONDS:-30}" compute-sanitizer --tool memcheck --error-exitcode 1 \
     python3 -m pytest -q -m gpu tests/test_upfirdn2d.py tests/test_group_norm.py tests/test_pc_update.py \

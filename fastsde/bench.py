@@ -286,6 +286,64 @@ def throughput(model, sde, config, device, batches=(1, 8), samplers=("pc", "dpmp
     return rows
 
 
+
+def op_profile(model, sde, config, device, batch, precision="fp32", calls=3):
+    """Where one network call's time goes, on the official loop's path and on fastsde's (kernels,
+    channels_last, `precision`): each op's self time (on CUDA the time of the kernels it launched,
+    elsewhere its CPU time) per call, over `calls` profiled calls after two warm-up calls, with its
+    share of the path's total; also the wall time of an unprofiled call and, on CUDA, the device
+    events (kernels, copies) a call. Returns one dict per path: path, batch, wall_ms, kernels_per_call,
+    total_ms and ops, a list of (op, calls a call, ms a call, share), largest first."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+    cuda = torch.device(device).type == "cuda"
+    shape = (batch, config.data.num_channels, config.data.image_size, config.data.image_size)
+    x = torch.randn(shape, generator=torch.Generator(device).manual_seed(0), device=device)
+    t = torch.full((batch,), 0.5, device=device)
+    out = []
+    for path in paths_for(device, precisions=(precision,)):
+        if path.get("cuda_graph"):  # a replayed graph shows as one event: nothing to break down
+            continue
+        with _backend(path["backend"]), torch.no_grad():
+            score_fn = fast_score_fn(copy.deepcopy(model), sde, bool(config.training.continuous), device,
+                                     path["precision"], channels_last=path["channels_last"])
+            walls = []
+            for _ in range(2 + calls):
+                _sync(device)
+                start = time.perf_counter()
+                score_fn(x, t)
+                _sync(device)
+                walls.append(time.perf_counter() - start)
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+            with profile(activities=activities) as prof:
+                for _ in range(calls):
+                    score_fn(x, t)
+                _sync(device)
+        self_us = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
+        ops = sorted(((e.key, e.count / calls, self_us(e) / calls / 1e3) for e in prof.key_averages()
+                      if self_us(e) > 0), key=lambda o: -o[2])
+        total = sum(ms for _, _, ms in ops)
+        kernels = sum(e.device_type == DeviceType.CUDA for e in prof.events()) / calls if cuda else None
+        out.append({"path": path["name"], "batch": batch, "wall_ms": statistics.median(walls[2:]) * 1e3,
+                    "kernels_per_call": kernels, "total_ms": total,
+                    "ops": [(name, n, ms, ms / total) for name, n, ms in ops]})
+    return out
+
+
+def op_profile_table(profiles, top=12):
+    """The op_profile results as text: per path, the `top` ops by self time, then the rest summed."""
+    lines = []
+    for p in profiles:
+        kernels = "" if p["kernels_per_call"] is None else f", {p['kernels_per_call']:.0f} device events"
+        lines.append(f"{p.get('model', '')} batch {p['batch']} {p['path']}: {p['wall_ms']:.3f} ms a call "
+                     f"(wall), op self times {p['total_ms']:.3f} ms{kernels}")
+        rest = p["ops"][top:]
+        for name, n, ms, share in p["ops"][:top] + ([(f"{len(rest)} other ops", sum(o[1] for o in rest),
+                                                       sum(o[2] for o in rest), sum(o[3] for o in rest))]
+                                                     if rest else []):
+            lines.append(f"    {name[:48]:48s} {n:6.0f}x {ms:9.3f} ms {share:7.1%}")
+    return "\n".join(lines)
+
 @contextlib.contextmanager
 def saved_for_backward(exclude=()):
     """Records what autograd saves for the backward while the block runs: yields a dict, storage

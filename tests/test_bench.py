@@ -44,3 +44,20 @@ def test_fused_training_step_keeps_less(tiny):
     assert set(rows) == {"official loop", "fastsde fp32"}
     assert 0 < rows["fastsde fp32"]["saved_MiB"] < rows["official loop"]["saved_MiB"]
     assert all(r["train_step_peak_MiB"] is None for r in rows.values())  # measured on CUDA only
+
+
+def test_op_profile_shows_each_paths_kernels(tiny):
+    model, sde, config = tiny
+    profiles = {p["path"]: p for p in bench.op_profile(model, sde, config, "cpu", batch=2, calls=1)}
+    assert set(profiles) == {"official loop", "fastsde fp32"}
+    ops = {path: {name: n for name, n, _, _ in p["ops"]} for path, p in profiles.items()}
+    # The tiny DDPM++'s GroupNorms: torch's on the loop, the fused kernel on fastsde, as many.
+    assert "fastsde::group_norm" in ops["fastsde fp32"]
+    assert "aten::native_group_norm" in ops["official loop"]
+    assert not any(name.startswith("fastsde::") for name in ops["official loop"])
+    assert ops["official loop"]["aten::native_group_norm"] == ops["fastsde fp32"]["fastsde::group_norm"]
+    for p in profiles.values():
+        assert sum(share for _, _, _, share in p["ops"]) == pytest.approx(1)
+        assert p["wall_ms"] > 0 and p["kernels_per_call"] is None
+        assert [ms for _, _, ms, _ in p["ops"]] == sorted((ms for _, _, ms, _ in p["ops"]), reverse=True)
+    assert "fastsde::group_norm" in bench.op_profile_table([dict(profiles["fastsde fp32"], model="tiny")])
