@@ -25,7 +25,8 @@ step() {  # step NAME SECONDS COMMAND...: runs it (0: no limit), logs to OUTDIR/
   shift 2
   echo "[$(($(date +%s) - start))s] $name"
   if [ "$limit" -gt 0 ]; then
-    timeout "$limit" "$@" > "$out/$name.log" 2>&1
+    # SIGINT first: pytest then still prints its summary and writes its report; a kill 10 s later.
+    timeout -s INT -k 10 "$limit" "$@" > "$out/$name.log" 2>&1
   else
     "$@" > "$out/$name.log" 2>&1
   fi
@@ -42,9 +43,12 @@ step build 0 env FASTSDE_BUILD_CUDA=1 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LI
   MAX_JOBS="${MAX_JOBS:-16}" python3 -m pip install --no-build-isolation --no-deps -e .
 step info 30 python3 -m fastsde.info
 # Several processes where pytest-xdist is installed: the Triton tests spend most of their time compiling.
-parallel=()
-python3 -c "import xdist" 2> /dev/null && parallel=(-n 8)
-step gpu_tests "${TESTS_SECONDS:-120}" python3 -m pytest -q -m gpu "${parallel[@]}" tests \
+# Each test's outcome on its own line as it ends (-v), so that a run cut short still names them;
+# no test may hang the step where pytest-timeout is installed.
+plugins=()
+python3 -c "import xdist" 2> /dev/null && plugins+=(-n 8)
+python3 -c "import pytest_timeout" 2> /dev/null && plugins+=(--timeout 60)
+step gpu_tests "${TESTS_SECONDS:-120}" python3 -m pytest -v -m gpu "${plugins[@]}" tests \
   --junitxml="$out/gpu_tests.xml"
 step bench "${BENCH_SECONDS:-90}" python3 benchmarks/bench_ops.py --device cuda --rounds 20 --inner 5 \
   --json "$out/bench_ops_cuda.json"
@@ -71,6 +75,18 @@ try:
     report.update(torch=torch.__version__, cuda=torch.version.cuda, triton=triton.__version__)
 except ImportError as e:
     report["versions_error"] = str(e)
+log = os.path.join(out, "gpu_tests.log")
+if os.path.exists(log):  # from the -v lines, which a run cut short keeps too
+    import collections, re
+    outcome = re.compile(r"(?:(tests/\S+) +(PASSED|FAILED|ERROR|SKIPPED))|(?:(PASSED|FAILED|ERROR|SKIPPED) +(tests/\S+))")
+    seen = {}  # test -> outcome (the closing summary names failures again)
+    for line in open(log, errors="replace"):
+        m = outcome.search(line)
+        if m:
+            test, what = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
+            seen[test] = what
+    bad = [t for t, what in seen.items() if what in ("FAILED", "ERROR")]
+    report["gpu_tests"] = dict(collections.Counter(seen.values()), failed_or_error=bad[:20])
 bench = os.path.join(out, "bench_ops_cuda.json")
 rows = json.load(open(bench))["rows"] if os.path.exists(bench) else []
 report["bench_rows"] = len(rows)
