@@ -1,7 +1,8 @@
 """Benchmark of the op backends on NCSN++-sized tensors: our kernels against eager baselines.
 
 Baselines, measured in the same run: GroupNorm(+SiLU) against F.silu(F.group_norm(...)) (what the
-official NCSN++ runs) and against the reference backend, forward and (GroupNorm+SiLU) backward;
+official NCSN++ runs) and against the reference backend, forward and (GroupNorm+SiLU) backward, and
+GroupNorm+SiLU of x + offset (the time embedding) against the addition, then those;
 upfirdn2d against the reference backend, which is the official CPU path (zero insertion, pad,
 depthwise convolution). On the CPU the kernels are the cpp backend; on a GPU (--device cuda) the
 cuda backend (also with its upfirdn2d tiled kernel switched off), the triton backend and
@@ -135,6 +136,19 @@ def cases(device, size, compile):
                    for n in [kernels] + triton},
                 COPY: copy_of(nbytes, device),
             }, "eager F.silu(F.group_norm)", nbytes)
+            if shape == gn_shapes[0]:  # a residual block's GroupNorm_1: the time embedding added first
+                o = randn(shape[0], C, dtype=dtype)
+                added = lambda x=xc, w=w, b=b, G=G, o=o: F.silu(F.group_norm(x + o[:, :, None, None], G, w, b, 1e-6))
+                yield (f"group_norm+silu of x + offset {list(shape)}{dtype_tag(dtype)} channels_last", {
+                    "eager add, F.silu(F.group_norm)": added,
+                    "reference": lambda x=xc, w=w, b=b, G=G, o=o: ops.group_norm(
+                        x, G, w, b, act="silu", offset=o, backend="reference"),
+                    **compiled(lambda x=xc, w=w, b=b, G=G, o=o: gn_c(x, G, w, b, 1e-6, True, o)),
+                    **{n: lambda x=xc, w=w, b=b, G=G, o=o, n=n: ops.group_norm(x, G, w, b, act="silu", offset=o,
+                                                                               backend=n)
+                       for n in [kernels] + triton},
+                    COPY: copy_of(nbytes, device),
+                }, "eager add, F.silu(F.group_norm)", nbytes)
             if dtype == torch.float32:
                 yield (f"group_norm {list(shape)}", {
                     "eager F.group_norm": lambda x=x, w=w, b=b, G=G: F.group_norm(x, G, w, b, 1e-6),

@@ -81,7 +81,8 @@ inline std::array<int64_t, 2> check_upfirdn2d(const at::Tensor& x, const at::Ten
 
 inline void check_group_norm(const at::Tensor& x, int64_t num_groups,
                              const std::optional<at::Tensor>& weight,
-                             const std::optional<at::Tensor>& bias) {
+                             const std::optional<at::Tensor>& bias,
+                             const std::optional<at::Tensor>& offset) {
   TORCH_CHECK(x.dim() >= 2, "group_norm: x must be at least 2-D [N, C, ...], got shape ", x.sizes());
   check_float(x, "group_norm: x");
   check_nonempty(x, "group_norm: x");
@@ -97,15 +98,23 @@ inline void check_group_norm(const at::Tensor& x, int64_t num_groups,
     TORCH_CHECK(t->scalar_type() == x.scalar_type(), name, " must have the dtype of x (",
                 x.scalar_type(), "), got ", t->scalar_type());
   }
+  if (offset.has_value()) {
+    TORCH_CHECK(offset->dim() == 2 && offset->size(0) == x.size(0) && offset->size(1) == C,
+                "group_norm: offset must have shape [", x.size(0), ", ", C, "], got ", offset->sizes());
+    check_same_device(*offset, x, "group_norm: offset");
+    TORCH_CHECK(offset->scalar_type() == x.scalar_type(), "group_norm: offset must have the dtype of x (",
+                x.scalar_type(), "), got ", offset->scalar_type());
+  }
 }
 
 // Checks the backward's inputs; returns the number of groups (from the saved statistics).
 inline int64_t check_group_norm_backward(const at::Tensor& grad_y, const at::Tensor& x,
                                          const at::Tensor& mean, const at::Tensor& rstd,
                                          const std::optional<at::Tensor>& weight,
-                                         const std::optional<at::Tensor>& bias) {
+                                         const std::optional<at::Tensor>& bias,
+                                         const std::optional<at::Tensor>& offset) {
   const int64_t G = mean.dim() == 2 ? mean.size(1) : 0;
-  check_group_norm(x, G, weight, bias);
+  check_group_norm(x, G, weight, bias, offset);
   TORCH_CHECK(grad_y.sizes() == x.sizes() && grad_y.scalar_type() == x.scalar_type() &&
                   grad_y.device() == x.device(),
               "group_norm_backward: grad_y must match x in shape, dtype and device");
@@ -165,10 +174,10 @@ inline void check_langevin(const at::Tensor& x, const at::Tensor& score,
 }
 
 // The operands of a GroupNorm call as the kernels take them: x as [N, C, L] contiguous data, or as
-// [N, L, C] (cl) where x is channels_last, the affine parameters (undefined when absent), and what
-// the outputs look like.
+// [N, L, C] (cl) where x is channels_last, the affine parameters and the offset [N, C] (undefined
+// when absent), and what the outputs look like.
 struct GroupNormArgs {
-  at::Tensor x, weight, bias;
+  at::Tensor x, weight, bias, offset;
   int64_t N, C, L, G;
   at::MemoryFormat fmt;
   bool cl;
@@ -177,6 +186,8 @@ struct GroupNormArgs {
   const T* w() const { return weight.defined() ? weight.const_data_ptr<T>() : nullptr; }
   template <typename T>
   const T* b() const { return bias.defined() ? bias.const_data_ptr<T>() : nullptr; }
+  template <typename T>
+  const T* o() const { return offset.defined() ? offset.const_data_ptr<T>() : nullptr; }
   at::Tensor empty(int64_t rows, int64_t cols) const {
     return at::empty({rows, cols}, x.options().dtype(acc_type(x)));
   }
@@ -184,13 +195,14 @@ struct GroupNormArgs {
 
 inline GroupNormArgs group_norm_args(const at::Tensor& x, int64_t G,
                                      const std::optional<at::Tensor>& weight,
-                                     const std::optional<at::Tensor>& bias) {
+                                     const std::optional<at::Tensor>& bias,
+                                     const std::optional<at::Tensor>& offset) {
   const int64_t N = x.size(0), C = x.size(1);
   const at::MemoryFormat fmt = output_format(x);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
-  return {x.contiguous(cl ? fmt : at::MemoryFormat::Contiguous),
-          weight.has_value() ? weight->contiguous() : at::Tensor(),
-          bias.has_value() ? bias->contiguous() : at::Tensor(), N, C, x.numel() / (N * C), G, fmt, cl};
+  const auto dense = [](const std::optional<at::Tensor>& t) { return t.has_value() ? t->contiguous() : at::Tensor(); };
+  return {x.contiguous(cl ? fmt : at::MemoryFormat::Contiguous), dense(weight), dense(bias), dense(offset),
+          N, C, x.numel() / (N * C), G, fmt, cl};
 }
 
 // Operands of a fused sampler step as the kernels take them: [B, D] contiguous data (so an

@@ -1,6 +1,6 @@
-"""group_norm(+SiLU): every kernel backend against the reference, forward and backward, over awkward
-shapes, layouts and dtypes; the reference against the formula; what the backward keeps; gradcheck,
-opcheck."""
+"""group_norm(+SiLU, of x + offset): every kernel backend against the reference, forward and backward,
+over awkward shapes, layouts and dtypes; the reference against the formula; what the backward keeps;
+gradcheck, opcheck."""
 import pytest
 import torch
 
@@ -49,32 +49,45 @@ def inputs(shape, groups, dtype, device, affine=True, seed=0):
     return x, w, b
 
 
-@pytest.mark.parametrize("act", [None, "silu"])
+def offset_for(x, seed=7):
+    """An offset [N, C] for x, as large as x's own spread, so that it moves each channel's mean."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(x.shape[:2], generator=g) * 3).to(dtype=x.dtype, device=x.device)
+
+
+# (act, offset): GroupNorm, GroupNorm+SiLU, and GroupNorm+SiLU of x + offset (a residual block's second).
+ACT_OFFSET = [(None, False), ("silu", False), ("silu", True)]
+ACT_OFFSET_IDS = ["plain", "silu", "silu+offset"]
+
+
+@pytest.mark.parametrize("act,offset", ACT_OFFSET, ids=ACT_OFFSET_IDS)
 @pytest.mark.parametrize("shape", [(2, 16, 5, 5), (3, 8, 7), (4, 6)])
-def test_reference_matches_formula(act, shape):
+def test_reference_matches_formula(act, offset, shape):
     # The reference is torch's GroupNorm; here it is held to the formula, in float64.
     x, w, b = inputs(shape, 2, torch.float64, "cpu")
-    xg = x.reshape(shape[0], 2, -1)
+    o = offset_for(x) if offset else None
+    xg = (x if o is None else x + o.reshape(o.shape + (1,) * (len(shape) - 2))).reshape(shape[0], 2, -1)
     mean = xg.mean(-1, keepdim=True)
     var = ((xg - mean) ** 2).mean(-1, keepdim=True)
     per_channel = (-1,) + (1,) * (len(shape) - 2)
     expected = ((xg - mean) / torch.sqrt(var + 1e-6)).reshape(shape) * w.view(per_channel) + b.view(per_channel)
     if act:
         expected = expected * torch.sigmoid(expected)
-    torch.testing.assert_close(ops.group_norm(x, 2, w, b, 1e-6, act, backend="reference"), expected)
+    torch.testing.assert_close(ops.group_norm(x, 2, w, b, 1e-6, act, offset=o, backend="reference"), expected)
 
 
 @pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("act", [None, "silu"])
+@pytest.mark.parametrize("act,offset", ACT_OFFSET, ids=ACT_OFFSET_IDS)
 @pytest.mark.parametrize("case,layout", LAYOUT_CASES, ids=lambda c: f"{c[0]}-G{c[1]}" if isinstance(c, tuple) else c)
-def test_forward_matches_reference(backend, device, dtype, act, case, layout):
+def test_forward_matches_reference(backend, device, dtype, act, offset, case, layout):
     require(backend, device)
     shape, G = case
     x, w, b = inputs(shape, G, dtype, device)
-    expected = group_norm_reference(x, G, w, b, 1e-6, act == "silu")
+    o = offset_for(x) if offset else None
+    expected = group_norm_reference(x, G, w, b, 1e-6, act == "silu", o)
     poison(expected)
-    y = ops.group_norm(laid_out(x, layout), G, w, b, 1e-6, act, backend=backend)
+    y = ops.group_norm(laid_out(x, layout), G, w, b, 1e-6, act, offset=o, backend=backend)
     assert y.is_contiguous(memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
     assert_close(y, expected)
 
@@ -92,18 +105,20 @@ def test_affine_optional(backend, device, affine):
 
 @pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("act", [None, "silu"])
+@pytest.mark.parametrize("act,offset", ACT_OFFSET, ids=ACT_OFFSET_IDS)
 @pytest.mark.parametrize("case,layout", LAYOUT_CASES, ids=lambda c: f"{c[0]}-G{c[1]}" if isinstance(c, tuple) else c)
-def test_backward_matches_reference(backend, device, dtype, act, case, layout):
+def test_backward_matches_reference(backend, device, dtype, act, offset, case, layout):
     require(backend, device)
     shape, G = case
     x, w, b = inputs(shape, G, dtype, device)
+    o = offset_for(x) if offset else None
     grad = torch.randn(shape, generator=torch.Generator().manual_seed(3)).to(dtype=dtype, device=device)
 
     def grads(bk):
-        xs, ws, bs = (t.detach().requires_grad_() for t in (laid_out(x, layout), w, b))
-        y = ops.group_norm(xs, G, ws, bs, 1e-6, act, backend=bk)
-        return torch.autograd.grad(y, (xs, ws, bs), grad)
+        leaves = [t.detach().requires_grad_() for t in (laid_out(x, layout), w, b) + ((o,) if offset else ())]
+        y = ops.group_norm(leaves[0], G, leaves[1], leaves[2], 1e-6, act, offset=leaves[3] if offset else None,
+                           backend=bk)
+        return torch.autograd.grad(y, leaves, grad)
 
     # Parameter gradients sum over N*H*W terms: compare relative to their size.
     for got, want in zip(grads(backend), grads("reference")):
@@ -132,19 +147,22 @@ def test_layouts(backend, device, layout):
 @pytest.mark.parametrize("backend,device", [p for p in KERNEL_BACKENDS if p.values[0] == "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-def test_triton_split_groups(backend, device, dtype, layout, monkeypatch):
+@pytest.mark.parametrize("offset", [False, True])
+def test_triton_split_groups(backend, device, dtype, layout, offset, monkeypatch):
     # The Triton kernels' split of groups along their pixels (for few large groups), forced on
     # small ones: ranges of 16 pixels, a last one shorter, with one or two channel tiles.
     require(backend, device)
     monkeypatch.setattr(_backend.triton_kernels("group_norm"), "SPLIT_PIXELS", 16)
     for shape, G in [((2, 32, 8, 8), 8), ((1, 12, 7, 9), 3), ((1, 96, 8, 8), 1)]:
         x, w, b = inputs(shape, G, dtype, device)
+        o = offset_for(x) if offset else None
         grad = torch.randn(shape, generator=torch.Generator().manual_seed(3)).to(dtype=dtype, device=device)
 
         def run(bk):
-            xs, ws, bs = (t.detach().requires_grad_() for t in (laid_out(x, layout), w, b))
-            y = ops.group_norm(xs, G, ws, bs, 1e-6, "silu", backend=bk)
-            return (y, *torch.autograd.grad(y, (xs, ws, bs), grad))
+            leaves = [t.detach().requires_grad_() for t in (laid_out(x, layout), w, b) + ((o,) if offset else ())]
+            y = ops.group_norm(leaves[0], G, leaves[1], leaves[2], 1e-6, "silu",
+                               offset=leaves[3] if offset else None, backend=bk)
+            return (y, *torch.autograd.grad(y, leaves, grad))
 
         for got, want in zip(run(backend), run("reference")):
             assert_close_scaled(got, want, dtype)
@@ -160,6 +178,7 @@ def unaligned(shape, dtype, device, layout, seed):
 
 @pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("offset", [False, True])
 @pytest.mark.parametrize("shape,G,layout,aligned", [
     ((2, 32, 6, 8), 8, "nchw", False),
     ((2, 32, 6, 8), 8, "channels_last", False),
@@ -167,7 +186,8 @@ def unaligned(shape, dtype, device, layout, seed):
     # rows of an odd length in a group of a multiple of 8 elements: vectors must not cross channels
     ((1, 4, 65, 65), 1, "nchw", True),
 ])
-def test_vector_access(backend, device, dtype, shape, G, layout, aligned):
+def test_vector_access(backend, device, dtype, offset, shape, G, layout, aligned):
+    # (With an offset, a vector that runs over two channels of an NCHW group adds each its own.)
     require(backend, device)
     _, w, b = inputs(shape, G, dtype, device)
     if aligned:
@@ -175,9 +195,10 @@ def test_vector_access(backend, device, dtype, shape, G, layout, aligned):
                    .to(dtype=dtype, device=device) for s in (0, 1))
     else:
         x, grad = (unaligned(shape, dtype, device, layout, s) for s in (0, 1))
+    o = offset_for(x) if offset else None
     xs, xr = x.detach().requires_grad_(), x.detach().requires_grad_()
-    y = ops.group_norm(xs, G, w, b, act="silu", backend=backend)
-    y_ref = ops.group_norm(xr, G, w, b, act="silu", backend="reference")
+    y = ops.group_norm(xs, G, w, b, act="silu", offset=o, backend=backend)
+    y_ref = ops.group_norm(xr, G, w, b, act="silu", offset=o, backend="reference")
     assert_close(y, y_ref)
     (dx,) = torch.autograd.grad(y, xs, grad)
     (dx_ref,) = torch.autograd.grad(y_ref, xr, grad)
@@ -189,8 +210,10 @@ def test_vector_access(backend, device, dtype, shape, G, layout, aligned):
 def test_gradcheck(backend, device, act):
     require(backend, device)
     x, w, b = inputs((2, 6, 3, 2), 3, torch.float64, device)
-    args = [t.requires_grad_() for t in (x, w, b)]
-    assert torch.autograd.gradcheck(lambda x, w, b: ops.group_norm(x, 3, w, b, 1e-5, act, backend=backend), args)
+    args = [t.requires_grad_() for t in (x, w, b, offset_for(x))]
+    assert torch.autograd.gradcheck(lambda x, w, b: ops.group_norm(x, 3, w, b, 1e-5, act, backend=backend), args[:3])
+    assert torch.autograd.gradcheck(lambda x, w, b, o: ops.group_norm(x, 3, w, b, 1e-5, act, offset=o, backend=backend),
+                                    args)
 
 
 @pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
@@ -222,6 +245,11 @@ def test_backward_keeps_only_input_and_statistics(backend, device, dtype, layout
     with bench.saved_for_backward([w, b]) as saved:
         ops.group_norm(x, 4, w, b, act="silu", backend=backend)
     assert sum(saved.values()) == x.numel() * x.element_size() + 2 * (2 * 4) * 4  # x; mean, rstd [N, G] fp32
+    # With an offset: x (not x + offset, which is never formed), the offset, the statistics.
+    o = offset_for(x).requires_grad_()
+    with bench.saved_for_backward([w, b]) as saved:
+        ops.group_norm(x, 4, w, b, act="silu", offset=o, backend=backend)
+    assert sum(saved.values()) == (x.numel() + o.numel()) * x.element_size() + 2 * (2 * 4) * 4
 
 
 @pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
@@ -234,3 +262,6 @@ def test_opcheck(backend, device):
         torch.library.opcheck(ops_namespace(backend).group_norm.default, (x.detach(), 4, None, None, 1e-6, silu))
     xc = x.detach().contiguous(memory_format=torch.channels_last)
     torch.library.opcheck(ops_namespace(backend).group_norm.default, (xc, 2, w.detach(), b.detach(), 1e-6, True))
+    o = offset_for(x).requires_grad_()
+    torch.library.opcheck(ops_namespace(backend).group_norm.default, (x, 4, w, b, 1e-6, True, o))
+    torch.library.opcheck(ops_namespace(backend).group_norm.default, (xc, 2, None, None, 1e-6, False, o.detach()))

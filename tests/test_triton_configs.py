@@ -58,26 +58,30 @@ def check(got, want, what):
         raise AssertionError(f"{what}: {e}") from None
 
 
-def run_group_norm(x, G, w, b, backend):
-    xs, ws, bs = (t.detach().requires_grad_() for t in (x, w, b))
-    y = ops.group_norm(xs, G, ws, bs, 1e-6, "silu", backend=backend)
-    return (y, *torch.autograd.grad(y, (xs, ws, bs), randn(*y.shape, device=y.device, seed=1)))
+def run_group_norm(x, G, w, b, o, backend):
+    leaves = [t.detach().requires_grad_() for t in (x, w, b) + ((o,) if o is not None else ())]
+    y = ops.group_norm(leaves[0], G, leaves[1], leaves[2], 1e-6, "silu", offset=o if o is None else leaves[3],
+                       backend=backend)
+    return (y, *torch.autograd.grad(y, leaves, randn(*y.shape, device=y.device, seed=1)))
 
 
 @pytest.mark.parametrize("backend,device", TRITON)
 @pytest.mark.parametrize("i", distinct_configs("group_norm"))
 def test_group_norm_every_config(backend, device, i, monkeypatch):
     # Groups of one tile, of two channel tiles (96 channels), and 4 groups of 2304 pixels, which the
-    # kernels split along their pixels (the real split sizes: 4 groups are too few).
+    # kernels split along their pixels (the real split sizes: 4 groups are too few); in channels_last
+    # (the sampling engine's layout) of x + an offset, as a residual block's second GroupNorm.
     require(backend, device)
     hold("group_norm", i, monkeypatch)
     for shape, G in [((2, 32, 6, 5), 8), ((1, 96, 4, 4), 1), ((1, 16, 48, 48), 4)]:
         x, w, b = randn(*shape, device=device), randn(shape[1], device=device), randn(shape[1], device=device)
         for layout in LAYOUTS:
             xl = laid_out(x, layout)
-            want = run_group_norm(xl, G, w, b, "reference")
+            o = randn(shape[0], shape[1], device=device, seed=2) if layout == "channels_last" else None
+            want = run_group_norm(xl, G, w, b, o, "reference")
             poison(want[0])
-            for name, g, r in zip(("y", "dx", "dw", "db"), run_group_norm(xl, G, w, b, backend), want):
+            names = ("y", "dx", "dw", "db", "doffset")
+            for name, g, r in zip(names, run_group_norm(xl, G, w, b, o, backend), want):
                 check(g, r, f"{shape} G={G} {layout}: {name}")
 
 

@@ -92,20 +92,24 @@ def compile_only_bench(fn, *args, quantiles=None, **kwargs):
 
 def group_norm_launches(kernels):
     gn = kernels.group_norm
-    # Groups of 4 channels (one tile) in every dtype; in float32, groups of 96 channels (two channel
-    # tiles) and groups of 2304 pixels, which the forward and the backward split.
-    cases = [(dtype, (2, 64, 6, 6), 16, cl, silu, affine) for dtype in DTYPES for cl, silu, affine in
-             [(False, True, True), (True, True, True), (False, False, False), (True, False, True)]]
-    cases += [(torch.float32, shape, groups, cl, True, True) for cl in (False, True)
+    # Groups of 4 channels (one tile) in every dtype, with and without an offset; in float32, groups
+    # of 96 channels (two channel tiles) and groups of 2304 pixels, which the forward and the
+    # backward split, with and without an offset.
+    cases = [(dtype, (2, 64, 6, 6), 16, cl, silu, affine, offset) for dtype in DTYPES
+             for cl, silu, affine, offset in [(False, True, True, False), (True, True, True, False),
+                                              (False, False, False, False), (True, False, True, False),
+                                              (True, True, True, True), (False, True, True, True)]]
+    cases += [(torch.float32, shape, groups, cl, True, True, offset) for cl in (False, True) for offset in (False, True)
               for shape, groups in [((2, 96, 6, 6), 1), ((1, 16, 48, 48), 4)]]
-    for dtype, shape, groups, cl, silu, affine in cases:
+    for dtype, shape, groups, cl, silu, affine, offset in cases:
         fmt = torch.channels_last if cl else torch.contiguous_format
         C = shape[1]
         x = torch.randn(*shape, dtype=dtype).contiguous(memory_format=fmt)
         w = torch.randn(C, dtype=dtype) if affine else None
         b = torch.randn(C, dtype=dtype) if affine else None
-        y, mean, rstd = gn.forward(x, groups, w, b, 1e-6, silu, cl, acc_dtype(x))
-        gn.backward(torch.randn_like(y), x, mean, rstd, w, b, silu, cl)
+        o = torch.randn(shape[0], C, dtype=dtype) if offset else None
+        y, mean, rstd = gn.forward(x, groups, w, b, 1e-6, silu, cl, acc_dtype(x), o)
+        gn.backward(torch.randn_like(y), x, mean, rstd, w, b, silu, cl, o)
 
 
 def upfirdn2d_launches(kernels):

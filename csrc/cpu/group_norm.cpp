@@ -2,6 +2,9 @@
 // the group for the statistics (the group is small enough to stay in cache), one to write y.
 // Backward recomputes x_hat from the saved mean and 1/std; parameter gradients are reduced per
 // (sample, channel) first and summed over samples in a fixed order (deterministic).
+// An offset o [N, C] normalises x + o without forming it: o is constant over a channel's pixels,
+// so it enters the statistics per channel (in the sum, and as a channel's own centre mean - o
+// for the squares), the output through the per-channel shift, the backward through the centre.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/OpMathType.h>
@@ -62,10 +65,16 @@ inline __attribute__((always_inline)) V silu_backward(V dy, V z) {
 }
 
 // SILU is a template parameter so that the write loop carries no branch.
+// The offset of channel nc (n C + c) in the math type, 0 without one.
+template <typename T>
+inline at::opmath_type<T> offset_of(const T* offset, int64_t nc) {
+  return offset ? static_cast<at::opmath_type<T>>(offset[nc]) : at::opmath_type<T>(0);
+}
+
 template <typename T, bool SILU>
-void forward_kernel(const T* x, const T* weight, const T* bias, T* y, at::opmath_type<T>* mean_out,
-                    at::opmath_type<T>* rstd_out, int64_t N, int64_t C, int64_t L, int64_t G,
-                    double eps) {
+void forward_kernel(const T* x, const T* weight, const T* bias, const T* offset, T* y,
+                    at::opmath_type<T>* mean_out, at::opmath_type<T>* rstd_out, int64_t N, int64_t C,
+                    int64_t L, int64_t G, double eps) {
   using acc_t = at::opmath_type<T>;
   const int64_t Cg = C / G, M = Cg * L;
   at::parallel_for(0, N * G, 1, [&](int64_t begin, int64_t end) {
@@ -74,19 +83,26 @@ void forward_kernel(const T* x, const T* weight, const T* bias, T* y, at::opmath
         const int64_t n = ng / G, g = ng % G;
         const T* xg = x + (n * C + g * Cg) * L;
         T* yg = y + (n * C + g * Cg) * L;
-        const acc_t mean = static_cast<acc_t>(
-            reduce<T, acc_t>(M, [&](int64_t i, auto v) __attribute__((always_inline)) { return load<decltype(v)>(xg + i); }) / M);
-        const double var = reduce<T, acc_t>(M, [&](int64_t i, auto v) __attribute__((always_inline)) {
-                             const auto d = load<decltype(v)>(xg + i) - mean;
-                             return d * d;
-                           }) / M;
-        const acc_t rstd = static_cast<acc_t>(1.0 / std::sqrt(var + eps));
+        double sum = reduce<T, acc_t>(M, [&](int64_t i, auto v) __attribute__((always_inline)) { return load<decltype(v)>(xg + i); });
+        for (int64_t cl = 0; cl < Cg && offset; ++cl) sum += static_cast<double>(offset_of(offset, n * C + g * Cg + cl)) * L;
+        const acc_t mean = static_cast<acc_t>(sum / M);
+        double sq = 0;
+        for (int64_t cl = 0; cl < Cg; ++cl) {  // about each channel's centre mean - o
+          const T* xr = xg + cl * L;
+          const acc_t centre = mean - offset_of(offset, n * C + g * Cg + cl);
+          sq += reduce<T, acc_t>(L, [&](int64_t i, auto v) __attribute__((always_inline)) {
+            const auto d = load<decltype(v)>(xr + i) - centre;
+            return d * d;
+          });
+        }
+        const acc_t rstd = static_cast<acc_t>(1.0 / std::sqrt(sq / M + eps));
         mean_out[ng] = mean;
         rstd_out[ng] = rstd;
         for (int64_t cl = 0; cl < Cg; ++cl) {
           const int64_t c = g * Cg + cl;
           const acc_t scale = rstd * (weight ? static_cast<acc_t>(weight[c]) : acc_t(1));
-          const acc_t shift = (bias ? static_cast<acc_t>(bias[c]) : acc_t(0)) - mean * scale;
+          const acc_t shift = (bias ? static_cast<acc_t>(bias[c]) : acc_t(0)) -
+                              (mean - offset_of(offset, n * C + c)) * scale;
           const T* xr = xg + cl * L;
           T* yr = yg + cl * L;
           simd_for<T, acc_t>(L, [&](int64_t i, auto v) __attribute__((always_inline)) {
@@ -100,8 +116,8 @@ void forward_kernel(const T* x, const T* weight, const T* bias, T* y, at::opmath
 
 template <typename T>
 void backward_kernel(const T* dy, const T* x, const at::opmath_type<T>* mean,
-                     const at::opmath_type<T>* rstd, const T* weight, const T* bias, T* dx,
-                     at::opmath_type<T>* ds_nc, at::opmath_type<T>* db_nc, int64_t N, int64_t C,
+                     const at::opmath_type<T>* rstd, const T* weight, const T* bias, const T* offset,
+                     T* dx, at::opmath_type<T>* ds_nc, at::opmath_type<T>* db_nc, int64_t N, int64_t C,
                      int64_t L, int64_t G, bool silu) {
   using acc_t = at::opmath_type<T>;
   const int64_t Cg = C / G, M = Cg * L;
@@ -114,10 +130,11 @@ void backward_kernel(const T* dy, const T* x, const at::opmath_type<T>* mean,
       for (int64_t ng = begin; ng < end; ++ng) {
         const int64_t n = ng / G, g = ng % G;
         const int64_t off = (n * C + g * Cg) * L;
-        const acc_t m = mean[ng], r = rstd[ng];
+        const acc_t r = rstd[ng];
         double sum_wdb = 0, sum_wds = 0;
         for (int64_t cl = 0; cl < Cg; ++cl) {
           const int64_t c = g * Cg + cl;
+          const acc_t m = mean[ng] - offset_of(offset, n * C + c);  // the channel's centre
           const acc_t w = weight ? static_cast<acc_t>(weight[c]) : acc_t(1);
           const acc_t b = bias ? static_cast<acc_t>(bias[c]) : acc_t(0);
           const T* xr = x + off + cl * L;
@@ -143,6 +160,7 @@ void backward_kernel(const T* dy, const T* x, const at::opmath_type<T>* mean,
         const acc_t k1 = static_cast<acc_t>(sum_wdb / M), k2 = static_cast<acc_t>(sum_wds / M);
         for (int64_t cl = 0; cl < Cg; ++cl) {
           const int64_t c = g * Cg + cl;
+          const acc_t m = mean[ng] - offset_of(offset, n * C + c);
           const acc_t w = weight ? static_cast<acc_t>(weight[c]) : acc_t(1);
           const T* xr = x + off + cl * L;
           const acc_t* dzr = dz + cl * L;
@@ -252,9 +270,9 @@ std::vector<ACC> per_channel(const ACC* ng, int64_t N, int64_t C, int64_t G) {
 }
 
 template <typename T, bool SILU>
-void forward_kernel_cl(const T* x, const T* weight, const T* bias, T* y, at::opmath_type<T>* mean_out,
-                       at::opmath_type<T>* rstd_out, int64_t N, int64_t C, int64_t P, int64_t G,
-                       double eps) {
+void forward_kernel_cl(const T* x, const T* weight, const T* bias, const T* offset, T* y,
+                       at::opmath_type<T>* mean_out, at::opmath_type<T>* rstd_out, int64_t N, int64_t C,
+                       int64_t P, int64_t G, double eps) {
   using acc_t = at::opmath_type<T>;
   const int64_t Cg = C / G;
   const Chunks k = chunks_of(P, C);
@@ -276,20 +294,24 @@ void forward_kernel_cl(const T* x, const T* weight, const T* bias, T* y, at::opm
       put_double(part.data() + (nk * 2 + 1) * C + c, m2);
     });
   });
-  // Chan et al.'s combination: M2 = sum of the parts' M2 + n_part * (part mean - mean)^2.
+  // Chan et al.'s combination: M2 = sum of the parts' M2 + n_part * (part mean - mean)^2 (a part's
+  // mean of x + o is its mean of x plus o; its M2 is the same).
   std::vector<acc_t> scale(N * C), shift(N * C);
   for (int64_t ng = 0; ng < N * G; ++ng) {
     const int64_t n = ng / G, c0 = ng % G * Cg;
     double total = 0;
-    for (int64_t j = 0; j < k.count; ++j)
-      for (int64_t c = c0; c < c0 + Cg; ++c) total += part[((n * k.count + j) * 2) * C + c];
+    for (int64_t j = 0; j < k.count; ++j) {
+      const double rows = static_cast<double>(std::min(k.rows, P - j * k.rows));
+      for (int64_t c = c0; c < c0 + Cg; ++c)
+        total += part[((n * k.count + j) * 2) * C + c] + rows * offset_of(offset, n * C + c);
+    }
     const double mean = total / static_cast<double>(Cg * P);
     double m2 = 0;
     for (int64_t j = 0; j < k.count; ++j) {
       const double rows = static_cast<double>(std::min(k.rows, P - j * k.rows));
       for (int64_t c = c0; c < c0 + Cg; ++c) {
         const double* q = part.data() + ((n * k.count + j) * 2) * C + c;
-        const double d = q[0] / rows - mean;
+        const double d = q[0] / rows + offset_of(offset, n * C + c) - mean;
         m2 += q[C] + rows * d * d;
       }
     }
@@ -297,7 +319,8 @@ void forward_kernel_cl(const T* x, const T* weight, const T* bias, T* y, at::opm
     rstd_out[ng] = static_cast<acc_t>(1.0 / std::sqrt(m2 / static_cast<double>(Cg * P) + eps));
     for (int64_t c = c0; c < c0 + Cg; ++c) {
       scale[n * C + c] = rstd_out[ng] * (weight ? static_cast<acc_t>(weight[c]) : acc_t(1));
-      shift[n * C + c] = (bias ? static_cast<acc_t>(bias[c]) : acc_t(0)) - mean_out[ng] * scale[n * C + c];
+      shift[n * C + c] = (bias ? static_cast<acc_t>(bias[c]) : acc_t(0)) -
+                         (mean_out[ng] - offset_of(offset, n * C + c)) * scale[n * C + c];
     }
   }
   // Pointers local to each pixel's loop: through the lambdas' captures the compiler would reload
@@ -316,13 +339,15 @@ void forward_kernel_cl(const T* x, const T* weight, const T* bias, T* y, at::opm
 
 template <typename T>
 void backward_kernel_cl(const T* dy, const T* x, const at::opmath_type<T>* mean,
-                        const at::opmath_type<T>* rstd, const T* weight, const T* bias, T* dx,
-                        at::opmath_type<T>* ds_nc, at::opmath_type<T>* db_nc, int64_t N, int64_t C,
+                        const at::opmath_type<T>* rstd, const T* weight, const T* bias, const T* offset,
+                        T* dx, at::opmath_type<T>* ds_nc, at::opmath_type<T>* db_nc, int64_t N, int64_t C,
                         int64_t P, int64_t G, bool silu) {
   using acc_t = at::opmath_type<T>;
   const int64_t Cg = C / G;
   const double M = static_cast<double>(Cg * P);
-  const std::vector<acc_t> m = per_channel(mean, N, C, G), r = per_channel(rstd, N, C, G);
+  std::vector<acc_t> m = per_channel(mean, N, C, G);  // each channel's centre: mean - o
+  for (int64_t nc = 0; nc < N * C && offset; ++nc) m[nc] -= offset_of(offset, nc);
+  const std::vector<acc_t> r = per_channel(rstd, N, C, G);
   std::vector<acc_t> w(C, acc_t(1)), b(C, acc_t(0));
   for (int64_t c = 0; c < C; ++c) {
     if (weight) w[c] = static_cast<acc_t>(weight[c]);
@@ -377,16 +402,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_cpu(const at::Tensor& 
                                                               int64_t num_groups,
                                                               const std::optional<at::Tensor>& weight,
                                                               const std::optional<at::Tensor>& bias,
-                                                              double eps, bool silu) {
-  check_group_norm(x_in, num_groups, weight, bias);
-  const GroupNormArgs a = group_norm_args(x_in, num_groups, weight, bias);
+                                                              double eps, bool silu,
+                                                              const std::optional<at::Tensor>& offset) {
+  check_group_norm(x_in, num_groups, weight, bias, offset);
+  const GroupNormArgs a = group_norm_args(x_in, num_groups, weight, bias, offset);
   at::Tensor y = at::empty_like(a.x), mean = a.empty(a.N, a.G), rstd = a.empty(a.N, a.G);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "group_norm_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto run = a.cl ? (silu ? forward_kernel_cl<scalar_t, true> : forward_kernel_cl<scalar_t, false>)
                           : (silu ? forward_kernel<scalar_t, true> : forward_kernel<scalar_t, false>);
-    run(a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(), a.b<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
-        mean.mutable_data_ptr<acc_t>(), rstd.mutable_data_ptr<acc_t>(), a.N, a.C, a.L, a.G, eps);
+    run(a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(), a.b<scalar_t>(), a.o<scalar_t>(),
+        y.mutable_data_ptr<scalar_t>(), mean.mutable_data_ptr<acc_t>(), rstd.mutable_data_ptr<acc_t>(), a.N,
+        a.C, a.L, a.G, eps);
   });
   return {y.contiguous(a.fmt), mean, rstd};
 }
@@ -394,9 +421,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_cpu(const at::Tensor& 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward_cpu(
     const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor& mean_in,
     const at::Tensor& rstd_in, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, bool silu) {
-  const int64_t G = check_group_norm_backward(grad_y, x_in, mean_in, rstd_in, weight, bias);
-  const GroupNormArgs a = group_norm_args(x_in, G, weight, bias);
+    const std::optional<at::Tensor>& bias, bool silu, const std::optional<at::Tensor>& offset) {
+  const int64_t G = check_group_norm_backward(grad_y, x_in, mean_in, rstd_in, weight, bias, offset);
+  const GroupNormArgs a = group_norm_args(x_in, G, weight, bias, offset);
   const at::Tensor dy = grad_y.contiguous(a.cl ? a.fmt : at::MemoryFormat::Contiguous);
   const at::Tensor mean = mean_in.contiguous(), rstd = rstd_in.contiguous();
   at::Tensor dx = at::empty_like(a.x), ds_nc = a.empty(a.N, a.C), db_nc = a.empty(a.N, a.C);
@@ -404,8 +431,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward_cpu(
     using acc_t = at::opmath_type<scalar_t>;
     const auto run = a.cl ? backward_kernel_cl<scalar_t> : backward_kernel<scalar_t>;
     run(dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(), mean.const_data_ptr<acc_t>(),
-        rstd.const_data_ptr<acc_t>(), a.w<scalar_t>(), a.b<scalar_t>(), dx.mutable_data_ptr<scalar_t>(),
-        ds_nc.mutable_data_ptr<acc_t>(), db_nc.mutable_data_ptr<acc_t>(), a.N, a.C, a.L, a.G, silu);
+        rstd.const_data_ptr<acc_t>(), a.w<scalar_t>(), a.b<scalar_t>(), a.o<scalar_t>(),
+        dx.mutable_data_ptr<scalar_t>(), ds_nc.mutable_data_ptr<acc_t>(), db_nc.mutable_data_ptr<acc_t>(), a.N,
+        a.C, a.L, a.G, silu);
   });
   // Second, deterministic stage of the parameter gradients: a fixed-order sum over samples.
   return {dx.contiguous(a.fmt), ds_nc.sum(0).to(a.x.scalar_type()), db_nc.sum(0).to(a.x.scalar_type())};

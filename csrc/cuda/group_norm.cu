@@ -13,6 +13,8 @@
 // result is deterministic. How many chunks: split() in cuda_utils.cuh. Every kernel that streams x
 // (or dy) moves 16-byte vectors where the layout and the pointers' alignment allow, except the
 // channels_last channel sums, whose warps already read 32 consecutive channels.
+// An offset o [N, C] normalises x + o: the kernels add o to each element they load for the
+// statistics, and use mean - o as a channel's centre where they normalise.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 
@@ -55,22 +57,36 @@ struct Layout {
   __device__ __forceinline__ Index group(Index i, Index c) const {
     return by_CL.div(i) * G + by_Cg.div(c);
   }
+  // The (sample, channel) row of the offset for element i of channel c.
+  __device__ __forceinline__ Index sample_channel(Index i, Index c) const {
+    return by_CL.div(i) * C + c;
+  }
 };
+
+// offset[nc] in ACC, 0 without an offset.
+template <typename ACC, typename T, typename Index>
+__device__ __forceinline__ ACC offset_at(const T* __restrict__ offset, Index nc) {
+  return offset ? static_cast<ACC>(offset[nc]) : ACC(0);
+}
 
 // S blocks per (sample, group), block s over elements [s chunk, (s + 1) chunk) of the group: its
 // mean and centred sum of squares, into part (double), or, when S = 1, the group's mean and rstd.
 // Vectors of NV elements as in the fused kernel (chunks are multiples of NV).
 template <typename T, typename ACC, typename Index, int NV>
-__global__ void stats_kernel(const T* __restrict__ x, ACC* __restrict__ mean, ACC* __restrict__ rstd,
-                             double* __restrict__ part, Layout<Index> lay, Index S, Index chunk,
-                             double eps) {
+__global__ void stats_kernel(const T* __restrict__ x, const T* __restrict__ offset, ACC* __restrict__ mean,
+                             ACC* __restrict__ rstd, double* __restrict__ part, Layout<Index> lay, Index S,
+                             Index chunk, double eps) {
   const Index ng = blockIdx.x / S, n = ng / lay.G, g = ng % lay.G;
   const Index i0 = blockIdx.x % S * chunk, i1 = min(i0 + chunk, lay.Cg * lay.L);
+  // Element i + k of the group as x + o (a run may cross channels in NCHW).
+  const auto value = [&](const Vector<T, NV>& v, Index i, int k) {
+    return static_cast<ACC>(v.v[k]) + offset_at<ACC>(offset, n * lay.C + lay.channel_in_group(g, i + k));
+  };
   ACC s = 0;
   for (Index i = i0 + threadIdx.x * NV; i < i1; i += blockDim.x * NV) {
     const Vector<T, NV> v = load_vector<NV>(x + lay.in_group(n, g, i));
 #pragma unroll
-    for (int k = 0; k < NV; ++k) s += static_cast<ACC>(v.v[k]);
+    for (int k = 0; k < NV; ++k) s += value(v, i, k);
   }
   const ACC m = block_sum(s) / static_cast<ACC>(i1 - i0);
   ACC q = 0;
@@ -78,7 +94,7 @@ __global__ void stats_kernel(const T* __restrict__ x, ACC* __restrict__ mean, AC
     const Vector<T, NV> v = load_vector<NV>(x + lay.in_group(n, g, i));
 #pragma unroll
     for (int k = 0; k < NV; ++k) {
-      const ACC d = static_cast<ACC>(v.v[k]) - m;
+      const ACC d = value(v, i, k) - m;
       q += d * d;
     }
   }
@@ -103,8 +119,8 @@ constexpr int64_t kFusedMax = 32 * kFusedThreads;
 template <typename T, typename ACC, typename Index, int R, int NV>
 __global__ void __launch_bounds__(kFusedThreads)
     fused_kernel(const T* __restrict__ x, const T* __restrict__ weight, const T* __restrict__ bias,
-                 ACC* __restrict__ mean, ACC* __restrict__ rstd, T* __restrict__ y,
-                 Layout<Index> lay, double eps, bool silu) {
+                 const T* __restrict__ offset, ACC* __restrict__ mean, ACC* __restrict__ rstd,
+                 T* __restrict__ y, Layout<Index> lay, double eps, bool silu) {
   static_assert(R % NV == 0);
   const Index ng = blockIdx.x, n = ng / lay.G, g = ng % lay.G, M = lay.Cg * lay.L;
   // Element k of run r of this thread.
@@ -122,7 +138,10 @@ __global__ void __launch_bounds__(kFusedThreads)
     }
 #pragma unroll
     for (int k = 0; k < NV; ++k) {
-      v[r * NV + k] = static_cast<ACC>(in.v[k]);
+      // (x + o; the elements past the group stay 0, out of the sums)
+      const bool inside = offset && element(r, k) < M;
+      v[r * NV + k] = static_cast<ACC>(in.v[k]) +
+                      (inside ? static_cast<ACC>(offset[n * lay.C + lay.channel_in_group(g, element(r, k))]) : ACC(0));
       s += v[r * NV + k];
     }
   }
@@ -178,9 +197,9 @@ __global__ void combine_stats_kernel(const double* __restrict__ part, ACC* __res
 // (channels_last) or one channel (NCHW) and start aligned.
 template <typename T, typename ACC, typename Index, int NV>
 __global__ void apply_kernel(const T* __restrict__ x, const T* __restrict__ weight,
-                             const T* __restrict__ bias, const ACC* __restrict__ mean,
-                             const ACC* __restrict__ rstd, T* __restrict__ y, Index total,
-                             Layout<Index> lay, bool silu) {
+                             const T* __restrict__ bias, const T* __restrict__ offset,
+                             const ACC* __restrict__ mean, const ACC* __restrict__ rstd, T* __restrict__ y,
+                             Index total, Layout<Index> lay, bool silu) {
   for (Index i = (blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x) * NV; i < total;
        i += static_cast<Index>(gridDim.x) * blockDim.x * NV) {
     const Index c0 = lay.channel(i);
@@ -191,7 +210,8 @@ __global__ void apply_kernel(const T* __restrict__ x, const T* __restrict__ weig
       const Index c = lay.cl ? c0 + k : c0, ng = lay.group(i, c);
       const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
       const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
-      ACC v = (static_cast<ACC>(in.v[k]) - mean[ng]) * rstd[ng] * w + b;
+      const ACC centre = mean[ng] - offset_at<ACC>(offset, lay.sample_channel(i, c));
+      ACC v = (static_cast<ACC>(in.v[k]) - centre) * rstd[ng] * w + b;
       if (silu) v = v * sigmoid(v);
       out.v[k] = static_cast<T>(v);
     }
@@ -217,12 +237,12 @@ __device__ __forceinline__ ACC grad_pre(ACC dy, ACC x, ACC m, ACC r, ACC w, ACC 
 template <typename T, typename ACC, int NV>
 __global__ void channel_sums_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                                     const T* __restrict__ weight, const T* __restrict__ bias,
-                                    const ACC* __restrict__ mean, const ACC* __restrict__ rstd,
-                                    ACC* __restrict__ ds, ACC* __restrict__ db, int64_t C,
-                                    int64_t L, int64_t Cg, int64_t chunk, bool silu) {
+                                    const T* __restrict__ offset, const ACC* __restrict__ mean,
+                                    const ACC* __restrict__ rstd, ACC* __restrict__ ds, ACC* __restrict__ db,
+                                    int64_t C, int64_t L, int64_t Cg, int64_t chunk, bool silu) {
   const int64_t nc = blockIdx.x, c = nc % C, ng = nc / Cg;
   const int64_t p0 = blockIdx.y * chunk, p1 = min(p0 + chunk, L);
-  const ACC m = mean[ng], r = rstd[ng];
+  const ACC m = mean[ng] - offset_at<ACC>(offset, nc), r = rstd[ng];  // the channel's centre
   const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
   const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
   const T* dyc = dy + nc * L;
@@ -254,16 +274,17 @@ constexpr int kRows = 8;  // warps of a channels_last channel-sums block
 template <typename T, typename ACC>
 __global__ void channel_sums_cl_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                                        const T* __restrict__ weight, const T* __restrict__ bias,
-                                       const ACC* __restrict__ mean, const ACC* __restrict__ rstd,
-                                       ACC* __restrict__ ds, ACC* __restrict__ db, int64_t C,
-                                       int64_t L, int64_t Cg, int64_t chunk, bool silu) {
+                                       const T* __restrict__ offset, const ACC* __restrict__ mean,
+                                       const ACC* __restrict__ rstd, ACC* __restrict__ ds,
+                                       ACC* __restrict__ db, int64_t C, int64_t L, int64_t Cg,
+                                       int64_t chunk, bool silu) {
   __shared__ ACC part[2][kRows][32];
   const int64_t n = blockIdx.x, c = blockIdx.y * 32 + threadIdx.x;
   const int64_t p0 = blockIdx.z * chunk, p1 = min(p0 + chunk, L);
   ACC sds = 0, sdb = 0;
   if (c < C) {
     const int64_t ng = n * (C / Cg) + c / Cg;
-    const ACC m = mean[ng], r = rstd[ng];
+    const ACC m = mean[ng] - offset_at<ACC>(offset, n * C + c), r = rstd[ng];
     const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
     const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
     for (int64_t p = p0 + threadIdx.y; p < p1; p += kRows) {
@@ -307,7 +328,8 @@ __global__ void group_coef_kernel(const T* __restrict__ weight, const ACC* __res
 template <typename T, typename ACC, typename Index, int NV>
 __global__ void dx_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                           const T* __restrict__ weight, const T* __restrict__ bias,
-                          const ACC* __restrict__ mean, const ACC* __restrict__ rstd,
+                          const T* __restrict__ offset, const ACC* __restrict__ mean,
+                          const ACC* __restrict__ rstd,
                           const ACC* __restrict__ k1, const ACC* __restrict__ k2,
                           T* __restrict__ dx, Index total, Layout<Index> lay, bool silu) {
   for (Index i = (blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x) * NV; i < total;
@@ -318,7 +340,7 @@ __global__ void dx_kernel(const T* __restrict__ dy, const T* __restrict__ x,
 #pragma unroll
     for (int k = 0; k < NV; ++k) {
       const Index c = lay.cl ? c0 + k : c0, ng = lay.group(i, c);
-      const ACC m = mean[ng], r = rstd[ng];
+      const ACC m = mean[ng] - offset_at<ACC>(offset, lay.sample_channel(i, c)), r = rstd[ng];
       const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
       const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
       const ACC xi = static_cast<ACC>(xv.v[k]);
@@ -331,10 +353,10 @@ __global__ void dx_kernel(const T* __restrict__ dy, const T* __restrict__ x,
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_cuda(
     const at::Tensor& x_in, int64_t num_groups, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, double eps, bool silu) {
-  check_group_norm(x_in, num_groups, weight, bias);
+    const std::optional<at::Tensor>& bias, double eps, bool silu, const std::optional<at::Tensor>& offset) {
+  check_group_norm(x_in, num_groups, weight, bias, offset);
   const DeviceGuard guard(x_in.device());
-  const GroupNormArgs a = group_norm_args(x_in, num_groups, weight, bias);
+  const GroupNormArgs a = group_norm_args(x_in, num_groups, weight, bias, offset);
   at::Tensor y = at::empty_like(a.x), mean = a.empty(a.N, a.G), rstd = a.empty(a.N, a.G);
   const int64_t total = a.x.numel(), NG = a.N * a.G, M = a.C / a.G * a.L;
   const std::initializer_list<const void*> data{a.x.const_data_ptr(), y.const_data_ptr()};
@@ -359,14 +381,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_cuda(
                            : M <= 16 * kFusedThreads ? fused_kernel<scalar_t, acc_t, index_t, 16, NV>
                                                      : fused_kernel<scalar_t, acc_t, index_t, 32, NV>;
           launch(run, NG, kFusedThreads, 0, stream, a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(),
-                 a.b<scalar_t>(), mean.mutable_data_ptr<acc_t>(), rstd.mutable_data_ptr<acc_t>(),
-                 y.mutable_data_ptr<scalar_t>(), lay, eps, silu);
+                 a.b<scalar_t>(), a.o<scalar_t>(), mean.mutable_data_ptr<acc_t>(),
+                 rstd.mutable_data_ptr<acc_t>(), y.mutable_data_ptr<scalar_t>(), lay, eps, silu);
         });
         return;
       }
       dispatch_width<scalar_t>(group_width, [&](auto nv) {
         launch(stats_kernel<scalar_t, acc_t, index_t, decltype(nv)::value>, NG * S, 512, 0, stream,
-               a.x.const_data_ptr<scalar_t>(), mean.mutable_data_ptr<acc_t>(),
+               a.x.const_data_ptr<scalar_t>(), a.o<scalar_t>(), mean.mutable_data_ptr<acc_t>(),
                rstd.mutable_data_ptr<acc_t>(), part.mutable_data_ptr<double>(), lay, S, chunk, eps);
       });
       if (S > 1) {
@@ -377,7 +399,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_cuda(
       dispatch_width<scalar_t>(width, [&](auto nv) {
         constexpr int NV = decltype(nv)::value;
         launch(apply_kernel<scalar_t, acc_t, index_t, NV>, blocks_for(total / NV), kThreads, 0,
-               stream, a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(), a.b<scalar_t>(),
+               stream, a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(), a.b<scalar_t>(), a.o<scalar_t>(),
                mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
                y.mutable_data_ptr<scalar_t>(), total, lay, silu);
       });
@@ -389,10 +411,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_cuda(
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward_cuda(
     const at::Tensor& grad_y, const at::Tensor& x_in, const at::Tensor& mean_in,
     const at::Tensor& rstd_in, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, bool silu) {
-  const int64_t G = check_group_norm_backward(grad_y, x_in, mean_in, rstd_in, weight, bias);
+    const std::optional<at::Tensor>& bias, bool silu, const std::optional<at::Tensor>& offset) {
+  const int64_t G = check_group_norm_backward(grad_y, x_in, mean_in, rstd_in, weight, bias, offset);
   const DeviceGuard guard(x_in.device());
-  const GroupNormArgs a = group_norm_args(x_in, G, weight, bias);
+  const GroupNormArgs a = group_norm_args(x_in, G, weight, bias, offset);
   const at::Tensor dy = grad_y.contiguous(a.cl ? a.fmt : at::MemoryFormat::Contiguous);
   const at::Tensor mean = mean_in.contiguous(), rstd = rstd_in.contiguous();
   const int64_t Cg = a.C / a.G, total = a.x.numel(), tiles = (a.C + 31) / 32;
@@ -413,7 +435,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward_cuda(
                              : channel_sums_kernel<scalar_t, acc_t, decltype(nv)::value>;
       launch(sums, a.cl ? dim3(a.N, tiles, S) : dim3(a.N * a.C, S), a.cl ? dim3(32, kRows) : dim3(kThreads),
              0, stream, dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(),
-             a.b<scalar_t>(), mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
+             a.b<scalar_t>(), a.o<scalar_t>(), mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
              ds.mutable_data_ptr<acc_t>(), db.mutable_data_ptr<acc_t>(), a.C, a.L, Cg, chunk, silu);
     });
     ds = S > 1 ? ds.sum(0) : ds[0];  // over the chunks: [N, C]
@@ -427,7 +449,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_backward_cuda(
         constexpr int NV = decltype(nv)::value;
         launch(dx_kernel<scalar_t, acc_t, index_t, NV>, blocks_for(total / NV), kThreads, 0, stream,
                dy.const_data_ptr<scalar_t>(), a.x.const_data_ptr<scalar_t>(), a.w<scalar_t>(),
-               a.b<scalar_t>(), mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
+               a.b<scalar_t>(), a.o<scalar_t>(), mean.const_data_ptr<acc_t>(), rstd.const_data_ptr<acc_t>(),
                k1.const_data_ptr<acc_t>(), k2.const_data_ptr<acc_t>(),
                dx.mutable_data_ptr<scalar_t>(), total, Layout<index_t>(a.C, a.L, Cg, a.cl), silu);
       });

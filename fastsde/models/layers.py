@@ -47,14 +47,15 @@ def dense(in_dim, out_dim):
 
 class GroupNorm(nn.GroupNorm):
     """nn.GroupNorm (same parameters) computed by fastsde.ops.group_norm, with the activation that
-    follows it fused when it is SiLU."""
+    follows it fused when it is SiLU, and of x + offset[:, :, None, None] where an offset [N, C] is
+    given (a residual block's time embedding, added in the kernel)."""
 
-    def forward(self, x, act=None):
+    def forward(self, x, act=None, offset=None):
         fused = "silu" if isinstance(act, nn.SiLU) else None
         # Under autocast x arrives in half precision; the op wants parameters of x's dtype (it
         # accumulates in float32 all the same).
-        w, b = (None if p is None else p.to(x.dtype) for p in (self.weight, self.bias))
-        y = ops.group_norm(x, self.num_groups, w, b, self.eps, act=fused)
+        w, b, o = (None if p is None else p.to(x.dtype) for p in (self.weight, self.bias, offset))
+        y = ops.group_norm(x, self.num_groups, w, b, self.eps, act=fused, offset=o)
         return act(y) if act is not None and fused is None else y
 
 

@@ -47,9 +47,8 @@ class ResnetBlockBigGAN(nn.Module):
         if self.resample is not None:
             h, x = self.resample(h), self.resample(x)
         h = self.Conv_0(h)
-        if temb is not None:
-            h = h + self.Dense_0(temb)[:, :, None, None]
-        h = self.Conv_1(self.Dropout_0(self.GroupNorm_1(h, self.act)))
+        temb = None if temb is None else self.Dense_0(temb)  # added to h in GroupNorm_1
+        h = self.Conv_1(self.Dropout_0(self.GroupNorm_1(h, self.act, offset=temb)))
         if hasattr(self, "Conv_2"):
             x = self.Conv_2(x)
         return _combine_skip(x, h, self.skip_rescale)
@@ -80,9 +79,8 @@ class ResnetBlockDDPM(nn.Module):
     def forward(self, x, temb=None):
         """x: [B, in_ch, H, W]; temb: the activated time embedding act(temb) [B, temb_dim], or None."""
         h = self.Conv_0(self.GroupNorm_0(x, self.act))
-        if temb is not None:
-            h = h + self.Dense_0(temb)[:, :, None, None]
-        h = self.Conv_1(self.Dropout_0(self.GroupNorm_1(h, self.act)))
+        temb = None if temb is None else self.Dense_0(temb)  # added to h in GroupNorm_1
+        h = self.Conv_1(self.Dropout_0(self.GroupNorm_1(h, self.act, offset=temb)))
         if hasattr(self, "Conv_2"):
             x = self.Conv_2(x)
         elif hasattr(self, "NIN_0"):

@@ -1,4 +1,6 @@
-"""GroupNorm with an optional fused SiLU, as NCSN++ / DDPM++ use it (act(GroupNorm(x)))."""
+"""GroupNorm with an optional fused SiLU and an optional per-(sample, channel) offset added to its
+input, as NCSN++ / DDPM++ use it: act(GroupNorm(x)), and act(GroupNorm(h + Dense(temb))) where a
+residual block adds the time embedding."""
 from typing import Optional, Tuple
 
 import torch
@@ -10,20 +12,24 @@ from ._common import acc_dtype, call, output_format
 ACTS = (None, "silu")
 
 
-def group_norm_reference(x, num_groups, weight, bias, eps, silu):
-    """The specification: torch's group_norm (statistics per (sample, group) over C/G channels and all
-    positions, biased variance), then SiLU, in float32 (float64 for float64 x); returns x's dtype.
-    x: [N, C, ...]. What the official code runs (nn.GroupNorm, then the activation), so that the
-    official loop's speed and memory are the official code's."""
+def group_norm_reference(x, num_groups, weight, bias, eps, silu, offset=None):
+    """The specification: x + offset (offset [N, C] or None), then torch's group_norm (statistics per
+    (sample, group) over C/G channels and all positions, biased variance), then SiLU, in float32
+    (float64 for float64 x); returns x's dtype. x: [N, C, ...]. What the official code runs (the
+    addition, nn.GroupNorm, then the activation), so that the official loop's speed and memory are
+    the official code's."""
     acc = acc_dtype(x)
-    y = F.group_norm(x.to(acc), num_groups, None if weight is None else weight.to(acc),
+    x_in = x.to(acc)
+    if offset is not None:
+        x_in = x_in + offset.to(acc).reshape(offset.shape + (1,) * (x.dim() - 2))
+    y = F.group_norm(x_in, num_groups, None if weight is None else weight.to(acc),
                      None if bias is None else bias.to(acc), eps)
     if silu:
         y = F.silu(y)
     return y.to(x.dtype).contiguous(memory_format=output_format(x))
 
 
-def _check(x, num_groups, weight, bias, act):
+def _check(x, num_groups, weight, bias, act, offset):
     if not isinstance(x, torch.Tensor) or x.dim() < 2:
         raise ValueError("group_norm: x must be a tensor of at least 2 dims [N, C, ...], got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
@@ -46,36 +52,47 @@ def _check(x, num_groups, weight, bias, act):
             raise TypeError(f"group_norm: {name} must have the dtype of x ({x.dtype}), got {t.dtype}")
     if act not in ACTS:
         raise ValueError(f"group_norm: act must be None or 'silu', got {act!r}")
+    if offset is not None:
+        if not isinstance(offset, torch.Tensor) or offset.shape != (x.shape[0], C):
+            raise ValueError(f"group_norm: offset must have shape [{x.shape[0]}, {C}], got "
+                             f"{tuple(offset.shape) if isinstance(offset, torch.Tensor) else type(offset).__name__}")
+        if offset.device != x.device:
+            raise ValueError(f"group_norm: offset must be on the same device as x ({x.device}), got {offset.device}")
+        if offset.dtype != x.dtype:
+            raise TypeError(f"group_norm: offset must have the dtype of x ({x.dtype}), got {offset.dtype}")
 
 
-def group_norm(x, num_groups, weight=None, bias=None, eps=1e-6, act=None, backend=None):
-    """act(GroupNorm(x)), differentiable in x, weight and bias.
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-6, act=None, offset=None, backend=None):
+    """act(GroupNorm(x + offset)), differentiable in x, weight, bias and offset.
 
     x: [N, C, ...] float tensor (NCHW or channels_last); weight, bias: [C] of x's dtype or None;
-    act: None or 'silu'. Statistics accumulate in float32. Returns a tensor shaped like x.
+    act: None or 'silu'; offset: [N, C] of x's dtype, added at every position before the
+    statistics (the kernels never form x + offset), or None. Statistics accumulate in float32.
+    Returns a tensor shaped like x.
     """
-    _check(x, num_groups, weight, bias, act)
+    _check(x, num_groups, weight, bias, act, offset)
     silu = act == "silu"
     name = _backend.resolve(backend, x.device)
     if name == "reference":
-        return group_norm_reference(x, num_groups, weight, bias, eps, silu)
-    return call(_OPS[name].group_norm, x, num_groups, weight, bias, float(eps), silu)[0]
+        return group_norm_reference(x, num_groups, weight, bias, eps, silu, offset)
+    return call(_OPS[name].group_norm, x, num_groups, weight, bias, float(eps), silu, offset)[0]
 
 
-def _fake_forward(x, num_groups, weight, bias, eps, silu):
+def _fake_forward(x, num_groups, weight, bias, eps, silu, offset=None):
     stats = x.new_empty(x.shape[0], num_groups, dtype=acc_dtype(x))
     return torch.empty_like(x, memory_format=output_format(x)), stats, torch.empty_like(stats)
 
 
-def _fake_backward(grad_y, x, mean, rstd, weight, bias, silu):
+def _fake_backward(grad_y, x, mean, rstd, weight, bias, silu, offset=None):
     C = x.shape[1]
     return torch.empty_like(x, memory_format=output_format(x)), x.new_empty(C), x.new_empty(C)
 
 
 def _setup_context(ctx, inputs, output):
-    x, num_groups, weight, bias, eps, silu = inputs
+    x, num_groups, weight, bias, eps, silu, *rest = inputs
+    offset = rest[0] if rest else None
     _, mean, rstd = output
-    ctx.save_for_backward(x, mean, rstd, weight, bias)
+    ctx.save_for_backward(x, mean, rstd, weight, bias, offset)
     ctx.silu = silu
     ctx.mark_non_differentiable(mean, rstd)
 
@@ -85,9 +102,12 @@ def _register(namespace):
     ops_ = getattr(torch.ops, namespace)
 
     def backward(ctx, grad_y, _grad_mean, _grad_rstd):
-        x, mean, rstd, weight, bias = ctx.saved_tensors
-        dx, dw, db = ops_.group_norm_backward(grad_y, x, mean, rstd, weight, bias, ctx.silu)
-        return (dx, None, dw if weight is not None else None, db if bias is not None else None, None, None)
+        x, mean, rstd, weight, bias, offset = ctx.saved_tensors
+        dx, dw, db = ops_.group_norm_backward(grad_y, x, mean, rstd, weight, bias, ctx.silu, offset)
+        # dx is also the gradient of x + offset: the offset's sums it over the positions.
+        d_offset = None if offset is None else dx.reshape(*dx.shape[:2], -1).sum(2)
+        return (dx, None, dw if weight is not None else None, db if bias is not None else None, None, None,
+                d_offset)
 
     torch.library.register_fake(f"{namespace}::group_norm")(_fake_forward)
     torch.library.register_fake(f"{namespace}::group_norm_backward")(_fake_backward)
@@ -106,21 +126,22 @@ if _triton is not None:
 
     @torch.library.custom_op("fastsde_triton::group_norm", mutates_args=())
     def _triton_group_norm(x: torch.Tensor, num_groups: int, weight: Optional[torch.Tensor],
-                           bias: Optional[torch.Tensor], eps: float, silu: bool
+                           bias: Optional[torch.Tensor], eps: float, silu: bool,
+                           offset: Optional[torch.Tensor] = None
                            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        fmt = output_format(x)
-        return _triton.forward(_dense(x, fmt), num_groups, _dense(weight, torch.contiguous_format),
-                               _dense(bias, torch.contiguous_format), eps, silu, fmt == torch.channels_last,
-                               acc_dtype(x))
+        fmt, dense = output_format(x), torch.contiguous_format
+        return _triton.forward(_dense(x, fmt), num_groups, _dense(weight, dense), _dense(bias, dense), eps, silu,
+                               fmt == torch.channels_last, acc_dtype(x), _dense(offset, dense))
 
     @torch.library.custom_op("fastsde_triton::group_norm_backward", mutates_args=())
     def _triton_group_norm_backward(grad_y: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
-                                    weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], silu: bool
+                                    weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], silu: bool,
+                                    offset: Optional[torch.Tensor] = None
                                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        fmt = output_format(x)
+        fmt, dense = output_format(x), torch.contiguous_format
         return _triton.backward(_dense(grad_y, fmt), _dense(x, fmt), mean.contiguous(), rstd.contiguous(),
-                                _dense(weight, torch.contiguous_format), _dense(bias, torch.contiguous_format),
-                                silu, fmt == torch.channels_last)
+                                _dense(weight, dense), _dense(bias, dense), silu, fmt == torch.channels_last,
+                                _dense(offset, dense))
 
     _register("fastsde_triton")
     _OPS["triton"] = torch.ops.fastsde_triton
