@@ -41,25 +41,18 @@ def _check(x, num_groups, weight, bias, act, offset):
     if not isinstance(num_groups, int) or num_groups < 1 or C % num_groups:
         raise ValueError(f"group_norm: num_groups ({num_groups!r}) must be a positive integer that "
                          f"divides the number of channels ({C})")
-    for name, t in (("weight", weight), ("bias", bias)):
+    for name, t, shape in (("weight", weight, (C,)), ("bias", bias, (C,)), ("offset", offset, (x.shape[0], C))):
         if t is None:
             continue
-        if t.shape != (C,):
-            raise ValueError(f"group_norm: {name} must have shape [{C}], got {tuple(t.shape)}")
+        if not isinstance(t, torch.Tensor) or t.shape != shape:
+            raise ValueError(f"group_norm: {name} must have shape [{', '.join(map(str, shape))}], got "
+                             f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
         if t.device != x.device:
             raise ValueError(f"group_norm: {name} must be on the same device as x ({x.device}), got {t.device}")
         if t.dtype != x.dtype:
             raise TypeError(f"group_norm: {name} must have the dtype of x ({x.dtype}), got {t.dtype}")
     if act not in ACTS:
         raise ValueError(f"group_norm: act must be None or 'silu', got {act!r}")
-    if offset is not None:
-        if not isinstance(offset, torch.Tensor) or offset.shape != (x.shape[0], C):
-            raise ValueError(f"group_norm: offset must have shape [{x.shape[0]}, {C}], got "
-                             f"{tuple(offset.shape) if isinstance(offset, torch.Tensor) else type(offset).__name__}")
-        if offset.device != x.device:
-            raise ValueError(f"group_norm: offset must be on the same device as x ({x.device}), got {offset.device}")
-        if offset.dtype != x.dtype:
-            raise TypeError(f"group_norm: offset must have the dtype of x ({x.dtype}), got {offset.dtype}")
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-6, act=None, offset=None, backend=None):
