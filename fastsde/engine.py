@@ -76,8 +76,8 @@ def half_weights(model, dtype):
     """A copy of `model` whose convolutions', linear layers' and GroupNorms' parameters are `dtype`
     (bf16 / fp16), for running under autocast to that dtype: autocast would cast them from float32
     at every call, a kernel and a read of each weight, which at small batches is a large part of a
-    call. The results are the same: the values are those autocast makes. Other parameters and
-    buffers (the Fourier features' W, the noise levels) keep their dtype; `model` is unchanged."""
+    call. The results are the same: the values are those autocast makes. Other modules' parameters
+    and buffers (the Fourier features' W, the noise levels) keep their dtype; `model` is unchanged."""
     from .models.layers import NIN, FIRConv2d, GroupNorm
     # Modules whose parameters only autocast's half-precision ops read (GroupNorm casts its
     # affine parameters to x's dtype itself).
