@@ -80,14 +80,19 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+def path_score_fn(model, sde, config, device, path):
+    """fast_score_fn of a copy of `model` as fastsde `path` runs it (backend, precision, layout, compile)."""
+    with _backend(path["backend"]):
+        return fast_score_fn(copy.deepcopy(model), sde, bool(config.training.continuous), device, path["precision"],
+                             channels_last=path["channels_last"], compile=path["compile"])
+
+
 def fastsde_sampler(model, sde, config, device, path):
     """sampler(name, steps) -> run(batch, seed) -> (samples, nfe) of one fastsde path, all samplers sharing
     one prepared (and perhaps compiled) network: 'pc' (the config's predictor / corrector, N =
     steps, the official batch-averaged Langevin step) or a fast solver with `steps` steps. The
     noise comes from a torch.Generator, or from a fastsde.Philox where path['noise'] is 'philox'."""
-    with _backend(path["backend"]):
-        score_fn = fast_score_fn(copy.deepcopy(model), sde, bool(config.training.continuous), device,
-                                 path["precision"], channels_last=path["channels_last"], compile=path["compile"])
+    score_fn = path_score_fn(model, sde, config, device, path)
     s, eps = config.sampling, default_eps(sde)
 
     def sampler(name, steps):
@@ -286,7 +291,6 @@ def throughput(model, sde, config, device, batches=(1, 8), samplers=("pc", "dpmp
     return rows
 
 
-
 def op_profile(model, sde, config, device, batch, precision="fp32", calls=3):
     """Where one network call's time goes, on the official loop's path and on fastsde's (kernels,
     channels_last, `precision`): each op's self time (on CUDA the time of the kernels it launched,
@@ -304,9 +308,8 @@ def op_profile(model, sde, config, device, batch, precision="fp32", calls=3):
     for path in paths_for(device, precisions=(precision,)):
         if path.get("cuda_graph"):  # a replayed graph shows as one event: nothing to break down
             continue
+        score_fn = path_score_fn(model, sde, config, device, path)
         with _backend(path["backend"]), torch.no_grad():
-            score_fn = fast_score_fn(copy.deepcopy(model), sde, bool(config.training.continuous), device,
-                                     path["precision"], channels_last=path["channels_last"])
             walls = []
             for _ in range(2 + calls):
                 _sync(device)
@@ -343,6 +346,7 @@ def op_profile_table(profiles, top=12):
                                                      if rest else []):
             lines.append(f"    {name[:48]:48s} {n:6.0f}x {ms:9.3f} ms {share:7.1%}")
     return "\n".join(lines)
+
 
 @contextlib.contextmanager
 def saved_for_backward(exclude=()):

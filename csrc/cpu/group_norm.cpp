@@ -64,13 +64,13 @@ inline __attribute__((always_inline)) V silu_backward(V dy, V z) {
   return dy * s * (1.0f + z * (1.0f - s));
 }
 
-// SILU is a template parameter so that the write loop carries no branch.
 // The offset of channel nc (n C + c) in the math type, 0 without one.
 template <typename T>
 inline at::opmath_type<T> offset_of(const T* offset, int64_t nc) {
   return offset ? static_cast<at::opmath_type<T>>(offset[nc]) : at::opmath_type<T>(0);
 }
 
+// SILU is a template parameter so that the write loop carries no branch.
 template <typename T, bool SILU>
 void forward_kernel(const T* x, const T* weight, const T* bias, const T* offset, T* y,
                     at::opmath_type<T>* mean_out, at::opmath_type<T>* rstd_out, int64_t N, int64_t C,
