@@ -37,28 +37,29 @@ from .sde import VPSDE
 
 
 def paths_for(device, official=None, precisions=None, compile=False):
-    """The benchmarked paths for `device`: dicts of name, backend, precision, cuda_graph, compile."""
+    """The benchmarked paths for `device`: dicts of name, backend, precision, cuda_graph, compile, fold
+    (fast_score_fn's arguments; fastsde's paths fold the network's constants, the official loop not)."""
     cuda = torch.device(device).type == "cuda"
     # The official loop runs under torch's precision settings, as the official code does: on GPUs,
     # TF32 convolutions by default (fastsde's fp32 is float32 throughout).
     paths = [dict(name="official loop", backend="reference", precision=None, cuda_graph=False,
-                  channels_last=False, compile=False)]
+                  channels_last=False, compile=False, fold=False)]
     if official:
         paths.append(dict(name="official code", official=official, precision=None))
     precisions = precisions or (("fp32", "tf32", "bf16") if cuda else ("fp32",))
     for p in precisions:
         paths.append(dict(name=f"fastsde {p}", backend=None, precision=p, cuda_graph=False, channels_last=True,
-                          compile=False))
+                          compile=False, fold=True))
         if cuda:
             paths.append(dict(name=f"fastsde {p} + graph", backend=None, precision=p, cuda_graph=True,
-                              channels_last=True, compile=False))
+                              channels_last=True, compile=False, fold=True))
         if compile:
             paths.append(dict(name=f"fastsde {p} + compile", backend=None, precision=p, cuda_graph=False,
-                              channels_last=True, compile=True))
+                              channels_last=True, compile=True, fold=True))
     if cuda:  # the fastest path again with its noise drawn inside the PC kernels
         p = precisions[-1]
         paths.append(dict(name=f"fastsde {p} + graph + philox", backend=None, precision=p, cuda_graph=True,
-                          channels_last=True, compile=False, noise="philox"))
+                          channels_last=True, compile=False, fold=True, noise="philox"))
     return paths
 
 
@@ -83,8 +84,8 @@ def _sync(device):
 def path_score_fn(model, sde, config, device, path):
     """fast_score_fn of a copy of `model` as fastsde `path` runs it (backend, precision, layout, compile)."""
     with _backend(path["backend"]):
-        return fast_score_fn(copy.deepcopy(model), sde, bool(config.training.continuous), device, path["precision"],
-                             channels_last=path["channels_last"], compile=path["compile"])
+        return fast_score_fn(model, sde, bool(config.training.continuous), device, path["precision"],
+                             channels_last=path["channels_last"], compile=path["compile"], fold=path["fold"])
 
 
 def fastsde_sampler(model, sde, config, device, path):
@@ -425,7 +426,7 @@ def accuracy(model, sde, config, device, batch=16, solver_steps=20, pc_steps=Non
     """What each fast path costs: from the same prior noise (and, for PC, the same noise at every
     step), the images of the config's PC sampler (pc_steps steps, default its N) and of the ODE
     sampler (DPM-Solver++ 2M with solver_steps steps, and RK45) under each precision / CUDA graphs /
-    channels_last against fp32 eager NCHW, in 8-bit pixel units: the mean and largest absolute
+    channels_last with folded constants against fp32 eager NCHW, unfolded, in 8-bit pixel units: the mean and largest absolute
     difference, and the sample statistics: the shift of the samples' mean and the ratio of their
     standard deviations."""
     cuda = torch.device(device).type == "cuda"
@@ -433,16 +434,17 @@ def accuracy(model, sde, config, device, batch=16, solver_steps=20, pc_steps=Non
     z = sde.prior_sampling(shape, torch.Generator(device).manual_seed(seed), device=device)
     s, eps = config.sampling, default_eps(sde)
     pc_sde = checkpoint.sde_from_config(config, pc_steps) if pc_steps else sde
-    # (name, precision, CUDA graph); every variant runs channels_last, the reference NCHW.
+    # (name, precision, CUDA graph); every variant runs channels_last and folded, the reference
+    # NCHW and unfolded (the official network's arithmetic).
     variants = [("fp32 channels_last", "fp32", False), ("bf16", "bf16", False), ("fp16", "fp16", False)]
     if cuda:
         variants += [("tf32", "tf32", False), ("fp32 + graph", "fp32", True), ("bf16 + graph", "bf16", True)]
     pixels = lambda x: data.to_uint8(x, config.data.centered).float()  # noqa: E731
     rows = []
     for method, steps in (("pc", None), ("dpmpp_2m", solver_steps), ("RK45", None)):
-        def solve(precision, channels_last, graph):
-            score_fn = fast_score_fn(copy.deepcopy(model), sde, bool(config.training.continuous), device, precision,
-                                     channels_last=channels_last)
+        def solve(precision, fast, graph):
+            score_fn = fast_score_fn(model, sde, bool(config.training.continuous), device, precision,
+                                     channels_last=fast, fold=fast)
             if method == "pc":
                 x, nfe = sampling.pc_sample(score_fn, pc_sde, shape, s.predictor, s.corrector, s.snr, s.n_steps_each,
                                             s.probability_flow, s.noise_removal, eps,

@@ -1,8 +1,8 @@
 """The sampling engine: a network made ready to sample fast, and a step loop that runs eagerly or as a
 CUDA graph captured once and replayed.
 
-fast_score_fn puts the network in channels_last, evaluates it in the chosen precision
-with the sampler's state kept in float32, and optionally compiles it. run_steps drives the samplers
+fast_score_fn runs a copy of the network with its constants folded, in channels_last, in the
+chosen precision with the sampler's state kept in float32, and optionally compiled. run_steps drives the samplers
 of fastsde.sampling: each sampler writes one step as body(i, *state) -> state, free of host syncs,
 and run_steps either calls it step by step or captures it in a CUDA graph, so that a whole step
 (network and fused update, noise included) costs one launch.
@@ -51,18 +51,25 @@ def with_precision(score_fn, precision, device):
     return autocast_score_fn
 
 
-def fast_score_fn(model, sde, continuous, device, precision="fp32", channels_last=True, compile=False):
-    """score_fn(x, t) of `model` for sampling: channels_last weights and inputs (the convolutions run
-    faster in that layout on GPUs and, through oneDNN, on CPUs; every kernel takes it natively;
-    `model` itself is converted), `precision` (fp32 / tf32 / bf16 / fp16, or None: as torch is
-    set; see with_precision; bf16 / fp16 run a copy of the network with half_weights) and, with
-    `compile`, the network under torch.compile.
+def fast_score_fn(model, sde, continuous, device, precision="fp32", channels_last=True, compile=False,
+                  fold=True):
+    """score_fn(x, t) of a copy of `model` made ready for sampling (`model` is unchanged): with
+    `fold`, its constants folded (models.fold_constants: fewer kernels a call, the same function up
+    to rounding); channels_last weights and inputs (the convolutions run faster in that layout on
+    GPUs and, through oneDNN, on CPUs; every kernel takes it natively); evaluated in `precision`
+    (fp32 / tf32 / bf16 / fp16, or None: as torch is set; see with_precision; bf16 / fp16 with
+    half_weights); with `compile`, under torch.compile. fold=False, channels_last=False and
+    precision=None leave the official code's path.
     x: [B, C, H, W] float32 in any layout; t: [B]. Returns the score, float32, [B, C, H, W]."""
-    from .models import get_score_fn
+    from .models import fold_constants, get_score_fn
     device = torch.device(device)
-    net = model.to(memory_format=torch.channels_last) if channels_last else model
+    net = copy.deepcopy(model)
+    if fold:
+        fold_constants(net)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
     if precision in HALF:
-        net = half_weights(net, HALF[precision])
+        half_weights(net, HALF[precision])
     if compile:
         net = torch.compile(net)
     base = get_score_fn(sde, net, train=False, continuous=continuous)
@@ -73,16 +80,16 @@ def fast_score_fn(model, sde, continuous, device, precision="fp32", channels_las
 
 
 def half_weights(model, dtype):
-    """A copy of `model` whose convolutions', linear layers' and GroupNorms' parameters are `dtype`
-    (bf16 / fp16), for running under autocast to that dtype: autocast would cast them from float32
-    at every call, a kernel and a read of each weight, which at small batches is a large part of a
-    call. The results are the same: the values are those autocast makes. Other modules' parameters
-    and buffers (the Fourier features' W, the noise levels) keep their dtype; `model` is unchanged."""
+    """Casts, in place, the parameters of `model`'s convolutions, linear layers and GroupNorms to
+    `dtype` (bf16 / fp16), for running under autocast to that dtype: autocast would cast them from
+    float32 at every call, a kernel and a read of each weight, which at small batches is a large part
+    of a call. The results are the same: the values are those autocast makes. Other modules'
+    parameters and buffers (the Fourier features' W, the noise levels) keep their dtype.
+    Returns `model`."""
     from .models.layers import NIN, FIRConv2d, GroupNorm
     # Modules whose parameters only autocast's half-precision ops read (GroupNorm casts its
     # affine parameters to x's dtype itself).
     casts = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, NIN, FIRConv2d, GroupNorm)
-    model = copy.deepcopy(model)
     for m in model.modules():
         if isinstance(m, casts):
             m.to(dtype)

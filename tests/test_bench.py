@@ -19,8 +19,9 @@ def test_pc_rows_stand_for_the_configs_run(tiny, monkeypatch):
     # lengths; the timings are made up: a step costs 10 ms, a graphed run pays 0.5 s once.
     model, sde, config = tiny
     paths = [dict(name="official loop", backend="reference", precision=None, cuda_graph=False,
-                  channels_last=False, compile=False),
-             dict(name="graphed", backend=None, precision="fp32", cuda_graph=True, channels_last=True, compile=False)]
+                  channels_last=False, compile=False, fold=False),
+             dict(name="graphed", backend=None, precision="fp32", cuda_graph=True, channels_last=True, compile=False,
+                  fold=True)]
     monkeypatch.setattr(bench, "paths_for", lambda *args: paths)
 
     def time_runs(runs, batch, rounds, device):

@@ -1,4 +1,6 @@
-"""The sampling engine: run_steps (eager and CUDA graph), fast_score_fn (layout, precision)."""
+"""The sampling engine: run_steps (eager and CUDA graph), fast_score_fn (layout, precision, folded
+constants)."""
+import copy
 import os
 
 import pytest
@@ -53,10 +55,12 @@ def test_fast_score_fn_channels_last_matches_the_plain_score(name):
     model, sde, config = fixture_model(name)
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     t = torch.tensor([0.3, 0.8])
+    before = copy.deepcopy(model.state_dict())
     want = models.get_score_fn(sde, model, continuous=True)(x, t)
     got = engine.fast_score_fn(model, sde, True, "cpu")(x, t)
-    weights = [p for p in model.parameters() if p.dim() == 4]
-    assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    # It runs a copy: the caller's network keeps its values and its layout.
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) and state[k].stride() == v.stride() for k, v in before.items())
     assert got.dtype == torch.float32
     assert_close(got / want.abs().max(), want / want.abs().max())
 
@@ -176,11 +180,87 @@ def test_half_weights_give_what_autocast_gives(make):
     x = torch.randn(2, config.data.num_channels, size, size, generator=torch.Generator().manual_seed(4))
     t = torch.tensor([0.3, 0.8])
     with torch.no_grad():
-        score_fn = models.get_score_fn(sde, model.to(memory_format=torch.channels_last), continuous=True)
+        net = models.fold_constants(copy.deepcopy(model)).to(memory_format=torch.channels_last)
+        score_fn = models.get_score_fn(sde, net, continuous=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
             want = score_fn(x.contiguous(memory_format=torch.channels_last), t).float()
         got = engine.fast_score_fn(model, sde, True, "cpu", precision="bf16")(x, t)
     assert torch.isfinite(want).all() and torch.equal(got, want)
     assert all(p.dtype == torch.float32 for p in model.parameters())
-    convs = [m.weight for m in engine.half_weights(model, torch.bfloat16).modules() if isinstance(m, torch.nn.Conv2d)]
+    convs = [m.weight for m in engine.half_weights(net, torch.bfloat16).modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(w.dtype == torch.bfloat16 for w in convs)
+
+
+def _perturbed(make, **model_options):
+    """A network of `make` with every parameter moved off its initial value (the official
+    initialisation zeroes the biases, which would hide a bias that folding lost)."""
+    model, sde, config = make(**model_options)
+    torch.manual_seed(6)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model, sde, config
+
+
+def _ops(model, sde, config, x, t):
+    """The ATen ops of one score call, counted by name."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    counts = {}
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            counts[func.overloadpacket.__name__] = counts.get(func.overloadpacket.__name__, 0) + 1
+            return func(*args, **(kwargs or {}))
+    with torch.no_grad(), Count():
+        out = models.get_score_fn(sde, model, continuous=True)(x, t)
+    return out, counts
+
+
+@pytest.mark.parametrize("name,options", [("ve/cifar10_ncsnpp_continuous", {}),
+                                          ("vp/cifar10_ddpmpp_continuous", {}),
+                                          ("vp/cifar10_ddpmpp_continuous", {"conditional": False}),
+                                          ("vp/ddpm/cifar10_continuous", {})],
+                         ids=["ncsnpp", "ddpmpp", "ddpmpp-unconditional", "ddpm"])
+def test_fold_constants_keeps_the_function_with_fewer_ops(name, options):
+    def make(**options):
+        config = configs.get(name)
+        config.model.nf, config.model.ch_mult, config.device = 32, (1, 2), "cpu"
+        config.model.attn_resolutions = (16,)
+        for k, v in options.items():
+            setattr(config.model, k, v)
+        torch.manual_seed(0)
+        return models.create_model(config).eval(), checkpoint.sde_from_config(config), config
+    model, sde, config = _perturbed(make, **options)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    t = torch.tensor([0.3, 0.8])
+    want, plain = _ops(model, sde, config, x, t)
+    folded = models.fold_constants(copy.deepcopy(model))
+    got, ops = _ops(folded, sde, config, x, t)
+    assert_close(got / want.abs().max(), want / want.abs().max())
+    # Folding twice folds nothing more.
+    again, _ = _ops(models.fold_constants(folded), sde, config, x, t)
+    assert torch.equal(again, got)
+    blocks = [m for m in model.modules() if hasattr(m, "skip_rescale") and m is not model]
+    rescaled = sum(m.skip_rescale for m in blocks)
+    # Each rescaled residual sum lost its division; the others (input pyramid, scale_by_sigma) stay.
+    assert ops.get("div", 0) == plain.get("div", 0) - rescaled
+    assert ops["add"] == plain["add"]
+    convs_with_bias = lambda m: sum(c.bias is not None for c in m.modules() if isinstance(c, torch.nn.Conv2d))  # noqa: E731
+    resblocks = [m for m in blocks if hasattr(m, "Conv_0")]  # (not the attention blocks)
+    shortcuts = sum(hasattr(m, "Conv_2") or hasattr(m, "NIN_0") for m in resblocks)
+    assert convs_with_bias(folded) == convs_with_bias(model) - shortcuts - len(resblocks) * config.model.conditional
+    assert (rescaled > 0) == ("ddpm/" not in name) and shortcuts > 0  # DDPM sums without 1 / sqrt(2)
+
+
+def test_fast_score_fn_folds_and_the_official_path_does_not():
+    model, sde, config = _perturbed(fixture_model)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(8))
+    t = torch.tensor([0.4, 0.6])
+    with torch.no_grad():
+        official = models.get_score_fn(sde, model, continuous=True)(x, t)
+        unfolded = engine.fast_score_fn(model, sde, True, "cpu", precision=None, channels_last=False, fold=False)
+        folded = engine.fast_score_fn(model, sde, True, "cpu", precision=None, channels_last=False)
+        assert torch.equal(unfolded(x, t), official)
+        got = folded(x, t)
+    assert not torch.equal(got, official)
+    assert_close(got / official.abs().max(), official / official.abs().max())

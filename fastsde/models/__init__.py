@@ -1,6 +1,6 @@
 """Score networks in the official layouts, and the conversion of a network into a score function."""
 from .ddpm import DDPM
-from .ncsnpp import NCSNpp
+from .ncsnpp import NCSNpp, fold_constants
 from .ncsnv2 import ncsn, ncsnv2_64, ncsnv2_128, ncsnv2_256
 from .utils import get_score_fn
 
@@ -16,4 +16,4 @@ def create_model(config):
     return MODELS[name](config)
 
 
-__all__ = ["MODELS", "DDPM", "NCSNpp", "create_model", "get_score_fn"]
+__all__ = ["MODELS", "DDPM", "NCSNpp", "create_model", "fold_constants", "get_score_fn"]
