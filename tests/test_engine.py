@@ -241,15 +241,24 @@ def test_fold_constants_keeps_the_function_with_fewer_ops(name, options):
     again, _ = _ops(models.fold_constants(folded), sde, config, x, t)
     assert torch.equal(again, got)
     blocks = [m for m in model.modules() if hasattr(m, "skip_rescale") and m is not model]
+    resblocks = [m for m in blocks if hasattr(m, "Conv_0")]  # (not the attention blocks)
     rescaled = sum(m.skip_rescale for m in blocks)
+    shortcuts = sum(hasattr(m, "Conv_2") or hasattr(m, "NIN_0") for m in resblocks)
+    conditional = config.model.conditional
+    assert (rescaled > 0) == ("ddpm/" not in name) and shortcuts > 0  # DDPM sums without 1 / sqrt(2)
     # Each rescaled residual sum lost its division; the others (input pyramid, scale_by_sigma) stay.
     assert ops.get("div", 0) == plain.get("div", 0) - rescaled
     assert ops["add"] == plain["add"]
+    # Biases: Conv_0's (conditional networks) and, beside a shortcut layer, Conv_1's.
     convs_with_bias = lambda m: sum(c.bias is not None for c in m.modules() if isinstance(c, torch.nn.Conv2d))  # noqa: E731
-    resblocks = [m for m in blocks if hasattr(m, "Conv_0")]  # (not the attention blocks)
-    shortcuts = sum(hasattr(m, "Conv_2") or hasattr(m, "NIN_0") for m in resblocks)
-    assert convs_with_bias(folded) == convs_with_bias(model) - shortcuts - len(resblocks) * config.model.conditional
-    assert (rescaled > 0) == ("ddpm/" not in name) and shortcuts > 0  # DDPM sums without 1 / sqrt(2)
+    assert convs_with_bias(folded) == convs_with_bias(model) - shortcuts - len(resblocks) * conditional
+    # A conditional network's Dense_0 layers became one GEMM.
+    assert ops["addmm"] == plain["addmm"] - (len(resblocks) - 1) * conditional
+    assert (folded.temb_projections is not None) == conditional
+    if conditional:
+        pick = next(m.Dense_0 for m in folded.modules() if hasattr(m, "Dense_0"))
+        with pytest.raises(TypeError, match="Pick.*takes a StackedLinear's outputs"):
+            pick(torch.zeros(2, 4 * config.model.nf))
 
 
 def test_fast_score_fn_folds_and_the_official_path_does_not():

@@ -21,6 +21,7 @@ class DDPM(nn.Module):
         self.num_resolutions = len(m.ch_mult)
         resolutions = [config.data.image_size // 2 ** i for i in range(self.num_resolutions)]
         self.conditional, self.centered, self.scale_by_sigma = m.conditional, config.data.centered, m.scale_by_sigma
+        self.temb_projections = None  # set by fold_constants
         channels = config.data.num_channels
 
         def resblock(in_ch, out_ch=None):
@@ -65,6 +66,8 @@ class DDPM(nn.Module):
         if self.conditional:
             temb = next(mods)(timestep_embedding(labels, self.nf))
             temb = self.act(next(mods)(self.act(temb)))  # what each residual block adds a projection of
+            if self.temb_projections is not None:  # (fold_constants: all blocks' Dense_0 at once)
+                temb = self.temb_projections(temb)
         h = x if self.centered else 2 * x - 1.0
         hs = [next(mods)(h)]
         for level in range(self.num_resolutions):

@@ -45,6 +45,36 @@ def dense(in_dim, out_dim):
     return lin
 
 
+class StackedLinear(nn.Linear):
+    """Linear layers that read the same input, as one GEMM: forward(x [B, in]) -> their outputs, a
+    tuple of [B, out_i] (views of one result)."""
+
+    def __init__(self, layers):
+        w = layers[0].weight
+        super().__init__(w.shape[1], sum(m.out_features for m in layers), device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            self.weight.copy_(torch.cat([m.weight for m in layers]))
+            self.bias.copy_(torch.cat([m.bias for m in layers]))
+        self.sizes = [m.out_features for m in layers]
+
+    def forward(self, x):
+        return super().forward(x).split(self.sizes, dim=1)
+
+
+class Pick(nn.Module):
+    """Stands for a layer merged into a StackedLinear: forward(outputs) -> outputs[index], the
+    layer's own output among the stack's."""
+
+    def __init__(self, index):
+        super().__init__()
+        self.index = index
+
+    def forward(self, outputs):
+        if not isinstance(outputs, tuple):
+            raise TypeError(f"Pick({self.index}) takes a StackedLinear's outputs (a tuple), got {type(outputs).__name__}")
+        return outputs[self.index]
+
+
 class GroupNorm(nn.GroupNorm):
     """nn.GroupNorm (same parameters) computed by fastsde.ops.group_norm, with the activation that
     follows it fused when it is SiLU, and of x + offset[:, :, None, None] where an offset [N, C] is

@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import (NIN, FIR, FIRConv2d, GaussianFourierProjection, conv, dense, get_act, group_norm,
-                     naive_downsample, naive_upsample, timestep_embedding)
+from .layers import (NIN, FIR, FIRConv2d, GaussianFourierProjection, Pick, StackedLinear, conv, dense, get_act,
+                     group_norm, naive_downsample, naive_upsample, timestep_embedding)
 
 SQRT2 = math.sqrt(2.0)
 
@@ -46,7 +46,8 @@ class ResnetBlockBigGAN(nn.Module):
             self.resample = FIR(fir_kernel, up=up) if fir else (naive_upsample if up else naive_downsample)
 
     def forward(self, x, temb=None):
-        """x: [B, in_ch, H, W]; temb: the activated time embedding act(temb) [B, temb_dim], or None."""
+        """x: [B, in_ch, H, W]; temb: the activated time embedding act(temb) [B, temb_dim], or None
+        (in a network folded by fold_constants: the blocks' projections of it, a tuple)."""
         h = self.GroupNorm_0(x, self.act)
         if self.resample is not None:
             h, x = self.resample(h), self.resample(x)
@@ -81,7 +82,8 @@ class ResnetBlockDDPM(nn.Module):
         self.act, self.skip_rescale, self.folded = act, skip_rescale, False
 
     def forward(self, x, temb=None):
-        """x: [B, in_ch, H, W]; temb: the activated time embedding act(temb) [B, temb_dim], or None."""
+        """x: [B, in_ch, H, W]; temb: the activated time embedding act(temb) [B, temb_dim], or None
+        (in a network folded by fold_constants: the blocks' projections of it, a tuple)."""
         h = self.Conv_0(self.GroupNorm_0(x, self.act))
         temb = None if temb is None else self.Dense_0(temb)  # added to h in GroupNorm_1
         h = self.Conv_1(self.Dropout_0(self.GroupNorm_1(h, self.act, offset=temb)))
@@ -121,6 +123,8 @@ def fold_constants(model):
     - with skip_rescale, the 1 / sqrt(2) goes into the layer that makes h (Conv_1, NIN_3), so that
       the residual sum is h + x / sqrt(2),
     - Conv_1's bias joins the shortcut layer's (Conv_2 or NIN_0), where there is one.
+    And in a conditional NCSN++ / DDPM++ / DDPM, the blocks' Dense_0 become one GEMM before the
+    blocks (model.temb_projections, a StackedLinear; each Dense_0 a Pick of its output).
     Train the unfolded network: its parameters are the official ones. Returns `model`."""
     conditional = getattr(model, "conditional", False)
     with torch.no_grad():
@@ -144,6 +148,12 @@ def fold_constants(model):
                 for p in (m.Conv_1.weight, m.Conv_1.bias):
                     if p is not None:
                         p /= SQRT2
+    # (Only networks whose forward hands the blocks temb_projections' outputs declare the attribute.)
+    if conditional and hasattr(model, "temb_projections") and model.temb_projections is None:
+        blocks = [m for m in model.modules() if isinstance(m, (ResnetBlockBigGAN, ResnetBlockDDPM))]
+        model.temb_projections = StackedLinear([m.Dense_0 for m in blocks])
+        for i, m in enumerate(blocks):
+            m.Dense_0 = Pick(i)
     return model
 
 
@@ -227,6 +237,7 @@ class NCSNpp(nn.Module):
         self.num_resolutions = len(ch_mult)
         resolutions = [config.data.image_size // 2 ** i for i in range(self.num_resolutions)]
         self.conditional = m.conditional
+        self.temb_projections = None  # set by fold_constants
         fir, fir_kernel, skip_rescale, init_scale = m.fir, m.fir_kernel, m.skip_rescale, m.init_scale
         self.resblock_type = m.resblock_type.lower()
         self.progressive, self.progressive_input = m.progressive.lower(), m.progressive_input.lower()
@@ -337,6 +348,8 @@ class NCSNpp(nn.Module):
             temb = next(mods)(temb)
             # Every residual block adds Dense_0(act(temb)): the activation once here, not in each.
             temb = self.act(next(mods)(self.act(temb)))
+            if self.temb_projections is not None:  # (fold_constants: all blocks' Dense_0 at once)
+                temb = self.temb_projections(temb)
         else:
             temb = None
         if not self.centered:
