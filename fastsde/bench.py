@@ -426,9 +426,9 @@ def accuracy(model, sde, config, device, batch=16, solver_steps=20, pc_steps=Non
     """What each fast path costs: from the same prior noise (and, for PC, the same noise at every
     step), the images of the config's PC sampler (pc_steps steps, default its N) and of the ODE
     sampler (DPM-Solver++ 2M with solver_steps steps, and RK45) under each precision / CUDA graphs /
-    channels_last with folded constants against fp32 eager NCHW, unfolded, in 8-bit pixel units: the mean and largest absolute
-    difference, and the sample statistics: the shift of the samples' mean and the ratio of their
-    standard deviations."""
+    channels_last with folded constants against fp32 eager NCHW unfolded, in 8-bit pixel units: the
+    mean and largest absolute difference, and the sample statistics: the shift of the samples' mean
+    and the ratio of their standard deviations."""
     cuda = torch.device(device).type == "cuda"
     shape = (batch, config.data.num_channels, config.data.image_size, config.data.image_size)
     z = sde.prior_sampling(shape, torch.Generator(device).manual_seed(seed), device=device)

@@ -2,10 +2,10 @@
 CUDA graph captured once and replayed.
 
 fast_score_fn runs a copy of the network with its constants folded, in channels_last, in the
-chosen precision with the sampler's state kept in float32, and optionally compiled. run_steps drives the samplers
-of fastsde.sampling: each sampler writes one step as body(i, *state) -> state, free of host syncs,
-and run_steps either calls it step by step or captures it in a CUDA graph, so that a whole step
-(network and fused update, noise included) costs one launch.
+chosen precision with the sampler's state kept in float32, and optionally compiled. run_steps
+drives the samplers of fastsde.sampling: each sampler writes one step as body(i, *state) -> state,
+free of host syncs, and run_steps either calls it step by step or captures it in a CUDA graph, so
+that a whole step (network and fused update, noise included) costs one launch.
 """
 import copy
 

@@ -261,8 +261,8 @@ def test_fold_constants_keeps_the_function_with_fewer_ops(name, options):
     assert ops.get("div", 0) == plain.get("div", 0) - rescaled
     assert ops["add"] == plain["add"]
     # Biases: Conv_0's (conditional networks) and, beside a shortcut layer, Conv_1's.
-    convs_with_bias = lambda m: sum(c.bias is not None for c in m.modules() if isinstance(c, torch.nn.Conv2d))  # noqa: E731
-    assert convs_with_bias(folded) == convs_with_bias(model) - shortcuts - len(resblocks) * conditional
+    biases = lambda m: sum(c.bias is not None for c in m.modules() if isinstance(c, torch.nn.Conv2d))  # noqa: E731
+    assert biases(folded) == biases(model) - shortcuts - len(resblocks) * conditional
     # A conditional network's Dense_0 layers became one GEMM.
     assert ops["addmm"] == plain["addmm"] - (len(resblocks) - 1) * conditional
     assert (folded.temb_projections is not None) == conditional

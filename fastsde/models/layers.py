@@ -71,7 +71,8 @@ class Pick(nn.Module):
 
     def forward(self, outputs):
         if not isinstance(outputs, tuple):
-            raise TypeError(f"Pick({self.index}) takes a StackedLinear's outputs (a tuple), got {type(outputs).__name__}")
+            raise TypeError(f"Pick({self.index}) takes a StackedLinear's outputs (a tuple), got "
+                            f"{type(outputs).__name__}")
         return outputs[self.index]
 
 
