@@ -132,22 +132,17 @@ def fold_constants(model):
             if not isinstance(m, (ResnetBlockBigGAN, ResnetBlockDDPM, AttnBlockpp)) or m.folded:
                 continue
             m.folded = True
-            if isinstance(m, AttnBlockpp):
-                if m.skip_rescale:
-                    m.NIN_3.W /= SQRT2
-                    m.NIN_3.b /= SQRT2
-                continue
-            if conditional and m.Conv_0.bias is not None:
+            attention = isinstance(m, AttnBlockpp)
+            if not attention and conditional and m.Conv_0.bias is not None:
                 m.Dense_0.bias += m.Conv_0.bias
                 m.Conv_0.bias = None
-            shortcut = getattr(m, "Conv_2", None) or getattr(m, "NIN_0", None)
+            shortcut = None if attention else getattr(m, "Conv_2", None) or getattr(m, "NIN_0", None)
             if shortcut is not None and m.Conv_1.bias is not None:
                 (shortcut.b if isinstance(shortcut, NIN) else shortcut.bias).add_(m.Conv_1.bias)
                 m.Conv_1.bias = None
             if m.skip_rescale:
-                for p in (m.Conv_1.weight, m.Conv_1.bias):
-                    if p is not None:
-                        p /= SQRT2
+                for p in (m.NIN_3 if attention else m.Conv_1).parameters():
+                    p /= SQRT2
     # (Only networks whose forward hands the blocks temb_projections' outputs declare the attribute.)
     if conditional and hasattr(model, "temb_projections") and model.temb_projections is None:
         blocks = [m for m in model.modules() if isinstance(m, (ResnetBlockBigGAN, ResnetBlockDDPM))]
