@@ -12,16 +12,13 @@ import torch
 from fastsde import checkpoint, cli
 from fastsde.models import create_model
 from conftest import FIXTURES
-from tiny import tiny_config
+from tiny import perturb, tiny_config
 
 
 
 def _save_tiny(path, config):
     torch.manual_seed(0)
-    model = create_model(config)
-    with torch.no_grad():  # the last layer starts at zero; a zero score would stall the Langevin step
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    model = perturb(create_model(config))  # a zero score (last layer at zero) would stall the Langevin step
     checkpoint.save_safetensors(path, model, config)
     return str(path)
 

@@ -8,7 +8,7 @@ import torch
 
 from fastsde import checkpoint
 from fastsde.models import create_model
-from tiny import tiny_config
+from tiny import perturb, tiny_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -32,10 +32,7 @@ def test_two_process_training_keeps_ranks_in_step(tmp_path):
 def test_sharded_sampling_matches_one_process(tmp_path):
     torch.manual_seed(0)
     config = tiny_config()
-    model = create_model(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    model = perturb(create_model(config))
     checkpoint.save_safetensors(tmp_path / "m.safetensors", model, config)
     common = ["sample", "--ckpt", tmp_path / "m.safetensors", "--num-samples", 7, "--steps", 30]
     torchrun("-m", "fastsde", *common, "--batch-size", 2, "--out", tmp_path / "two")

@@ -10,7 +10,7 @@ from fastsde import checkpoint, configs, engine, models, sampling
 from fastsde.sde import VESDE, VPSDE
 
 from conftest import FIXTURES, assert_close
-from tiny import tiny_config
+from tiny import perturb, tiny_config
 
 gpu = pytest.mark.gpu
 
@@ -134,9 +134,7 @@ def tiny_model(device):
     config.device = device
     model = models.create_model(config).to(device)
     torch.manual_seed(0)
-    with torch.no_grad():  # a network whose output depends on its input at every layer
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    perturb(model)  # a network whose output depends on its input at every layer
     return model, checkpoint.sde_from_config(config), config
 
 
@@ -203,14 +201,10 @@ def test_half_weights_give_what_autocast_gives(make):
 
 
 def _perturbed(make, **model_options):
-    """A network of `make` with every parameter moved off its initial value (the official
-    initialisation zeroes the biases, which would hide a bias that folding lost)."""
+    """A network of `make` with every parameter moved off its initial value (perturb)."""
     model, sde, config = make(**model_options)
     torch.manual_seed(6)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return model, sde, config
+    return perturb(model, 0.1), sde, config
 
 
 def _ops(model, sde, config, x, t):
