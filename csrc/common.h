@@ -173,9 +173,18 @@ inline void check_langevin(const at::Tensor& x, const at::Tensor& score,
   TORCH_CHECK(noise.has_value() || noise_key.has_value(), "langevin_step: noise or noise_key is required");
 }
 
+// An offset [N, C] read where it lies, at any strides: element (n, c) is p[n * sn + c * sc] (p null
+// without one). fold_constants' time embeddings are column slices of one [N, sum C] product, which
+// a contiguous copy would cost a kernel each.
+template <typename T>
+struct OffsetView {
+  const T* p;
+  int64_t sn, sc;
+};
+
 // The operands of a GroupNorm call as the kernels take them: x as [N, C, L] contiguous data, or as
-// [N, L, C] (cl) where x is channels_last, the affine parameters and the offset [N, C] (undefined
-// when absent), and what the outputs look like.
+// [N, L, C] (cl) where x is channels_last, the affine parameters, the offset [N, C] as given
+// (undefined when absent), and what the outputs look like.
 struct GroupNormArgs {
   at::Tensor x, weight, bias, offset;
   int64_t N, C, L, G;
@@ -187,7 +196,10 @@ struct GroupNormArgs {
   template <typename T>
   const T* b() const { return bias.defined() ? bias.const_data_ptr<T>() : nullptr; }
   template <typename T>
-  const T* o() const { return offset.defined() ? offset.const_data_ptr<T>() : nullptr; }
+  OffsetView<T> o() const {
+    if (!offset.defined()) return {nullptr, 0, 0};
+    return {offset.const_data_ptr<T>(), offset.stride(0), offset.stride(1)};
+  }
   at::Tensor empty(int64_t rows, int64_t cols) const {
     return at::empty({rows, cols}, x.options().dtype(acc_type(x)));
   }
@@ -201,7 +213,8 @@ inline GroupNormArgs group_norm_args(const at::Tensor& x, int64_t G,
   const at::MemoryFormat fmt = output_format(x);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
   const auto dense = [](const std::optional<at::Tensor>& t) { return t.has_value() ? t->contiguous() : at::Tensor(); };
-  return {x.contiguous(cl ? fmt : at::MemoryFormat::Contiguous), dense(weight), dense(bias), dense(offset),
+  return {x.contiguous(cl ? fmt : at::MemoryFormat::Contiguous), dense(weight), dense(bias),
+          offset.has_value() ? *offset : at::Tensor(),
           N, C, x.numel() / (N * C), G, fmt, cl};
 }
 

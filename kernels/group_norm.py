@@ -15,7 +15,8 @@ data); a group that fits one tile is loaded once (the passes share their loads).
 saves only mean and rstd. The backward's first pass sums what the group means of dx need; the
 second writes dx and sums dL/d(pre-activation) and it times xhat per (sample, range, channel),
 stage one of the weight and bias gradients, which the caller adds in a fixed order (no atomics).
-With an offset o [N, C] (HAS_OFF) every load of x is of x + o: a [1, CB] row of o per tile.
+With an offset o [N, C] (HAS_OFF) every load of x is of x + o: a [1, CB] row of o per tile, o read
+where it lies (element (n, c) at n OSN + c OSC: fold_constants' time embeddings are column slices).
 """
 import torch
 import triton
@@ -74,20 +75,20 @@ def _tile(n, g, p0, p1, tp, tc, C, HW, CG: tl.constexpr, BP: tl.constexpr, CB: t
 
 
 @triton.jit
-def _load_x(x_ptr, o_ptr, n, C, offs, ch, cin, inside, acc_t, HAS_OFF: tl.constexpr):
-    """x + o of a tile in acc_t, 0 outside the group's range."""
+def _load_x(x_ptr, o_row, OSC, offs, ch, cin, inside, acc_t, HAS_OFF: tl.constexpr):
+    """x + o of a tile in acc_t (o_row: the sample's row of o), 0 outside the group's range."""
     x = tl.load(x_ptr + offs, mask=inside, other=0.0).to(acc_t)
     if HAS_OFF:
-        x = tl.where(inside, x + tl.load(o_ptr + n.to(tl.int64) * C + ch, mask=cin, other=0.0).to(acc_t), 0.0)
+        x = tl.where(inside, x + tl.load(o_row + ch * OSC, mask=cin, other=0.0).to(acc_t), 0.0)
     return x
 
 
 @triton.jit
-def _xhat_tile(x_ptr, o_ptr, n, g, p0, p1, tp, tc, C, HW, mean, rstd, CG: tl.constexpr, BP: tl.constexpr,
+def _xhat_tile(x_ptr, o_row, OSC, n, g, p0, p1, tp, tc, C, HW, mean, rstd, CG: tl.constexpr, BP: tl.constexpr,
                CB: tl.constexpr, CHANNELS_LAST: tl.constexpr, HAS_OFF: tl.constexpr):
     """(offsets, channels, channel mask, in-range mask, normalised x + o) of a tile of group (n, g)."""
     offs, ch, cin, inside = _tile(n, g, p0, p1, tp, tc, C, HW, CG, BP, CB, CHANNELS_LAST)
-    xhat = (_load_x(x_ptr, o_ptr, n, C, offs, ch, cin, inside, mean.dtype, HAS_OFF) - mean) * rstd
+    xhat = (_load_x(x_ptr, o_row, OSC, offs, ch, cin, inside, mean.dtype, HAS_OFF) - mean) * rstd
     return offs, ch, cin, inside, xhat
 
 
@@ -108,7 +109,7 @@ def _silu_grad(pre):
 
 
 @triton.jit
-def _stats(x_ptr, o_ptr, acc_ptr, n, g, p0, p1, C, HW, CG: tl.constexpr, BP: tl.constexpr, CB: tl.constexpr,
+def _stats(x_ptr, o_row, OSC, acc_ptr, n, g, p0, p1, C, HW, CG: tl.constexpr, BP: tl.constexpr, CB: tl.constexpr,
            P_TILES: tl.constexpr, C_TILES: tl.constexpr, CHANNELS_LAST: tl.constexpr, HAS_OFF: tl.constexpr):
     """(mean, centred sum of squares) of x + o over pixels [p0, p1) of group (n, g), in two passes,
     in the dtype acc_ptr points to."""
@@ -117,13 +118,13 @@ def _stats(x_ptr, o_ptr, acc_ptr, n, g, p0, p1, C, HW, CG: tl.constexpr, BP: tl.
     for tc in range(C_TILES):
         for tp in range(P_TILES):
             offs, ch, cin, inside = _tile(n, g, p0, p1, tp, tc, C, HW, CG, BP, CB, CHANNELS_LAST)
-            total += _load_x(x_ptr, o_ptr, n, C, offs, ch, cin, inside, acc_t, HAS_OFF)
+            total += _load_x(x_ptr, o_row, OSC, offs, ch, cin, inside, acc_t, HAS_OFF)
     mean = tl.sum(total) / ((p1 - p0) * CG)
     total = tl.zeros((BP, CB), acc_t)
     for tc in range(C_TILES):
         for tp in range(P_TILES):
             offs, ch, cin, inside = _tile(n, g, p0, p1, tp, tc, C, HW, CG, BP, CB, CHANNELS_LAST)
-            d = _load_x(x_ptr, o_ptr, n, C, offs, ch, cin, inside, acc_t, HAS_OFF) - mean
+            d = _load_x(x_ptr, o_row, OSC, offs, ch, cin, inside, acc_t, HAS_OFF) - mean
             total += tl.where(inside, d * d, 0.0)
     return mean, tl.sum(total)
 
@@ -142,13 +143,14 @@ def _combine(part_ptr, ng, S, PS, HW, M, CG: tl.constexpr, S_P2: tl.constexpr):
 
 @_tuned
 @triton.jit
-def _partial_stats_kernel(x_ptr, o_ptr, part_ptr, C, HW, G, PS, S, CHANNELS_LAST: tl.constexpr, CG: tl.constexpr,
-                          HAS_OFF: tl.constexpr, BLOCK: tl.constexpr, BP: tl.constexpr, CB: tl.constexpr,
-                          P_TILES: tl.constexpr, C_TILES: tl.constexpr):
+def _partial_stats_kernel(x_ptr, o_ptr, OSN, OSC, part_ptr, C, HW, G, PS, S, CHANNELS_LAST: tl.constexpr,
+                          CG: tl.constexpr, HAS_OFF: tl.constexpr, BLOCK: tl.constexpr, BP: tl.constexpr,
+                          CB: tl.constexpr, P_TILES: tl.constexpr, C_TILES: tl.constexpr):
     # Range s of group ng: its mean and centred sum of squares, for _combine.
     ng, s = tl.program_id(0), tl.program_id(1)
     p0 = s * PS
-    mean, m2 = _stats(x_ptr, o_ptr, part_ptr, ng // G, ng % G, p0, tl.minimum(p0 + PS, HW), C, HW, CG, BP, CB,
+    o_row = o_ptr + (ng // G).to(tl.int64) * OSN
+    mean, m2 = _stats(x_ptr, o_row, OSC, part_ptr, ng // G, ng % G, p0, tl.minimum(p0 + PS, HW), C, HW, CG, BP, CB,
                       P_TILES, C_TILES, CHANNELS_LAST, HAS_OFF)
     tl.store(part_ptr + (ng * S + s) * 2, mean)
     tl.store(part_ptr + (ng * S + s) * 2 + 1, m2)
@@ -156,17 +158,18 @@ def _partial_stats_kernel(x_ptr, o_ptr, part_ptr, C, HW, G, PS, S, CHANNELS_LAST
 
 @_tuned
 @triton.jit
-def _forward_kernel(x_ptr, w_ptr, b_ptr, o_ptr, y_ptr, mean_ptr, rstd_ptr, part_ptr, C, HW, G, M, PS, S, eps,
-                    HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_OFF: tl.constexpr, SILU: tl.constexpr,
+def _forward_kernel(x_ptr, w_ptr, b_ptr, o_ptr, OSN, OSC, y_ptr, mean_ptr, rstd_ptr, part_ptr, C, HW, G, M, PS, S,
+                    eps, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_OFF: tl.constexpr, SILU: tl.constexpr,
                     CHANNELS_LAST: tl.constexpr, CG: tl.constexpr, S_P2: tl.constexpr, BLOCK: tl.constexpr,
                     BP: tl.constexpr, CB: tl.constexpr, P_TILES: tl.constexpr, C_TILES: tl.constexpr):
     # Program (ng, s) writes range s of group ng; whole groups (S = 1) compute their statistics
     # here, split ones combine those of _partial_stats_kernel.
     ng, s = tl.program_id(0), tl.program_id(1)
     n, g = ng // G, ng % G
+    o_row = o_ptr + n.to(tl.int64) * OSN
     if S_P2 == 1:
-        mean, m2 = _stats(x_ptr, o_ptr, mean_ptr, n, g, 0, HW, C, HW, CG, BP, CB, P_TILES, C_TILES, CHANNELS_LAST,
-                          HAS_OFF)
+        mean, m2 = _stats(x_ptr, o_row, OSC, mean_ptr, n, g, 0, HW, C, HW, CG, BP, CB, P_TILES, C_TILES,
+                          CHANNELS_LAST, HAS_OFF)
     else:
         mean, m2 = _combine(part_ptr, ng, S, PS, HW, M, CG, S_P2)
     rstd = 1 / tl.sqrt(m2 / M + eps)
@@ -174,8 +177,8 @@ def _forward_kernel(x_ptr, w_ptr, b_ptr, o_ptr, y_ptr, mean_ptr, rstd_ptr, part_
     p1 = tl.minimum(p0 + PS, HW)
     for tc in range(C_TILES):
         for tp in range(P_TILES):
-            offs, ch, cin, inside, y = _xhat_tile(x_ptr, o_ptr, n, g, p0, p1, tp, tc, C, HW, mean, rstd, CG, BP, CB,
-                                                  CHANNELS_LAST, HAS_OFF)
+            offs, ch, cin, inside, y = _xhat_tile(x_ptr, o_row, OSC, n, g, p0, p1, tp, tc, C, HW, mean, rstd, CG, BP,
+                                                  CB, CHANNELS_LAST, HAS_OFF)
             y = _affine(y, w_ptr, b_ptr, ch, cin, HAS_W, HAS_B)
             if SILU:
                 y = y * tl.sigmoid(y)
@@ -196,7 +199,7 @@ def _dy_pre(dy_ptr, w_ptr, b_ptr, offs, ch, cin, inside, xhat, HAS_W: tl.constex
 
 
 @triton.jit
-def _grad_sums(dy_ptr, x_ptr, w_ptr, b_ptr, o_ptr, n, g, p0, p1, mean, rstd, C, HW, HAS_W: tl.constexpr,
+def _grad_sums(dy_ptr, x_ptr, w_ptr, b_ptr, o_row, OSC, n, g, p0, p1, mean, rstd, C, HW, HAS_W: tl.constexpr,
                HAS_B: tl.constexpr, HAS_OFF: tl.constexpr, SILU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
                CG: tl.constexpr, BP: tl.constexpr, CB: tl.constexpr, P_TILES: tl.constexpr, C_TILES: tl.constexpr):
     """(sum of q, sum of q xhat) over pixels [p0, p1) of group (n, g), q = dL/dxhat."""
@@ -204,7 +207,7 @@ def _grad_sums(dy_ptr, x_ptr, w_ptr, b_ptr, o_ptr, n, g, p0, p1, mean, rstd, C, 
     sum_qx = tl.zeros((BP, CB), mean.dtype)
     for tc in range(C_TILES):
         for tp in range(P_TILES):
-            offs, ch, cin, inside, xhat = _xhat_tile(x_ptr, o_ptr, n, g, p0, p1, tp, tc, C, HW, mean, rstd, CG, BP,
+            offs, ch, cin, inside, xhat = _xhat_tile(x_ptr, o_row, OSC, n, g, p0, p1, tp, tc, C, HW, mean, rstd, CG, BP,
                                                      CB, CHANNELS_LAST, HAS_OFF)
             q = _affine(_dy_pre(dy_ptr, w_ptr, b_ptr, offs, ch, cin, inside, xhat, HAS_W, HAS_B, SILU),
                         w_ptr, b_ptr, ch, cin, HAS_W, False)
@@ -215,14 +218,15 @@ def _grad_sums(dy_ptr, x_ptr, w_ptr, b_ptr, o_ptr, n, g, p0, p1, mean, rstd, C, 
 
 @_tuned
 @triton.jit
-def _partial_grad_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, o_ptr, part_ptr, C, HW, G, PS, S,
+def _partial_grad_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, o_ptr, OSN, OSC, part_ptr, C, HW, G, PS, S,
                          HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_OFF: tl.constexpr, SILU: tl.constexpr,
                          CHANNELS_LAST: tl.constexpr, CG: tl.constexpr, BLOCK: tl.constexpr, BP: tl.constexpr,
                          CB: tl.constexpr, P_TILES: tl.constexpr, C_TILES: tl.constexpr):
     # Range s of group ng: its sums of q and q xhat, which _backward_kernel adds over ranges.
     ng, s = tl.program_id(0), tl.program_id(1)
     p0 = s * PS
-    sum_q, sum_qx = _grad_sums(dy_ptr, x_ptr, w_ptr, b_ptr, o_ptr, ng // G, ng % G, p0, tl.minimum(p0 + PS, HW),
+    o_row = o_ptr + (ng // G).to(tl.int64) * OSN
+    sum_q, sum_qx = _grad_sums(dy_ptr, x_ptr, w_ptr, b_ptr, o_row, OSC, ng // G, ng % G, p0, tl.minimum(p0 + PS, HW),
                                tl.load(mean_ptr + ng), tl.load(rstd_ptr + ng), C, HW, HAS_W, HAS_B, HAS_OFF, SILU,
                                CHANNELS_LAST, CG, BP, CB, P_TILES, C_TILES)
     tl.store(part_ptr + (ng * S + s) * 2, sum_q)
@@ -231,8 +235,8 @@ def _partial_grad_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, o_ptr,
 
 @_tuned
 @triton.jit
-def _backward_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, o_ptr, dx_ptr, dw_ptr, db_ptr, part_ptr, C,
-                     HW, G, M, PS, S, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_OFF: tl.constexpr,
+def _backward_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, o_ptr, OSN, OSC, dx_ptr, dw_ptr, db_ptr,
+                     part_ptr, C, HW, G, M, PS, S, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_OFF: tl.constexpr,
                      SILU: tl.constexpr, CHANNELS_LAST: tl.constexpr, CG: tl.constexpr, S_P2: tl.constexpr,
                      BLOCK: tl.constexpr, BP: tl.constexpr, CB: tl.constexpr, P_TILES: tl.constexpr,
                      C_TILES: tl.constexpr):
@@ -243,9 +247,10 @@ def _backward_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, o_ptr, dx_
     ng, s = tl.program_id(0), tl.program_id(1)
     n, g = ng // G, ng % G
     mean, rstd = tl.load(mean_ptr + ng), tl.load(rstd_ptr + ng)
+    o_row = o_ptr + n.to(tl.int64) * OSN
     if S_P2 == 1:
-        sum_q, sum_qx = _grad_sums(dy_ptr, x_ptr, w_ptr, b_ptr, o_ptr, n, g, 0, HW, mean, rstd, C, HW, HAS_W, HAS_B,
-                                   HAS_OFF, SILU, CHANNELS_LAST, CG, BP, CB, P_TILES, C_TILES)
+        sum_q, sum_qx = _grad_sums(dy_ptr, x_ptr, w_ptr, b_ptr, o_row, OSC, n, g, 0, HW, mean, rstd, C, HW, HAS_W,
+                                   HAS_B, HAS_OFF, SILU, CHANNELS_LAST, CG, BP, CB, P_TILES, C_TILES)
     else:
         k = tl.arange(0, S_P2)
         sum_q = tl.sum(tl.load(part_ptr + (ng * S + k) * 2, mask=k < S, other=0.0))
@@ -258,7 +263,7 @@ def _backward_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, o_ptr, dx_
         s_dy = tl.zeros((BP, CB), mean.dtype)
         s_dyx = tl.zeros((BP, CB), mean.dtype)
         for tp in range(P_TILES):
-            offs, ch, cin, inside, xhat = _xhat_tile(x_ptr, o_ptr, n, g, p0, p1, tp, tc, C, HW, mean, rstd, CG, BP,
+            offs, ch, cin, inside, xhat = _xhat_tile(x_ptr, o_row, OSC, n, g, p0, p1, tp, tc, C, HW, mean, rstd, CG, BP,
                                                      CB, CHANNELS_LAST, HAS_OFF)
             dy = _dy_pre(dy_ptr, w_ptr, b_ptr, offs, ch, cin, inside, xhat, HAS_W, HAS_B, SILU)
             q = _affine(dy, w_ptr, b_ptr, ch, cin, HAS_W, False)
@@ -278,23 +283,28 @@ def _shape(x, num_groups):
     return N, C, HW, C // num_groups
 
 
+def _offset(offset, x):
+    """(pointer, row stride, column stride) of the offset as the kernels read it (x: not read without one)."""
+    return (x, 0, 0) if offset is None else (offset, *offset.stride())
+
+
 def forward(x, num_groups, weight, bias, eps, silu, channels_last, acc, offset=None):
-    """(y, mean [N, G], rstd [N, G]) of x + offset (offset dense [N, C] or None) for x dense in the layout
-    `channels_last` says."""
+    """(y, mean [N, G], rstd [N, G]) of x + offset (offset [N, C] at any strides, or None) for x dense in
+    the layout `channels_last` says."""
     N, C, HW, Cg = _shape(x, num_groups)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     y = torch.empty_like(x, memory_format=fmt)
     mean = torch.empty((N, num_groups), dtype=acc, device=x.device)
     rstd = torch.empty_like(mean)
     S, PS = splits(N * num_groups, HW)
-    o = offset if offset is not None else x  # not read without an offset
+    o, OSN, OSC = _offset(offset, x)
     part = mean  # not read where groups are whole
     if S > 1:
         part = torch.empty((N * num_groups, S, 2), dtype=acc, device=x.device)
-        _partial_stats_kernel[(N * num_groups, S)](x, o, part, C, HW, num_groups, PS, S, CHANNELS_LAST=channels_last,
-                                                   CG=Cg, HAS_OFF=offset is not None)
+        _partial_stats_kernel[(N * num_groups, S)](x, o, OSN, OSC, part, C, HW, num_groups, PS, S,
+                                                   CHANNELS_LAST=channels_last, CG=Cg, HAS_OFF=offset is not None)
     _forward_kernel[(N * num_groups, S)](x, weight if weight is not None else x, bias if bias is not None else x, o,
-                                         y, mean, rstd, part, C, HW, num_groups, Cg * HW, PS, S, eps,
+                                         OSN, OSC, y, mean, rstd, part, C, HW, num_groups, Cg * HW, PS, S, eps,
                                          HAS_W=weight is not None, HAS_B=bias is not None,
                                          HAS_OFF=offset is not None, SILU=silu, CHANNELS_LAST=channels_last, CG=Cg,
                                          S_P2=triton.next_power_of_2(S))
@@ -313,13 +323,13 @@ def backward(dy, x, mean, rstd, weight, bias, silu, channels_last, offset=None):
     db_part = torch.empty_like(dw_part)
     w = weight if weight is not None else x
     b = bias if bias is not None else x
-    o = offset if offset is not None else x
+    o, OSN, OSC = _offset(offset, x)
     flags = dict(HAS_W=weight is not None, HAS_B=bias is not None, HAS_OFF=offset is not None, SILU=silu,
                  CHANNELS_LAST=channels_last, CG=Cg)
     part = mean  # not read where groups are whole
     if S > 1:
         part = torch.empty((N * G, S, 2), dtype=mean.dtype, device=x.device)
-        _partial_grad_kernel[(N * G, S)](dy, x, mean, rstd, w, b, o, part, C, HW, G, PS, S, **flags)
-    _backward_kernel[(N * G, S)](dy, x, mean, rstd, w, b, o, dx, dw_part, db_part, part, C, HW, G, Cg * HW, PS, S,
-                                 S_P2=triton.next_power_of_2(S), **flags)
+        _partial_grad_kernel[(N * G, S)](dy, x, mean, rstd, w, b, o, OSN, OSC, part, C, HW, G, PS, S, **flags)
+    _backward_kernel[(N * G, S)](dy, x, mean, rstd, w, b, o, OSN, OSC, dx, dw_part, db_part, part, C, HW, G, Cg * HW,
+                                 PS, S, S_P2=triton.next_power_of_2(S), **flags)
     return dx, dw_part.sum((0, 1)).to(x.dtype), db_part.sum((0, 1)).to(x.dtype)

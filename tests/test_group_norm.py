@@ -144,6 +144,41 @@ def test_layouts(backend, device, layout):
     assert_close(dx, dx_ref)
 
 
+def strided_offset(x, layout):
+    """offset_for(x) at other strides, NaN around its elements: 'slice' (columns of a wider
+    [N, 3C + 5] tensor, as fold_constants' stacked time embeddings), 'transposed' (a [C, N] tensor
+    seen as [N, C]), 'expanded' (one row for every sample: stride 0)."""
+    o = offset_for(x)
+    N, C = o.shape
+    nan = lambda *shape: torch.full(shape, float("nan"), dtype=o.dtype, device=o.device)  # noqa: E731
+    if layout == "expanded":
+        view = nan(1, C).copy_(o[:1]).expand(N, C)
+    else:
+        view = (nan(N, 3 * C + 5)[:, C + 2:2 * C + 2] if layout == "slice" else nan(C, N).t()).copy_(o)
+    assert not view.is_contiguous()
+    return view
+
+
+@pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
+@pytest.mark.parametrize("x_layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("layout", ["slice", "transposed", "expanded"])
+def test_offset_at_any_strides(backend, device, x_layout, layout):
+    # The kernels read the offset where it lies (no copy): sampling's offsets are column slices.
+    require(backend, device)
+    x, w, b = inputs((3, 8, 5, 6), 4, torch.float32, device)
+    x = laid_out(x, x_layout)
+    o = strided_offset(x, layout)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(5)).to(device)
+
+    def run(bk, offset):
+        leaves = [t.detach().requires_grad_() for t in (x, w, b, offset)]
+        y = ops.group_norm(leaves[0], 4, leaves[1], leaves[2], act="silu", offset=leaves[3], backend=bk)
+        return (y,) + torch.autograd.grad(y, leaves, g)
+
+    for got, want in zip(run(backend, o), run("reference", o.contiguous())):
+        assert_close(got, want)
+
+
 @pytest.mark.parametrize("backend,device", [p for p in KERNEL_BACKENDS if p.values[0] == "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])

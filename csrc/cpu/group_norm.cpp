@@ -64,15 +64,15 @@ inline __attribute__((always_inline)) V silu_backward(V dy, V z) {
   return dy * s * (1.0f + z * (1.0f - s));
 }
 
-// The offset of channel nc (n C + c) in the math type, 0 without one.
+// The offset of sample n, channel c in the math type, 0 without one.
 template <typename T>
-inline at::opmath_type<T> offset_of(const T* offset, int64_t nc) {
-  return offset ? static_cast<at::opmath_type<T>>(offset[nc]) : at::opmath_type<T>(0);
+inline at::opmath_type<T> offset_of(const OffsetView<T>& o, int64_t n, int64_t c) {
+  return o.p ? static_cast<at::opmath_type<T>>(o.p[n * o.sn + c * o.sc]) : at::opmath_type<T>(0);
 }
 
 // SILU is a template parameter so that the write loop carries no branch.
 template <typename T, bool SILU>
-void forward_kernel(const T* x, const T* weight, const T* bias, const T* offset, T* y,
+void forward_kernel(const T* x, const T* weight, const T* bias, const OffsetView<T>& offset, T* y,
                     at::opmath_type<T>* mean_out, at::opmath_type<T>* rstd_out, int64_t N, int64_t C,
                     int64_t L, int64_t G, double eps) {
   using acc_t = at::opmath_type<T>;
@@ -84,12 +84,13 @@ void forward_kernel(const T* x, const T* weight, const T* bias, const T* offset,
         const T* xg = x + (n * C + g * Cg) * L;
         T* yg = y + (n * C + g * Cg) * L;
         double sum = reduce<T, acc_t>(M, [&](int64_t i, auto v) __attribute__((always_inline)) { return load<decltype(v)>(xg + i); });
-        for (int64_t cl = 0; cl < Cg && offset; ++cl) sum += static_cast<double>(offset_of(offset, n * C + g * Cg + cl)) * L;
+        for (int64_t cl = 0; cl < Cg && offset.p; ++cl)
+          sum += static_cast<double>(offset_of(offset, n, g * Cg + cl)) * L;
         const acc_t mean = static_cast<acc_t>(sum / M);
         double sq = 0;
         for (int64_t cl = 0; cl < Cg; ++cl) {  // about each channel's centre mean - o
           const T* xr = xg + cl * L;
-          const acc_t centre = mean - offset_of(offset, n * C + g * Cg + cl);
+          const acc_t centre = mean - offset_of(offset, n, g * Cg + cl);
           sq += reduce<T, acc_t>(L, [&](int64_t i, auto v) __attribute__((always_inline)) {
             const auto d = load<decltype(v)>(xr + i) - centre;
             return d * d;
@@ -102,7 +103,7 @@ void forward_kernel(const T* x, const T* weight, const T* bias, const T* offset,
           const int64_t c = g * Cg + cl;
           const acc_t scale = rstd * (weight ? static_cast<acc_t>(weight[c]) : acc_t(1));
           const acc_t shift = (bias ? static_cast<acc_t>(bias[c]) : acc_t(0)) -
-                              (mean - offset_of(offset, n * C + c)) * scale;
+                              (mean - offset_of(offset, n, c)) * scale;
           const T* xr = xg + cl * L;
           T* yr = yg + cl * L;
           simd_for<T, acc_t>(L, [&](int64_t i, auto v) __attribute__((always_inline)) {
@@ -116,7 +117,7 @@ void forward_kernel(const T* x, const T* weight, const T* bias, const T* offset,
 
 template <typename T>
 void backward_kernel(const T* dy, const T* x, const at::opmath_type<T>* mean,
-                     const at::opmath_type<T>* rstd, const T* weight, const T* bias, const T* offset,
+                     const at::opmath_type<T>* rstd, const T* weight, const T* bias, const OffsetView<T>& offset,
                      T* dx, at::opmath_type<T>* ds_nc, at::opmath_type<T>* db_nc, int64_t N, int64_t C,
                      int64_t L, int64_t G, bool silu) {
   using acc_t = at::opmath_type<T>;
@@ -134,7 +135,7 @@ void backward_kernel(const T* dy, const T* x, const at::opmath_type<T>* mean,
         double sum_wdb = 0, sum_wds = 0;
         for (int64_t cl = 0; cl < Cg; ++cl) {
           const int64_t c = g * Cg + cl;
-          const acc_t m = mean[ng] - offset_of(offset, n * C + c);  // the channel's centre
+          const acc_t m = mean[ng] - offset_of(offset, n, c);  // the channel's centre
           const acc_t w = weight ? static_cast<acc_t>(weight[c]) : acc_t(1);
           const acc_t b = bias ? static_cast<acc_t>(bias[c]) : acc_t(0);
           const T* xr = x + off + cl * L;
@@ -160,7 +161,7 @@ void backward_kernel(const T* dy, const T* x, const at::opmath_type<T>* mean,
         const acc_t k1 = static_cast<acc_t>(sum_wdb / M), k2 = static_cast<acc_t>(sum_wds / M);
         for (int64_t cl = 0; cl < Cg; ++cl) {
           const int64_t c = g * Cg + cl;
-          const acc_t m = mean[ng] - offset_of(offset, n * C + c);
+          const acc_t m = mean[ng] - offset_of(offset, n, c);
           const acc_t w = weight ? static_cast<acc_t>(weight[c]) : acc_t(1);
           const T* xr = x + off + cl * L;
           const acc_t* dzr = dz + cl * L;
@@ -270,7 +271,7 @@ std::vector<ACC> per_channel(const ACC* ng, int64_t N, int64_t C, int64_t G) {
 }
 
 template <typename T, bool SILU>
-void forward_kernel_cl(const T* x, const T* weight, const T* bias, const T* offset, T* y,
+void forward_kernel_cl(const T* x, const T* weight, const T* bias, const OffsetView<T>& offset, T* y,
                        at::opmath_type<T>* mean_out, at::opmath_type<T>* rstd_out, int64_t N, int64_t C,
                        int64_t P, int64_t G, double eps) {
   using acc_t = at::opmath_type<T>;
@@ -303,7 +304,7 @@ void forward_kernel_cl(const T* x, const T* weight, const T* bias, const T* offs
     for (int64_t j = 0; j < k.count; ++j) {
       const double rows = static_cast<double>(std::min(k.rows, P - j * k.rows));
       for (int64_t c = c0; c < c0 + Cg; ++c)
-        total += part[((n * k.count + j) * 2) * C + c] + rows * offset_of(offset, n * C + c);
+        total += part[((n * k.count + j) * 2) * C + c] + rows * offset_of(offset, n, c);
     }
     const double mean = total / static_cast<double>(Cg * P);
     double m2 = 0;
@@ -311,7 +312,7 @@ void forward_kernel_cl(const T* x, const T* weight, const T* bias, const T* offs
       const double rows = static_cast<double>(std::min(k.rows, P - j * k.rows));
       for (int64_t c = c0; c < c0 + Cg; ++c) {
         const double* q = part.data() + ((n * k.count + j) * 2) * C + c;
-        const double d = q[0] / rows + offset_of(offset, n * C + c) - mean;
+        const double d = q[0] / rows + offset_of(offset, n, c) - mean;
         m2 += q[C] + rows * d * d;
       }
     }
@@ -320,7 +321,7 @@ void forward_kernel_cl(const T* x, const T* weight, const T* bias, const T* offs
     for (int64_t c = c0; c < c0 + Cg; ++c) {
       scale[n * C + c] = rstd_out[ng] * (weight ? static_cast<acc_t>(weight[c]) : acc_t(1));
       shift[n * C + c] = (bias ? static_cast<acc_t>(bias[c]) : acc_t(0)) -
-                         (mean_out[ng] - offset_of(offset, n * C + c)) * scale[n * C + c];
+                         (mean_out[ng] - offset_of(offset, n, c)) * scale[n * C + c];
     }
   }
   // Pointers local to each pixel's loop: through the lambdas' captures the compiler would reload
@@ -339,14 +340,14 @@ void forward_kernel_cl(const T* x, const T* weight, const T* bias, const T* offs
 
 template <typename T>
 void backward_kernel_cl(const T* dy, const T* x, const at::opmath_type<T>* mean,
-                        const at::opmath_type<T>* rstd, const T* weight, const T* bias, const T* offset,
+                        const at::opmath_type<T>* rstd, const T* weight, const T* bias, const OffsetView<T>& offset,
                         T* dx, at::opmath_type<T>* ds_nc, at::opmath_type<T>* db_nc, int64_t N, int64_t C,
                         int64_t P, int64_t G, bool silu) {
   using acc_t = at::opmath_type<T>;
   const int64_t Cg = C / G;
   const double M = static_cast<double>(Cg * P);
   std::vector<acc_t> m = per_channel(mean, N, C, G);  // each channel's centre: mean - o
-  for (int64_t nc = 0; nc < N * C && offset; ++nc) m[nc] -= offset_of(offset, nc);
+  for (int64_t nc = 0; nc < N * C && offset.p; ++nc) m[nc] -= offset_of(offset, nc / C, nc % C);
   const std::vector<acc_t> r = per_channel(rstd, N, C, G);
   std::vector<acc_t> w(C, acc_t(1)), b(C, acc_t(0));
   for (int64_t c = 0; c < C; ++c) {

@@ -57,30 +57,28 @@ struct Layout {
   __device__ __forceinline__ Index group(Index i, Index c) const {
     return by_CL.div(i) * G + by_Cg.div(c);
   }
-  // The (sample, channel) row of the offset for element i of channel c.
-  __device__ __forceinline__ Index sample_channel(Index i, Index c) const {
-    return by_CL.div(i) * C + c;
-  }
+  // The sample of element i.
+  __device__ __forceinline__ Index sample(Index i) const { return by_CL.div(i); }
 };
 
-// offset[nc] in ACC, 0 without an offset.
-template <typename ACC, typename T, typename Index>
-__device__ __forceinline__ ACC offset_at(const T* __restrict__ offset, Index nc) {
-  return offset ? static_cast<ACC>(offset[nc]) : ACC(0);
+// The offset of sample n, channel c in ACC, 0 without an offset.
+template <typename ACC, typename T>
+__device__ __forceinline__ ACC offset_at(const OffsetView<T>& o, int64_t n, int64_t c) {
+  return o.p ? static_cast<ACC>(o.p[n * o.sn + c * o.sc]) : ACC(0);
 }
 
 // S blocks per (sample, group), block s over elements [s chunk, (s + 1) chunk) of the group: its
 // mean and centred sum of squares, into part (double), or, when S = 1, the group's mean and rstd.
 // Vectors of NV elements as in the fused kernel (chunks are multiples of NV).
 template <typename T, typename ACC, typename Index, int NV>
-__global__ void stats_kernel(const T* __restrict__ x, const T* __restrict__ offset, ACC* __restrict__ mean,
+__global__ void stats_kernel(const T* __restrict__ x, const OffsetView<T> offset, ACC* __restrict__ mean,
                              ACC* __restrict__ rstd, double* __restrict__ part, Layout<Index> lay, Index S,
                              Index chunk, double eps) {
   const Index ng = blockIdx.x / S, n = ng / lay.G, g = ng % lay.G;
   const Index i0 = blockIdx.x % S * chunk, i1 = min(i0 + chunk, lay.Cg * lay.L);
   // Element i + k of the group as x + o (a run may cross channels in NCHW).
   const auto value = [&](const Vector<T, NV>& v, Index i, int k) {
-    return static_cast<ACC>(v.v[k]) + offset_at<ACC>(offset, n * lay.C + lay.channel_in_group(g, i + k));
+    return static_cast<ACC>(v.v[k]) + offset_at<ACC>(offset, n, lay.channel_in_group(g, i + k));
   };
   ACC s = 0;
   for (Index i = i0 + threadIdx.x * NV; i < i1; i += blockDim.x * NV) {
@@ -119,7 +117,7 @@ constexpr int64_t kFusedMax = 32 * kFusedThreads;
 template <typename T, typename ACC, typename Index, int R, int NV>
 __global__ void __launch_bounds__(kFusedThreads)
     fused_kernel(const T* __restrict__ x, const T* __restrict__ weight, const T* __restrict__ bias,
-                 const T* __restrict__ offset, ACC* __restrict__ mean, ACC* __restrict__ rstd,
+                 const OffsetView<T> offset, ACC* __restrict__ mean, ACC* __restrict__ rstd,
                  T* __restrict__ y, Layout<Index> lay, double eps, bool silu) {
   static_assert(R % NV == 0);
   const Index ng = blockIdx.x, n = ng / lay.G, g = ng % lay.G, M = lay.Cg * lay.L;
@@ -139,9 +137,9 @@ __global__ void __launch_bounds__(kFusedThreads)
 #pragma unroll
     for (int k = 0; k < NV; ++k) {
       // (x + o; the elements past the group stay 0, out of the sums)
-      const bool inside = offset && element(r, k) < M;
+      const bool inside = offset.p && element(r, k) < M;
       v[r * NV + k] = static_cast<ACC>(in.v[k]) +
-                      (inside ? static_cast<ACC>(offset[n * lay.C + lay.channel_in_group(g, element(r, k))]) : ACC(0));
+                      (inside ? offset_at<ACC>(offset, n, lay.channel_in_group(g, element(r, k))) : ACC(0));
       s += v[r * NV + k];
     }
   }
@@ -197,7 +195,7 @@ __global__ void combine_stats_kernel(const double* __restrict__ part, ACC* __res
 // (channels_last) or one channel (NCHW) and start aligned.
 template <typename T, typename ACC, typename Index, int NV>
 __global__ void apply_kernel(const T* __restrict__ x, const T* __restrict__ weight,
-                             const T* __restrict__ bias, const T* __restrict__ offset,
+                             const T* __restrict__ bias, const OffsetView<T> offset,
                              const ACC* __restrict__ mean, const ACC* __restrict__ rstd, T* __restrict__ y,
                              Index total, Layout<Index> lay, bool silu) {
   for (Index i = (blockIdx.x * static_cast<Index>(blockDim.x) + threadIdx.x) * NV; i < total;
@@ -210,7 +208,7 @@ __global__ void apply_kernel(const T* __restrict__ x, const T* __restrict__ weig
       const Index c = lay.cl ? c0 + k : c0, ng = lay.group(i, c);
       const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
       const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
-      const ACC centre = mean[ng] - offset_at<ACC>(offset, lay.sample_channel(i, c));
+      const ACC centre = mean[ng] - offset_at<ACC>(offset, lay.sample(i), c);
       ACC v = (static_cast<ACC>(in.v[k]) - centre) * rstd[ng] * w + b;
       if (silu) v = v * sigmoid(v);
       out.v[k] = static_cast<T>(v);
@@ -237,12 +235,12 @@ __device__ __forceinline__ ACC grad_pre(ACC dy, ACC x, ACC m, ACC r, ACC w, ACC 
 template <typename T, typename ACC, int NV>
 __global__ void channel_sums_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                                     const T* __restrict__ weight, const T* __restrict__ bias,
-                                    const T* __restrict__ offset, const ACC* __restrict__ mean,
+                                    const OffsetView<T> offset, const ACC* __restrict__ mean,
                                     const ACC* __restrict__ rstd, ACC* __restrict__ ds, ACC* __restrict__ db,
                                     int64_t C, int64_t L, int64_t Cg, int64_t chunk, bool silu) {
   const int64_t nc = blockIdx.x, c = nc % C, ng = nc / Cg;
   const int64_t p0 = blockIdx.y * chunk, p1 = min(p0 + chunk, L);
-  const ACC m = mean[ng] - offset_at<ACC>(offset, nc), r = rstd[ng];  // the channel's centre
+  const ACC m = mean[ng] - offset_at<ACC>(offset, nc / C, c), r = rstd[ng];  // the channel's centre
   const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
   const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
   const T* dyc = dy + nc * L;
@@ -274,7 +272,7 @@ constexpr int kRows = 8;  // warps of a channels_last channel-sums block
 template <typename T, typename ACC>
 __global__ void channel_sums_cl_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                                        const T* __restrict__ weight, const T* __restrict__ bias,
-                                       const T* __restrict__ offset, const ACC* __restrict__ mean,
+                                       const OffsetView<T> offset, const ACC* __restrict__ mean,
                                        const ACC* __restrict__ rstd, ACC* __restrict__ ds,
                                        ACC* __restrict__ db, int64_t C, int64_t L, int64_t Cg,
                                        int64_t chunk, bool silu) {
@@ -284,7 +282,7 @@ __global__ void channel_sums_cl_kernel(const T* __restrict__ dy, const T* __rest
   ACC sds = 0, sdb = 0;
   if (c < C) {
     const int64_t ng = n * (C / Cg) + c / Cg;
-    const ACC m = mean[ng] - offset_at<ACC>(offset, n * C + c), r = rstd[ng];
+    const ACC m = mean[ng] - offset_at<ACC>(offset, n, c), r = rstd[ng];
     const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
     const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
     for (int64_t p = p0 + threadIdx.y; p < p1; p += kRows) {
@@ -328,7 +326,7 @@ __global__ void group_coef_kernel(const T* __restrict__ weight, const ACC* __res
 template <typename T, typename ACC, typename Index, int NV>
 __global__ void dx_kernel(const T* __restrict__ dy, const T* __restrict__ x,
                           const T* __restrict__ weight, const T* __restrict__ bias,
-                          const T* __restrict__ offset, const ACC* __restrict__ mean,
+                          const OffsetView<T> offset, const ACC* __restrict__ mean,
                           const ACC* __restrict__ rstd,
                           const ACC* __restrict__ k1, const ACC* __restrict__ k2,
                           T* __restrict__ dx, Index total, Layout<Index> lay, bool silu) {
@@ -340,7 +338,7 @@ __global__ void dx_kernel(const T* __restrict__ dy, const T* __restrict__ x,
 #pragma unroll
     for (int k = 0; k < NV; ++k) {
       const Index c = lay.cl ? c0 + k : c0, ng = lay.group(i, c);
-      const ACC m = mean[ng] - offset_at<ACC>(offset, lay.sample_channel(i, c)), r = rstd[ng];
+      const ACC m = mean[ng] - offset_at<ACC>(offset, lay.sample(i), c), r = rstd[ng];
       const ACC w = weight ? static_cast<ACC>(weight[c]) : ACC(1);
       const ACC b = bias ? static_cast<ACC>(bias[c]) : ACC(0);
       const ACC xi = static_cast<ACC>(xv.v[k]);

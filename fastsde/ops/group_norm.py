@@ -59,8 +59,9 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-6, act=None, offset
     """act(GroupNorm(x + offset)), differentiable in x, weight, bias and offset.
 
     x: [N, C, ...] float tensor (NCHW or channels_last); weight, bias: [C] of x's dtype or None;
-    act: None or 'silu'; offset: [N, C] of x's dtype, added at every position before the
-    statistics (the kernels never form x + offset), or None. Statistics accumulate in float32.
+    act: None or 'silu'; offset: [N, C] of x's dtype at any strides (read where it lies, no copy),
+    added at every position before the statistics (the kernels never form x + offset), or None.
+    Statistics accumulate in float32.
     Returns a tensor shaped like x.
     """
     _check(x, num_groups, weight, bias, act, offset)
@@ -124,7 +125,7 @@ if _triton is not None:
                            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         fmt, dense = output_format(x), torch.contiguous_format
         return _triton.forward(_dense(x, fmt), num_groups, _dense(weight, dense), _dense(bias, dense), eps, silu,
-                               fmt == torch.channels_last, acc_dtype(x), _dense(offset, dense))
+                               fmt == torch.channels_last, acc_dtype(x), offset)
 
     @torch.library.custom_op("fastsde_triton::group_norm_backward", mutates_args=())
     def _triton_group_norm_backward(grad_y: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
@@ -134,7 +135,7 @@ if _triton is not None:
         fmt, dense = output_format(x), torch.contiguous_format
         return _triton.backward(_dense(grad_y, fmt), _dense(x, fmt), mean.contiguous(), rstd.contiguous(),
                                 _dense(weight, dense), _dense(bias, dense), silu, fmt == torch.channels_last,
-                                _dense(offset, dense))
+                                offset)
 
     _register("fastsde_triton")
     _OPS["triton"] = torch.ops.fastsde_triton
