@@ -46,19 +46,19 @@ def dense(in_dim, out_dim):
 
 
 class StackedLinear(nn.Linear):
-    """Linear layers that read the same input, as one GEMM: forward(x [B, in]) -> their outputs, a
-    tuple of [B, out_i] (views of one result)."""
+    """Linear maps of the same input as one GEMM, built from their weights [out_i, in] and biases
+    [out_i]: forward(x [..., in]) -> their outputs, a tuple of [..., out_i] (views of one result)."""
 
-    def __init__(self, layers):
-        w = layers[0].weight
-        super().__init__(w.shape[1], sum(m.out_features for m in layers), device=w.device, dtype=w.dtype)
+    def __init__(self, weights, biases):
+        w = weights[0]
+        super().__init__(w.shape[1], sum(v.shape[0] for v in weights), device=w.device, dtype=w.dtype)
         with torch.no_grad():
-            self.weight.copy_(torch.cat([m.weight for m in layers]))
-            self.bias.copy_(torch.cat([m.bias for m in layers]))
-        self.sizes = [m.out_features for m in layers]
+            self.weight.copy_(torch.cat(weights))
+            self.bias.copy_(torch.cat(biases))
+        self.sizes = [v.shape[0] for v in weights]
 
     def forward(self, x):
-        return super().forward(x).split(self.sizes, dim=1)
+        return super().forward(x).split(self.sizes, dim=-1)
 
 
 class Pick(nn.Module):

@@ -104,11 +104,15 @@ class AttnBlockpp(nn.Module):
         self.NIN_0, self.NIN_1, self.NIN_2 = (NIN(channels, channels) for _ in range(3))
         self.NIN_3 = NIN(channels, channels, init_scale=init_scale)
         self.skip_rescale, self.folded = skip_rescale, False
+        self.qkv = None  # fold_constants: NIN_0, NIN_1 and NIN_2 as one StackedLinear
 
     def forward(self, x):
         B, C, H, W = x.shape
         h = self.GroupNorm_0(x)
-        q, k, v = (m(h).reshape(B, 1, C, H * W).transpose(2, 3) for m in (self.NIN_0, self.NIN_1, self.NIN_2))
+        if self.qkv is None:
+            q, k, v = (m(h).reshape(B, 1, C, H * W).transpose(2, 3) for m in (self.NIN_0, self.NIN_1, self.NIN_2))
+        else:  # views of one [B, H, W, 3C] product: a GEMM over the pixels, no copies in channels_last
+            q, k, v = (a.reshape(B, 1, H * W, C) for a in self.qkv(h.permute(0, 2, 3, 1)))
         h = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(C)) v
         h = self.NIN_3(h.transpose(2, 3).reshape(B, C, H, W))
         return _combine_skip(h, x, self.skip_rescale, self.folded)
@@ -122,7 +126,8 @@ def fold_constants(model):
       where Dense_0 runs),
     - with skip_rescale, the 1 / sqrt(2) goes into the layer that makes h (Conv_1, NIN_3), so that
       the residual sum is h + x / sqrt(2),
-    - Conv_1's bias joins the shortcut layer's (Conv_2 or NIN_0), where there is one.
+    - Conv_1's bias joins the shortcut layer's (Conv_2 or NIN_0), where there is one,
+    - an attention block's query, key and value layers (NIN_0, NIN_1, NIN_2) become one GEMM (qkv).
     And in a conditional NCSN++ / DDPM++ / DDPM, the blocks' Dense_0 become one GEMM before the
     blocks (model.temb_projections, a StackedLinear; each Dense_0 a Pick of its output).
     Train the unfolded network: its parameters are the official ones. Returns `model`."""
@@ -133,6 +138,10 @@ def fold_constants(model):
                 continue
             m.folded = True
             attention = isinstance(m, AttnBlockpp)
+            if attention:
+                nins = (m.NIN_0, m.NIN_1, m.NIN_2)
+                m.qkv = StackedLinear([n.W.t() for n in nins], [n.b for n in nins])
+                m.NIN_0 = m.NIN_1 = m.NIN_2 = None
             if not attention and conditional and m.Conv_0.bias is not None:
                 m.Dense_0.bias += m.Conv_0.bias
                 m.Conv_0.bias = None
@@ -146,7 +155,7 @@ def fold_constants(model):
     # (Only networks whose forward hands the blocks temb_projections' outputs declare the attribute.)
     if conditional and hasattr(model, "temb_projections") and model.temb_projections is None:
         blocks = [m for m in model.modules() if isinstance(m, (ResnetBlockBigGAN, ResnetBlockDDPM))]
-        model.temb_projections = StackedLinear([m.Dense_0 for m in blocks])
+        model.temb_projections = StackedLinear([m.Dense_0.weight for m in blocks], [m.Dense_0.bias for m in blocks])
         for i, m in enumerate(blocks):
             m.Dense_0 = Pick(i)
     return model
