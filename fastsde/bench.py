@@ -15,6 +15,7 @@ every t); a CUDA-graphed path is timed at twice that length too, and its N-step 
 run plus the remaining steps at the cost per step the two lengths' difference gives, so that its
 graph capture counts once. The fast solvers run whole. Medians over `rounds`, runs interleaved.
 """
+import collections
 import contextlib
 import copy
 import datetime
@@ -292,13 +293,31 @@ def throughput(model, sde, config, device, batches=(1, 8), samplers=("pc", "dpmp
     return rows
 
 
+def op_counts(fn, *args):
+    """fn(*args) and the ATen / custom ops that call dispatched, a Counter by op name, views left out
+    (they launch nothing): on any device, what each op costs a GPU at least, one launch."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    counts = collections.Counter()
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            # (_unsafe_view is a view that its schema does not declare.)
+            if not func.is_view and func is not torch.ops.aten._unsafe_view.default:
+                counts[func.overloadpacket.__name__] += 1
+            return func(*args, **(kwargs or {}))
+    with Count():
+        out = fn(*args)
+    return out, counts
+
+
 def op_profile(model, sde, config, device, batch, precision="fp32", calls=3):
     """Where one network call's time goes, on the official loop's path and on fastsde's (kernels,
     channels_last, `precision`): each op's self time (on CUDA the time of the kernels it launched,
     elsewhere its CPU time) per call, over `calls` profiled calls after two warm-up calls, with its
-    share of the path's total; also the wall time of an unprofiled call and, on CUDA, the device
-    events (kernels, copies) a call. Returns one dict per path: path, batch, wall_ms, kernels_per_call,
-    total_ms and ops, a list of (op, calls a call, ms a call, share), largest first."""
+    share of the path's total; also the wall time of an unprofiled call, the ops a call dispatches
+    (op_counts: any device) and, on CUDA, the device events (kernels, copies) a call. Returns one
+    dict per path: path, batch, wall_ms, ops_per_call, kernels_per_call, total_ms and ops, a list of
+    (op, calls a call, ms a call, share), largest first."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     cuda = torch.device(device).type == "cuda"
@@ -323,13 +342,14 @@ def op_profile(model, sde, config, device, batch, precision="fp32", calls=3):
                 for _ in range(calls):
                     score_fn(x, t)
                 _sync(device)
+            dispatched = sum(op_counts(score_fn, x, t)[1].values())
         self_us = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
         ops = sorted(((e.key, e.count / calls, self_us(e) / calls / 1e3) for e in prof.key_averages()
                       if self_us(e) > 0), key=lambda o: -o[2])
         total = sum(ms for _, _, ms in ops)
         kernels = sum(e.device_type == DeviceType.CUDA for e in prof.events()) / calls if cuda else None
         out.append({"path": path["name"], "batch": batch, "wall_ms": statistics.median(walls[2:]) * 1e3,
-                    "kernels_per_call": kernels, "total_ms": total,
+                    "ops_per_call": dispatched, "kernels_per_call": kernels, "total_ms": total,
                     "ops": [(name, n, ms, ms / total) for name, n, ms in ops]})
     return out
 
@@ -340,7 +360,7 @@ def op_profile_table(profiles, top=12):
     for p in profiles:
         kernels = "" if p["kernels_per_call"] is None else f", {p['kernels_per_call']:.0f} device events"
         lines.append(f"{p.get('model', '')} batch {p['batch']} {p['path']}: {p['wall_ms']:.3f} ms a call "
-                     f"(wall), op self times {p['total_ms']:.3f} ms{kernels}")
+                     f"(wall), op self times {p['total_ms']:.3f} ms, {p['ops_per_call']} ops{kernels}")
         rest = p["ops"][top:]
         for name, n, ms, share in p["ops"][:top] + ([(f"{len(rest)} other ops", sum(o[1] for o in rest),
                                                        sum(o[2] for o in rest), sum(o[3] for o in rest))]

@@ -61,4 +61,6 @@ def test_op_profile_shows_each_paths_kernels(tiny):
         assert sum(share for _, _, _, share in p["ops"]) == pytest.approx(1)
         assert p["wall_ms"] > 0 and p["kernels_per_call"] is None
         assert [ms for _, _, ms, _ in p["ops"]] == sorted((ms for _, _, ms, _ in p["ops"]), reverse=True)
+    # The ops a call dispatches: the loop's, fewer on fastsde's (fused GroupNorm+SiLU, folded constants).
+    assert 0 < profiles["fastsde fp32"]["ops_per_call"] < profiles["official loop"]["ops_per_call"]
     assert "fastsde::group_norm" in bench.op_profile_table([dict(profiles["fastsde fp32"], model="tiny")])
