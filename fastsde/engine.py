@@ -83,16 +83,18 @@ def half_weights(model, dtype):
     """Casts, in place, the parameters of `model`'s convolutions, linear layers and GroupNorms to
     `dtype` (bf16 / fp16), for running under autocast to that dtype: autocast would cast them from
     float32 at every call, a kernel and a read of each weight, which at small batches is a large part
-    of a call. The results are the same: the values are those autocast makes. Other modules'
-    parameters and buffers (the Fourier features' W, the noise levels) keep their dtype.
-    Returns `model`."""
+    of a call. The results are the same: the values are those autocast makes. Buffers (the FIR
+    taps, which the op reads in float32) and other modules' parameters (the Fourier features' W, the
+    noise levels) keep their dtype. Returns `model`."""
     from .models.layers import NIN, FIRConv2d, GroupNorm
     # Modules whose parameters only autocast's half-precision ops read (GroupNorm casts its
     # affine parameters to x's dtype itself).
     casts = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, NIN, FIRConv2d, GroupNorm)
-    for m in model.modules():
-        if isinstance(m, casts):
-            m.to(dtype)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, casts):
+                for p in m.parameters(recurse=False):
+                    p.data = p.data.to(dtype)
     return model
 
 

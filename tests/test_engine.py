@@ -1,10 +1,12 @@
 """The sampling engine: run_steps (eager and CUDA graph), fast_score_fn (layout, precision, folded
 constants)."""
 import copy
+import itertools
 import os
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from fastsde import bench, checkpoint, configs, engine, models, sampling
 from fastsde.sde import VESDE, VPSDE
@@ -196,8 +198,22 @@ def test_half_weights_give_what_autocast_gives(make):
         got = engine.fast_score_fn(model, sde, True, "cpu", precision="bf16")(x, t)
     assert torch.isfinite(want).all() and torch.equal(got, want)
     assert all(p.dtype == torch.float32 for p in model.parameters())
-    convs = [m.weight for m in engine.half_weights(net, torch.bfloat16).modules() if isinstance(m, torch.nn.Conv2d)]
+    half = engine.half_weights(net, torch.bfloat16)
+    convs = [m.weight for m in half.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(w.dtype == torch.bfloat16 for w in convs)
+    # Nothing the network holds is cast at a call (a cast is a kernel launch on a GPU, at every
+    # call): not a weight, not a buffer such as the FIR taps; only activations are.
+    held = {t.data_ptr() for t in itertools.chain(half.parameters(), half.buffers())}
+    cast = []
+
+    class Casts(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._to_copy.default:
+                cast.append(args[0].data_ptr())
+            return func(*args, **(kwargs or {}))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False), Casts():
+        models.get_score_fn(sde, half, continuous=True)(x.contiguous(memory_format=torch.channels_last), t)
+    assert cast and not held.intersection(cast)
 
 
 def _perturbed(make, **model_options):

@@ -150,11 +150,13 @@ class FIR(nn.Module):
         self.register_buffer("taps", fir_taps(kernel, gain=4.0 if up else 1.0), persistent=False)
 
     def forward(self, x):
+        # The taps stay float32 whatever x's dtype: the op filters in float32 (float64 for float64
+        # data) and converts the taps to that itself; a cast to x's dtype would round them and cost
+        # two casts a call.
         p = self.pad
-        taps = self.taps.to(x.dtype)
         if self.up:
-            return ops.upfirdn2d(x, taps, up=2, pad=((p + 1) // 2 + 1, p // 2))
-        return ops.upfirdn2d(x, taps, down=2, pad=((p + 1) // 2, p // 2))
+            return ops.upfirdn2d(x, self.taps, up=2, pad=((p + 1) // 2 + 1, p // 2))
+        return ops.upfirdn2d(x, self.taps, down=2, pad=((p + 1) // 2, p // 2))
 
 
 class FIRConv2d(nn.Module):
@@ -171,8 +173,7 @@ class FIRConv2d(nn.Module):
         self.register_buffer("taps", fir_taps(fir_kernel, gain=4.0 if up else 1.0), persistent=False)
 
     def forward(self, x):
-        k, kw = len(self.taps), self.weight.shape[-1]
-        taps = self.taps.to(x.dtype)
+        k, kw, taps = len(self.taps), self.weight.shape[-1], self.taps  # float32, as in FIR
         if self.up:
             # Transposed convolution with stride 2, then the FIR filter (StyleGAN2's upsample_conv_2d;
             # upstream's PyTorch port of it fails on a negative-step slice).
