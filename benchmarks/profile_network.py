@@ -4,6 +4,7 @@ table printed last and a JSON report. What decides the next fusion: on a GPU at 
 kernel times, at batch 1 the wall time against the kernels' (launch-bound or not).
 
     python benchmarks/profile_network.py --device cuda --batches 1,512 --precision bf16 --json FILE
+    python benchmarks/profile_network.py --device cpu --batches 1,8 --precision fp32,bf16
     python benchmarks/profile_network.py --device cpu --batches 1 --precision fp32    # CI: a crash check
 """
 import argparse
@@ -22,12 +23,13 @@ def main():
     p.add_argument("--configs", default="ve/cifar10_ncsnpp_continuous,vp/cifar10_ddpmpp_continuous",
                    help="comma-separated official config names")
     p.add_argument("--batches", default="1,512" if cuda else "1,8", help="comma-separated batch sizes")
-    p.add_argument("--precision", default="bf16" if cuda else "fp32", help="fastsde's: fp32, tf32, bf16, fp16")
+    p.add_argument("--precision", default="bf16" if cuda else "fp32",
+                   help="fastsde's, comma-separated: fp32, tf32, bf16, fp16")
     p.add_argument("--calls", type=int, default=3, help="profiled calls per case")
     p.add_argument("--json", help="write the report here")
     args = p.parse_args()
     device = torch.device(args.device)
-    report = {"machine": bench.machine(device), "precision": args.precision, "profiles": []}
+    report = {"machine": bench.machine(device), "precisions": args.precision.split(","), "profiles": []}
     for name in args.configs.split(","):
         config = configs.get(name)
         config.device = device
@@ -35,7 +37,7 @@ def main():
         model, sde = models.create_model(config).to(device).eval(), checkpoint.sde_from_config(config)
         for batch in (int(b) for b in args.batches.split(",")):
             print(f"profiling {name} at batch {batch} ...", file=sys.stderr)
-            for prof in bench.op_profile(model, sde, config, device, batch, args.precision, args.calls):
+            for prof in bench.op_profile(model, sde, config, device, batch, args.precision.split(","), args.calls):
                 report["profiles"].append(dict(prof, model=name))
             if args.json:  # after every case, so that a run cut short keeps what it measured
                 checkpoint.atomic_write_bytes(args.json, json.dumps(report, indent=1))

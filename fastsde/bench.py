@@ -310,9 +310,9 @@ def op_counts(fn, *args):
     return out, counts
 
 
-def op_profile(model, sde, config, device, batch, precision="fp32", calls=3):
+def op_profile(model, sde, config, device, batch, precisions=("fp32",), calls=3):
     """Where one network call's time goes, on the official loop's path and on fastsde's (kernels,
-    channels_last, `precision`): each op's self time (on CUDA the time of the kernels it launched,
+    channels_last) in each of `precisions`: each op's self time (on CUDA the time of the kernels it launched,
     elsewhere its CPU time) per call, over `calls` profiled calls after two warm-up calls, with its
     share of the path's total; also the wall time of an unprofiled call, the ops a call dispatches
     (op_counts: any device) and, on CUDA, the device events (kernels, copies) a call. Returns one
@@ -325,7 +325,7 @@ def op_profile(model, sde, config, device, batch, precision="fp32", calls=3):
     x = torch.randn(shape, generator=torch.Generator(device).manual_seed(0), device=device)
     t = torch.full((batch,), 0.5, device=device)
     out = []
-    for path in paths_for(device, precisions=(precision,)):
+    for path in paths_for(device, precisions=tuple(precisions)):
         if path.get("cuda_graph"):  # a replayed graph shows as one event: nothing to break down
             continue
         score_fn = path_score_fn(model, sde, config, device, path)

@@ -316,12 +316,16 @@ def cmd_bench(args):
     """End-to-end sampling throughput of fastsde's fast paths against the official code path
     (fastsde.bench), on this machine, and with --accuracy what each fast path costs."""
     from . import bench
+    precisions = tuple(args.precision.split(",")) if args.precision else None
+    for p in precisions or ():
+        if p not in PRECISIONS:
+            raise ValueError(f"--precision takes a comma-separated list of {', '.join(PRECISIONS)}, got {p!r}")
     device = _device(args)
     model, sde, config = _model(args, device)
     label = os.path.basename(args.ckpt or DEFAULT_MODEL)
     batches = tuple(int(b) for b in args.batch_sizes.split(","))
     rows = bench.throughput(model, sde, config, device, batches, tuple(args.samplers.split(",")), args.pc_steps,
-                            args.solver_steps, args.repeats, args.official, compile=args.compile, label=label)
+                            args.solver_steps, args.repeats, args.official, precisions, args.compile, label=label)
     accuracy = bench.accuracy(model, sde, config, device, batch=max(batches)) if args.accuracy else []
     if args.json:
         from .checkpoint import atomic_write_bytes
@@ -340,14 +344,15 @@ def parser():
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def model_args(q):
+    def model_args(q, precision=True):
         q.add_argument("--ckpt", help="an official .pth, a .safetensors file or a training workdir "
                                       "(default: the embedded digits model)")
         q.add_argument("--config", help="a config name (`fastsde configs`) or JSON file (default: from the checkpoint)")
         q.add_argument("--raw", action="store_true", help="the raw weights, not the EMA ones")
         q.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU if there is one)")
-        q.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                       help="the network's precision; the sampler's state stays fp32")
+        if precision:
+            q.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                           help="the network's precision; the sampler's state stays fp32")
         q.add_argument("--compile", action="store_true", help="run the network under torch.compile")
         q.add_argument("--seed", type=int, default=0)
 
@@ -453,7 +458,9 @@ def parser():
     q.set_defaults(run=cmd_configs)
 
     q = sub.add_parser("bench", help="sampling throughput: fastsde's fast paths against the official code path")
-    model_args(q)
+    model_args(q, precision=False)
+    q.add_argument("--precision", help="fastsde's paths, comma-separated: fp32, tf32, bf16, fp16 (default: "
+                   "fp32, tf32, bf16 on GPUs, fp32 on CPUs; bf16 pays on CPUs with AMX for large networks)")
     q.add_argument("--batch-sizes", default="1,16", help="comma-separated (default 1,16)")
     q.add_argument("--samplers", default="pc,dpmpp_2m", help="comma-separated: pc, dpmpp_2m, heun")
     q.add_argument("--pc-steps", type=int, default=25, help="PC steps timed (reported for the full N)")

@@ -180,17 +180,20 @@ def test_errors_are_one_line_unless_debug(tmp_path, capsys):
         run("--debug", "sample", "--ckpt", tmp_path / "missing.pth")
     with pytest.raises(SystemExit):
         run("sample", "--precision", "fp8")
+    assert run("bench", "--precision", "fp32,fp8") == 1
+    assert "--precision takes a comma-separated list of fp32, tf32, bf16, fp16, got 'fp8'" in capsys.readouterr().err
 
 
 def test_bench_and_info(tiny_ckpt, tmp_path, capsys):
     report = tmp_path / "bench.json"
     assert run("bench", "--ckpt", tiny_ckpt, "--batch-sizes", "1,2", "--pc-steps", 21, "--solver-steps", 3,
-               "--repeats", 1, "--accuracy", "--json", report) == 0
+               "--repeats", 1, "--precision", "fp32,bf16", "--accuracy", "--json", report) == 0
     out = capsys.readouterr().out
-    assert "official loop" in out and "fastsde fp32" in out and "img/s" in out
+    assert "official loop" in out and "fastsde fp32" in out and "fastsde bf16" in out and "img/s" in out
     rep = json.loads(report.read_text())
     cases = {(r["sampler"], r["batch"], r["path"]) for r in rep["rows"]}
-    assert cases == {(s, b, p) for s in ("pc", "dpmpp_2m") for b in (1, 2) for p in ("official loop", "fastsde fp32")}
+    assert cases == {(s, b, p) for s in ("pc", "dpmpp_2m") for b in (1, 2)
+                     for p in ("official loop", "fastsde fp32", "fastsde bf16")}
     for r in rep["rows"]:
         # nfe as the samplers count it: PC's N = 25, the solver's 3 steps and its noise removal.
         assert r["images_per_s"] > 0 and r["nfe"] == (25 if r["sampler"] == "pc" else 4)
