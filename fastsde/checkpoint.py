@@ -127,13 +127,15 @@ def detect_config(state):
             continue
         fits.append((name, config))
     if not fits:
-        raise CheckpointError("no official config fits this checkpoint's keys and shapes; pass config=")
+        raise CheckpointError("no official config fits this checkpoint's keys and shapes; give its config "
+                              "(config= in Python, --config on the command line)")
     first = fits[0][1]
     same = all(c.model == first.model and c.training.sde == first.training.sde and
                c.training.continuous == first.training.continuous for _, c in fits)
     if not same:
         raise CheckpointError(f"several official configs fit this checkpoint: {', '.join(n for n, _ in fits)}; "
-                              "pass config= (the weights alone do not tell the SDE apart)")
+                              "give its config (config= in Python, --config on the command line): the "
+                              "weights alone do not tell the SDE apart")
     return fits[0][0]
 
 
