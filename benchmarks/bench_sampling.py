@@ -13,8 +13,9 @@ ve/cifar10_ncsnpp_continuous and vp/cifar10_ddpmpp_continuous at batch 1, 64 and
 (the official code's precision: torch's default is TF32 convolutions) and bf16, eager and
 CUDA-graphed, the memory of a training step at batch 128, plus the 256x256 and 1024x1024 NCSN++
 at batch 1 (random weights: speed does not depend on them); sized to fit the device check's
-budget, the most wanted rows first (a run cut short keeps what it measured). The accuracy section uses the embedded digits model (trained),
-whose samples mean something.
+budget, the most wanted rows first (a run cut short keeps what it measured). Each preset also times
+an evaluation of the likelihood's ODE (drift and vector-Jacobian product) on its models. The
+accuracy section uses the embedded digits model (trained), whose samples mean something.
 --official PATH adds the official code itself (a local yang-song/score_sde_pytorch checkout).
 """
 import argparse
@@ -52,12 +53,13 @@ def cifar10(device):
 
 PRESETS = {
     "smoke": dict(models=lambda d: [fixture("ncsnpp_ve_cifar_small", d)], batches=(2,), pc_steps=3,
-                  solver_steps=3, rounds=1, accuracy=dict(batch=2, solver_steps=3, pc_steps=25), train_batch=2),
+                  solver_steps=3, rounds=1, accuracy=dict(batch=2, solver_steps=3, pc_steps=25), train_batch=2,
+                  likelihood=dict(batches=(2,), evals=1)),
     "cpu": dict(models=lambda d: [fixture("ncsnpp_ve_cifar_small", d), fixture("ddpmpp_vp_cifar_small", d)],
                 batches=(1, 8), pc_steps=25, solver_steps=20, rounds=3, accuracy=dict(batch=16, solver_steps=20),
-                train_batch=4, train_models=cifar10),
+                train_batch=4, train_models=cifar10, likelihood=dict(batches=(1, 8), evals=3)),
     "gpu": dict(models=cifar10, batches=(1, 64, 512), pc_steps=8, solver_steps=10, rounds=2,
-                precisions=("tf32", "bf16"), train_batch=128,
+                precisions=("tf32", "bf16"), train_batch=128, likelihood=dict(batches=(1, 64), evals=3),
                 scaling=lambda d: [official_config("ve/celebahq_256_ncsnpp_continuous", d),
                                    official_config("ve/ffhq_ncsnpp_continuous", d)],
                 accuracy=dict(batch=64, solver_steps=20)),
@@ -82,21 +84,24 @@ def main():
     if args.dry_run:
         scaling = preset.get("scaling", lambda d: [])
         preset = dict(preset, batches=(1,), pc_steps=1, solver_steps=2, rounds=1, train_batch=1,
-                      accuracy=dict(batch=2, solver_steps=2, pc_steps=25), scaling=lambda d: scaling(d)[:1])
+                      accuracy=dict(batch=2, solver_steps=2, pc_steps=25), likelihood=dict(batches=(1,), evals=1),
+                      scaling=lambda d: scaling(d)[:1])
     device = torch.device(args.device or ("cuda" if args.preset == "gpu" else "cpu"))
     rounds = args.rounds or preset["rounds"]
     precisions = tuple(args.precision.split(",")) if args.precision else preset.get("precisions")
     samplers = tuple(args.samplers.split(","))
     report = {"machine": bench.machine(device), "preset": args.preset, "official": bool(args.official),
-              "rows": [], "train_memory": [], "accuracy": []}
+              "rows": [], "train_memory": [], "accuracy": [], "likelihood": []}
 
     def save():  # after every measurement, so that a run cut short still leaves what it measured
         if args.json:
             checkpoint.atomic_write_bytes(args.json, json.dumps(report, indent=1))
 
-    def add_rows(rows):
-        report["rows"] += rows
-        save()
+    def adder(key):  # progress callbacks: a measurement's rows saved as they come
+        def add(rows):
+            report[key] += rows
+            save()
+        return add
 
     # First, as it takes seconds: a run cut short (the device check's time limit) still has it.
     print("accuracy of the fast paths (digits model) ...", file=sys.stderr)
@@ -110,20 +115,27 @@ def main():
         report["train_memory"] += bench.train_memory(model, sde, config, device, preset["train_batch"],
                                                      args.official, label=name)
         save()
-    for name, model, sde, config in preset["models"](device):
+    models_ = preset["models"](device)
+    for name, model, sde, config in models_:
         print(f"benchmarking {name} ...", file=sys.stderr)
         bench.throughput(model, sde, config, device, preset["batches"], samplers, preset["pc_steps"],
                          preset["solver_steps"], rounds, args.official, precisions, args.compile,
-                         label=name, progress=add_rows)
+                         label=name, progress=adder("rows"))
         save()
+    for name, model, sde, config in models_:
+        print(f"likelihood evaluations of {name} ...", file=sys.stderr)
+        bench.likelihood_speed(model, sde, config, device, rounds=rounds, precisions=precisions, compile=args.compile,
+                               label=name, progress=adder("likelihood"),
+                               **preset["likelihood"])
     for name, model, sde, config in preset.get("scaling", lambda d: [])(device):
         print(f"benchmarking {name} (image size {config.data.image_size}) ...", file=sys.stderr)
         bench.throughput(model, sde, config, device, (1,), ("pc",), preset["pc_steps"], preset["solver_steps"],
-                         rounds, None, ("bf16",), label=name, progress=add_rows)
+                         rounds, None, ("bf16",), label=name, progress=adder("rows"))
     m = report["machine"]
     print(f"# {m.get('gpu') or m['cpu']}, {m['threads']} threads, torch {m['torch']}, {m['date']}")
     print(bench.table(report["rows"], report["accuracy"]))
     print(bench.train_memory_table(report["train_memory"]))
+    print(bench.likelihood_table(report["likelihood"]))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """End-to-end sampling benchmark: images per second of fastsde's fast paths against the official code
-path, side by side in one run, and what each fast path costs in accuracy.
+path, side by side in one run, what each fast path costs in accuracy, and the cost of an evaluation
+of the likelihood's ODE on each path.
 
 Paths (one network's weights, copied into each):
   official loop   the faithful eager re-creation of the official code path: the reference backend
@@ -439,6 +440,57 @@ def train_memory_table(rows):
         peak = "" if r["train_step_peak_MiB"] is None else f"{r['train_step_peak_MiB']:9.0f}"
         lines.append(f"{r['model'][:28]:28s} {r['batch']:5d} {r['path']:24s} {r['saved_MiB']:10.1f} {peak:>9s} "
                      + " ".join(ratios))
+    return "\n".join(lines)
+
+
+def likelihood_speed(model, sde, config, device, batches=(1, 8), evals=3, rounds=3, precisions=None, compile=False,
+                     label="model", progress=None):
+    """Rows of what a likelihood costs on each path (CUDA graphs apart: autograd is not captured):
+    the milliseconds of one evaluation of its right-hand side (likelihood.ode_with_divergence: the
+    probability-flow drift and the Hutchinson vector-Jacobian product) at t = 0.5, from `evals`
+    evaluations of data-like x; a bits/dim evaluation takes as many of them as RK45 needs, alike on
+    every path. Medians over `rounds`, interleaved; peak memory on CUDA. progress(rows) as in
+    throughput."""
+    from . import likelihood
+    paths = [p for p in paths_for(device, precisions=precisions, compile=compile) if not p.get("cuda_graph")]
+    shape = (config.data.num_channels, config.data.image_size, config.data.image_size)
+
+    def runner(path):
+        score_fn = path_score_fn(model, sde, config, device, path)
+
+        def run(batch, seed):
+            g = torch.Generator(device).manual_seed(seed)
+            x = torch.rand((batch, *shape), generator=g, device=device) * 2 - 1
+            rhs = likelihood.ode_with_divergence(sde, score_fn, likelihood.hutchinson_probe(x, "rademacher", g))
+            state = torch.cat([x.flatten(1), x.new_zeros(batch, 1)], dim=1)
+            with _backend(path["backend"]):
+                for _ in range(evals):
+                    out = rhs(0.5, state)
+            return out, evals
+        return run
+    runs = {p["name"]: runner(p) for p in paths}
+    rows = []
+    for batch in batches:
+        timed = time_runs(runs, batch, rounds, device)
+        base = timed["official loop"]["seconds"]
+        new = [{"model": label, "batch": batch, "path": name, "evals": evals,
+                "ms_per_eval": t["seconds"] / evals * 1e3, "vs_official_loop": base / t["seconds"],
+                "first_run_s": t["first"], "peak_memory_MiB": None if t["peak"] is None else t["peak"] / 2 ** 20}
+               for name, t in timed.items()]
+        rows += new
+        if progress:
+            progress(new)
+    return rows
+
+
+def likelihood_table(rows):
+    """The likelihood_speed rows as text."""
+    lines = [f"{'likelihood (drift + VJP)':28s} {'batch':>5s} {'path':24s} {'ms/eval':>9s} {'vs official loop':>16s} "
+             f"{'peak MiB':>9s}"]
+    for r in rows:
+        mem = "" if r["peak_memory_MiB"] is None else f"{r['peak_memory_MiB']:9.0f}"
+        lines.append(f"{r['model'][:28]:28s} {r['batch']:5d} {r['path']:24s} {r['ms_per_eval']:9.3f} "
+                     f"{r['vs_official_loop']:15.2f}x {mem:>9s}")
     return "\n".join(lines)
 
 

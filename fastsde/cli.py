@@ -327,11 +327,15 @@ def cmd_bench(args):
     rows = bench.throughput(model, sde, config, device, batches, tuple(args.samplers.split(",")), args.pc_steps,
                             args.solver_steps, args.repeats, args.official, precisions, args.compile, label=label)
     accuracy = bench.accuracy(model, sde, config, device, batch=max(batches)) if args.accuracy else []
+    lik = (bench.likelihood_speed(model, sde, config, device, batches, rounds=args.repeats, precisions=precisions,
+                                  compile=args.compile, label=label) if args.likelihood else [])
     if args.json:
         from .checkpoint import atomic_write_bytes
-        report = {"machine": bench.machine(device), "rows": rows, "accuracy": accuracy}
+        report = {"machine": bench.machine(device), "rows": rows, "accuracy": accuracy, "likelihood": lik}
         atomic_write_bytes(args.json, json.dumps(report, indent=1).encode())
     print(bench.table(rows, accuracy))
+    if lik:
+        print(bench.likelihood_table(lik))
 
 
 def cmd_info(args):
@@ -468,6 +472,8 @@ def parser():
     q.add_argument("--repeats", type=int, default=3, help="timed runs per case (median)")
     q.add_argument("--official", help="a local yang-song/score_sde_pytorch checkout, timed beside")
     q.add_argument("--accuracy", action="store_true", help="also the fast paths' image differences")
+    q.add_argument("--likelihood", action="store_true",
+                   help="also the cost of an evaluation of the likelihood's ODE (drift + vector-Jacobian product)")
     q.add_argument("--json", help="write the report here")
     q.set_defaults(run=cmd_bench)
 

@@ -12,13 +12,33 @@ from . import _random
 from .sampling import _check_eps, _ode_drift, solve_rk45
 
 
-def _probe(x, kind, generator):
+def hutchinson_probe(x, kind, generator=None):
+    """A probe shaped like x [B, ...] for the Hutchinson-Skilling estimate E[v^T J v] = tr J:
+    'rademacher' (+-1, probability 1/2 each) or 'gaussian'."""
     z = _random.randn(x.shape, generator, device=x.device, dtype=x.dtype)
     if kind == "gaussian":
         return z
     if kind == "rademacher":
-        return torch.sign(z) + (z == 0)  # +-1 with probability 1/2 each
+        return torch.sign(z) + (z == 0)
     raise ValueError(f"hutchinson must be 'rademacher' or 'gaussian', got {kind!r}")
+
+
+def ode_with_divergence(sde, score_fn, probe):
+    """rhs(t, state) of the probability-flow ODE together with the estimate of its divergence:
+    state [B, n + 1] holds x flattened (n = probe[0].numel()) and the integral so far; each call is
+    one score evaluation plus one vector-Jacobian product. t: a float."""
+    drift = _ode_drift(sde, score_fn)
+    n = probe[0].numel()
+
+    def rhs(t, state):
+        y = state[:, :n].reshape(probe.shape)
+        with torch.enable_grad():
+            y = y.detach().requires_grad_(True)
+            dy = drift(t, y)
+            (vjp,) = torch.autograd.grad((dy * probe).sum(), y)
+        div = (vjp * probe).flatten(1).sum(1)
+        return torch.cat([dy.detach().flatten(1), div[:, None]], dim=1)
+    return rhs
 
 
 def log_likelihood(score_fn, sde, x, hutchinson="rademacher", rtol=1e-5, atol=1e-5, eps=1e-5,
@@ -27,21 +47,10 @@ def log_likelihood(score_fn, sde, x, hutchinson="rademacher", rtol=1e-5, atol=1e
     from eps to T with RK45 on x's device. Returns (logp, z, nfe): z = x(T), the latent code; each
     of the nfe evaluations is one score call plus one vector-Jacobian product."""
     _check_eps(eps, sde)
-    drift = _ode_drift(sde, score_fn)
-    probe = _probe(x, hutchinson, _random.as_generator(generator, x.device))
+    probe = hutchinson_probe(x, hutchinson, _random.as_generator(generator, x.device))
     B, n = x.shape[0], x[0].numel()
-
-    def rhs(t, state):
-        y = state[:, :n].reshape(x.shape)
-        with torch.enable_grad():
-            y = y.detach().requires_grad_(True)
-            dy = drift(t, y)
-            (vjp,) = torch.autograd.grad((dy * probe).sum(), y)
-        div = (vjp * probe).flatten(1).sum(1)
-        return torch.cat([dy.detach().flatten(1), div[:, None]], dim=1)
-
     state = torch.cat([x.detach().flatten(1), x.new_zeros(B, 1)], dim=1)
-    state, nfe = solve_rk45(rhs, state, eps, sde.T, rtol, atol)
+    state, nfe = solve_rk45(ode_with_divergence(sde, score_fn, probe), state, eps, sde.T, rtol, atol)
     z = state[:, :n].reshape(x.shape)
     return sde.prior_logp(z) + state[:, n], z, nfe
 

@@ -64,3 +64,32 @@ def test_op_profile_shows_each_paths_kernels(tiny):
     # The ops a call dispatches: the loop's, fewer on fastsde's (fused GroupNorm+SiLU, folded constants).
     assert 0 < profiles["fastsde fp32"]["ops_per_call"] < profiles["official loop"]["ops_per_call"]
     assert "fastsde::group_norm" in bench.op_profile_table([dict(profiles["fastsde fp32"], model="tiny")])
+
+
+def test_likelihood_rows_time_the_likelihoods_own_right_hand_side(tiny, monkeypatch):
+    # Each run is `evals` calls of likelihood.ode_with_divergence's rhs (the function RK45 integrates
+    # in log_likelihood) on every path but the CUDA-graphed ones, for each batch size.
+    from fastsde import likelihood
+    model, sde, config = tiny
+    made, calls = [], []
+    real = likelihood.ode_with_divergence
+
+    def counted(sde_, score_fn, probe):
+        made.append(probe.shape[0])
+        rhs = real(sde_, score_fn, probe)
+
+        def call(t, state):
+            calls.append((t, tuple(state.shape)))
+            return rhs(t, state)
+        return call
+    monkeypatch.setattr(likelihood, "ode_with_divergence", counted)
+    rows = bench.likelihood_speed(model, sde, config, "cpu", batches=(1, 3), evals=2, rounds=2)
+    assert [(r["batch"], r["path"]) for r in rows] == [(b, p) for b in (1, 3) for p in ("official loop", "fastsde fp32")]
+    n = config.data.num_channels * config.data.image_size ** 2
+    # Per batch and path: one untimed run and two timed ones, each of 2 evaluations at t = 0.5.
+    assert made == [b for b in (1, 3) for _ in range(3 * 2)]
+    assert calls == [(0.5, (b, n + 1)) for b in (1, 3) for _ in range(3 * 2 * 2)]
+    for r in rows:
+        assert r["evals"] == 2 and r["ms_per_eval"] > 0 and r["peak_memory_MiB"] is None
+        assert r["vs_official_loop"] == 1.0 if r["path"] == "official loop" else r["vs_official_loop"] > 0
+    assert "ms/eval" in bench.likelihood_table(rows)

@@ -187,9 +187,10 @@ def test_errors_are_one_line_unless_debug(tmp_path, capsys):
 def test_bench_and_info(tiny_ckpt, tmp_path, capsys):
     report = tmp_path / "bench.json"
     assert run("bench", "--ckpt", tiny_ckpt, "--batch-sizes", "1,2", "--pc-steps", 21, "--solver-steps", 3,
-               "--repeats", 1, "--precision", "fp32,bf16", "--accuracy", "--json", report) == 0
+               "--repeats", 1, "--precision", "fp32,bf16", "--accuracy", "--likelihood", "--json", report) == 0
     out = capsys.readouterr().out
     assert "official loop" in out and "fastsde fp32" in out and "fastsde bf16" in out and "img/s" in out
+    assert "ms/eval" in out
     rep = json.loads(report.read_text())
     cases = {(r["sampler"], r["batch"], r["path"]) for r in rep["rows"]}
     assert cases == {(s, b, p) for s in ("pc", "dpmpp_2m") for b in (1, 2)
@@ -204,6 +205,9 @@ def test_bench_and_info(tiny_ckpt, tmp_path, capsys):
     for a in rep["accuracy"]:
         assert a["max_abs_diff_8bit"] >= a["mean_abs_diff_8bit"] >= abs(a["mean_shift_8bit"]) - 1e-3 and a["std_ratio"] > 0
         assert a["nfe"] > 0 and (a["sampler"] == "RK45" or a["nfe"] == a["nfe_fp32"])
+    assert {(r["batch"], r["path"]) for r in rep["likelihood"]} == {
+        (b, p) for b in (1, 2) for p in ("official loop", "fastsde fp32", "fastsde bf16")}
+    assert all(r["ms_per_eval"] > 0 and r["evals"] == 3 for r in rep["likelihood"])
     assert rep["machine"]["device"] == "cpu" and rep["machine"]["torch"] == torch.__version__
     assert run("info") == 0
     assert "backends:" in capsys.readouterr().out
