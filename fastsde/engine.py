@@ -63,7 +63,9 @@ def fast_score_fn(model, sde, continuous, device, precision="fp32", channels_las
     x: [B, C, H, W] float32 in any layout; t: [B]. Returns the score, float32, [B, C, H, W]."""
     from .models import fold_constants, get_score_fn
     device = torch.device(device)
-    net = copy.deepcopy(model)
+    # An inference copy: a gradient through it (the likelihood's vector-Jacobian product) is one
+    # with respect to x, for which autograd then keeps and computes nothing of the weights'.
+    net = copy.deepcopy(model).requires_grad_(False)
     if fold:
         fold_constants(net)
     if channels_last:

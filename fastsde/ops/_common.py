@@ -13,11 +13,38 @@ def acc_dtype(x):
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+_EAGER = {}  # op (an OpOverloadPacket) -> the autograd.Function that call() applies for it
+
+
+def register_autograd(op, backward, setup_context):
+    """Registers backward / setup_context as the derivative of `op` (an OpOverloadPacket) with
+    torch.library (for torch.ops calls and torch.compile), and keeps the same two functions as an
+    autograd.Function that call() applies in eager mode: the wrapper torch.library generates
+    spends some 20 us a call filling in default arguments from the schema, more than a small kernel
+    (every call of a network that is differentiated: training, the likelihood's VJP)."""
+    torch.library.register_autograd(op.default, backward, setup_context=setup_context)
+
+    # (forward with ctx, not a separate setup_context, which apply() would answer with an
+    # inspect.signature binding at every call.)
+    class Eager(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *args):
+            with torch._C._AutoDispatchBelowAutograd():
+                output = op(*args)
+            setup_context(ctx, args, output)
+            return output
+
+    Eager.backward = staticmethod(backward)
+    _EAGER[op] = Eager
+
+
 def call(op, *args):
-    """Calls a compiled op. When no argument needs a gradient, the call goes straight to the kernel,
-    past the op's Python autograd wrapper, which costs more than a small kernel itself."""
-    if torch.compiler.is_compiling() or (
-            torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)):
+    """Calls a compiled op with every argument given (no defaults left to fill in). When no argument
+    needs a gradient, the call goes straight to the kernel, past autograd; when one does, through
+    the op's derivative (register_autograd)."""
+    if torch.compiler.is_compiling():
         return op(*args)
+    if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+        return _EAGER[op].apply(*args)
     with torch._C._AutoDispatchBelowAutograd():
         return op(*args)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _backend
-from ._common import acc_dtype, call, output_format
+from ._common import acc_dtype, call, output_format, register_autograd
 
 ACTS = (None, "silu")
 
@@ -97,15 +97,15 @@ def _register(namespace):
 
     def backward(ctx, grad_y, _grad_mean, _grad_rstd):
         x, mean, rstd, weight, bias, offset = ctx.saved_tensors
+        needs = ctx.needs_input_grad + (False,) * (7 - len(ctx.needs_input_grad))  # (offset may be left out)
         dx, dw, db = ops_.group_norm_backward(grad_y, x, mean, rstd, weight, bias, ctx.silu, offset)
         # dx is also the gradient of x + offset: the offset's sums it over the positions.
-        d_offset = None if offset is None else dx.reshape(*dx.shape[:2], -1).sum(2)
-        return (dx, None, dw if weight is not None else None, db if bias is not None else None, None, None,
-                d_offset)
+        d_offset = dx.reshape(*dx.shape[:2], -1).sum(2) if needs[6] else None
+        return dx, None, dw if needs[2] else None, db if needs[3] else None, None, None, d_offset
 
     torch.library.register_fake(f"{namespace}::group_norm")(_fake_forward)
     torch.library.register_fake(f"{namespace}::group_norm_backward")(_fake_backward)
-    torch.library.register_autograd(f"{namespace}::group_norm", backward, setup_context=_setup_context)
+    register_autograd(ops_.group_norm, backward, _setup_context)
 
 
 _OPS = {}  # backend -> the namespace of its ops

@@ -12,7 +12,7 @@ import torch
 
 from .. import _random
 from . import _backend
-from ._common import acc_dtype, call, output_format
+from ._common import acc_dtype, call, output_format, register_autograd
 from .philox import check_key, philox_normal_reference
 
 
@@ -164,10 +164,9 @@ def _langevin_backward(ctx, *grads):
 def _register(namespace):
     torch.library.register_fake(f"{namespace}::predictor_step")(_fake_step)
     torch.library.register_fake(f"{namespace}::langevin_step")(_fake_step)
-    torch.library.register_autograd(f"{namespace}::predictor_step", _predictor_backward,
-                                    setup_context=_predictor_setup)
-    torch.library.register_autograd(f"{namespace}::langevin_step", _langevin_backward,
-                                    setup_context=lambda ctx, inputs, output: None)
+    ops_ = getattr(torch.ops, namespace)
+    register_autograd(ops_.predictor_step, _predictor_backward, _predictor_setup)
+    register_autograd(ops_.langevin_step, _langevin_backward, lambda ctx, inputs, output: None)
 
 
 _OPS = {}  # backend -> the namespace of its ops (torch.ops.fastsde, torch.ops.fastsde_triton)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _backend
-from ._common import acc_dtype, call, output_format
+from ._common import acc_dtype, call, output_format, register_autograd
 
 
 def upfirdn2d_reference(x, f, up, down, pad):
@@ -117,10 +117,10 @@ def _register(namespace):
         (kernel,) = ctx.saved_tensors
         x_shape, y_shape, up, down, pad = ctx.args
         gpad = _adjoint_pad(x_shape, y_shape, kernel.shape, up, down, pad)
-        return op(grad, kernel.flip(list(range(kernel.dim()))), down, up, gpad), None, None, None, None
+        return call(op, grad, kernel.flip(list(range(kernel.dim()))), down, up, gpad), None, None, None, None
 
     torch.library.register_fake(f"{namespace}::upfirdn2d")(_fake)
-    torch.library.register_autograd(f"{namespace}::upfirdn2d", backward, setup_context=_setup_context)
+    register_autograd(op, backward, _setup_context)
 
 
 _OPS = {}  # backend -> the namespace of its ops
