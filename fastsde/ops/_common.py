@@ -26,16 +26,16 @@ def register_autograd(op, backward, setup_context):
 
     # (forward with ctx, not a separate setup_context, which apply() would answer with an
     # inspect.signature binding at every call.)
-    class Eager(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, *args):
-            with torch._C._AutoDispatchBelowAutograd():
-                output = op(*args)
-            setup_context(ctx, args, output)
-            return output
+    def forward(ctx, *args):
+        with torch._C._AutoDispatchBelowAutograd():
+            output = op(*args)
+        setup_context(ctx, args, output)
+        return output
 
-    Eager.backward = staticmethod(backward)
-    _EAGER[op] = Eager
+    # Named after the op (fastsde_group_norm, its node fastsde_group_normBackward in profiles).
+    name = op._qualified_op_name.replace("::", "_")
+    _EAGER[op] = type(name, (torch.autograd.Function,),
+                      {"forward": staticmethod(forward), "backward": staticmethod(backward)})
 
 
 def call(op, *args):
