@@ -115,14 +115,14 @@ def main():
         report["train_memory"] += bench.train_memory(model, sde, config, device, preset["train_batch"],
                                                      args.official, label=name)
         save()
-    models_ = preset["models"](device)
-    for name, model, sde, config in models_:
+    nets = preset["models"](device)
+    for name, model, sde, config in nets:
         print(f"benchmarking {name} ...", file=sys.stderr)
         bench.throughput(model, sde, config, device, preset["batches"], samplers, preset["pc_steps"],
                          preset["solver_steps"], rounds, args.official, precisions, args.compile,
                          label=name, progress=adder("rows"))
         save()
-    for name, model, sde, config in models_:
+    for name, model, sde, config in nets:
         print(f"likelihood evaluations of {name} ...", file=sys.stderr)
         bench.likelihood_speed(model, sde, config, device, rounds=rounds, precisions=precisions, compile=args.compile,
                                label=name, progress=adder("likelihood"),

@@ -313,11 +313,11 @@ def op_counts(fn, *args):
 
 def op_profile(model, sde, config, device, batch, precisions=("fp32",), calls=3):
     """Where one network call's time goes, on the official loop's path and on fastsde's (kernels,
-    channels_last) in each of `precisions`: each op's self time (on CUDA the time of the kernels it launched,
-    elsewhere its CPU time) per call, over `calls` profiled calls after two warm-up calls, with its
-    share of the path's total; also the wall time of an unprofiled call, the ops a call dispatches
-    (op_counts: any device) and, on CUDA, the device events (kernels, copies) a call. Returns one
-    dict per path: path, batch, wall_ms, ops_per_call, kernels_per_call, total_ms and ops, a list of
+    channels_last) in each of `precisions`: each op's self time (on CUDA the time of the kernels it
+    launched, elsewhere its CPU time) per call, over `calls` profiled calls after two warm-up calls,
+    with its share of the path's total; also the wall time of an unprofiled call, the ops a call
+    dispatches (op_counts: any device) and, on CUDA, the device events (kernels, copies) a call.
+    Returns one dict per path: path, batch, wall_ms, ops_per_call, kernels_per_call, total_ms and ops, a list of
     (op, calls a call, ms a call, share), largest first."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile

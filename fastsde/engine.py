@@ -92,11 +92,10 @@ def half_weights(model, dtype):
     # Modules whose parameters only autocast's half-precision ops read (GroupNorm casts its
     # affine parameters to x's dtype itself).
     casts = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, NIN, FIRConv2d, GroupNorm)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, casts):
-                for p in m.parameters(recurse=False):
-                    p.data = p.data.to(dtype)
+    for m in model.modules():
+        if isinstance(m, casts):
+            for p in m.parameters(recurse=False):
+                p.data = p.data.to(dtype)
     return model
 
 
