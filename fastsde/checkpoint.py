@@ -7,6 +7,7 @@ with torch.load(weights_only=True) and nothing else: a file that asks to run cod
 A .safetensors file holds one set of weights (prefix-free) and the config as JSON in its metadata.
 """
 import functools
+import hashlib
 import json
 import os
 import pickle
@@ -201,6 +202,16 @@ def load_checkpoint(path, config=None, use_ema=True, device="cpu"):
     model = create_model(config)
     load_state(model, state, ckpt["ema"] if use_ema and official else None)
     return model.to(device).eval(), sde_from_config(config), config
+
+
+def digest(module):
+    """A SHA-256 hex digest of `module`'s state (names, dtypes, shapes and bytes): equal for equal
+    weights, whatever file or device they came from."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(f"{name} {t.dtype} {tuple(t.shape)};".encode())
+        h.update(t.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 def atomic_write(path, write):

@@ -65,8 +65,8 @@ def _score_fn(args, model, sde, config, device):
 
 
 def _classifier(args, sde, config, device):
-    """The classifier-guided score's classifier(x, t), from --classifier (default: the embedded
-    digits classifier, with the embedded model)."""
+    """The classifier network from --classifier (default: the embedded digits classifier, with the
+    embedded model), checked against the model and --class."""
     from . import controllable
     path = args.classifier or (DEFAULT_CLASSIFIER if not args.ckpt else None)
     if path is None:
@@ -77,7 +77,7 @@ def _classifier(args, sde, config, device):
                          f"{config.data.num_channels}-channel ones")
     if not 0 <= args.class_label < net.args["num_classes"]:
         raise ValueError(f"--class {args.class_label}: the classifier has classes 0..{net.args['num_classes'] - 1}")
-    return controllable.noise_conditional(net, sde)
+    return net
 
 
 def cmd_train(args):
@@ -96,36 +96,51 @@ def cmd_train(args):
 
 
 def cmd_sample(args):
-    from . import controllable, generate, train
+    from . import checkpoint, controllable, generate, train
     rank, world = train.distributed()
     device = _device(args, rank)
     model, sde, config = _model(args, device)
     sde = _with_steps(sde, config, args.steps if args.sampler == "pc" else None)
     score_fn = _score_fn(args, model, sde, config, device)
+    guided = {}
     if args.class_label is not None:
-        classifier = _classifier(args, sde, config, device)
+        net = _classifier(args, sde, config, device)
+        classifier = controllable.noise_conditional(net, sde)
         base, label, scale = score_fn, args.class_label, args.scale
         score_fn = lambda x, t: controllable.classifier_score_fn(  # noqa: E731
             base, classifier, torch.full((len(x),), label, dtype=torch.long), scale)(x, t)
-    os.makedirs(args.out, exist_ok=True)
+        guided = dict(class_label=label, classifier=checkpoint.digest(net), scale=scale)
+    kwargs = dict(sampler=args.sampler, steps=args.steps, predictor=args.predictor, corrector=args.corrector,
+                  snr=args.snr, noise=args.noise)
+    refused = None
     if rank == 0:
-        for stale in glob.glob(os.path.join(args.out, "samples_rank*.npz")):
-            os.unlink(stale)
-    _barrier(world)
-    indices, images, nfe, seconds = generate.sample_shard(
-        score_fn, sde, config, args.num_samples, args.batch_size, args.seed, rank, world,
-        sampler=args.sampler, steps=args.steps, device=device, predictor=args.predictor, corrector=args.corrector,
-        snr=args.snr, cuda_graph=args.cuda_graph, noise=args.noise)
-    generate.write_shard(args.out, rank, indices, images)
+        os.makedirs(args.out, exist_ok=True)
+        settings = generate.run_settings(sde, config, args.seed, weights=checkpoint.digest(model),
+                                         precision=args.precision, **guided, **kwargs)
+        try:
+            generate.open_run(args.out, settings, args.overwrite)
+        except ValueError as e:
+            refused = e
+    if train.any_rank(refused is not None, world, device):  # every process stops, none waits for rank 0
+        raise refused or ValueError(f"rank 0 refused to sample into {args.out} (its message says why)")
+    missing, total = generate.todo(args.out, args.num_samples)
+    _barrier(world)  # every process has listed what is there before any writes more
+    nfe, seconds = generate.sample_to(args.out, score_fn, sde, config, missing[rank::world], args.batch_size,
+                                      args.seed, progress=f"sampling (rank {rank})" if world > 1 else "sampling",
+                                      device=device, cuda_graph=args.cuda_graph, **kwargs)
     _barrier(world)
     if rank == 0:
-        generate.merge(args.out)
-        rate = len(indices) * world / max(seconds, 1e-9)
+        samples = generate.merge(args.out)
+        wrote = (f"{os.path.join(args.out, 'samples.npz')} ({len(samples)} samples) and "
+                 f"{os.path.join(args.out, 'samples.png')}")
+        if not missing:
+            print(f"nothing to draw: {args.out} held samples 0..{total - 1} of this run; wrote {wrote}")
+            return
         what = f", class {args.class_label}" if args.class_label is not None else ""
-        print(f"{args.num_samples} samples in {seconds:.1f} s ({rate:.2f} img/s over {world} process"
-              f"{'es' if world > 1 else ''}), {nfe} network evaluations per sample ({args.sampler}, "
-              f"{args.precision}{what}); wrote {os.path.join(args.out, 'samples.npz')} and "
-              f"{os.path.join(args.out, 'samples.png')}")
+        resumed = f"; {total - len(missing)} were there already" if len(missing) < total else ""
+        print(f"{len(missing)} samples in {seconds:.1f} s ({len(missing) / max(seconds, 1e-9):.2f} img/s "
+              f"over {world} process{'es' if world > 1 else ''}{resumed}), {nfe} network evaluations per sample "
+              f"({args.sampler}, {args.precision}{what}); wrote {wrote}")
 
 
 def _mask(spec, shape):
@@ -386,6 +401,8 @@ def parser():
     q.add_argument("--scale", type=float, default=1.0, help="classifier guidance scale")
     q.add_argument("--cuda-graph", action="store_true",
                    help="on a GPU, capture a whole sampler step in a CUDA graph and replay it")
+    q.add_argument("--overwrite", action="store_true",
+                   help="discard the samples of an earlier run in --out (default: resume it, if drawn alike)")
     q.add_argument("--noise", default="torch", choices=("torch", "philox"),
                    help="torch: a torch.Generator per sample; philox: a Philox stream per sample, drawn "
                         "inside the PC kernels (no noise tensors; different numbers from torch)")
@@ -426,7 +443,7 @@ def parser():
     q.add_argument("--device")
     q.set_defaults(run=cmd_train_classifier)
 
-    q = sub.add_parser("merge", help="merge the per-process sample shards in --out")
+    q = sub.add_parser("merge", help="merge the sample parts in --out into samples.npz (sample does it)")
     q.add_argument("--out", default="samples")
     q.set_defaults(run=cmd_merge)
 

@@ -85,7 +85,9 @@ def _rng_states(world):
     return states
 
 
-def _any(flag, world, device):
+def any_rank(flag, world, device):
+    """Whether `flag` is true on any of the `world` processes (each calls it; `device` is where
+    this process's collectives run)."""
     if world == 1:
         return flag
     v = torch.tensor([float(flag)], device=device)
@@ -145,7 +147,7 @@ def train(config, workdir, n_iters=None, seed=None, device=None, precision="fp32
     dtype = PRECISIONS[precision]
     total, count, last, start, since = torch.zeros((), device=device), 0, float("nan"), time.time(), time.time()
     with _StopSignals() as signals:
-        while step < n_iters and not _any(signals.caught is not None, world, device):
+        while step < n_iters and not any_rank(signals.caught is not None, world, device):
             x = data.to_model(images[next(batches)], config.data.centered, config.data.uniform_dequantization,
                               config.data.random_flip).to(device)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):

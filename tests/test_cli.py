@@ -76,10 +76,24 @@ def test_sample_writes_npz_and_png_and_is_batch_independent(tiny_ckpt, tmp_path,
         a = f["samples"]
     assert a.dtype == np.uint8 and a.shape == (5, 8, 8, 1) and a.std() > 0
     assert np.asarray(Image.open(tmp_path / "a" / "samples.png")).shape == (2 * 33 + 1, 3 * 33 + 1)  # 3 per row, x4
-    assert not [f for f in os.listdir(tmp_path / "a") if f.startswith("samples_rank")]
-    assert run("sample", "--ckpt", tiny_ckpt, "--num-samples", 5, "--batch-size", 2, "--out", tmp_path / "b") == 0
+    assert sorted(os.listdir(tmp_path / "a")) == ["run.json", "samples.npz", "samples.png"]
+    assert run("sample", "--ckpt", tiny_ckpt, "--num-samples", 3, "--batch-size", 2, "--out", tmp_path / "b") == 0
+    capsys.readouterr()
+    # A longer run into the same folder draws only the samples missing, in other batches.
+    assert run("sample", "--ckpt", tiny_ckpt, "--num-samples", 5, "--batch-size", 1, "--out", tmp_path / "b") == 0
+    summary = capsys.readouterr().out
+    assert "2 samples in" in summary and "3 were there already" in summary
     with np.load(tmp_path / "b" / "samples.npz") as f:
         assert np.array_equal(f["samples"], a)  # sample i depends on the seed and i only
+    assert run("sample", "--ckpt", tiny_ckpt, "--num-samples", 4, "--out", tmp_path / "b") == 0
+    assert "nothing to draw" in capsys.readouterr().out
+    # Another run into it is refused, unless told to overwrite.
+    assert run("sample", "--ckpt", tiny_ckpt, "--num-samples", 2, "--seed", 1, "--out", tmp_path / "b") == 1
+    assert "seed: 0 there, 1 here" in capsys.readouterr().err
+    assert run("sample", "--ckpt", tiny_ckpt, "--num-samples", 2, "--seed", 1, "--overwrite",
+               "--out", tmp_path / "b") == 0
+    with np.load(tmp_path / "b" / "samples.npz") as f:
+        assert len(f["samples"]) == 2 and not np.array_equal(f["samples"], a[:2])
 
 
 def test_sample_with_philox_noise_is_batch_independent(tiny_ckpt, tmp_path):
@@ -175,7 +189,7 @@ def test_errors_are_one_line_unless_debug(tmp_path, capsys):
                FIXTURES + "/ddpmpp_vp_cifar_small.json", "--steps", 10) == 1
     assert "N must exceed beta_max" in capsys.readouterr().err
     assert run("merge", "--out", tmp_path) == 1
-    assert "no samples_rank*.npz shards" in capsys.readouterr().err
+    assert "no samples.npz or samples_part*.npz to merge" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError):
         run("--debug", "sample", "--ckpt", tmp_path / "missing.pth")
     with pytest.raises(SystemExit):

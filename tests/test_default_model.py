@@ -77,7 +77,7 @@ def test_shipped_model_samples_recognisable_digits(judge):
     model, sde, config = load_checkpoint(path)
     assert config.data.dataset == "DIGITS_RGB" and sde.N == config.model.num_scales
     score_fn = get_score_fn(sde, model, continuous=True)
-    _, images, nfe, _ = generate.sample_shard(score_fn, sde, config, 100, 100, seed=0, progress=False)
+    ((_, images, nfe),) = generate.sample_batches(score_fn, sde, config, list(range(100)), 100, seed=0)
     assert nfe == sde.N and images.shape == (100, 3, 8, 8)
     fraction, classes = recognisable(judge(images))
     assert fraction >= 0.75 and classes == set(range(10)), (fraction, classes)

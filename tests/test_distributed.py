@@ -13,12 +13,12 @@ from tiny import perturb, tiny_config
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def torchrun(*args, timeout=300):
+def torchrun(*args, timeout=300, rc=0):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": HERE}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *map(str, args)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
+    assert proc.returncode == rc, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
 
 
 def test_two_process_training_keeps_ranks_in_step(tmp_path):
@@ -40,4 +40,7 @@ def test_sharded_sampling_matches_one_process(tmp_path):
                    check=True, capture_output=True, timeout=300)
     with np.load(tmp_path / "one" / "samples.npz") as a, np.load(tmp_path / "two" / "samples.npz") as b:
         assert a["samples"].shape == (7, 8, 8, 1) and np.array_equal(a["samples"], b["samples"])
-    assert sorted(os.listdir(tmp_path / "two")) == ["samples.npz", "samples.png"]  # shards merged away
+    assert sorted(os.listdir(tmp_path / "two")) == ["run.json", "samples.npz", "samples.png"]  # parts merged away
+    # Another run into the folder: every process stops with rank 0's reason (none hangs at a barrier).
+    err = torchrun("-m", "fastsde", *common, "--seed", 1, "--out", tmp_path / "two", rc=1, timeout=120)
+    assert "seed: 0 there, 1 here" in err and "rank 0 refused to sample into" in err
