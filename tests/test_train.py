@@ -113,5 +113,5 @@ def test_hard_kill_resumes_from_the_last_snapshot(tmp_path):
     assert snapshot >= 6 and snapshot % 3 == 0  # lost at most the steps since the last snapshot
     logged = []
     result = train.train(config_path, str(tmp_path / "w"), n_iters=snapshot + 2, log=logged.append)
-    assert logged[0].startswith(f"resumed from") and f"at step {snapshot}" in logged[0]
+    assert logged[0].startswith("resumed from") and f"at step {snapshot}" in logged[0]
     assert result["step"] == snapshot + 2 and _meta(tmp_path / "w")["ema"]["num_updates"] == snapshot + 2

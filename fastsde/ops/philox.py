@@ -43,7 +43,7 @@ def _uniform(x):
 def philox_normal_reference(key, shape):
     """The specification: standard normal noise [B, ...] (float32, NCHW order) for `key`, an int64
     tensor [B, 2] of (seed, offset) per sample, offsets >= 0."""
-    B, D = shape[0], 1
+    D = 1
     for n in shape[1:]:
         D *= n
     key = key.to(torch.int64)
