@@ -1,5 +1,6 @@
 """fastsde: score-based generative modeling through SDEs (Song et al., ICLR 2021), with fused kernels."""
 from . import ops
+from ._mkl import warm_vml
 from ._random import Philox
 from .models import get_score_fn
 from .official import get_likelihood_fn, get_ode_sampler, get_pc_sampler, get_sampling_fn
@@ -8,6 +9,8 @@ from .sampling import CORRECTORS, PREDICTORS, ode_sample, pc_sample, register_co
 from .sde import SDE, VESDE, VPSDE, subVPSDE
 
 __version__ = "0.1.0"
+
+warm_vml()  # before the user computes anything: see _mkl.py
 
 __all__ = ["ops", "Philox", "SDE", "VESDE", "VPSDE", "subVPSDE", "pc_sample", "ode_sample", "log_likelihood",
            "bits_per_dim", "PREDICTORS", "CORRECTORS", "register_predictor", "register_corrector",
