@@ -96,7 +96,7 @@ def cmd_train(args):
 
 
 def cmd_sample(args):
-    from . import checkpoint, controllable, generate, train
+    from . import checkpoint, controllable, generate, runs, train
     rank, world = train.distributed()
     device = _device(args, rank)
     model, sde, config = _model(args, device)
@@ -114,16 +114,15 @@ def cmd_sample(args):
                   snr=args.snr, noise=args.noise)
     refused = None
     if rank == 0:
-        os.makedirs(args.out, exist_ok=True)
         settings = generate.run_settings(sde, config, args.seed, weights=checkpoint.digest(model),
                                          precision=args.precision, **guided, **kwargs)
         try:
-            generate.open_run(args.out, settings, args.overwrite)
+            runs.start(args.out, "samples", settings, args.overwrite, also=["samples.png"])
         except ValueError as e:
             refused = e
     if train.any_rank(refused is not None, world, device):  # every process stops, none waits for rank 0
         raise refused or ValueError(f"rank 0 refused to sample into {args.out} (its message says why)")
-    missing, total = generate.todo(args.out, args.num_samples)
+    missing, total = runs.todo(args.out, "samples", "samples", args.num_samples)
     _barrier(world)  # every process has listed what is there before any writes more
     nfe, seconds = generate.sample_to(args.out, score_fn, sde, config, missing[rank::world], args.batch_size,
                                       args.seed, progress=f"sampling (rank {rank})" if world > 1 else "sampling",
@@ -203,7 +202,7 @@ def _write_rows(path, rows, scale=4):
 
 def cmd_inpaint(args):
     import numpy as np
-    from . import controllable, data, generate
+    from . import controllable, data, runs
     device = _device(args)
     model, sde, config = _model(args, device)
     sde = _with_steps(sde, config, args.steps)
@@ -219,14 +218,14 @@ def cmd_inpaint(args):
     os.makedirs(args.out, exist_ok=True)
     shown = (mask.expand_as(images.float()) * 255).to(torch.uint8)
     _write_rows(os.path.join(args.out, "inpaint.png"), [images, shown, (images * mask).to(torch.uint8), result])
-    generate.save_npz(os.path.join(args.out, "inpaint.npz"), samples=result.permute(0, 2, 3, 1).numpy(),
-                       mask=np.asarray(mask[0].numpy()))
+    runs.save_npz(os.path.join(args.out, "inpaint.npz"), samples=result.permute(0, 2, 3, 1).numpy(),
+                  mask=np.asarray(mask[0].numpy()))
     print(f"inpainted {len(images)} images in {time.time() - start:.1f} s ({nfe} network evaluations each); "
           f"wrote {os.path.join(args.out, 'inpaint.png')} (rows: input, mask, known part, result) and inpaint.npz")
 
 
 def cmd_colorize(args):
-    from . import controllable, data, generate
+    from . import controllable, data, runs
     device = _device(args)
     model, sde, config = _model(args, device)
     if config.data.num_channels != 3:
@@ -245,7 +244,7 @@ def cmd_colorize(args):
     os.makedirs(args.out, exist_ok=True)
     rows = [grey, result] + ([] if args.images else [images])
     _write_rows(os.path.join(args.out, "colorize.png"), rows)
-    generate.save_npz(os.path.join(args.out, "colorize.npz"), samples=result.permute(0, 2, 3, 1).numpy())
+    runs.save_npz(os.path.join(args.out, "colorize.npz"), samples=result.permute(0, 2, 3, 1).numpy())
     print(f"colorized {len(grey)} images in {time.time() - start:.1f} s ({nfe} network evaluations each); wrote "
           f"{os.path.join(args.out, 'colorize.png')} (rows: grey input, result{'' if args.images else ', original'})"
           " and colorize.npz")
@@ -288,20 +287,36 @@ def cmd_merge(args):
 
 
 def cmd_likelihood(args):
-    from . import data, generate, likelihood
+    import contextlib
+    import hashlib
+    from . import checkpoint, data, generate, likelihood, runs
     device = _device(args)
     model, sde, config = _model(args, device)
     images = data.load(args.data, args.split) if args.data else data.dataset(config, args.split)
     images = images[:args.num_samples] if args.num_samples else images
     score_fn = _score_fn(args, model, sde, config, device)
-    bar = generate.Progress(len(images) * args.repeats, "likelihood")
+    total, skip = len(images) * args.repeats, set()
+    if args.out:
+        settings = dict(weights=checkpoint.digest(model), config=config, precision=args.precision,
+                        images=hashlib.sha256(images.contiguous().numpy()).hexdigest(), num_images=len(images),
+                        repeats=args.repeats, batch_size=args.batch_size, seed=args.seed, tol=args.tol)
+        runs.start(args.out, "bpd", settings, args.overwrite)
+        skip = runs.done(args.out, "bpd", "bpd")
+    bar = generate.Progress(total - len(skip), "likelihood")
     start = time.time()
-    bpd, per_image, nfe = likelihood.dataset_bits_per_dim(
-        score_fn, sde, images, config.data.centered, args.batch_size, args.repeats, args.seed, device,
-        progress=bar.update, rtol=args.tol, atol=args.tol)
-    sem = float(per_image.std() / len(per_image) ** 0.5) if len(per_image) > 1 else float("nan")
-    print(f"{bpd:.4f} bits/dim (+- {sem:.4f} s.e.) over {len(images)} images x {args.repeats} repeats, "
-          f"{nfe} network evaluations, {time.time() - start:.1f} s")
+    with runs.Saver(args.out, "bpd") if args.out else contextlib.nullcontext() as saver:
+        _, per_item, _, nfe = likelihood.dataset_bits_per_dim(
+            score_fn, sde, images, config.data.centered, args.batch_size, args.repeats, args.seed, device,
+            progress=bar.update, skip=skip, on_batch=saver and (lambda items, bpd: saver.add(items, bpd=bpd.numpy())),
+            rtol=args.tol, atol=args.tol)
+    saved = ""
+    if args.out:
+        per_item = torch.from_numpy(runs.merge(args.out, "bpd")["bpd"])
+        saved = (f"{'; ' + str(len(skip)) + ' were there already' if skip else ''}; wrote "
+                 f"{os.path.join(args.out, 'bpd.npz')} (bits/dim of each image in each pass, pass after pass)")
+    sem = float(per_item.std() / len(per_item) ** 0.5) if len(per_item) > 1 else float("nan")
+    print(f"{float(per_item.mean()):.4f} bits/dim (+- {sem:.4f} s.e.) over {len(images)} images x {args.repeats} "
+          f"repeats, {nfe} network evaluations, {time.time() - start:.1f} s{saved}")
 
 
 def cmd_eval(args):
@@ -455,6 +470,9 @@ def parser():
     q.add_argument("--batch-size", type=int, default=100)
     q.add_argument("--repeats", type=int, default=1, help="passes with fresh dequantization (official: 5)")
     q.add_argument("--tol", type=float, default=1e-5, help="RK45 rtol and atol (official: 1e-5)")
+    q.add_argument("--out", help="save the bits/dim of each image to OUT/bpd.npz as they come, and resume a run "
+                                 "stopped midway from them")
+    q.add_argument("--overwrite", action="store_true", help="discard the results of an earlier run in --out")
     q.set_defaults(run=cmd_likelihood)
 
     q = sub.add_parser("eval", help="FID, KID and Inception score of samples (local feature network)")

@@ -76,7 +76,7 @@ def test_sample_writes_npz_and_png_and_is_batch_independent(tiny_ckpt, tmp_path,
         a = f["samples"]
     assert a.dtype == np.uint8 and a.shape == (5, 8, 8, 1) and a.std() > 0
     assert np.asarray(Image.open(tmp_path / "a" / "samples.png")).shape == (2 * 33 + 1, 3 * 33 + 1)  # 3 per row, x4
-    assert sorted(os.listdir(tmp_path / "a")) == ["run.json", "samples.npz", "samples.png"]
+    assert sorted(os.listdir(tmp_path / "a")) == ["samples.json", "samples.npz", "samples.png"]
     assert run("sample", "--ckpt", tiny_ckpt, "--num-samples", 3, "--batch-size", 2, "--out", tmp_path / "b") == 0
     capsys.readouterr()
     # A longer run into the same folder draws only the samples missing, in other batches.
@@ -116,11 +116,29 @@ def test_every_sampler_runs(tiny_ckpt, tmp_path, sampler, extra, capsys):
     assert f"({sampler}, bf16)" in capsys.readouterr().out
 
 
-def test_likelihood_reports_bits_per_dim(tiny_ckpt, capsys):
+def test_likelihood_reports_bits_per_dim_and_resumes(tiny_ckpt, tmp_path, capsys):
     assert run("likelihood", "--ckpt", tiny_ckpt, "--num-samples", 3, "--tol", 1e-3) == 0
     out = capsys.readouterr().out
     bpd = float(out.split(" bits/dim")[0])
     assert np.isfinite(bpd) and "over 3 images x 1 repeats" in out
+    common = ["likelihood", "--ckpt", tiny_ckpt, "--num-samples", 3, "--batch-size", 2, "--repeats", 2, "--tol", 1e-3]
+    assert run(*common, "--out", tmp_path / "a") == 0
+    whole = capsys.readouterr().out
+    with np.load(tmp_path / "a" / "bpd.npz") as f:
+        per_item = f["bpd"]
+    assert per_item.shape == (6,) and float(whole.split(" bits/dim")[0]) == pytest.approx(per_item.mean(), abs=1e-4)
+    # A run stopped after its first batch of the second pass (items 3, 4) computes the rest alone, alike.
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "bpd.json").write_text((tmp_path / "a" / "bpd.json").read_text())
+    np.savez(tmp_path / "b" / "bpd_part000000003.npz", indices=np.array([3, 4]), bpd=per_item[3:5])
+    assert run(*common, "--out", tmp_path / "b") == 0
+    resumed = capsys.readouterr().out
+    assert "2 were there already" in resumed and resumed.split(",")[0] == whole.split(",")[0]
+    with np.load(tmp_path / "b" / "bpd.npz") as f:
+        assert np.array_equal(f["bpd"], per_item)
+    assert sorted(os.listdir(tmp_path / "b")) == ["bpd.json", "bpd.npz"]
+    assert run(*common[:-1], 1e-4, "--out", tmp_path / "b") == 1
+    assert "tol: 0.001 there, 0.0001 here" in capsys.readouterr().err
 
 
 def test_eval_and_convert(tmp_path, capsys):

@@ -40,7 +40,7 @@ def test_sharded_sampling_matches_one_process(tmp_path):
                    check=True, capture_output=True, timeout=300)
     with np.load(tmp_path / "one" / "samples.npz") as a, np.load(tmp_path / "two" / "samples.npz") as b:
         assert a["samples"].shape == (7, 8, 8, 1) and np.array_equal(a["samples"], b["samples"])
-    assert sorted(os.listdir(tmp_path / "two")) == ["run.json", "samples.npz", "samples.png"]  # parts merged away
+    assert sorted(os.listdir(tmp_path / "two")) == ["samples.json", "samples.npz", "samples.png"]  # parts merged
     # Another run into the folder: every process stops with rank 0's reason (none hangs at a barrier).
     err = torchrun("-m", "fastsde", *common, "--seed", 1, "--out", tmp_path / "two", rc=1, timeout=120)
     assert "seed: 0 there, 1 here" in err and "rank 0 refused to sample into" in err

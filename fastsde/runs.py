@@ -1,0 +1,147 @@
+"""Long jobs that survive a stop: results numbered 0..N-1 (samples, per-image likelihoods) saved to
+a folder in parts as they come, beside a record of what they depend on, and merged at the end.
+
+A run named `name` in folder `out` is three kinds of file: <name>.json (the settings: a rerun
+resumes only if it has the same), <name>_part<first item>.npz ('indices' and the result arrays of
+some items, written atomically) and <name>.npz (the merged results of items 0..n-1, in order,
+without 'indices'). Whatever a process saved survives a crash; a rerun computes only what is
+missing, whichever process or batch computed the rest.
+"""
+import contextlib
+import glob
+import json
+import os
+import time
+import zipfile
+
+import numpy as np
+
+from .checkpoint import atomic_write, atomic_write_bytes
+
+
+def save_npz(path, **arrays):
+    """np.savez_compressed(path, **arrays), atomically."""
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    atomic_write(path, write)
+
+
+def _parts(out, name):
+    return sorted(glob.glob(os.path.join(out, f"{name}_part*.npz")))
+
+
+def start(out, name, settings, overwrite=False, also=()):
+    """Starts run `name` in folder `out`, or resumes the one there: writes <out>/<name>.json
+    (`settings`, a JSON-able dict of what the results depend on) or checks that the run there has
+    the same. overwrite: first deletes that run's files (and `also`, other file names in `out`).
+    Call it from one process."""
+    os.makedirs(out, exist_ok=True)
+    path, merged = os.path.join(out, f"{name}.json"), os.path.join(out, f"{name}.npz")
+    settings = json.loads(json.dumps(settings))
+    if overwrite:
+        for old in [path, merged, *(os.path.join(out, f) for f in also), *_parts(out, name)]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(old)
+    redo = "use another folder, or overwrite them (--overwrite, overwrite=True)"
+    if os.path.exists(path):
+        with open(path) as fh:
+            there = json.load(fh)
+        short = lambda v: len(repr(v)) < 60  # noqa: E731
+        differ = [f"{k}: {there.get(k)!r} there, {settings.get(k)!r} here"
+                  if short(there.get(k)) and short(settings.get(k)) else f"{k} differs"
+                  for k in sorted({*there, *settings}) if there.get(k) != settings.get(k)]
+        if differ:
+            raise ValueError(f"{out} holds {name} of another run ({'; '.join(differ)}): {redo}")
+    elif os.path.exists(merged) or _parts(out, name):
+        raise ValueError(f"{out} holds {name} but no {name}.json to say how they were made: {redo}")
+    else:
+        atomic_write_bytes(path, json.dumps(settings, indent=1))
+
+
+def _rows(path, key):
+    """The length of array `key` in the .npz at `path`, from its header (nothing decompressed)."""
+    with zipfile.ZipFile(path) as z, z.open(key + ".npy") as fh:
+        version = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        return read(fh)[0][0]
+
+
+def done(out, name, key):
+    """The item numbers of run `name` already saved in `out` (a set); key: a result array's name."""
+    merged = os.path.join(out, f"{name}.npz")
+    have = set(range(_rows(merged, key))) if os.path.exists(merged) else set()
+    for path in _parts(out, name):
+        with np.load(path) as f:
+            have.update(f["indices"].tolist())
+    return have
+
+
+def todo(out, name, key, count):
+    """(the item numbers still to compute, the run's total): the total is `count`, or more if `out`
+    holds higher numbers (a longer run cut short), and the numbers below it that `out` lacks are
+    to compute. Processes that share them out must all call it before any of them saves more."""
+    have = done(out, name, key)
+    total = max(count, max(have) + 1 if have else 0)
+    return [i for i in range(total) if i not in have], total
+
+
+class Saver:
+    """Collects results with add(indices, **arrays) and saves them as a part of run `name` in `out`
+    at least every `seconds`, and on leaving its `with` block, error or Ctrl-C included."""
+
+    def __init__(self, out, name, seconds=60):
+        self.out, self.name, self.seconds = out, name, seconds
+        self.pending, self.saved = [], time.time()
+
+    def add(self, indices, **arrays):
+        self.pending.append((list(indices), arrays))
+        if time.time() - self.saved >= self.seconds:
+            self.save()
+
+    def save(self):
+        if self.pending:
+            indices = [i for chunk, _ in self.pending for i in chunk]
+            arrays = {k: np.concatenate([a[k] for _, a in self.pending]) for k in self.pending[0][1]}
+            # Named after its first item, which no file in `out` held: a new name, never an overwrite.
+            save_npz(os.path.join(self.out, f"{self.name}_part{indices[0]:09d}.npz"),
+                     indices=np.asarray(indices), **arrays)
+            self.pending.clear()
+        self.saved = time.time()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.save()
+
+
+def merge(out, name):
+    """Gathers <out>/<name>.npz and the parts beside it into <out>/<name>.npz (items 0..n-1 in
+    order), then deletes the parts; checks that every number up to the largest is there. Returns
+    the merged arrays (a dict)."""
+    merged = os.path.join(out, f"{name}.npz")
+    parts = _parts(out, name)
+    if not parts and not os.path.exists(merged):
+        raise FileNotFoundError(f"{out}: no {name}.npz or {name}_part*.npz to merge")
+    indices, arrays = [], {}
+    for path in [merged] * os.path.exists(merged) + parts:
+        with np.load(path) as f:
+            keys = [k for k in f.files if k != "indices"]
+            for k in keys:
+                arrays.setdefault(k, []).append(f[k])
+            indices.append(f["indices"] if "indices" in f.files else np.arange(len(f[keys[0]])))
+    indices = np.concatenate(indices)
+    # A merge stopped between writing <name>.npz and deleting the parts leaves items twice: the first is kept.
+    indices, first = np.unique(indices, return_index=True)
+    if not np.array_equal(indices, np.arange(len(indices))):
+        missing = sorted(set(range(int(indices[-1]) + 1)) - set(indices.tolist()))
+        raise ValueError(f"{out}: {name} {missing[:5]}{' ...' if len(missing) > 5 else ''} are missing "
+                         f"({len(indices)} of 0..{indices[-1]} there)")
+    arrays = {k: np.concatenate(v)[first] for k, v in arrays.items()}
+    if parts:
+        save_npz(merged, **arrays)
+    for path in parts:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    return arrays

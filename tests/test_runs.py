@@ -1,0 +1,81 @@
+"""fastsde.runs: results saved in parts as they come, a rerun refused unless made alike, the gaps of
+a run cut short found, the parts merged once (and merged right if a merge was cut short)."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from fastsde import runs
+
+
+def part(out, indices, name="r"):
+    with runs.Saver(str(out), name) as saver:
+        saver.add(indices, value=np.asarray(indices, dtype=np.float32) * 10, pair=np.zeros((len(indices), 2)))
+
+
+def test_saver_saves_on_its_timer_and_on_the_way_out_of_an_error(tmp_path, monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(runs.time, "time", lambda: clock[0])
+    with pytest.raises(KeyboardInterrupt):
+        with runs.Saver(str(tmp_path), "r", seconds=60) as saver:
+            saver.add([0, 1], value=np.array([0.0, 1.0]))
+            clock[0] = 59.0
+            saver.add([2], value=np.array([2.0]))
+            assert not os.listdir(tmp_path)  # not a minute yet
+            clock[0] = 60.0
+            saver.add([3], value=np.array([3.0]))
+            assert sorted(os.listdir(tmp_path)) == ["r_part000000000.npz"]
+            saver.add([4], value=np.array([4.0]))
+            raise KeyboardInterrupt
+    assert sorted(os.listdir(tmp_path)) == ["r_part000000000.npz", "r_part000000004.npz"]
+    with np.load(tmp_path / "r_part000000000.npz") as f:
+        assert f["indices"].tolist() == [0, 1, 2, 3] and f["value"].tolist() == [0, 1, 2, 3]
+    assert runs.done(str(tmp_path), "r", "value") == {0, 1, 2, 3, 4}
+
+
+def test_todo_fills_the_gaps_of_a_longer_run_cut_short(tmp_path):
+    part(tmp_path, [0, 1, 5])
+    assert runs.todo(str(tmp_path), "r", "value", 3) == ([2, 3, 4], 6)  # item 5 is kept, so 2..4 are computed
+    with pytest.raises(ValueError, match=r"r \[2, 3, 4\] are missing \(3 of 0..5 there\)"):
+        runs.merge(str(tmp_path), "r")
+    part(tmp_path, [3, 2, 4])
+    merged = runs.merge(str(tmp_path), "r")
+    assert merged["value"].tolist() == [0, 10, 20, 30, 40, 50] and merged["pair"].shape == (6, 2)
+    assert sorted(os.listdir(tmp_path)) == ["r.npz"] and runs._rows(str(tmp_path / "r.npz"), "value") == 6
+    assert runs.todo(str(tmp_path), "r", "value", 8) == ([6, 7], 8)
+
+
+def test_merge_keeps_one_copy_of_items_saved_twice(tmp_path):
+    # A merge stopped after writing r.npz but before deleting the parts leaves both.
+    part(tmp_path, [0, 1, 2, 3])
+    runs.save_npz(str(tmp_path / "r.npz"), value=np.array([0, 10, 20], np.float32), pair=np.zeros((3, 2)))
+    assert runs.done(str(tmp_path), "r", "value") == {0, 1, 2, 3}
+    assert runs.merge(str(tmp_path), "r")["value"].tolist() == [0, 10, 20, 30]
+    assert runs.merge(str(tmp_path), "r")["value"].tolist() == [0, 10, 20, 30]  # merged already: unchanged
+    with pytest.raises(FileNotFoundError, match="no r.npz or r_part"):
+        runs.merge(str(tmp_path / "empty"), "r")
+
+
+def test_a_run_resumes_only_when_made_alike(tmp_path):
+    out, settings = str(tmp_path), {"seed": 0, "precision": "fp32", "config": {"nf": 16, "mult": (1, 2)}}
+    runs.start(out, "r", settings)
+    part(tmp_path, [0])
+    runs.start(out, "r", {"seed": 0, "precision": "fp32", "config": {"nf": 16, "mult": [1, 2]}})  # JSON-equal
+    with pytest.raises(ValueError, match=r"holds r of another run \(precision: 'fp32' there, 'bf16' here; "
+                                         r"seed: 0 there, 1 here\).*--overwrite"):
+        runs.start(out, "r", {**settings, "seed": 1, "precision": "bf16"})
+    with pytest.raises(ValueError, match=r"\(config differs\)"):
+        runs.start(out, "r", {**settings, "config": {"nf": 32, "mult": [1, 2], "long": "x" * 60}})
+    with pytest.raises(ValueError, match=r"\(extra: None there, 1 here\)"):
+        runs.start(out, "r", {**settings, "extra": 1})
+    assert runs.done(out, "r", "value") == {0}
+    (tmp_path / "r.png").write_bytes(b"a picture of the old results")
+    (tmp_path / "other.txt").write_text("kept")
+    runs.start(out, "r", {**settings, "seed": 1}, overwrite=True, also=["r.png"])
+    assert sorted(os.listdir(tmp_path)) == ["other.txt", "r.json"] and json.load(open(tmp_path / "r.json"))["seed"] == 1
+    # Results without a r.json (another tool's, or an older fastsde's) are never taken for this run's.
+    os.unlink(tmp_path / "r.json")
+    runs.save_npz(str(tmp_path / "r.npz"), value=np.zeros(2))
+    with pytest.raises(ValueError, match="holds r but no r.json"):
+        runs.start(out, "r", settings)
