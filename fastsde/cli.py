@@ -1,4 +1,4 @@
-"""The `fastsde` command: train, sample, likelihood, eval, inpaint, colorize, train-classifier,
+"""The `fastsde` command: train, sample, likelihood, eval, stats, inpaint, colorize, train-classifier,
 convert, merge, configs, bench, info.
 
 With no --ckpt, sample / likelihood / inpaint / colorize / bench use the embedded default model (fastsde/assets/
@@ -327,6 +327,17 @@ def cmd_eval(args):
     print("  ".join(f"{k} {v:.4f}" for k, v in result.items()) + f"  ({len(images)} samples)")
 
 
+def cmd_stats(args):
+    import numpy as np
+    from . import data, metrics, runs
+    images = data.load(args.data, args.split)
+    net = metrics.load_feature_net(args.inception, _device(args))
+    pool, _ = metrics.extract(net, images, args.batch_size, _device(args))
+    runs.save_npz(args.out, pool_3=pool.astype(np.float32))
+    print(f"wrote {args.out}: the {pool.shape[1]}-dimensional features of {len(images)} images (as 'pool_3', "
+          f"the official statistics files' key); use it as `fastsde eval --stats`")
+
+
 def cmd_convert(args):
     from .checkpoint import convert_checkpoint
     dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
@@ -374,7 +385,7 @@ def cmd_info(args):
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="fastsde", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="fastsde", description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -483,6 +494,16 @@ def parser():
     q.add_argument("--batch-size", type=int, default=250)
     q.add_argument("--device")
     q.set_defaults(run=cmd_eval)
+
+    q = sub.add_parser("stats", help="reference statistics of a dataset for `fastsde eval --stats`")
+    q.add_argument("--data", required=True, help="a .npz file, an image folder or 'digits' / 'digits_rgb'")
+    q.add_argument("--split", default="train", help="split of the embedded dataset (default: train, as the "
+                                                    "official CIFAR-10 statistics)")
+    q.add_argument("--inception", required=True, help="the feature network file that `fastsde eval` will use")
+    q.add_argument("--out", required=True, help="the statistics .npz to write")
+    q.add_argument("--batch-size", type=int, default=250)
+    q.add_argument("--device")
+    q.set_defaults(run=cmd_stats)
 
     q = sub.add_parser("convert", help="official .pth -> .safetensors (weights + config)")
     q.add_argument("--ckpt", required=True)

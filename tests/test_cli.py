@@ -54,8 +54,8 @@ def test_the_command_is_installed_and_runs_as_a_module():
     (entry,) = importlib.metadata.entry_points(group="console_scripts", name="fastsde")
     assert entry.value == "fastsde.cli:main"
     out = subprocess.run([sys.executable, "-m", "fastsde", "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("train", "sample", "likelihood", "eval", "inpaint", "colorize", "train-classifier", "convert",
-                    "configs", "bench", "info"):
+    for command in ("train", "sample", "likelihood", "eval", "stats", "inpaint", "colorize", "train-classifier",
+                    "convert", "merge", "configs", "bench", "info"):
         assert command in out
 
 
@@ -154,6 +154,15 @@ def test_eval_and_convert(tmp_path, capsys):
                "--inception", tmp_path / "net.pt2") == 0
     out = capsys.readouterr().out
     assert out.startswith("fid ") and "inception_score" in out and "(20 samples)" in out
+    # Statistics of a dataset, as the official files hold them: the samples against their own are at FID 0.
+    assert run("stats", "--data", tmp_path / "samples.npz", "--inception", tmp_path / "net.pt2",
+               "--out", tmp_path / "own.npz") == 0
+    assert "the 4-dimensional features of 20 images" in capsys.readouterr().out
+    with np.load(tmp_path / "own.npz") as f:
+        assert f.files == ["pool_3"] and f["pool_3"].shape == (20, 4) and f["pool_3"].dtype == np.float32
+    assert run("eval", "--samples", tmp_path / "samples.npz", "--stats", tmp_path / "own.npz",
+               "--inception", tmp_path / "net.pt2") == 0
+    assert abs(float(capsys.readouterr().out.split()[1])) < 1e-5
     official = os.path.join(FIXTURES, "ncsnpp_ve_cifar_small.pth")
     config = os.path.join(FIXTURES, "ncsnpp_ve_cifar_small.json")
     assert run("convert", "--ckpt", official, "--config", config, "--out", tmp_path / "w.safetensors") == 0
