@@ -543,7 +543,7 @@ def main(argv=None):
     try:
         args.run(args)
     except KeyboardInterrupt:
-        print("fastsde: interrupted", file=sys.stderr)
+        print("\nfastsde: interrupted", file=sys.stderr)  # after a progress line, on a line of its own
         return 130
     except Exception as e:  # one clear line for users; --debug for the traceback
         if args.debug:

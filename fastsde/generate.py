@@ -95,15 +95,12 @@ class Progress:
         self.stream.flush()
 
 
-def sample_batches(score_fn, sde, config, indices, batch_size, seed=0, progress=None, **kwargs):
+def sample_batches(score_fn, sde, config, indices, batch_size, seed=0, **kwargs):
     """Yields, batch by batch, (sample numbers [n], uint8 images [n, C, H, W] on the CPU, network
-    evaluations per image) for the sample numbers `indices`. progress: a Progress to update.
-    kwargs go to sample_batch."""
+    evaluations per image) for the sample numbers `indices`. kwargs go to sample_batch."""
     for k in range(0, len(indices), batch_size):
         chunk = indices[k:k + batch_size]
         x, nfe = sample_batch(score_fn, sde, config, chunk, seed, **kwargs)
-        if progress:
-            progress.update(len(chunk))
         yield chunk, data.to_uint8(x, config.data.centered).cpu(), nfe
 
 
@@ -116,8 +113,10 @@ def sample_to(out, score_fn, sde, config, indices, batch_size, seed=0, save_seco
     bar = Progress(len(indices), progress) if progress else None
     nfe, start = 0, time.time()
     with runs.Saver(out, "samples", save_seconds) as saver:
-        for chunk, images, nfe in sample_batches(score_fn, sde, config, indices, batch_size, seed, bar, **kwargs):
+        for chunk, images, nfe in sample_batches(score_fn, sde, config, indices, batch_size, seed, **kwargs):
             saver.add(chunk, samples=images.permute(0, 2, 3, 1).numpy())
+            if bar:  # what it counts is saved, or will be on the way out
+                bar.update(len(chunk))
     return nfe, time.time() - start
 
 

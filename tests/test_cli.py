@@ -2,6 +2,7 @@
 import importlib.metadata
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -94,6 +95,30 @@ def test_sample_writes_npz_and_png_and_is_batch_independent(tiny_ckpt, tmp_path,
                "--out", tmp_path / "b") == 0
     with np.load(tmp_path / "b" / "samples.npz") as f:
         assert len(f["samples"]) == 2 and not np.array_equal(f["samples"], a[:2])
+
+
+def test_sample_stopped_by_ctrl_c_resumes_to_the_samples_of_an_unbroken_run(tiny_ckpt, tmp_path):
+    command = [sys.executable, "-m", "fastsde", "sample", "--ckpt", tiny_ckpt, "--num-samples", "30"]
+    subprocess.run([*command, "--batch-size", "30", "--out", str(tmp_path / "whole")], check=True,
+                   capture_output=True, timeout=300)
+    stopped = subprocess.Popen([*command, "--batch-size", "1", "--out", str(tmp_path / "cut")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = b""
+    while b"] 1/30" not in seen:  # the progress line: the first sample is drawn, 29 to go
+        chunk = os.read(stopped.stderr.fileno(), 4096)
+        assert chunk, seen.decode()
+        seen += chunk
+    stopped.send_signal(signal.SIGINT)
+    _, err = stopped.communicate(timeout=300)
+    assert stopped.returncode == 130 and err.decode().endswith("\nfastsde: interrupted\n")
+    (part,) = [f for f in os.listdir(tmp_path / "cut") if f.startswith("samples_part")]
+    with np.load(tmp_path / "cut" / part) as f:
+        assert 1 <= len(f["indices"]) < 30  # saved on the way out, though not a minute old
+    resumed = subprocess.run([*command, "--batch-size", "7", "--out", str(tmp_path / "cut")], check=True,
+                             capture_output=True, text=True, timeout=300).stdout
+    assert "were there already" in resumed
+    with np.load(tmp_path / "whole" / "samples.npz") as a, np.load(tmp_path / "cut" / "samples.npz") as b:
+        assert np.array_equal(a["samples"], b["samples"])
 
 
 def test_sample_with_philox_noise_is_batch_independent(tiny_ckpt, tmp_path):
