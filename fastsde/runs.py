@@ -11,6 +11,7 @@ import contextlib
 import glob
 import json
 import os
+import signal
 import time
 import zipfile
 
@@ -86,9 +87,15 @@ def todo(out, name, key, count):
     return [i for i in range(total) if i not in have], total
 
 
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)  # as an exception, so that `with` blocks run their exits
+
+
 class Saver:
     """Collects results with add(indices, **arrays) and saves them as a part of run `name` in `out`
-    at least every `seconds`, and on leaving its `with` block, error or Ctrl-C included."""
+    at least every `seconds`, and on leaving its `with` block, error, Ctrl-C or SIGTERM included (a
+    batch scheduler's notice before it kills a job: inside the block it ends the process with
+    SystemExit(143) once the results are saved)."""
 
     def __init__(self, out, name, seconds=60):
         self.out, self.name, self.seconds = out, name, seconds
@@ -110,10 +117,17 @@ class Saver:
         self.saved = time.time()
 
     def __enter__(self):
+        self.sigterm = None
+        with contextlib.suppress(ValueError):  # signal handlers can only be set in the main thread
+            self.sigterm = signal.signal(signal.SIGTERM, _terminated)
         return self
 
     def __exit__(self, *exc):
-        self.save()
+        try:
+            self.save()
+        finally:
+            if self.sigterm is not None:
+                signal.signal(signal.SIGTERM, self.sigterm)
 
 
 def merge(out, name):

@@ -2,6 +2,8 @@
 a run cut short found, the parts merged once (and merged right if a merge was cut short)."""
 import json
 import os
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -32,6 +34,18 @@ def test_saver_saves_on_its_timer_and_on_the_way_out_of_an_error(tmp_path, monke
     with np.load(tmp_path / "r_part000000000.npz") as f:
         assert f["indices"].tolist() == [0, 1, 2, 3] and f["value"].tolist() == [0, 1, 2, 3]
     assert runs.done(str(tmp_path), "r", "value") == {0, 1, 2, 3, 4}
+
+
+def test_saver_saves_when_terminated_and_then_exits(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stop:
+        with runs.Saver(str(tmp_path), "r", seconds=1e9) as saver:
+            saver.add([0, 1], value=np.array([0.0, 1.0]))
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs at the next bytecode; never this long
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert runs.done(str(tmp_path), "r", "value") == {0, 1}
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 def test_todo_fills_the_gaps_of_a_longer_run_cut_short(tmp_path):
