@@ -80,6 +80,20 @@ def _classifier(args, sde, config, device):
     return net
 
 
+def _start_run(args, name, settings, rank, world, device, also=()):
+    """runs.start of run `name` in --out on rank 0 (settings: a function, so that only rank 0 hashes
+    the weights), its refusal raised on every process, so that none is left waiting for rank 0."""
+    from . import runs, train
+    refused = None
+    if rank == 0:
+        try:
+            runs.start(args.out, name, settings(), args.overwrite, also)
+        except ValueError as e:
+            refused = e
+    if train.any_rank(refused is not None, world, device):
+        raise refused or ValueError(f"rank 0 refused to write into {args.out} (its message says why)")
+
+
 def cmd_train(args):
     from . import configs, train
     config = configs.load(args.config)
@@ -112,16 +126,9 @@ def cmd_sample(args):
         guided = dict(class_label=label, classifier=checkpoint.digest(net), scale=scale)
     kwargs = dict(sampler=args.sampler, steps=args.steps, predictor=args.predictor, corrector=args.corrector,
                   snr=args.snr, noise=args.noise)
-    refused = None
-    if rank == 0:
-        settings = generate.run_settings(sde, config, args.seed, weights=checkpoint.digest(model),
-                                         precision=args.precision, **guided, **kwargs)
-        try:
-            runs.start(args.out, "samples", settings, args.overwrite, also=["samples.png"])
-        except ValueError as e:
-            refused = e
-    if train.any_rank(refused is not None, world, device):  # every process stops, none waits for rank 0
-        raise refused or ValueError(f"rank 0 refused to sample into {args.out} (its message says why)")
+    _start_run(args, "samples", lambda: generate.run_settings(
+        sde, config, args.seed, weights=checkpoint.digest(model), precision=args.precision, **guided, **kwargs),
+        rank, world, device, also=["samples.png"])
     missing, total = runs.todo(args.out, "samples", "samples", args.num_samples)
     _barrier(world)  # every process has listed what is there before any writes more
     nfe, seconds = generate.sample_to(args.out, score_fn, sde, config, missing[rank::world], args.batch_size,
@@ -289,26 +296,33 @@ def cmd_merge(args):
 def cmd_likelihood(args):
     import contextlib
     import hashlib
-    from . import checkpoint, data, generate, likelihood, runs
-    device = _device(args)
+    from . import checkpoint, data, generate, likelihood, runs, train
+    rank, world = train.distributed()
+    if world > 1 and not args.out:
+        raise ValueError("likelihood under torchrun needs --out (the processes share their results through it)")
+    device = _device(args, rank)
     model, sde, config = _model(args, device)
     images = data.load(args.data, args.split) if args.data else data.dataset(config, args.split)
     images = images[:args.num_samples] if args.num_samples else images
     score_fn = _score_fn(args, model, sde, config, device)
     total, skip = len(images) * args.repeats, set()
     if args.out:
-        settings = dict(weights=checkpoint.digest(model), config=config, precision=args.precision,
-                        images=hashlib.sha256(images.contiguous().numpy()).hexdigest(), num_images=len(images),
-                        repeats=args.repeats, batch_size=args.batch_size, seed=args.seed, tol=args.tol)
-        runs.start(args.out, "bpd", settings, args.overwrite)
+        _start_run(args, "bpd", lambda: dict(
+            weights=checkpoint.digest(model), config=config, precision=args.precision,
+            images=hashlib.sha256(images.contiguous().numpy()).hexdigest(), num_images=len(images),
+            repeats=args.repeats, batch_size=args.batch_size, seed=args.seed, tol=args.tol), rank, world, device)
         skip = runs.done(args.out, "bpd", "bpd")
-    bar = generate.Progress(total - len(skip), "likelihood")
+        _barrier(world)  # every process has listed what is there before any writes more
+    bar = generate.Progress((total - len(skip)) // world, f"likelihood (rank {rank})" if world > 1 else "likelihood")
     start = time.time()
     with runs.Saver(args.out, "bpd") if args.out else contextlib.nullcontext() as saver:
         _, per_item, _, nfe = likelihood.dataset_bits_per_dim(
             score_fn, sde, images, config.data.centered, args.batch_size, args.repeats, args.seed, device,
             progress=bar.update, skip=skip, on_batch=saver and (lambda items, bpd: saver.add(items, bpd=bpd.numpy())),
-            rtol=args.tol, atol=args.tol)
+            rank=rank, world=world, rtol=args.tol, atol=args.tol)
+    _barrier(world)
+    if rank > 0:
+        return
     saved = ""
     if args.out:
         per_item = torch.from_numpy(runs.merge(args.out, "bpd")["bpd"])
@@ -316,7 +330,8 @@ def cmd_likelihood(args):
                  f"{os.path.join(args.out, 'bpd.npz')} (bits/dim of each image in each pass, pass after pass)")
     sem = float(per_item.std() / len(per_item) ** 0.5) if len(per_item) > 1 else float("nan")
     print(f"{float(per_item.mean()):.4f} bits/dim (+- {sem:.4f} s.e.) over {len(images)} images x {args.repeats} "
-          f"repeats, {nfe} network evaluations, {time.time() - start:.1f} s{saved}")
+          f"repeats, {nfe} network evaluations{' on rank 0' if world > 1 else ''}, {time.time() - start:.1f} s"
+          f"{saved}")
 
 
 def cmd_eval(args):

@@ -68,33 +68,31 @@ def bits_per_dim(score_fn, sde, x, centered=True, **kwargs):
 
 
 def dataset_bits_per_dim(score_fn, sde, images, centered, batch_size=100, repeats=1, seed=0, device="cpu",
-                         progress=None, skip=(), on_batch=None, **kwargs):
+                         progress=None, skip=(), on_batch=None, rank=0, world=1, **kwargs):
     """Bits/dim of uint8 images [N, C, H, W] as the official evaluation computes them: each of
     `repeats` passes dequantizes every image afresh ((img + U) / 256) and integrates with its own
     Hutchinson probes, on `device`. Item r * N + i is image i in pass r; a batch is images [k, k +
     batch_size) of one pass, its noise drawn from seeds of its own (seed, r, k), so that any batch
-    can be computed alone: skip (item numbers) leaves out the batches it covers, and on_batch(items,
-    bpd [b]) is called after each batch. progress: called with the number of images after each
-    batch. Returns (mean bpd, bpd of the items computed [n], their item numbers [n], network
-    evaluations)."""
+    can be computed alone: skip (item numbers) leaves out the batches it covers, rank of `world`
+    processes computes every world-th of the others, and on_batch(items, bpd [b]) is called after
+    each batch. progress: called with the number of images after each batch. Returns (mean bpd,
+    bpd of the items computed [n], their item numbers [n], network evaluations)."""
     from .data import to_model
-    skip = set(skip)
+    skip, N = set(skip), len(images)
+    batches = [(r, k) for r in range(repeats) for k in range(0, N, batch_size)
+               if not skip.issuperset(range(r * N + k, r * N + min(k + batch_size, N)))]
     results, items, nfe = [], [], 0
-    for r in range(repeats):
-        for k in range(0, len(images), batch_size):
-            batch = list(range(r * len(images) + k, r * len(images) + min(k + batch_size, len(images))))
-            if skip.issuperset(batch):
-                continue
-            key = (int(seed) * 1_000_003 + r) * 1_000_003 + k
-            uniform, probes = torch.Generator().manual_seed(key), torch.Generator(device).manual_seed(key + 1)
-            x = to_model(images[k:k + batch_size], centered, dequantize=True, generator=uniform).to(device)
-            bpd, _, n = bits_per_dim(score_fn, sde, x, centered=centered, generator=probes, **kwargs)
-            results.append(bpd.cpu())
-            items += batch
-            nfe += n
-            if on_batch:
-                on_batch(batch, results[-1])
-            if progress:
-                progress(len(x))
+    for r, k in batches[rank::world]:
+        key = (int(seed) * 1_000_003 + r) * 1_000_003 + k
+        uniform, probes = torch.Generator().manual_seed(key), torch.Generator(device).manual_seed(key + 1)
+        x = to_model(images[k:k + batch_size], centered, dequantize=True, generator=uniform).to(device)
+        bpd, _, n = bits_per_dim(score_fn, sde, x, centered=centered, generator=probes, **kwargs)
+        results.append(bpd.cpu())
+        items += range(r * N + k, r * N + k + len(x))
+        nfe += n
+        if on_batch:
+            on_batch(items[-len(x):], results[-1])
+        if progress:
+            progress(len(x))
     results = torch.cat(results) if results else torch.zeros(0)
     return float(results.mean()), results, torch.tensor(items, dtype=torch.long), nfe

@@ -43,4 +43,23 @@ def test_sharded_sampling_matches_one_process(tmp_path):
     assert sorted(os.listdir(tmp_path / "two")) == ["samples.json", "samples.npz", "samples.png"]  # parts merged
     # Another run into the folder: every process stops with rank 0's reason (none hangs at a barrier).
     err = torchrun("-m", "fastsde", *common, "--seed", 1, "--out", tmp_path / "two", rc=1, timeout=120)
-    assert "seed: 0 there, 1 here" in err and "rank 0 refused to sample into" in err
+    assert "seed: 0 there, 1 here" in err and "rank 0 refused to write into" in err
+
+
+def test_sharded_likelihood_matches_one_process(tmp_path):
+    torch.manual_seed(0)
+    config = tiny_config()
+    checkpoint.save_safetensors(tmp_path / "m.safetensors", perturb(create_model(config)), config)
+    common = ["likelihood", "--ckpt", tmp_path / "m.safetensors", "--num-samples", 5, "--batch-size", 2,
+              "--repeats", 2, "--tol", 1e-3]
+    out = torchrun("-m", "fastsde", *common, "--out", tmp_path / "two")
+    assert "over 5 images x 2 repeats" in out
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as under torchrun: the same sums in the same order
+    subprocess.run([sys.executable, "-m", "fastsde", *map(str, common), "--out", str(tmp_path / "one")],
+                   check=True, capture_output=True, timeout=300, env=env)
+    with np.load(tmp_path / "one" / "bpd.npz") as a, np.load(tmp_path / "two" / "bpd.npz") as b:
+        assert a["bpd"].shape == (10,) and np.isfinite(a["bpd"]).all()
+        np.testing.assert_allclose(b["bpd"], a["bpd"], rtol=1e-6)
+    assert sorted(os.listdir(tmp_path / "two")) == ["bpd.json", "bpd.npz"]
+    err = torchrun("-m", "fastsde", *common, rc=1, timeout=120)
+    assert "likelihood under torchrun needs --out" in err
