@@ -181,6 +181,29 @@ def test_bits_per_dim_offset():
     torch.testing.assert_close(bpd8, bpd + 1)
 
 
+@pytest.mark.parametrize("seed", [0, -3, 2 ** 62])
+def test_dataset_bits_per_dim_computes_any_batch_alone(seed):
+    # Each batch's noise comes from seeds of its own: what is skipped or shared out changes nothing else.
+    from fastsde.likelihood import dataset_bits_per_dim
+    images = torch.randint(0, 256, (5, 1, 1, 2), dtype=torch.uint8, generator=torch.Generator().manual_seed(9))
+    sde, score_fn = VPSDE(), lambda x, t: GMM.score_fn(VPSDE())(x.reshape(-1, 2), t).reshape(x.shape)
+    run = lambda **kw: dataset_bits_per_dim(score_fn, sde, images, True, batch_size=2, repeats=2,  # noqa: E731
+                                            rtol=1e-4, atol=1e-4, **{"seed": seed, **kw})
+    mean, bpd, items, nfe = run()
+    assert items.tolist() == list(range(10)) and bpd.shape == (10,) and torch.isfinite(bpd).all()
+    assert mean == pytest.approx(float(bpd.mean())) and nfe > 0
+    seen = []
+    _, rest, rest_items, _ = run(skip={0, 1, 7}, on_batch=lambda items, b: seen.append(list(items)))
+    # Batches of 2 within each pass of 5 images: 7 alone does not make its batch [7, 8] skipped.
+    assert rest_items.tolist() == [2, 3, 4, 5, 6, 7, 8, 9] and seen == [[2, 3], [4], [5, 6], [7, 8], [9]]
+    assert torch.equal(rest, bpd[rest_items])
+    shares = [run(rank=r, world=3) for r in range(3)]
+    assert sorted(i for s in shares for i in s[2].tolist()) == list(range(10))
+    for _, b, i, _ in shares:
+        assert torch.equal(b, bpd[i])
+    assert run(seed=seed + 1)[1].ne(bpd).any()
+
+
 @pytest.mark.parametrize("name,predictor,corrector,snr", [PC_CASES[0], PC_CASES[4], PC_CASES[7]])
 def test_pc_sampler_on_the_triton_kernels(name, predictor, corrector, snr, monkeypatch):
     # FASTSDE_BACKEND=triton: every update step through the Triton kernels (interpreted without a GPU).
