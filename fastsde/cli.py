@@ -399,6 +399,23 @@ def cmd_info(args):
     print("\n".join(report()))
 
 
+def _positive(kind):
+    """An argparse type: a number of `kind` (int or float) above zero (argparse names the argument)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0:
+            raise argparse.ArgumentTypeError(f"must be a positive {'integer' if kind is int else 'number'}, "
+                                             f"got {text!r}")
+        return value
+    return parse
+
+
+_count, _amount = _positive(int), _positive(float)
+
+
 def parser():
     p = argparse.ArgumentParser(prog="fastsde", description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -420,8 +437,8 @@ def parser():
     q.add_argument("--config", default="digits")
     q.add_argument("--workdir", required=True)
     q.add_argument("--data", help="a .npz file or image folder (default: the config's dataset)")
-    q.add_argument("--steps", type=int, help="train up to this step (default: training.n_iters)")
-    q.add_argument("--batch-size", type=int, help="override training.batch_size (all processes together)")
+    q.add_argument("--steps", type=_count, help="train up to this step (default: training.n_iters)")
+    q.add_argument("--batch-size", type=_count, help="override training.batch_size (all processes together)")
     q.add_argument("--seed", type=int)
     q.add_argument("--device")
     q.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
@@ -430,10 +447,11 @@ def parser():
     q = sub.add_parser("sample", help="draw samples; writes samples.npz and samples.png")
     model_args(q)
     q.add_argument("--out", default="samples")
-    q.add_argument("--num-samples", type=int, default=64)
-    q.add_argument("--batch-size", type=int, default=64)
+    q.add_argument("--num-samples", type=_count, default=64)
+    q.add_argument("--batch-size", type=_count, default=64)
     q.add_argument("--sampler", default="pc", choices=("pc", "ode", "heun", "dpmpp_2m"))
-    q.add_argument("--steps", type=int, help="pc: N (default: the config's num_scales); heun/dpmpp_2m: steps (20)")
+    q.add_argument("--steps", type=_count,
+                   help="pc: N (default: the config's num_scales); heun/dpmpp_2m: steps (20)")
     q.add_argument("--predictor", help="pc predictor (default: the config's)")
     q.add_argument("--corrector", help="pc corrector (default: the config's)")
     q.add_argument("--snr", type=float, help="Langevin signal-to-noise ratio (default: the config's)")
@@ -454,9 +472,9 @@ def parser():
         q.add_argument("--images", help=f"{what}: a .npz file, an image folder or 'digits' / 'digits_rgb' "
                                         "(default: the model's held-out data)")
         q.add_argument("--split", default="test", help="split of the embedded dataset (default: test)")
-        q.add_argument("--num-samples", type=int, default=16)
+        q.add_argument("--num-samples", type=_count, default=16)
         q.add_argument("--out", default="samples")
-        q.add_argument("--steps", type=int, help="PC steps N (default: the config's num_scales)")
+        q.add_argument("--steps", type=_count, help="PC steps N (default: the config's num_scales)")
         q.add_argument("--predictor")
         q.add_argument("--corrector")
         q.add_argument("--snr", type=float)
@@ -475,11 +493,11 @@ def parser():
     q.add_argument("--config", default="digits", help="the config whose SDE and data to use")
     q.add_argument("--data", help="'digits', 'digits_rgb' or a .npz with 'labels' (default: the config's)")
     q.add_argument("--out", required=True)
-    q.add_argument("--steps", type=int, default=3000)
-    q.add_argument("--batch-size", type=int, default=128)
-    q.add_argument("--lr", type=float, default=1e-3)
-    q.add_argument("--blocks", type=int, default=2, help="blocks per group (the JAX CIFAR-10 classifier: 4)")
-    q.add_argument("--width", type=int, default=2, help="channel multiplier (the JAX CIFAR-10 classifier: 10)")
+    q.add_argument("--steps", type=_count, default=3000)
+    q.add_argument("--batch-size", type=_count, default=128)
+    q.add_argument("--lr", type=_amount, default=1e-3)
+    q.add_argument("--blocks", type=_count, default=2, help="blocks per group (the JAX CIFAR-10 classifier: 4)")
+    q.add_argument("--width", type=_count, default=2, help="channel multiplier (the JAX CIFAR-10 classifier: 10)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--device")
     q.set_defaults(run=cmd_train_classifier)
@@ -492,10 +510,10 @@ def parser():
     model_args(q)
     q.add_argument("--data", help="a .npz file, an image folder or 'digits' (default: the config's dataset)")
     q.add_argument("--split", default="test", help="split of the embedded dataset (default: test)")
-    q.add_argument("--num-samples", type=int, help="the first N images only")
-    q.add_argument("--batch-size", type=int, default=100)
-    q.add_argument("--repeats", type=int, default=1, help="passes with fresh dequantization (official: 5)")
-    q.add_argument("--tol", type=float, default=1e-5, help="RK45 rtol and atol (official: 1e-5)")
+    q.add_argument("--num-samples", type=_count, help="the first N images only")
+    q.add_argument("--batch-size", type=_count, default=100)
+    q.add_argument("--repeats", type=_count, default=1, help="passes with fresh dequantization (official: 5)")
+    q.add_argument("--tol", type=_amount, default=1e-5, help="RK45 rtol and atol (official: 1e-5)")
     q.add_argument("--out", help="save the bits/dim of each image to OUT/bpd.npz as they come, and resume a run "
                                  "stopped midway from them")
     q.add_argument("--overwrite", action="store_true", help="discard the results of an earlier run in --out")
@@ -506,7 +524,7 @@ def parser():
     q.add_argument("--stats", required=True, help="reference statistics .npz ('pool_3' or 'mu'/'sigma')")
     q.add_argument("--inception", required=True, help="feature network file, torch.export .pt2 or TorchScript "
                                                       "(uint8 images -> features or (features, logits))")
-    q.add_argument("--batch-size", type=int, default=250)
+    q.add_argument("--batch-size", type=_count, default=250)
     q.add_argument("--device")
     q.set_defaults(run=cmd_eval)
 
@@ -516,7 +534,7 @@ def parser():
                                                     "official CIFAR-10 statistics)")
     q.add_argument("--inception", required=True, help="the feature network file that `fastsde eval` will use")
     q.add_argument("--out", required=True, help="the statistics .npz to write")
-    q.add_argument("--batch-size", type=int, default=250)
+    q.add_argument("--batch-size", type=_count, default=250)
     q.add_argument("--device")
     q.set_defaults(run=cmd_stats)
 
@@ -538,9 +556,9 @@ def parser():
                    "fp32, tf32, bf16 on GPUs, fp32 on CPUs; bf16 pays on CPUs with AMX for large networks)")
     q.add_argument("--batch-sizes", default="1,16", help="comma-separated (default 1,16)")
     q.add_argument("--samplers", default="pc,dpmpp_2m", help="comma-separated: pc, dpmpp_2m, heun")
-    q.add_argument("--pc-steps", type=int, default=25, help="PC steps timed (reported for the full N)")
-    q.add_argument("--solver-steps", type=int, default=20, help="steps of the fast solvers")
-    q.add_argument("--repeats", type=int, default=3, help="timed runs per case (median)")
+    q.add_argument("--pc-steps", type=_count, default=25, help="PC steps timed (reported for the full N)")
+    q.add_argument("--solver-steps", type=_count, default=20, help="steps of the fast solvers")
+    q.add_argument("--repeats", type=_count, default=3, help="timed runs per case (median)")
     q.add_argument("--official", help="a local yang-song/score_sde_pytorch checkout, timed beside")
     q.add_argument("--accuracy", action="store_true", help="also the fast paths' image differences")
     q.add_argument("--likelihood", action="store_true",

@@ -60,8 +60,9 @@ def sample_batch(score_fn, sde, config, indices, seed, sampler="pc", steps=None,
                                   generator=generators, device=device, per_sample=True, cuda_graph=cuda_graph)
     if sampler == "ode":
         return sampling.ode_sample(score_fn, sde, shape, "RK45", eps=eps, generator=generators, device=device)
-    return sampling.ode_sample(score_fn, sde, shape, sampler, steps=steps or SOLVER_STEPS, eps=eps,
-                               generator=generators, device=device, cuda_graph=cuda_graph)
+    steps = SOLVER_STEPS if steps is None else steps
+    return sampling.ode_sample(score_fn, sde, shape, sampler, steps=steps, eps=eps, generator=generators, device=device,
+                               cuda_graph=cuda_graph)
 
 
 def run_settings(sde, config, seed, sampler="pc", steps=None, predictor=None, corrector=None, snr=None,
@@ -71,7 +72,7 @@ def run_settings(sde, config, seed, sampler="pc", steps=None, predictor=None, co
     s = config.sampling
     pc = sampler == "pc"
     return dict(config=config, seed=seed, sampler=sampler, noise=noise,
-                steps=sde.N if pc else None if sampler == "ode" else steps or SOLVER_STEPS,
+                steps=sde.N if pc else None if sampler == "ode" else SOLVER_STEPS if steps is None else steps,
                 predictor=(predictor or s.predictor) if pc else None,
                 corrector=(corrector or s.corrector) if pc else None,
                 snr=(s.snr if snr is None else snr) if pc else None, **extra)

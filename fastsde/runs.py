@@ -37,6 +37,8 @@ def start(out, name, settings, overwrite=False, also=()):
     (`settings`, a JSON-able dict of what the results depend on) or checks that the run there has
     the same. overwrite: first deletes that run's files (and `also`, other file names in `out`).
     Call it from one process."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"out: {out} exists and is not a folder")
     os.makedirs(out, exist_ok=True)
     path, merged = os.path.join(out, f"{name}.json"), os.path.join(out, f"{name}.npz")
     settings = json.loads(json.dumps(settings))

@@ -246,6 +246,17 @@ def test_errors_are_one_line_unless_debug(tmp_path, capsys):
         run("--debug", "sample", "--ckpt", tmp_path / "missing.pth")
     with pytest.raises(SystemExit):
         run("sample", "--precision", "fp8")
+    # Counts and tolerances are checked where they are parsed, by name (no range() error, no silent NaN).
+    for argv, said in ((["sample", "--batch-size", 0], "argument --batch-size: must be a positive integer, got '0'"),
+                       (["sample", "--num-samples", -3], "argument --num-samples: must be a positive integer"),
+                       (["likelihood", "--repeats", 0], "argument --repeats: must be a positive integer"),
+                       (["likelihood", "--tol", "x"], "argument --tol: must be a positive number, got 'x'")):
+        with pytest.raises(SystemExit):
+            run(*argv)
+        assert said in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert run("sample", "--out", tmp_path / "a_file") == 1
+    assert "a_file exists and is not a folder" in capsys.readouterr().err
     assert run("bench", "--precision", "fp32,fp8") == 1
     assert "--precision takes a comma-separated list of fp32, tf32, bf16, fp16, got 'fp8'" in capsys.readouterr().err
 
