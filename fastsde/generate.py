@@ -99,6 +99,8 @@ class Progress:
 def sample_batches(score_fn, sde, config, indices, batch_size, seed=0, **kwargs):
     """Yields, batch by batch, (sample numbers [n], uint8 images [n, C, H, W] on the CPU, network
     evaluations per image) for the sample numbers `indices`. kwargs go to sample_batch."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     for k in range(0, len(indices), batch_size):
         chunk = indices[k:k + batch_size]
         x, nfe = sample_batch(score_fn, sde, config, chunk, seed, **kwargs)

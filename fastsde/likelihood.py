@@ -78,6 +78,9 @@ def dataset_bits_per_dim(score_fn, sde, images, centered, batch_size=100, repeat
     each batch. progress: called with the number of images after each batch. Returns (mean bpd,
     bpd of the items computed [n], their item numbers [n], network evaluations)."""
     from .data import to_model
+    for name, v in (("batch_size", batch_size), ("repeats", repeats), ("world", world)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"dataset_bits_per_dim: {name} must be a positive integer, got {v!r}")
     skip, N = set(skip), len(images)
     batches = [(r, k) for r in range(repeats) for k in range(0, N, batch_size)
                if not skip.issuperset(range(r * N + k, r * N + min(k + batch_size, N)))]

@@ -37,6 +37,8 @@ def test_a_run_stopped_midway_resumes_to_the_samples_of_an_unbroken_one(tmp_path
     whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
     nfe, _ = generate.sample_to(whole, score, SDE, CONFIG, list(range(7)), 7, seed=3, progress=None)
     assert nfe == SDE.N
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        generate.sample_to(whole, score, SDE, CONFIG, [0], 0, progress=None)
     expected = generate.merge(whole)
     assert expected.shape == (7, 8, 8, 1) and expected.std() > 0
     # Batches of 2, nothing saved on a timer: what the stop in the third batch keeps is saved on the way out.

@@ -187,8 +187,8 @@ def test_dataset_bits_per_dim_computes_any_batch_alone(seed):
     from fastsde.likelihood import dataset_bits_per_dim
     images = torch.randint(0, 256, (5, 1, 1, 2), dtype=torch.uint8, generator=torch.Generator().manual_seed(9))
     sde, score_fn = VPSDE(), lambda x, t: GMM.score_fn(VPSDE())(x.reshape(-1, 2), t).reshape(x.shape)
-    run = lambda **kw: dataset_bits_per_dim(score_fn, sde, images, True, batch_size=2, repeats=2,  # noqa: E731
-                                            rtol=1e-4, atol=1e-4, **{"seed": seed, **kw})
+    run = lambda **kw: dataset_bits_per_dim(score_fn, sde, images, True, rtol=1e-4, atol=1e-4,  # noqa: E731
+                                            **{"batch_size": 2, "repeats": 2, "seed": seed, **kw})
     mean, bpd, items, nfe = run()
     assert items.tolist() == list(range(10)) and bpd.shape == (10,) and torch.isfinite(bpd).all()
     assert mean == pytest.approx(float(bpd.mean())) and nfe > 0
@@ -202,6 +202,10 @@ def test_dataset_bits_per_dim_computes_any_batch_alone(seed):
     for _, b, i, _ in shares:
         assert torch.equal(b, bpd[i])
     assert run(seed=seed + 1)[1].ne(bpd).any()
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        run(batch_size=0)
+    with pytest.raises(ValueError, match="repeats must be a positive integer, got 0"):
+        run(repeats=0)
 
 
 @pytest.mark.parametrize("name,predictor,corrector,snr", [PC_CASES[0], PC_CASES[4], PC_CASES[7]])
