@@ -140,7 +140,7 @@ def cmd_sample(args):
         wrote = (f"{os.path.join(args.out, 'samples.npz')} ({len(samples)} samples) and "
                  f"{os.path.join(args.out, 'samples.png')}")
         if not missing:
-            print(f"nothing to draw: {args.out} held samples 0..{total - 1} of this run; wrote {wrote}")
+            print(f"nothing to draw: the {total} samples of this run were in {args.out} already; wrote {wrote}")
             return
         what = f", class {args.class_label}" if args.class_label is not None else ""
         resumed = f"; {total - len(missing)} were there already" if len(missing) < total else ""
