@@ -34,6 +34,14 @@ class Philox:
         return key
 
 
+def derive_seed(seed, *numbers):
+    """The generator seed of the stream `numbers` (sample i; pass r and batch k ...) of a run seeded
+    with `seed`: a different stream for each tuple, a seed in [0, 2^63)."""
+    for n in numbers:
+        seed = int(seed) * 1_000_003 + int(n)
+    return int(seed) % 2 ** 63
+
+
 def randn(shape, generator=None, device=None, dtype=torch.float32):
     """Standard normal noise of `shape` ([B, ...]). generator: None (the global RNG), a
     torch.Generator, a sequence of B generators, one per sample (each on `device`), or a Philox."""

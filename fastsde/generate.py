@@ -16,16 +16,11 @@ import time
 import torch
 
 from . import data, images as images_lib, runs, sampling
-from ._random import Philox
+from ._random import Philox, derive_seed
 
 SAMPLERS = ("pc", "ode", *sampling.FAST_SOLVERS)
 SOLVER_STEPS = 20  # the fast solvers' default
 NOISE = ("torch", "philox")
-
-
-def sample_seed(seed, i):
-    """The generator seed of sample i in a run seeded with `seed` (distinct streams per sample)."""
-    return (int(seed) * 1_000_003 + int(i)) % (2 ** 63)
 
 
 def default_eps(sde):
@@ -49,7 +44,7 @@ def sample_batch(score_fn, sde, config, indices, seed, sampler="pc", steps=None,
         raise ValueError(f"noise must be one of {', '.join(NOISE)}, got {noise!r}")
     s = config.sampling
     shape = (len(indices), config.data.num_channels, config.data.image_size, config.data.image_size)
-    seeds = [sample_seed(seed, i) for i in indices]
+    seeds = [derive_seed(seed, i) for i in indices]
     generators = (Philox(seeds, device) if noise == "philox"
                   else [torch.Generator(device).manual_seed(k) for k in seeds])
     eps = default_eps(sde) if eps is None else eps
@@ -110,7 +105,7 @@ def sample_batches(score_fn, sde, config, indices, batch_size, seed=0, **kwargs)
 def sample_to(out, score_fn, sde, config, indices, batch_size, seed=0, save_seconds=60, progress="sampling",
               **kwargs):
     """Draws samples `indices` into the run 'samples' in folder `out` (fastsde.runs), saving what is
-    drawn at least every `save_seconds` and when stopped by an error or Ctrl-C, so that a rerun
+    drawn at least every `save_seconds` and when stopped (error, Ctrl-C, SIGTERM), so that a rerun
     resumes where it stopped. progress: the label of a progress line on stderr, or None. Returns
     (network evaluations per image, seconds). kwargs go to sample_batch."""
     bar = Progress(len(indices), progress) if progress else None

@@ -86,8 +86,8 @@ def dataset_bits_per_dim(score_fn, sde, images, centered, batch_size=100, repeat
                if not skip.issuperset(range(r * N + k, r * N + min(k + batch_size, N)))]
     results, items, nfe = [], [], 0
     for r, k in batches[rank::world]:
-        key = ((int(seed) * 1_000_003 + r) * 1_000_003 + k) % (2 ** 63 - 1)  # key + 1 must fit a seed too
-        uniform, probes = torch.Generator().manual_seed(key), torch.Generator(device).manual_seed(key + 1)
+        uniform = torch.Generator().manual_seed(_random.derive_seed(seed, r, k, 0))
+        probes = torch.Generator(device).manual_seed(_random.derive_seed(seed, r, k, 1))
         x = to_model(images[k:k + batch_size], centered, dequantize=True, generator=uniform).to(device)
         bpd, _, n = bits_per_dim(score_fn, sde, x, centered=centered, generator=probes, **kwargs)
         results.append(bpd.cpu())
