@@ -267,6 +267,7 @@ def solve_rk45(f, y, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100_000):
     scale = atol + y.abs() * rtol
     d0, d1 = _rms(y / scale), _rms(f0 / scale)
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+    h0 = min(h0, abs(t1 - t0))  # the trial step stays within [t0, t1], where f is defined
     f1 = fn(t + direction * h0, y + direction * h0 * f0)
     d2 = _rms((f1 - f0) / scale) / h0
     h1 = max(1e-6, h0 * 1e-3) if max(d1, d2) <= 1e-15 else (0.01 / max(d1, d2)) ** (1 / 5)

@@ -89,6 +89,21 @@ def test_fast_solvers_match_rk45_from_the_same_noise(name):
         assert (x - ref).abs().median() < 0.05, (method, (x - ref).abs().median())
 
 
+@pytest.mark.parametrize("t0,t1", [(1e-3, 1.0), (1.0, 1e-3)])
+def test_rk45_evaluates_f_only_within_the_interval(t0, t1):
+    # As scipy: the initial step choice's trial step is cut to the interval (a VE SDE's noise level
+    # overflows past T; a slow f, here 1e-3 y, would have it try t = 10 and stall at a zero step).
+    seen = []
+
+    def f(t, y):
+        seen.append(t)
+        return -1e-3 * y
+
+    y, nfe = fastsde.sampling.solve_rk45(f, torch.ones(4, dtype=torch.float64), t0, t1)
+    assert min(t0, t1) <= min(seen) and max(seen) <= max(t0, t1) and nfe == len(seen)
+    torch.testing.assert_close(y, torch.full((4,), math.exp(-1e-3 * (t1 - t0)), dtype=torch.float64))
+
+
 def test_scipy_method_matches_rk45():
     sde = VPSDE()
     z = sde.prior_sampling((64, 2), torch.Generator().manual_seed(4))
