@@ -293,3 +293,14 @@ def test_fast_score_fn_folds_and_the_official_path_does_not():
         got = folded(x, t)
     assert not torch.equal(got, official)
     assert_close(got / official.abs().max(), official / official.abs().max())
+
+
+def test_fast_score_fn_records_no_graph_of_the_weights():
+    # The likelihood's vector-Jacobian product goes through it: only x may carry a gradient, also
+    # through the layers that folding builds anew (the stacked time-embedding and q, k, v maps).
+    model, sde, config = fixture_model()
+    score_fn = engine.fast_score_fn(model, sde, True, "cpu")
+    x, t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(9)), torch.tensor([0.4, 0.6])
+    assert not score_fn(x, t).requires_grad
+    assert score_fn(x.requires_grad_(True), t).requires_grad
+    assert all(p.requires_grad for p in model.parameters() if p is not model.all_modules[0].W)  # left as it was

@@ -55,6 +55,7 @@ class StackedLinear(nn.Linear):
         with torch.no_grad():
             self.weight.copy_(torch.cat(weights))
             self.bias.copy_(torch.cat(biases))
+        self.requires_grad_(any(v.requires_grad for v in (*weights, *biases)))  # as frozen as its sources
         self.sizes = [v.shape[0] for v in weights]
 
     def forward(self, x):
