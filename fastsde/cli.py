@@ -1,7 +1,7 @@
-"""The `fastsde` command: train, sample, likelihood, eval, stats, inpaint, colorize, train-classifier,
-convert, merge, configs, bench, info.
+"""The `fastsde` command: train, sample, likelihood, eval, stats, inpaint, colorize, interpolate,
+train-classifier, convert, merge, configs, bench, info.
 
-With no --ckpt, sample / likelihood / inpaint / colorize / bench use the embedded default model (fastsde/assets/
+With no --ckpt, sample / likelihood / inpaint / colorize / interpolate / bench use the embedded default model (fastsde/assets/
 digits.safetensors). Launched with torchrun, `train` runs data-parallel and `sample` shards the
 samples over the processes. Errors print as one line unless --debug.
 """
@@ -178,12 +178,12 @@ def _mask(spec, shape):
     return (m > 0.5).float()
 
 
-def _inputs(args, config, rgb_ok=True):
-    """The first --num-samples uint8 images of --images (default: the config's held-out data),
-    checked against the model's shape."""
+def _inputs(args, config, count):
+    """The first `count` uint8 images of --images (default: the config's held-out data), checked
+    against the model's shape."""
     from . import data
     images = data.load(args.images, args.split) if args.images else data.dataset(config, args.split)
-    images = images[:args.num_samples]
+    images = images[:count]
     want = (config.data.num_channels, config.data.image_size, config.data.image_size)
     if tuple(images.shape[2:]) != want[1:]:
         raise ValueError(f"--images are {tuple(images.shape[2:])} pixels; the model makes {want[1:]}")
@@ -213,7 +213,7 @@ def cmd_inpaint(args):
     device = _device(args)
     model, sde, config = _model(args, device)
     sde = _with_steps(sde, config, args.steps)
-    images = _inputs(args, config)
+    images = _inputs(args, config, args.num_samples)
     if images.shape[1] != config.data.num_channels:
         raise ValueError(f"--images have {images.shape[1]} channels; the model makes {config.data.num_channels}")
     mask = _mask(args.mask, images.shape)
@@ -238,7 +238,7 @@ def cmd_colorize(args):
     if config.data.num_channels != 3:
         raise ValueError(f"colorize needs a model of RGB images; this one makes {config.data.num_channels}-channel images")
     sde = _with_steps(sde, config, args.steps)
-    images = _inputs(args, config)
+    images = _inputs(args, config, args.num_samples)
     if args.images:  # the user's images must be grey already
         grey = images
     else:  # the held-out colour digits, turned grey
@@ -255,6 +255,36 @@ def cmd_colorize(args):
     print(f"colorized {len(grey)} images in {time.time() - start:.1f} s ({nfe} network evaluations each); wrote "
           f"{os.path.join(args.out, 'colorize.png')} (rows: grey input, result{'' if args.images else ', original'})"
           " and colorize.npz")
+
+
+def cmd_interpolate(args):
+    from . import data, runs, sampling
+    from .generate import SOLVER_STEPS, default_eps
+    if args.frames < 2:
+        raise ValueError(f"--frames must be at least 2 (the two ends of a path), got {args.frames}")
+    device = _device(args)
+    model, sde, config = _model(args, device)
+    images = _inputs(args, config, 2 * args.pairs)
+    if len(images) < 2 * args.pairs:
+        raise ValueError(f"--pairs {args.pairs} needs {2 * args.pairs} images; --images has {len(images)}")
+    if images.shape[1] != config.data.num_channels:
+        raise ValueError(f"--images have {images.shape[1]} channels; the model makes {config.data.num_channels}")
+    method = "RK45" if args.sampler == "ode" else args.sampler
+    steps = None if method == "RK45" else args.steps or SOLVER_STEPS
+    x = data.to_model(images, config.data.centered).to(device)
+    start = time.time()
+    path, nfe = sampling.interpolate(_score_fn(args, model, sde, config, device), sde, x[0::2], x[1::2],
+                                     args.frames, method, steps, default_eps(sde), args.cuda_graph)
+    path = data.to_uint8(path.flatten(0, 1), config.data.centered).cpu().reshape(path.shape)
+    ends = torch.stack([path[:, 0], path[:, -1]], 1).flatten(0, 1)
+    error = (ends.float() - images.float()).abs().mean().item()
+    os.makedirs(args.out, exist_ok=True)
+    rows = [torch.cat([images[2 * p:2 * p + 1], path[p], images[2 * p + 1:2 * p + 2]]) for p in range(args.pairs)]
+    _write_rows(os.path.join(args.out, "interpolate.png"), rows)
+    runs.save_npz(os.path.join(args.out, "interpolate.npz"), samples=path.flatten(0, 1).permute(0, 2, 3, 1).numpy())
+    print(f"{args.pairs} paths of {args.frames} images in {time.time() - start:.1f} s ({nfe} network evaluations "
+          f"an image, {args.sampler}); the ends reconstruct the inputs to {error:.2f} 8-bit levels on average; "
+          f"wrote {os.path.join(args.out, 'interpolate.png')} (a row a pair: input, path, input) and interpolate.npz")
 
 
 def cmd_train_classifier(args):
@@ -421,7 +451,7 @@ def parser():
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def model_args(q, precision=True):
+    def model_args(q, precision=True, seed=True):
         q.add_argument("--ckpt", help="an official .pth, a .safetensors file or a training workdir "
                                       "(default: the embedded digits model)")
         q.add_argument("--config", help="a config name (`fastsde configs`) or JSON file (default: from the checkpoint)")
@@ -431,7 +461,8 @@ def parser():
             q.add_argument("--precision", default="fp32", choices=PRECISIONS,
                            help="the network's precision; the sampler's state stays fp32")
         q.add_argument("--compile", action="store_true", help="run the network under torch.compile")
-        q.add_argument("--seed", type=int, default=0)
+        if seed:
+            q.add_argument("--seed", type=int, default=0)
 
     q = sub.add_parser("train", help="train a score model (resumes from --workdir)")
     q.add_argument("--config", default="digits")
@@ -488,6 +519,21 @@ def parser():
     q = sub.add_parser("colorize", help="colour grey images; writes colorize.png and .npz")
     controllable_args(q, "grey images (1 channel, or 3 equal ones)")
     q.set_defaults(run=cmd_colorize)
+
+    q = sub.add_parser("interpolate", help="encode pairs of images with the probability-flow ODE and decode the "
+                                           "path between their latent codes; writes interpolate.png and .npz")
+    model_args(q, seed=False)  # nothing random
+    q.add_argument("--images", help="a .npz file, an image folder or 'digits' / 'digits_rgb' (default: the "
+                                    "model's held-out data); images 1 and 2 make the first pair, 3 and 4 the next")
+    q.add_argument("--split", default="test", help="split of the embedded dataset (default: test)")
+    q.add_argument("--pairs", type=_count, default=4)
+    q.add_argument("--frames", type=_count, default=8, help="images along each path, its two ends included")
+    q.add_argument("--sampler", default="ode", choices=("ode", "heun", "dpmpp_2m"),
+                   help="the ODE solver, both ways: ode (RK45, the closest inverse) or a fast solver")
+    q.add_argument("--steps", type=_count, help="heun/dpmpp_2m: steps each way (default 20)")
+    q.add_argument("--cuda-graph", action="store_true", help="on a GPU, replay the fast solvers' steps from a CUDA graph")
+    q.add_argument("--out", default="samples")
+    q.set_defaults(run=cmd_interpolate)
 
     q = sub.add_parser("train-classifier", help="train a noise-conditional classifier for `sample --class`")
     q.add_argument("--config", default="digits", help="the config whose SDE and data to use")

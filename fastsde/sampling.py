@@ -378,6 +378,24 @@ def dpmpp_2m(sde, score_fn, x, times, cuda_graph=False):
 FAST_SOLVERS = {"heun": heun, "dpmpp_2m": dpmpp_2m}
 
 
+def _check_method(method, steps):
+    if method not in ("RK45", "scipy", *FAST_SOLVERS):
+        raise ValueError(f"unknown method {method!r}; known: RK45, scipy, {', '.join(FAST_SOLVERS)}")
+    if method in FAST_SOLVERS and (not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"method {method!r} needs steps, a positive integer, got {steps!r}")
+
+
+def _solve_flow(score_fn, sde, x, t0, t1, method, rtol, atol, steps, eps, cuda_graph):
+    """x(t1) from x(t0) along the probability-flow ODE, t0 and t1 being T and eps in either order:
+    RK45 / scipy adaptively, a fast solver on EDM's schedule (run backwards from eps to T). Returns (x, nfe)."""
+    if method == "RK45":
+        return solve_rk45(_ode_drift(sde, score_fn), x, t0, t1, rtol, atol)
+    if method == "scipy":
+        return _solve_scipy(_ode_drift(sde, score_fn), x, t0, t1, rtol, atol)
+    times = noise_level_steps(sde, steps, eps, device=x.device)
+    return FAST_SOLVERS[method](sde, score_fn, x, times if t0 > t1 else times.flip(0), cuda_graph)
+
+
 def ode_sample(score_fn, sde, shape, method="RK45", rtol=1e-5, atol=1e-5, steps=None, denoise=True,
                eps=1e-3, z=None, generator=None, device=None, cuda_graph=False):
     """Samples by solving the probability-flow ODE (Song et al. 2021, Sec. 4.3) from T to eps.
@@ -385,29 +403,64 @@ def ode_sample(score_fn, sde, shape, method="RK45", rtol=1e-5, atol=1e-5, steps=
     method: 'RK45' (adaptive Dormand-Prince on the device, rtol/atol), 'scipy' (the official
     scipy.integrate.solve_ivp path, float64 on the host), or a fixed-step fast solver 'heun' or
     'dpmpp_2m' with `steps` steps on EDM's noise-level schedule. z: the prior sample to start from
-    (default: drawn with `generator`). denoise: one reverse-diffusion step at eps, taking its mean
-    (the official noise removal). cuda_graph: run the fast solvers' steps as replays of a CUDA
-    graph (RK45's adaptive steps need the host). Returns (x, nfe), nfe counting every score evaluation.
+    (default: drawn with `generator`), or a latent code from ode_encode. denoise: one reverse-diffusion
+    step at eps, taking its mean (the official noise removal). cuda_graph: run the fast solvers' steps
+    as replays of a CUDA graph (RK45's adaptive steps need the host). Returns (x, nfe), nfe counting
+    every score evaluation.
     """
     _check_eps(eps, sde)
+    _check_method(method, steps)
     device = _device_of(generator, device) if z is None else z.device
-    if method not in ("RK45", "scipy", *FAST_SOLVERS):
-        raise ValueError(f"unknown method {method!r}; known: RK45, scipy, {', '.join(FAST_SOLVERS)}")
-    if method in FAST_SOLVERS and (not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"method {method!r} needs steps, a positive integer, got {steps!r}")
     with torch.no_grad():
         x = sde.prior_sampling(shape, _random.as_generator(generator, device), device=device) if z is None else z
-        if method == "RK45":
-            x, nfe = solve_rk45(_ode_drift(sde, score_fn), x, sde.T, eps, rtol, atol)
-        elif method == "scipy":
-            x, nfe = _solve_scipy(_ode_drift(sde, score_fn), x, sde.T, eps, rtol, atol)
-        else:
-            x, nfe = FAST_SOLVERS[method](sde, score_fn, x, noise_level_steps(sde, steps, eps, device=device),
-                                          cuda_graph)
+        x, nfe = _solve_flow(score_fn, sde, x, sde.T, eps, method, rtol, atol, steps, eps, cuda_graph)
         if denoise:
             x = denoise_step(sde, score_fn, x, eps)
             nfe += 1
     return x, nfe
+
+
+def ode_encode(score_fn, sde, x, method="RK45", rtol=1e-5, atol=1e-5, steps=None, eps=1e-3, cuda_graph=False):
+    """The latent code z = x(T) of data x = x(eps) [B, ...]: the probability-flow ODE solved forward from
+    eps to T (Song et al. 2021, Sec. 4.3, "manipulating latent representations"), with the methods of
+    ode_sample; ode_sample(z=z, denoise=False) with the same method and eps maps it back to x, up to
+    the solvers' error. Returns (z, nfe)."""
+    _check_eps(eps, sde)
+    _check_method(method, steps)
+    with torch.no_grad():
+        return _solve_flow(score_fn, sde, x, eps, sde.T, method, rtol, atol, steps, eps, cuda_graph)
+
+
+def slerp(z0, z1, w):
+    """Spherical interpolation between latent codes z0 and z1 [B, ...] at weights w in [0, 1] (a float,
+    or [B] or [F] for codes [1, ...]: F frames): for Gaussian latents it keeps a norm typical of the
+    prior, which the straight line between two codes does not. Parallel codes are interpolated linearly."""
+    a, b = z0.flatten(1).double(), z1.flatten(1).double()
+    w = torch.as_tensor(w, dtype=torch.float64, device=z0.device).reshape(-1, 1)
+    cos = ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).clamp(-1, 1)[:, None]
+    theta = torch.acos(cos)
+    sin = torch.sin(theta)
+    curved = (torch.sin((1 - w) * theta) * a + torch.sin(w * theta) * b) / sin.clamp_min(1e-12)
+    z = torch.where(sin > 1e-6, curved, (1 - w) * a + w * b)
+    return z.to(z0.dtype).reshape((-1,) + tuple(z0.shape[1:]))
+
+
+def interpolate(score_fn, sde, x0, x1, frames, method="RK45", steps=None, eps=1e-3, cuda_graph=False):
+    """The images along the path between data x0 and x1 [P, ...] in latent space (Song et al. 2021,
+    Fig. 3): both encoded with ode_encode, their codes joined by slerp at `frames` evenly spaced
+    weights (both ends included), each decoded with ode_sample(denoise=False); the ends are thus
+    x0 and x1 reconstructed. Returns ([P, frames, ...], nfe per image: encoding plus decoding)."""
+    if not isinstance(frames, int) or frames < 2:
+        raise ValueError(f"frames must be an integer of at least 2 (the two ends), got {frames!r}")
+    if x0.shape != x1.shape:
+        raise ValueError(f"x0 and x1 must have one shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
+    P = x0.shape[0]
+    z, nfe_in = ode_encode(score_fn, sde, torch.cat([x0, x1]), method, steps=steps, eps=eps, cuda_graph=cuda_graph)
+    w = torch.linspace(0, 1, frames, device=z.device)
+    path = torch.cat([slerp(z[p:p + 1], z[P + p:P + p + 1], w) for p in range(P)])
+    x, nfe_out = ode_sample(score_fn, sde, path.shape, method, steps=steps, denoise=False, eps=eps, z=path,
+                            cuda_graph=cuda_graph)
+    return x.reshape((P, frames) + tuple(x0.shape[1:])), nfe_in + nfe_out
 
 
 def _solve_scipy(f, x, t0, t1, rtol, atol):
