@@ -15,7 +15,8 @@ CUDA-graphed, the memory of a training step at batch 128, plus the 256x256 and 1
 at batch 1 (random weights: speed does not depend on them); sized to fit the device check's
 budget, the most wanted rows first (a run cut short keeps what it measured). Each preset also times
 an evaluation of the likelihood's ODE (drift and vector-Jacobian product) on its models. The
-accuracy section uses the embedded digits model (trained), whose samples mean something.
+accuracy sections (the samplers' images and the likelihood's bits/dim in each precision) use the
+embedded digits model (trained), whose samples mean something.
 --official PATH adds the official code itself (a local yang-song/score_sde_pytorch checkout).
 """
 import argparse
@@ -91,7 +92,7 @@ def main():
     precisions = tuple(args.precision.split(",")) if args.precision else preset.get("precisions")
     samplers = tuple(args.samplers.split(","))
     report = {"machine": bench.machine(device), "preset": args.preset, "official": bool(args.official),
-              "rows": [], "train_memory": [], "accuracy": [], "likelihood": []}
+              "rows": [], "train_memory": [], "accuracy": [], "likelihood_accuracy": [], "likelihood": []}
 
     def save():  # after every measurement, so that a run cut short still leaves what it measured
         if args.json:
@@ -106,7 +107,8 @@ def main():
     # First, as it takes seconds: a run cut short (the device check's time limit) still has it.
     print("accuracy of the fast paths (digits model) ...", file=sys.stderr)
     model, sde, config = checkpoint.load_checkpoint(DIGITS, device=device)
-    report["accuracy"] = bench.accuracy(model, sde, configs.load(config), device, **preset["accuracy"])
+    digits = model, sde, configs.load(config)
+    report["accuracy"] = bench.accuracy(*digits, device, **preset["accuracy"])
     save()
     # Training memory (seconds, so before the throughput): of the preset's models, or of those named
     # for it (the CPU preset's CIFAR-10 configs, too slow there to sample from).
@@ -127,6 +129,10 @@ def main():
         bench.likelihood_speed(model, sde, config, device, rounds=rounds, precisions=precisions, compile=args.compile,
                                label=name, progress=adder("likelihood"),
                                **preset["likelihood"])
+    # Tens of seconds (RK45 to 1e-5 in each precision), so after the throughput rows.
+    print("accuracy of the likelihood in each precision (digits model) ...", file=sys.stderr)
+    report["likelihood_accuracy"] = bench.likelihood_accuracy(*digits, device, batch=preset["accuracy"]["batch"])
+    save()
     for name, model, sde, config in preset.get("scaling", lambda d: [])(device):
         print(f"benchmarking {name} (image size {config.data.image_size}) ...", file=sys.stderr)
         bench.throughput(model, sde, config, device, (1,), ("pc",), preset["pc_steps"], preset["solver_steps"],
@@ -136,6 +142,7 @@ def main():
     print(bench.table(report["rows"], report["accuracy"]))
     print(bench.train_memory_table(report["train_memory"]))
     print(bench.likelihood_table(report["likelihood"]))
+    print(bench.likelihood_accuracy_table(report["likelihood_accuracy"]))
 
 
 if __name__ == "__main__":

@@ -97,12 +97,13 @@ if rows:
     print(table(rows))
 e2e = os.path.join(out, "bench_sampling_gpu.json")
 if os.path.exists(e2e):
-    from fastsde.bench import likelihood_table, table, train_memory_table
+    from fastsde.bench import likelihood_accuracy_table, likelihood_table, table, train_memory_table
     e2e = json.load(open(e2e))
     report["bench_sampling_rows"] = len(e2e["rows"])
     json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=1)
     print(table(e2e["rows"], e2e["accuracy"]))
     print(train_memory_table(e2e["train_memory"]))
     print(likelihood_table(e2e.get("likelihood", [])))
+    print(likelihood_accuracy_table(e2e.get("likelihood_accuracy", [])))
 print(json.dumps({k: v for k, v in report.items() if k != "bench_rows"}))
 PY

@@ -415,13 +415,18 @@ def cmd_bench(args):
     accuracy = bench.accuracy(model, sde, config, device, batch=max(batches)) if args.accuracy else []
     lik = (bench.likelihood_speed(model, sde, config, device, batches, rounds=args.repeats, precisions=precisions,
                                   compile=args.compile, label=label) if args.likelihood else [])
+    lik_accuracy = (bench.likelihood_accuracy(model, sde, config, device, batch=max(batches))
+                    if args.likelihood and args.accuracy else [])
     if args.json:
         from .checkpoint import atomic_write_bytes
-        report = {"machine": bench.machine(device), "rows": rows, "accuracy": accuracy, "likelihood": lik}
+        report = {"machine": bench.machine(device), "rows": rows, "accuracy": accuracy, "likelihood": lik,
+                  "likelihood_accuracy": lik_accuracy}
         atomic_write_bytes(args.json, json.dumps(report, indent=1).encode())
     print(bench.table(rows, accuracy))
     if lik:
         print(bench.likelihood_table(lik))
+    if lik_accuracy:
+        print(bench.likelihood_accuracy_table(lik_accuracy))
 
 
 def cmd_info(args):
@@ -606,7 +611,8 @@ def parser():
     q.add_argument("--solver-steps", type=_count, default=20, help="steps of the fast solvers")
     q.add_argument("--repeats", type=_count, default=3, help="timed runs per case (median)")
     q.add_argument("--official", help="a local yang-song/score_sde_pytorch checkout, timed beside")
-    q.add_argument("--accuracy", action="store_true", help="also the fast paths' image differences")
+    q.add_argument("--accuracy", action="store_true", help="also the fast paths' image differences (with "
+                                                           "--likelihood, their bits/dim differences too)")
     q.add_argument("--likelihood", action="store_true",
                    help="also the cost of an evaluation of the likelihood's ODE (drift + vector-Jacobian product)")
     q.add_argument("--json", help="write the report here")

@@ -1,10 +1,13 @@
 """The sampling benchmark's accounting (fastsde.bench) on a tiny model: what a timed PC run of a few
-steps stands for, and what a training step keeps for its backward."""
+steps stands for, what a training step keeps for its backward, what the likelihood's rows measure."""
+import copy
+import math
+
 import pytest
 import torch
 
 from fastsde import bench, checkpoint, models
-from tiny import tiny_config
+from tiny import perturb, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +96,17 @@ def test_likelihood_rows_time_the_likelihoods_own_right_hand_side(tiny, monkeypa
         assert r["evals"] == 2 and r["ms_per_eval"] > 0 and r["peak_memory_MiB"] is None
         assert r["vs_official_loop"] == 1.0 if r["path"] == "official loop" else r["vs_official_loop"] > 0
     assert "ms/eval" in bench.likelihood_table(rows)
+
+
+def test_likelihood_accuracy_measures_every_path_on_the_same_images_and_probes(tiny):
+    model, sde, config = tiny
+    torch.manual_seed(1)
+    model = perturb(copy.deepcopy(model))  # a zero last layer would give every path the same bits/dim
+    rows = bench.likelihood_accuracy(model, sde, config, "cpu", batch=2, tol=1e-2)  # loose: seconds
+    assert [r["variant"] for r in rows] == ["fp32 channels_last", "bf16", "fp16"]
+    assert len({r["bpd_fp32"] for r in rows}) == 1 and len({r["nfe_fp32"] for r in rows}) == 1
+    for r in rows:
+        assert math.isfinite(r["bpd"]) and r["nfe"] > 0
+        assert r["max_abs_diff_bpd"] >= r["mean_abs_diff_bpd"] >= abs(r["bpd"] - r["bpd_fp32"]) - 1e-9
+    assert rows == bench.likelihood_accuracy(model, sde, config, "cpu", batch=2, tol=1e-2)  # seeded throughout
+    assert "likelihood (vs fp32 eager)" in bench.likelihood_accuracy_table(rows)

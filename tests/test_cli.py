@@ -1,6 +1,8 @@
 """The `fastsde` command: each subcommand end to end on a tiny model, and its one-line errors."""
+import functools
 import importlib.metadata
 import json
+import math
 import os
 import signal
 import subprocess
@@ -282,7 +284,11 @@ def test_errors_are_one_line_unless_debug(tmp_path, capsys):
     assert "--precision takes a comma-separated list of fp32, tf32, bf16, fp16, got 'fp8'" in capsys.readouterr().err
 
 
-def test_bench_and_info(tiny_ckpt, tmp_path, capsys):
+def test_bench_and_info(tiny_ckpt, tmp_path, capsys, monkeypatch):
+    from fastsde import bench
+    # The likelihood's accuracy at a loose tolerance: the official 1e-5 takes RK45 ~1600 evaluations
+    # of this random network (a minute); test_bench checks the function itself.
+    monkeypatch.setattr(bench, "likelihood_accuracy", functools.partial(bench.likelihood_accuracy, tol=1e-2))
     report = tmp_path / "bench.json"
     assert run("bench", "--ckpt", tiny_ckpt, "--batch-sizes", "1,2", "--pc-steps", 21, "--solver-steps", 3,
                "--repeats", 1, "--precision", "fp32,bf16", "--accuracy", "--likelihood", "--json", report) == 0
@@ -306,6 +312,12 @@ def test_bench_and_info(tiny_ckpt, tmp_path, capsys):
     assert {(r["batch"], r["path"]) for r in rep["likelihood"]} == {
         (b, p) for b in (1, 2) for p in ("official loop", "fastsde fp32", "fastsde bf16")}
     assert all(r["ms_per_eval"] > 0 and r["evals"] == 3 for r in rep["likelihood"])
+    assert [r["variant"] for r in rep["likelihood_accuracy"]] == ["fp32 channels_last", "bf16", "fp16"]
+    for r in rep["likelihood_accuracy"]:  # bits/dim of the same images, dequantization and probes
+        assert r["bpd_fp32"] == rep["likelihood_accuracy"][0]["bpd_fp32"] and math.isfinite(r["bpd"])
+        assert r["max_abs_diff_bpd"] >= r["mean_abs_diff_bpd"] >= abs(r["bpd"] - r["bpd_fp32"]) - 1e-9
+        assert r["nfe"] > 0 and r["nfe_fp32"] > 0
+    assert "likelihood (vs fp32 eager)" in out
     assert rep["machine"]["device"] == "cpu" and rep["machine"]["torch"] == torch.__version__
     assert run("info") == 0
     assert "backends:" in capsys.readouterr().out
