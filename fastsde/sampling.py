@@ -251,8 +251,9 @@ def solve_rk45(f, y, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100_000):
     """Integrates dy/dt = f(t, y) from t0 to t1 with adaptive Dormand-Prince 5(4) steps, on y's device.
 
     The step control is scipy's RK45 (error in the RMS norm over all of y, scaled by
-    atol + rtol |y|; the same initial step choice and step factors), so results and evaluation counts
-    follow the official scipy-based code; only one scalar per step goes to the host.
+    atol + rtol |y|; the same initial step choice, step factors, smallest step and last step), so
+    results and evaluation counts follow the official scipy-based code; only one scalar per step goes
+    to the host.
     y: a tensor (the whole batch is one system, as in the official code). Returns (y(t1), nfe).
     """
     direction = 1.0 if t1 > t0 else -1.0
@@ -275,27 +276,33 @@ def solve_rk45(f, y, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100_000):
     for _ in range(max_steps):
         if direction * (t1 - t) <= 0:
             return y, nfe
-        h = min(h, abs(t1 - t))
+        min_step = 10 * abs(math.nextafter(t, direction * math.inf) - t)
+        h, rejected = max(h, min_step), False
         while True:
-            dt = direction * h
+            if h < min_step:
+                raise RuntimeError(f"solve_rk45: step size underflow at t = {t:.6g}")
+            # The last step lands on t1 exactly: a step cut to the distance left could fall an ulp
+            # short and cost a needless step.
+            t_new = t + direction * h
+            if direction * (t_new - t1) > 0:
+                t_new = t1
+            dt = t_new - t
             K = [f0]
             for c, a in zip(_DP_C[1:], _DP_A[1:]):
                 K.append(fn(t + c * dt, y + dt * sum(ai * k for ai, k in zip(a, K))))
             y_new = y + dt * sum(b * k for b, k in zip(_DP_B, K) if b)
-            f_new = fn(t + dt, y_new)
+            f_new = fn(t_new, y_new)
             K.append(f_new)
             err = dt * sum(e * k for e, k in zip(_DP_E, K) if e)
             err_norm = _rms(err / (atol + torch.maximum(y.abs(), y_new.abs()) * rtol))
             if err_norm < 1:
                 factor = 10.0 if err_norm == 0 else min(10.0, 0.9 * err_norm ** -0.2)
-                t, y, f0 = t + dt, y_new, f_new
-                h *= factor
+                t, y, f0 = t_new, y_new, f_new
+                h = abs(dt) * (min(1.0, factor) if rejected else factor)  # no growth right after a rejection
                 break
             if not math.isfinite(err_norm):
                 raise FloatingPointError(f"solve_rk45: NaN or Inf in the state near t = {t:.6g}")
-            h *= max(0.2, 0.9 * err_norm ** -0.2)
-            if h < 1e-12:
-                raise RuntimeError(f"solve_rk45: step size underflow at t = {t:.6g}")
+            h, rejected = abs(dt) * max(0.2, 0.9 * err_norm ** -0.2), True
     raise RuntimeError(f"solve_rk45: no convergence in {max_steps} steps (at t = {t:.6g})")
 
 
