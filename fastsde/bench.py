@@ -548,9 +548,9 @@ def likelihood_accuracy(model, sde, config, device, batch=16, seed=0, tol=1e-5):
     cuda = torch.device(device).type == "cuda"
     centered, continuous = config.data.centered, bool(config.training.continuous)
     shape = (batch, config.data.num_channels, config.data.image_size, config.data.image_size)
-    reference = lambda fast, precision: fast_score_fn(model, sde, continuous, device, precision,  # noqa: E731
-                                                      channels_last=fast, fold=fast)
-    x, _ = sampling.ode_sample(reference(False, "fp32"), sde, shape, "dpmpp_2m", steps=20, eps=default_eps(sde),
+    path = lambda fast, precision: fast_score_fn(model, sde, continuous, device, precision,  # noqa: E731
+                                                 channels_last=fast, fold=fast)
+    x, _ = sampling.ode_sample(path(False, "fp32"), sde, shape, "dpmpp_2m", steps=20, eps=default_eps(sde),
                                generator=torch.Generator(device).manual_seed(seed), device=device)
     images = data.to_uint8(x, centered).cpu()
 
@@ -558,10 +558,10 @@ def likelihood_accuracy(model, sde, config, device, batch=16, seed=0, tol=1e-5):
         _, per_image, _, nfe = likelihood.dataset_bits_per_dim(score_fn, sde, images, centered, batch, seed=seed,
                                                                device=device, rtol=tol, atol=tol)
         return per_image.double(), nfe
-    ref, ref_nfe = bpd(reference(False, "fp32"))
+    ref, ref_nfe = bpd(path(False, "fp32"))
     rows = []
     for precision in ("fp32", "bf16", "fp16") + (("tf32",) if cuda else ()):
-        got, nfe = bpd(reference(True, precision))
+        got, nfe = bpd(path(True, precision))
         diff = (got - ref).abs()
         rows.append({"variant": "fp32 channels_last" if precision == "fp32" else precision,
                      "bpd": float(got.mean()), "bpd_fp32": float(ref.mean()), "mean_abs_diff_bpd": float(diff.mean()),
