@@ -1,9 +1,9 @@
 """The `fastsde` command: train, sample, likelihood, eval, stats, inpaint, colorize, interpolate,
 train-classifier, convert, merge, configs, bench, info.
 
-With no --ckpt, sample / likelihood / inpaint / colorize / interpolate / bench use the embedded default model (fastsde/assets/
-digits.safetensors). Launched with torchrun, `train` runs data-parallel and `sample` shards the
-samples over the processes. Errors print as one line unless --debug.
+With no --ckpt, sample / likelihood / inpaint / colorize / interpolate / bench use the embedded default
+model (fastsde/assets/digits.safetensors). Launched with torchrun, `train` runs data-parallel and
+`sample` shards the samples over the processes. Errors print as one line unless --debug.
 """
 import argparse
 import glob
@@ -178,15 +178,17 @@ def _mask(spec, shape):
     return (m > 0.5).float()
 
 
-def _inputs(args, config, count):
+def _inputs(args, config, count, channels=True):
     """The first `count` uint8 images of --images (default: the config's held-out data), checked
-    against the model's shape."""
+    against the model's image size and, with `channels`, its channels."""
     from . import data
     images = data.load(args.images, args.split) if args.images else data.dataset(config, args.split)
     images = images[:count]
     want = (config.data.num_channels, config.data.image_size, config.data.image_size)
     if tuple(images.shape[2:]) != want[1:]:
         raise ValueError(f"--images are {tuple(images.shape[2:])} pixels; the model makes {want[1:]}")
+    if channels and images.shape[1] != want[0]:
+        raise ValueError(f"--images have {images.shape[1]} channels; the model makes {want[0]}")
     return images
 
 
@@ -214,8 +216,6 @@ def cmd_inpaint(args):
     model, sde, config = _model(args, device)
     sde = _with_steps(sde, config, args.steps)
     images = _inputs(args, config, args.num_samples)
-    if images.shape[1] != config.data.num_channels:
-        raise ValueError(f"--images have {images.shape[1]} channels; the model makes {config.data.num_channels}")
     mask = _mask(args.mask, images.shape)
     x = data.to_model(images, config.data.centered).to(device)
     start = time.time()
@@ -238,7 +238,7 @@ def cmd_colorize(args):
     if config.data.num_channels != 3:
         raise ValueError(f"colorize needs a model of RGB images; this one makes {config.data.num_channels}-channel images")
     sde = _with_steps(sde, config, args.steps)
-    images = _inputs(args, config, args.num_samples)
+    images = _inputs(args, config, args.num_samples, channels=False)  # grey for an RGB model
     if args.images:  # the user's images must be grey already
         grey = images
     else:  # the held-out colour digits, turned grey
@@ -267,8 +267,6 @@ def cmd_interpolate(args):
     images = _inputs(args, config, 2 * args.pairs)
     if len(images) < 2 * args.pairs:
         raise ValueError(f"--pairs {args.pairs} needs {2 * args.pairs} images; --images has {len(images)}")
-    if images.shape[1] != config.data.num_channels:
-        raise ValueError(f"--images have {images.shape[1]} channels; the model makes {config.data.num_channels}")
     method = "RK45" if args.sampler == "ode" else args.sampler
     steps = None if method == "RK45" else args.steps or SOLVER_STEPS
     x = data.to_model(images, config.data.centered).to(device)

@@ -392,14 +392,14 @@ def _check_method(method, steps):
         raise ValueError(f"method {method!r} needs steps, a positive integer, got {steps!r}")
 
 
-def _solve_flow(score_fn, sde, x, t0, t1, method, rtol, atol, steps, eps, cuda_graph):
+def _solve_flow(score_fn, sde, x, t0, t1, method, rtol, atol, steps, cuda_graph):
     """x(t1) from x(t0) along the probability-flow ODE, t0 and t1 being T and eps in either order:
     RK45 / scipy adaptively, a fast solver on EDM's schedule (run backwards from eps to T). Returns (x, nfe)."""
     if method == "RK45":
         return solve_rk45(_ode_drift(sde, score_fn), x, t0, t1, rtol, atol)
     if method == "scipy":
         return _solve_scipy(_ode_drift(sde, score_fn), x, t0, t1, rtol, atol)
-    times = noise_level_steps(sde, steps, eps, device=x.device)
+    times = noise_level_steps(sde, steps, min(t0, t1), device=x.device)
     return FAST_SOLVERS[method](sde, score_fn, x, times if t0 > t1 else times.flip(0), cuda_graph)
 
 
@@ -420,7 +420,7 @@ def ode_sample(score_fn, sde, shape, method="RK45", rtol=1e-5, atol=1e-5, steps=
     device = _device_of(generator, device) if z is None else z.device
     with torch.no_grad():
         x = sde.prior_sampling(shape, _random.as_generator(generator, device), device=device) if z is None else z
-        x, nfe = _solve_flow(score_fn, sde, x, sde.T, eps, method, rtol, atol, steps, eps, cuda_graph)
+        x, nfe = _solve_flow(score_fn, sde, x, sde.T, eps, method, rtol, atol, steps, cuda_graph)
         if denoise:
             x = denoise_step(sde, score_fn, x, eps)
             nfe += 1
@@ -435,7 +435,7 @@ def ode_encode(score_fn, sde, x, method="RK45", rtol=1e-5, atol=1e-5, steps=None
     _check_eps(eps, sde)
     _check_method(method, steps)
     with torch.no_grad():
-        return _solve_flow(score_fn, sde, x, eps, sde.T, method, rtol, atol, steps, eps, cuda_graph)
+        return _solve_flow(score_fn, sde, x, eps, sde.T, method, rtol, atol, steps, cuda_graph)
 
 
 def slerp(z0, z1, w):

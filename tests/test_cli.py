@@ -248,6 +248,8 @@ def test_interpolate_writes_paths_whose_ends_reconstruct_the_inputs(tiny_ckpt, t
     np.savez(tmp_path / "three.npz", images=np.zeros((3, 1, 8, 8), dtype=np.uint8))
     assert run("interpolate", "--ckpt", tiny_ckpt, "--images", tmp_path / "three.npz", "--pairs", 2) == 1
     assert "--pairs 2 needs 4 images; --images has 3" in capsys.readouterr().err
+    assert run("interpolate", "--images", tmp_path / "three.npz", "--pairs", 1) == 1  # grey, for an RGB model
+    assert "--images have 1 channels; the model makes 3" in capsys.readouterr().err
     assert run("interpolate", "--frames", 1) == 1
     assert "--frames must be at least 2" in capsys.readouterr().err
 
