@@ -172,6 +172,124 @@ def test_fast_solver_cuda_graph_equals_eager(method, precision):
     torch.testing.assert_close(graphed, eager, rtol=1e-5, atol=1e-5)
 
 
+aten = torch.ops.aten
+# Ops that make the host wait for the device (a value read: .item(), bool(), int(), float(); a shape
+# that depends on values) or copy between host and device. None may run inside a step that
+# run_steps captures in a CUDA graph: capture would fail, or a value read once would be replayed.
+_WAITS = {aten._local_scalar_dense, aten.nonzero, aten.masked_select, aten.equal, aten.is_nonzero,
+          aten._unique2, aten.unique_dim, aten.unique_consecutive}
+
+
+class _HostSyncs(TorchDispatchMode):
+    """Records the ops dispatched under it that sync with the host or copy across devices."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        masks = [a for a in (args[1] if func in (aten.index.Tensor, aten.index_put.default, aten.index_put_.default)
+                             else ()) if a is not None and a.dtype in (torch.bool, torch.uint8)]
+        to = kwargs.get("device") if func is aten._to_copy.default else \
+            args[1].device if func is aten.copy_.default else None
+        if func.overloadpacket in _WAITS or masks or (to is not None and torch.device(to) != tensors[0].device) or \
+                (func.overloadpacket is aten.repeat_interleave and kwargs.get("output_size") is None):
+            self.seen.append(str(func))
+        return func(*args, **kwargs)
+
+
+@pytest.fixture
+def host_syncs(monkeypatch):
+    """Runs every step body of fastsde.sampling's samplers under _HostSyncs; yields the ops it saw
+    and the number of bodies run (with a CUDA graph: the first step eagerly and the second under
+    capture; replays run no Python)."""
+    seen, run = [], [0]
+    steps = engine.run_steps
+
+    def checked(body, state, *args, **kwargs):
+        def guarded(i, *state):
+            run[0] += 1
+            with _HostSyncs() as mode:
+                new = body(i, *state)
+            seen.extend(mode.seen)
+            return new
+        return steps(guarded, state, *args, **kwargs)
+    monkeypatch.setattr(sampling, "run_steps", checked)
+    return seen, run
+
+
+def test_host_syncs_are_seen(host_syncs):
+    # What the check below must catch, each of which one sampler step could plausibly do.
+    seen, _ = host_syncs
+    x = torch.randn(4)
+    for op in (lambda: x.sum().item(), lambda: bool((x > 0).any()), lambda: x[x > 0], lambda: float(x[0]),
+               lambda: x.repeat_interleave(torch.tensor([1, 2, 1, 0]))):
+        with _HostSyncs() as mode:
+            op()
+        assert mode.seen, "a host sync went unseen"
+    with _HostSyncs() as mode:  # none of these waits for the device
+        torch.where(x > 0, x, 0.5).index_select(0, torch.zeros(1, dtype=torch.long)).to(torch.float64)
+    assert not mode.seen and not seen
+
+
+DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=gpu)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("noise", ["generator", "per_sample", "philox"])
+@pytest.mark.parametrize("sde_name", ["VE", "VP", "subVP"])
+def test_pc_steps_are_free_of_host_syncs(host_syncs, sde_name, noise, device):
+    # What lets pc_sample(cuda_graph=True) capture a step: no predictor or corrector step, no SDE
+    # and no noise source waits for the device, for every combination.
+    from fastsde import Philox, subVPSDE
+    sde = {"VE": VESDE, "VP": VPSDE, "subVP": subVPSDE}[sde_name](0.1, 1.5, N=2)  # 2 steps (VP: beta_max < N)
+    model, _, _ = tiny_model(device)
+    score_fn = engine.fast_score_fn(model, sde, True, device)
+    seen, run = host_syncs
+    for predictor, corrector in itertools.product(sorted(sampling.PREDICTORS), sorted(sampling.CORRECTORS)):
+        if predictor == "ancestral_sampling" and sde_name == "subVP":
+            continue
+        generator = {"generator": torch.Generator(device).manual_seed(0), "per_sample": [1, 2],
+                     "philox": Philox([1, 2], device)}[noise]
+        x, _ = sampling.pc_sample(score_fn, sde, (2, 1, 8, 8), predictor, corrector, generator=generator,
+                                  device=device, per_sample=noise != "generator", cuda_graph=True)
+        assert torch.isfinite(x).all() and not seen, (predictor, corrector, seen)
+    assert run[0] == 2 * (len(sampling.PREDICTORS) * len(sampling.CORRECTORS) - (sde_name == "subVP") *
+                          len(sampling.CORRECTORS))
+
+
+# Every config on the CPU; on a GPU, where a copy between host and device shows too, one of each family.
+NETWORKS = [pytest.param(name, "cpu", id=f"{name}-cpu") for name in configs.names()] + [
+    pytest.param(name, "cuda", id=f"{name}-cuda", marks=gpu)
+    for name in ("ve/cifar10_ncsnpp_continuous", "vp/cifar10_ddpmpp_continuous", "vp/ddpm/cifar10", "ve/ncsnv2/cifar10",
+                 "ve/ncsn/cifar10")]
+
+
+@pytest.mark.parametrize("name,device", NETWORKS)
+def test_network_calls_and_fast_solver_steps_are_free_of_host_syncs(host_syncs, name, device):
+    # Each network, on the official path and on fastsde's (folded, channels_last, fp32 and bf16),
+    # through the fast solvers both ways (sampling and encoding), at 8x8 pixels.
+    config = configs.get(name)
+    config.model.nf, config.model.ch_mult, config.model.attn_resolutions = 32, (1, 2), (4,)
+    config.model.num_res_blocks, config.data.image_size, config.device = 1, 8, device
+    torch.manual_seed(0)
+    model = models.create_model(config).to(device).eval()
+    sde = checkpoint.sde_from_config(config)
+    seen, run = host_syncs
+    z = torch.randn(2, config.data.num_channels, 8, 8, generator=torch.Generator().manual_seed(1)).to(device)
+    for options in [dict(fold=False, channels_last=False, precision=None), dict(), dict(precision="bf16")]:
+        score_fn = engine.fast_score_fn(model, sde, config.training.continuous, device, **options)
+        for method in sampling.FAST_SOLVERS:
+            x, _ = sampling.ode_sample(score_fn, sde, z.shape, method, steps=2, z=z, cuda_graph=True)
+            sampling.ode_encode(score_fn, sde, x, method, steps=2, cuda_graph=True)
+            assert torch.isfinite(x).all() and not seen, (options, method, seen)
+    # Both ways, for each of the 3 score functions: heun's first step of 2 (run_steps runs all but
+    # its last, an Euler step), dpmpp_2m's 2.
+    assert run[0] == 3 * 2 * (1 + 2)
+
+
 def _small(name, nf):
     config = configs.get(name)
     config.model.nf, config.device = nf, "cpu"
