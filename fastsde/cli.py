@@ -121,8 +121,13 @@ def cmd_sample(args):
         net = _classifier(args, sde, config, device)
         classifier = controllable.noise_conditional(net, sde)
         base, label, scale = score_fn, args.class_label, args.scale
-        score_fn = lambda x, t: controllable.classifier_score_fn(  # noqa: E731
-            base, classifier, torch.full((len(x),), label, dtype=torch.long), scale)(x, t)
+        by_batch = {}  # batch size -> its guided score function, which holds its labels on the device
+
+        def score_fn(x, t):
+            if len(x) not in by_batch:
+                labels = torch.full((len(x),), label, dtype=torch.long)
+                by_batch[len(x)] = controllable.classifier_score_fn(base, classifier, labels, scale)
+            return by_batch[len(x)](x, t)
         guided = dict(class_label=label, classifier=checkpoint.digest(net), scale=scale)
     kwargs = dict(sampler=args.sampler, steps=args.steps, predictor=args.predictor, corrector=args.corrector,
                   snr=args.snr, noise=args.noise)

@@ -103,15 +103,18 @@ def classifier_score_fn(score_fn, classifier, labels, scale=1.0):
     """score_fn(x, t) + scale grad_x log p(labels | x, t), a score function for any sampler.
     classifier(x, t) -> logits [B, K]; labels: [B] class indices."""
     labels = torch.as_tensor(labels)
+    on = {}  # device -> the labels there, checked and copied once (a copy a call would wait for the device)
 
     def conditional(x, t):
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             logits = classifier(xg, t)
-            if labels.min() < 0 or labels.max() >= logits.shape[1]:
-                raise ValueError(f"labels must lie in [0, {logits.shape[1]}), the classifier's classes; "
-                                 f"got {labels.min().item()}..{labels.max().item()}")
-            logp = F.log_softmax(logits.float(), dim=1).gather(1, labels.to(x.device)[:, None]).sum()
+            if x.device not in on:
+                if labels.min() < 0 or labels.max() >= logits.shape[1]:
+                    raise ValueError(f"labels must lie in [0, {logits.shape[1]}), the classifier's classes; "
+                                     f"got {labels.min().item()}..{labels.max().item()}")
+                on[x.device] = labels.to(x.device)
+            logp = F.log_softmax(logits.float(), dim=1).gather(1, on[x.device][:, None]).sum()
             (grad,) = torch.autograd.grad(logp, xg)
         return score_fn(x, t) + scale * grad.to(x.dtype)
     return conditional

@@ -202,14 +202,20 @@ class _HostSyncs(TorchDispatchMode):
 
 @pytest.fixture
 def host_syncs(monkeypatch):
-    """Runs every step body of fastsde.sampling's samplers under _HostSyncs; yields the ops it saw
-    and the number of bodies run (with a CUDA graph: the first step eagerly and the second under
-    capture; replays run no Python)."""
+    """Runs the step bodies of fastsde.sampling's samplers after each run's first under _HostSyncs
+    (the first runs eagerly with a CUDA graph too, and may fill caches); yields the ops it saw and
+    the number of bodies checked (with a CUDA graph: the second step under capture, no more, as
+    replays run no Python)."""
     seen, run = [], [0]
     steps = engine.run_steps
 
     def checked(body, state, *args, **kwargs):
+        first = [True]
+
         def guarded(i, *state):
+            if first[0]:
+                first[0] = False
+                return body(i, *state)
             run[0] += 1
             with _HostSyncs() as mode:
                 new = body(i, *state)
@@ -244,7 +250,7 @@ def test_pc_steps_are_free_of_host_syncs(host_syncs, sde_name, noise, device):
     # What lets pc_sample(cuda_graph=True) capture a step: no predictor or corrector step, no SDE
     # and no noise source waits for the device, for every combination.
     from fastsde import Philox, subVPSDE
-    sde = {"VE": VESDE, "VP": VPSDE, "subVP": subVPSDE}[sde_name](0.1, 1.5, N=2)  # 2 steps (VP: beta_max < N)
+    sde = {"VE": VESDE, "VP": VPSDE, "subVP": subVPSDE}[sde_name](0.1, 1.5, N=3)  # 3 steps (VP: beta_max < N)
     model, _, _ = tiny_model(device)
     score_fn = engine.fast_score_fn(model, sde, True, device)
     seen, run = host_syncs
@@ -257,7 +263,24 @@ def test_pc_steps_are_free_of_host_syncs(host_syncs, sde_name, noise, device):
                                   device=device, per_sample=noise != "generator", cuda_graph=True)
         assert torch.isfinite(x).all() and not seen, (predictor, corrector, seen)
     assert run[0] == 2 * (len(sampling.PREDICTORS) * len(sampling.CORRECTORS) - (sde_name == "subVP") *
-                          len(sampling.CORRECTORS))
+                          len(sampling.CORRECTORS))  # 2 steps of 3 checked
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_class_guided_steps_are_free_of_host_syncs(host_syncs, device):
+    # sample --class: the classifier's gradient inside each step (labels made on the host, as the
+    # command line makes them), with the official PC sampler.
+    from fastsde import controllable
+    from fastsde.models.classifier import WideResNet
+    model, sde, _ = tiny_model(device)
+    sde = VESDE(N=3)
+    net = WideResNet(num_classes=3, in_ch=1, blocks_per_group=1, channel_multiplier=1, embedding_size=8).to(device)
+    guided = controllable.classifier_score_fn(engine.fast_score_fn(model, sde, True, device),
+                                              controllable.noise_conditional(net, sde), torch.tensor([0, 2]))
+    seen, run = host_syncs
+    x, _ = sampling.pc_sample(guided, sde, (2, 1, 8, 8), generator=[1, 2], device=device, per_sample=True,
+                              cuda_graph=True)
+    assert torch.isfinite(x).all() and not seen and run[0] == 2, seen
 
 
 # Every config on the CPU; on a GPU, where a copy between host and device shows too, one of each family.
@@ -282,11 +305,11 @@ def test_network_calls_and_fast_solver_steps_are_free_of_host_syncs(host_syncs, 
     for options in [dict(fold=False, channels_last=False, precision=None), dict(), dict(precision="bf16")]:
         score_fn = engine.fast_score_fn(model, sde, config.training.continuous, device, **options)
         for method in sampling.FAST_SOLVERS:
-            x, _ = sampling.ode_sample(score_fn, sde, z.shape, method, steps=2, z=z, cuda_graph=True)
-            sampling.ode_encode(score_fn, sde, x, method, steps=2, cuda_graph=True)
+            x, _ = sampling.ode_sample(score_fn, sde, z.shape, method, steps=3, z=z, cuda_graph=True)
+            sampling.ode_encode(score_fn, sde, x, method, steps=3, cuda_graph=True)
             assert torch.isfinite(x).all() and not seen, (options, method, seen)
-    # Both ways, for each of the 3 score functions: heun's first step of 2 (run_steps runs all but
-    # its last, an Euler step), dpmpp_2m's 2.
+    # Both ways, for each of the 3 score functions, the steps after the first: heun's second of 3
+    # (run_steps runs all but its last, an Euler step), dpmpp_2m's second and third.
     assert run[0] == 3 * 2 * (1 + 2)
 
 
