@@ -1,11 +1,15 @@
 """Builds fastsde and its compiled extension fastsde._C from csrc/.
 
 The C++ CPU kernels are always built. The CUDA kernels are built when FASTSDE_BUILD_CUDA=1, or
-when it is unset and both a CUDA toolkit and a CUDA build of torch are present (FASTSDE_BUILD_CUDA=0
-turns them off). Archs come from TORCH_CUDA_ARCH_LIST (default "8.0;9.0"); MAX_JOBS caps ninja.
+when it is unset and a CUDA build of torch and a CUDA toolkit of the same major version are present
+(FASTSDE_BUILD_CUDA=0 turns them off). Archs come from TORCH_CUDA_ARCH_LIST (default "8.0;9.0");
+MAX_JOBS caps ninja.
 """
 import glob
 import os
+import re
+import subprocess
+import warnings
 
 import torch
 from setuptools import find_packages, setup
@@ -23,7 +27,28 @@ def build_cuda():
         why = "no CUDA toolkit found (set CUDA_HOME)" if CUDA_HOME is None else \
             f"torch {torch.__version__} is a CPU-only build"
         raise SystemExit(f"FASTSDE_BUILD_CUDA=1 but the CUDA kernels cannot be built: {why}")
+    if flag == "" and possible:
+        # torch refuses to build against a toolkit of another major version: unasked, install
+        # without the CUDA kernels (the triton backend still runs on the GPU) rather than fail.
+        toolkit = toolkit_version()
+        if toolkit is None or toolkit.split(".")[0] != torch.version.cuda.split(".")[0]:
+            warnings.warn(f"fastsde: not building the CUDA kernels: the CUDA toolkit at {CUDA_HOME} is "
+                          f"{toolkit or 'of unknown version'}, torch {torch.__version__} was built with CUDA "
+                          f"{torch.version.cuda}; set CUDA_HOME to a {torch.version.cuda.split('.')[0]}.x "
+                          f"toolkit, or FASTSDE_BUILD_CUDA=1 to try anyway")
+            return False
     return possible
+
+
+def toolkit_version():
+    """The release of the CUDA toolkit at CUDA_HOME ("13.0"), from its nvcc; None if it does not say."""
+    try:
+        out = subprocess.run([os.path.join(CUDA_HOME, "bin", "nvcc"), "--version"], capture_output=True,
+                             text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    m = re.search(r"release (\d+\.\d+)", out)
+    return m.group(1) if m else None
 
 
 def extension():
