@@ -141,10 +141,17 @@ def tiny_model(device):
 
 
 @gpu
-@pytest.mark.parametrize("per_sample", [False, True])
-def test_pc_sample_cuda_graph_equals_eager(per_sample):
+@pytest.mark.parametrize("per_sample,guided", [(False, False), (True, False), (True, True)],
+                         ids=["batch", "per_sample", "class_guided"])
+def test_pc_sample_cuda_graph_equals_eager(per_sample, guided):
     model, sde, config = tiny_model("cuda")
     score_fn = engine.fast_score_fn(model, sde, True, "cuda")
+    if guided:  # sample --class: the classifier's backward pass inside the captured step
+        from fastsde import controllable
+        from fastsde.models.classifier import WideResNet
+        net = WideResNet(num_classes=3, in_ch=1, blocks_per_group=1, channel_multiplier=1, embedding_size=8)
+        score_fn = controllable.classifier_score_fn(score_fn, controllable.noise_conditional(perturb(net).cuda(), sde),
+                                                    torch.tensor([0, 2, 1, 0]))
     shape = (4, 1, 8, 8)
 
     def run(cuda_graph):
