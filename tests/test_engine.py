@@ -187,6 +187,11 @@ _WAITS = {aten._local_scalar_dense, aten.nonzero, aten.masked_select, aten.equal
           aten._unique2, aten.unique_dim, aten.unique_consecutive}
 
 
+def _elsewhere(device, of):
+    """Whether `device` is another device than `of` (one without an index, 'cuda', matches any of its type)."""
+    return device.type != of.type or None not in (device.index, of.index) and device.index != of.index
+
+
 class _HostSyncs(TorchDispatchMode):
     """Records the ops dispatched under it that sync with the host or copy across devices."""
 
@@ -201,7 +206,8 @@ class _HostSyncs(TorchDispatchMode):
                              else ()) if a is not None and a.dtype in (torch.bool, torch.uint8)]
         to = kwargs.get("device") if func is aten._to_copy.default else \
             args[1].device if func is aten.copy_.default else None
-        if func.overloadpacket in _WAITS or masks or (to is not None and torch.device(to) != tensors[0].device) or \
+        crosses = to is not None and _elsewhere(torch.device(to), tensors[0].device)
+        if func.overloadpacket in _WAITS or masks or crosses or \
                 (func.overloadpacket is aten.repeat_interleave and kwargs.get("output_size") is None):
             self.seen.append(str(func))
         return func(*args, **kwargs)
@@ -238,13 +244,16 @@ def test_host_syncs_are_seen(host_syncs):
     seen, _ = host_syncs
     x = torch.randn(4)
     for op in (lambda: x.sum().item(), lambda: bool((x > 0).any()), lambda: x[x > 0], lambda: float(x[0]),
-               lambda: x.repeat_interleave(torch.tensor([1, 2, 1, 0]))):
+               lambda: x.repeat_interleave(torch.tensor([1, 2, 1, 0])), lambda: x.to("meta"),
+               lambda: torch.empty(4, device="meta").copy_(x)):
         with _HostSyncs() as mode:
             op()
         assert mode.seen, "a host sync went unseen"
     with _HostSyncs() as mode:  # none of these waits for the device
         torch.where(x > 0, x, 0.5).index_select(0, torch.zeros(1, dtype=torch.long)).to(torch.float64)
     assert not mode.seen and not seen
+    assert not _elsewhere(torch.device("cuda"), torch.device("cuda:0")) and _elsewhere(torch.device("cuda:1"),
+                                                                                      torch.device("cuda:0"))
 
 
 DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=gpu)]
