@@ -30,12 +30,12 @@ def build_cuda():
     if flag == "" and possible:
         # torch refuses to build against a toolkit of another major version: unasked, install
         # without the CUDA kernels (the triton backend still runs on the GPU) rather than fail.
-        toolkit = toolkit_version()
-        if toolkit is None or toolkit.split(".")[0] != torch.version.cuda.split(".")[0]:
+        toolkit, major = toolkit_version(), torch.version.cuda.split(".")[0]
+        if toolkit is None or toolkit.split(".")[0] != major:
             warnings.warn(f"fastsde: not building the CUDA kernels: the CUDA toolkit at {CUDA_HOME} is "
                           f"{toolkit or 'of unknown version'}, torch {torch.__version__} was built with CUDA "
-                          f"{torch.version.cuda}; set CUDA_HOME to a {torch.version.cuda.split('.')[0]}.x "
-                          f"toolkit, or FASTSDE_BUILD_CUDA=1 to try anyway")
+                          f"{torch.version.cuda}; set CUDA_HOME to a {major}.x toolkit, or FASTSDE_BUILD_CUDA=1 "
+                          f"to try anyway")
             return False
     return possible
 

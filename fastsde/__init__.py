@@ -15,4 +15,5 @@ warm_vml()  # before the user computes anything: see _mkl.py
 
 __all__ = ["ops", "Philox", "SDE", "VESDE", "VPSDE", "subVPSDE", "pc_sample", "ode_sample", "ode_encode",
            "slerp", "interpolate", "log_likelihood", "bits_per_dim", "PREDICTORS", "CORRECTORS",
-           "register_predictor", "register_corrector", "get_score_fn", "get_pc_sampler", "get_ode_sampler", "get_likelihood_fn", "get_sampling_fn"]
+           "register_predictor", "register_corrector", "get_score_fn", "get_pc_sampler", "get_ode_sampler",
+           "get_likelihood_fn", "get_sampling_fn"]

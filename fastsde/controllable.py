@@ -103,7 +103,7 @@ def classifier_score_fn(score_fn, classifier, labels, scale=1.0):
     """score_fn(x, t) + scale grad_x log p(labels | x, t), a score function for any sampler.
     classifier(x, t) -> logits [B, K]; labels: [B] class indices."""
     labels = torch.as_tensor(labels)
-    on = {}  # device -> the labels there, checked and copied once (a copy a call would wait for the device)
+    on = {}  # device -> the labels there, checked and copied once: a copy at every call waits for the device
 
     def conditional(x, t):
         with torch.enable_grad():

@@ -140,6 +140,16 @@ def tiny_model(device):
     return model, checkpoint.sde_from_config(config), config
 
 
+def class_guided(score_fn, sde, device, labels):
+    """score_fn guided by a small random noise-conditional classifier of 3 classes towards `labels`
+    (made on the host, as the command line makes them)."""
+    from fastsde import controllable
+    from fastsde.models.classifier import WideResNet
+    net = WideResNet(num_classes=3, in_ch=1, blocks_per_group=1, channel_multiplier=1, embedding_size=8)
+    return controllable.classifier_score_fn(score_fn, controllable.noise_conditional(perturb(net).to(device), sde),
+                                            torch.tensor(labels))
+
+
 @gpu
 @pytest.mark.parametrize("per_sample,guided", [(False, False), (True, False), (True, True)],
                          ids=["batch", "per_sample", "class_guided"])
@@ -147,11 +157,7 @@ def test_pc_sample_cuda_graph_equals_eager(per_sample, guided):
     model, sde, config = tiny_model("cuda")
     score_fn = engine.fast_score_fn(model, sde, True, "cuda")
     if guided:  # sample --class: the classifier's backward pass inside the captured step
-        from fastsde import controllable
-        from fastsde.models.classifier import WideResNet
-        net = WideResNet(num_classes=3, in_ch=1, blocks_per_group=1, channel_multiplier=1, embedding_size=8)
-        score_fn = controllable.classifier_score_fn(score_fn, controllable.noise_conditional(perturb(net).cuda(), sde),
-                                                    torch.tensor([0, 2, 1, 0]))
+        score_fn = class_guided(score_fn, sde, "cuda", [0, 2, 1, 0])
     shape = (4, 1, 8, 8)
 
     def run(cuda_graph):
@@ -284,15 +290,10 @@ def test_pc_steps_are_free_of_host_syncs(host_syncs, sde_name, noise, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_class_guided_steps_are_free_of_host_syncs(host_syncs, device):
-    # sample --class: the classifier's gradient inside each step (labels made on the host, as the
-    # command line makes them), with the official PC sampler.
-    from fastsde import controllable
-    from fastsde.models.classifier import WideResNet
-    model, sde, _ = tiny_model(device)
+    # sample --class: the classifier's gradient inside each step, with the official PC sampler.
+    model, _, _ = tiny_model(device)
     sde = VESDE(N=3)
-    net = WideResNet(num_classes=3, in_ch=1, blocks_per_group=1, channel_multiplier=1, embedding_size=8).to(device)
-    guided = controllable.classifier_score_fn(engine.fast_score_fn(model, sde, True, device),
-                                              controllable.noise_conditional(net, sde), torch.tensor([0, 2]))
+    guided = class_guided(engine.fast_score_fn(model, sde, True, device), sde, device, [0, 2])
     seen, run = host_syncs
     x, _ = sampling.pc_sample(guided, sde, (2, 1, 8, 8), generator=[1, 2], device=device, per_sample=True,
                               cuda_graph=True)
