@@ -2,6 +2,8 @@
 CI runs this file against the CUDA build too (no GPU needed to check registrations)."""
 import os
 import runpy
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -36,6 +38,32 @@ def test_fake_kernels_registered():
     assert y.shape == (2, 8, 12, 12)
     y, mean, rstd = torch.ops.fastsde.group_norm(x, 4, None, None, 1e-6, True)
     assert y.shape == x.shape and mean.shape == rstd.shape == (2, 4) and mean.dtype == torch.float32
+
+
+def test_extension_built_against_another_torch_is_not_used():
+    """torch keeps no C++ ABI across releases, so an extension that still loads under another torch is
+    left unused, with a reason that names both versions, and `auto` falls back with a warning."""
+    code = """if True:
+        import warnings, torch
+        torch.__version__ = "2.99.0"
+        from fastsde import ops
+        x = torch.randn(2, 8, 4, 4)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            y = ops.group_norm(x, 4)
+        assert torch.allclose(y, torch.nn.functional.group_norm(x, 4, eps=1e-6), atol=1e-5)
+        print(*ops.available_backends("cpu"))
+        print(ops.unavailable_reason("cpp", "cpu"))
+        print(*[w.message for w in caught], sep="\\n")
+    """
+    env = {k: v for k, v in os.environ.items() if k != "FASTSDE_BACKEND"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    available, reason, warned = out.splitlines()[:3]
+    assert "cpp" not in available.split() and "reference" in available.split()
+    built = ops.build_info()["torch_version"]
+    assert f"built against torch {built} but torch 2.99.0 is installed" in reason
+    assert "using the reference backend on cpu: cpp is not available" in warned and reason in warned
+    assert "cpp" in ops.available_backends("cpu")  # under the torch it was built against, it runs
 
 
 SETUP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")

@@ -18,13 +18,24 @@ import torch
 BACKENDS = ("reference", "cpp", "triton", "cuda")
 _PREFERENCE = {"cpu": ("cpp", "reference"), "cuda": ("cuda", "triton", "reference")}
 
+
+def torch_mismatch(built, installed):
+    """Why an extension built against torch version `built` must not run under `installed`, or None."""
+    if built == installed:
+        return None
+    # torch keeps no C++ ABI from one release (or build variant) to the next: an extension built
+    # against another torch may still load and then read its tensors wrongly or crash.
+    return (f"fastsde._C was built against torch {built} but torch {installed} is installed; reinstall "
+            "fastsde to rebuild it (pip install --no-build-isolation, as in its README)")
+
+
 try:
     from fastsde import _C  # noqa: F401  (loading it registers the ops with the dispatcher)
-
-    _C_ERROR = None
 except ImportError as e:  # a source checkout that was never built, or a torch mismatch
     _C = None
     _C_ERROR = f"the compiled extension fastsde._C did not load ({e})"
+else:
+    _C_ERROR = torch_mismatch(_C.build_info()["torch_version"], torch.__version__)
 
 
 def build_info():
