@@ -9,7 +9,12 @@
 #include <c10/macros/Macros.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
 
 #include "philox.h"
 
@@ -32,18 +37,46 @@ inline bool is_float_type(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }
 
-inline void check_float(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(is_float_type(t.scalar_type()), name,
-              " must be float32, float64, float16 or bfloat16, got ", t.scalar_type());
+// A dtype's name as Python writes it (float32, not Float).
+inline std::string dtype_name(at::ScalarType t) {
+  return std::string(c10::getDtypeNames(t).first);
 }
 
-inline void check_same_device(const at::Tensor& t, const at::Tensor& x, const char* name) {
-  TORCH_CHECK(t.device() == x.device(), name, " must be on the same device as x (", x.device(),
-              "), got ", t.device());
+// Fails unless t has the shape (shape_ok; `shape` as the message states it) and the dtype (nullopt:
+// any of is_float_type's) on the device (nullopt: any) asked for, with the message of Python's
+// check_tensor (fastsde/ops/_common.py): ValueError, or TypeError where the dtype is wrong.
+inline void check_tensor(const char* op, const char* name, const at::Tensor& t, bool shape_ok,
+                         const std::string& shape, std::optional<at::ScalarType> dtype,
+                         std::optional<at::Device> device, const char* what) {
+  const bool dtype_ok = dtype ? t.scalar_type() == *dtype : is_float_type(t.scalar_type());
+  if (dtype_ok && shape_ok && (!device || t.device() == *device)) return;
+  std::ostringstream want;
+  want << what << " of shape " << shape << ", dtype "
+       << (dtype ? dtype_name(*dtype) : "float32, float64, float16 or bfloat16");
+  if (device) want << ", on " << *device;
+  std::ostringstream got;
+  got << "shape " << t.sizes() << ", dtype " << dtype_name(t.scalar_type()) << ", on " << t.device();
+  TORCH_CHECK_TYPE(dtype_ok, op, ": ", name, " must be ", want.str(), "; got ", got.str());
+  TORCH_CHECK_VALUE(false, op, ": ", name, " must be ", want.str(), "; got ", got.str());
 }
 
-inline void check_nonempty(const at::Tensor& x, const char* name) {
-  TORCH_CHECK(x.numel() > 0, name, " must not be empty, got shape ", x.sizes());
+// t of exactly these sizes.
+inline void check_tensor(const char* op, const char* name, const at::Tensor& t, at::IntArrayRef shape,
+                         std::optional<at::ScalarType> dtype, std::optional<at::Device> device,
+                         const char* what = "a tensor") {
+  std::ostringstream s;
+  s << shape;
+  check_tensor(op, name, t, t.sizes() == shape, s.str(), dtype, device, what);
+}
+
+// A non-empty float tensor laid out as `layout`: "[N, C, H, W]" has exactly 4 dims, "[N, C, ...]"
+// at least 2.
+inline void check_input(const char* op, const char* name, const at::Tensor& t, std::string_view layout,
+                        std::optional<at::Device> device = std::nullopt) {
+  const bool more = layout.find("...") != std::string_view::npos;
+  const int64_t dims = std::count(layout.begin(), layout.end(), ',') + 1 - (more ? 1 : 0);
+  const bool shape_ok = t.numel() > 0 && (more ? t.dim() >= dims : t.dim() == dims);
+  check_tensor(op, name, t, shape_ok, std::string(layout), std::nullopt, device, "a non-empty tensor");
 }
 
 // Floor division for possibly negative numerators (pads may be negative); host and device.
@@ -59,23 +92,20 @@ inline int64_t upfirdn_out_size(int64_t in, int64_t up, int64_t down, int64_t p0
 
 inline std::array<int64_t, 2> check_upfirdn2d(const at::Tensor& x, const at::Tensor& f, int64_t up,
                                               int64_t down, at::IntArrayRef pad) {
-  TORCH_CHECK(x.dim() == 4, "upfirdn2d: x must be 4-D [N, C, H, W], got shape ", x.sizes());
-  check_float(x, "upfirdn2d: x");
-  check_nonempty(x, "upfirdn2d: x");
-  TORCH_CHECK(f.dim() == 1 || f.dim() == 2,
-              "upfirdn2d: kernel must be 1-D [k] (separable) or 2-D [kh, kw], got shape ", f.sizes());
-  check_float(f, "upfirdn2d: kernel");
-  check_nonempty(f, "upfirdn2d: kernel");
-  check_same_device(f, x, "upfirdn2d: kernel");
-  TORCH_CHECK(up >= 1, "upfirdn2d: up must be >= 1, got ", up);
-  TORCH_CHECK(down >= 1, "upfirdn2d: down must be >= 1, got ", down);
-  TORCH_CHECK(pad.size() == 4, "upfirdn2d: pad must have 4 entries (x0, x1, y0, y1), got ",
-              pad.size());
+  check_input("upfirdn2d", "x", x, "[N, C, H, W]");
+  TORCH_CHECK_VALUE(f.dim() == 1 || f.dim() == 2,
+                    "upfirdn2d: kernel must be a tensor of shape [k] (separable) or [kh, kw]; got shape ",
+                    f.sizes(), ", dtype ", dtype_name(f.scalar_type()), ", on ", f.device());
+  check_input("upfirdn2d", "kernel", f, f.dim() == 1 ? "[k]" : "[kh, kw]", x.device());
+  TORCH_CHECK_VALUE(up >= 1, "upfirdn2d: up must be an integer >= 1, got ", up);
+  TORCH_CHECK_VALUE(down >= 1, "upfirdn2d: down must be an integer >= 1, got ", down);
+  TORCH_CHECK_VALUE(pad.size() == 4, "upfirdn2d: pad must have 4 entries (x0, x1, y0, y1), got ",
+                    pad.size());
   const int64_t oh = upfirdn_out_size(x.size(2), up, down, pad[2], pad[3], f.size(0));
   const int64_t ow = upfirdn_out_size(x.size(3), up, down, pad[0], pad[1], f.size(f.dim() - 1));
-  TORCH_CHECK(oh >= 1 && ow >= 1, "upfirdn2d: pad ", pad, " with up=", up, ", down=", down,
-              " and a ", f.size(0), "x", f.size(f.dim() - 1), " kernel leaves an empty output for a ",
-              x.size(2), "x", x.size(3), " input");
+  TORCH_CHECK_VALUE(oh >= 1 && ow >= 1, "upfirdn2d: pad ", pad, " with up=", up, ", down=", down,
+                    " and a ", f.size(0), "x", f.size(f.dim() - 1), " kernel leaves an empty output for a ",
+                    x.size(2), "x", x.size(3), " input");
   return {oh, ow};
 }
 
@@ -83,27 +113,14 @@ inline void check_group_norm(const at::Tensor& x, int64_t num_groups,
                              const std::optional<at::Tensor>& weight,
                              const std::optional<at::Tensor>& bias,
                              const std::optional<at::Tensor>& offset) {
-  TORCH_CHECK(x.dim() >= 2, "group_norm: x must be at least 2-D [N, C, ...], got shape ", x.sizes());
-  check_float(x, "group_norm: x");
-  check_nonempty(x, "group_norm: x");
+  check_input("group_norm", "x", x, "[N, C, ...]");
   const int64_t C = x.size(1);
-  TORCH_CHECK(num_groups >= 1 && C % num_groups == 0, "group_norm: num_groups (", num_groups,
-              ") must be positive and divide the number of channels (", C, ")");
-  for (const auto& [t, name] : {std::make_pair(weight, "group_norm: weight"),
-                                std::make_pair(bias, "group_norm: bias")}) {
-    if (!t.has_value()) continue;
-    TORCH_CHECK(t->dim() == 1 && t->size(0) == C, name, " must have shape [", C, "], got ",
-                t->sizes());
-    check_same_device(*t, x, name);
-    TORCH_CHECK(t->scalar_type() == x.scalar_type(), name, " must have the dtype of x (",
-                x.scalar_type(), "), got ", t->scalar_type());
-  }
+  TORCH_CHECK_VALUE(num_groups >= 1 && C % num_groups == 0, "group_norm: num_groups (", num_groups,
+                    ") must be a positive integer that divides the number of channels (", C, ")");
+  if (weight.has_value()) check_tensor("group_norm", "weight", *weight, {C}, x.scalar_type(), x.device());
+  if (bias.has_value()) check_tensor("group_norm", "bias", *bias, {C}, x.scalar_type(), x.device());
   if (offset.has_value()) {
-    TORCH_CHECK(offset->dim() == 2 && offset->size(0) == x.size(0) && offset->size(1) == C,
-                "group_norm: offset must have shape [", x.size(0), ", ", C, "], got ", offset->sizes());
-    check_same_device(*offset, x, "group_norm: offset");
-    TORCH_CHECK(offset->scalar_type() == x.scalar_type(), "group_norm: offset must have the dtype of x (",
-                x.scalar_type(), "), got ", offset->scalar_type());
+    check_tensor("group_norm", "offset", *offset, {x.size(0), C}, x.scalar_type(), x.device());
   }
 }
 
@@ -133,36 +150,15 @@ inline void check_step(const char* op, const at::Tensor& x, const at::Tensor& sc
                        const std::optional<at::Tensor>& noise,
                        const std::optional<at::Tensor>& noise_key,
                        std::initializer_list<std::pair<const at::Tensor*, const char*>> coefs) {
-  TORCH_CHECK(x.dim() >= 1, op, ": x must be at least 1-D [B, ...], got shape ", x.sizes());
-  check_float(x, op);
-  check_nonempty(x, op);
-  auto same = [&](const at::Tensor& t, const char* name) {
-    TORCH_CHECK(t.sizes() == x.sizes(), op, ": ", name, " must have the shape of x (", x.sizes(),
-                "), got ", t.sizes());
-    TORCH_CHECK(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have the dtype of x (",
-                x.scalar_type(), "), got ", t.scalar_type());
-    TORCH_CHECK(t.device() == x.device(), op, ": ", name, " must be on the device of x (",
-                x.device(), "), got ", t.device());
-  };
-  same(score, "score");
-  if (noise.has_value()) same(*noise, "noise");
+  check_input(op, "x", x, "[B, ...]");
+  check_tensor(op, "score", score, x.sizes(), x.scalar_type(), x.device());
+  if (noise.has_value()) check_tensor(op, "noise", *noise, x.sizes(), x.scalar_type(), x.device());
   if (noise_key.has_value()) {
-    TORCH_CHECK(!noise.has_value(), op, ": pass noise or noise_key, not both");
-    const at::Tensor& k = *noise_key;
-    TORCH_CHECK(k.scalar_type() == at::kLong && k.dim() == 2 && k.size(0) == x.size(0) && k.size(1) == 2,
-                op, ": noise_key must be an int64 tensor of shape [", x.size(0),
-                ", 2] (seed, offset per sample), got ", k.scalar_type(), " of shape ", k.sizes());
-    TORCH_CHECK(k.device() == x.device(), op, ": noise_key must be on the device of x (", x.device(),
-                "), got ", k.device());
+    TORCH_CHECK_VALUE(!noise.has_value(), op, ": pass noise or noise_key, not both");
+    check_tensor(op, "noise_key", *noise_key, {x.size(0), 2}, at::kLong, x.device(),
+                 "a tensor of (seed, offset) pairs");
   }
-  for (const auto& [t, name] : coefs) {
-    TORCH_CHECK(t->dim() == 1 && t->size(0) == x.size(0), op, ": ", name, " must have shape [",
-                x.size(0), "], got ", t->sizes());
-    TORCH_CHECK(is_float_type(t->scalar_type()), op, ": ", name, " must be a float tensor, got ",
-                t->scalar_type());
-    TORCH_CHECK(t->device() == x.device(), op, ": ", name, " must be on the device of x (",
-                x.device(), "), got ", t->device());
-  }
+  for (const auto& [t, name] : coefs) check_tensor(op, name, *t, {x.size(0)}, std::nullopt, x.device());
 }
 
 // langevin_step needs its noise, from the tensor or the key.
@@ -170,7 +166,7 @@ inline void check_langevin(const at::Tensor& x, const at::Tensor& score,
                            const std::optional<at::Tensor>& noise,
                            const std::optional<at::Tensor>& noise_key, const at::Tensor& alpha) {
   check_step("langevin_step", x, score, noise, noise_key, {{&alpha, "alpha"}});
-  TORCH_CHECK(noise.has_value() || noise_key.has_value(), "langevin_step: noise or noise_key is required");
+  TORCH_CHECK_VALUE(noise.has_value() || noise_key.has_value(), "langevin_step: noise or noise_key is required");
 }
 
 // An offset [N, C] read where it lies, at any strides: element (n, c) is p[n * sn + c * sc] (p null

@@ -8,6 +8,39 @@ def output_format(x):
     return torch.channels_last if cl else torch.contiguous_format
 
 
+FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)  # what the kernels compute in
+
+
+def describe(v):
+    """What was passed, as error messages name it."""
+    if not isinstance(v, torch.Tensor):
+        return f"a {type(v).__name__}"
+    return f"shape [{', '.join(map(str, v.shape))}], dtype {str(v.dtype).removeprefix('torch.')}, on {v.device}"
+
+
+def _has_shape(t, shape):
+    if isinstance(shape, str):  # a layout: '[N, C, H, W]' is 4 dims, '[N, C, ...]' at least 2
+        n = shape.count(",") + 1
+        return t.numel() > 0 and (t.dim() >= n - 1 if shape.endswith("...]") else t.dim() == n)
+    return t.shape == shape
+
+
+def check_tensor(op, name, t, shape, dtype, device=None, what="a tensor"):
+    """Raises unless t is a tensor of `shape` and `dtype` on `device`, with a message that names the
+    op, the argument, what was expected and what was passed: TypeError for a wrong type or dtype, else
+    ValueError. shape: sizes, or a layout such as '[N, C, ...]' (then any sizes, at least 2 dims, and
+    not empty); dtype: one dtype, or a tuple of them (FLOATS); device: None for any. The C++ twins,
+    check_tensor and check_input in csrc/common.h, say the same for direct torch.ops calls."""
+    dtype_ok = isinstance(t, torch.Tensor) and (t.dtype in dtype if isinstance(dtype, tuple) else t.dtype == dtype)
+    if dtype_ok and _has_shape(t, shape) and (device is None or t.device == device):
+        return
+    names = [str(d).removeprefix("torch.") for d in (dtype if isinstance(dtype, tuple) else (dtype,))]
+    want = f"{what} of shape {shape if isinstance(shape, str) else list(shape)}, dtype "
+    want += (", ".join(names[:-1]) + " or " if len(names) > 1 else "") + names[-1]
+    want += "" if device is None else f", on {device}"
+    raise (ValueError if dtype_ok else TypeError)(f"{op}: {name} must be {want}; got {describe(t)}")
+
+
 def acc_dtype(x):
     """The dtype kernels accumulate in for x: float64 for float64, else float32."""
     return torch.float64 if x.dtype == torch.float64 else torch.float32

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _backend
-from ._common import acc_dtype, call, output_format, register_autograd
+from ._common import FLOATS, acc_dtype, call, check_tensor, output_format, register_autograd
 
 ACTS = (None, "silu")
 
@@ -30,27 +30,14 @@ def group_norm_reference(x, num_groups, weight, bias, eps, silu, offset=None):
 
 
 def _check(x, num_groups, weight, bias, act, offset):
-    if not isinstance(x, torch.Tensor) or x.dim() < 2:
-        raise ValueError("group_norm: x must be a tensor of at least 2 dims [N, C, ...], got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"group_norm: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
-    if x.numel() == 0:
-        raise ValueError(f"group_norm: x must not be empty, got shape {tuple(x.shape)}")
+    check_tensor("group_norm", "x", x, "[N, C, ...]", FLOATS, what="a non-empty tensor")
     C = x.shape[1]
     if not isinstance(num_groups, int) or num_groups < 1 or C % num_groups:
         raise ValueError(f"group_norm: num_groups ({num_groups!r}) must be a positive integer that "
                          f"divides the number of channels ({C})")
     for name, t, shape in (("weight", weight, (C,)), ("bias", bias, (C,)), ("offset", offset, (x.shape[0], C))):
-        if t is None:
-            continue
-        if not isinstance(t, torch.Tensor) or t.shape != shape:
-            raise ValueError(f"group_norm: {name} must have shape [{', '.join(map(str, shape))}], got "
-                             f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
-        if t.device != x.device:
-            raise ValueError(f"group_norm: {name} must be on the same device as x ({x.device}), got {t.device}")
-        if t.dtype != x.dtype:
-            raise TypeError(f"group_norm: {name} must have the dtype of x ({x.dtype}), got {t.dtype}")
+        if t is not None:
+            check_tensor("group_norm", name, t, shape, x.dtype, x.device)
     if act not in ACTS:
         raise ValueError(f"group_norm: act must be None or 'silu', got {act!r}")
 

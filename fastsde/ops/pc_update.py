@@ -12,8 +12,8 @@ import torch
 
 from .. import _random
 from . import _backend
-from ._common import acc_dtype, call, output_format, register_autograd
-from .philox import check_key, philox_normal_reference
+from ._common import FLOATS, acc_dtype, call, check_tensor, output_format, register_autograd
+from .philox import philox_normal_reference
 
 
 def predictor_step_reference(x, score, noise, a, b, c, noise_key=None):
@@ -48,32 +48,14 @@ def langevin_step_reference(x, score, noise, alpha, snr, per_sample, noise_key=N
 
 
 def _check_like(op, x, name, t):
-    if not isinstance(t, torch.Tensor) or t.shape != x.shape:
-        raise ValueError(f"{op}: {name} must have the shape of x {tuple(x.shape)}, got "
-                         f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
-    if t.dtype != x.dtype:
-        raise TypeError(f"{op}: {name} must have the dtype of x ({x.dtype}), got {t.dtype}")
-    if t.device != x.device:
-        raise ValueError(f"{op}: {name} must be on the device of x ({x.device}), got {t.device}")
-
-
-def _check_x(op, x):
-    if not isinstance(x, torch.Tensor) or x.dim() < 1 or not x.is_floating_point():
-        raise TypeError(f"{op}: x must be a float tensor [B, ...], got "
-                        f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
-    if x.numel() == 0:
-        raise ValueError(f"{op}: x must not be empty, got shape {tuple(x.shape)}")
+    check_tensor(op, name, t, x.shape, x.dtype, x.device)
 
 
 def _per_sample(op, x, name, v):
     """A coefficient as a [B] float tensor on x's device; a Python number is broadcast."""
     if not isinstance(v, torch.Tensor):
         return torch.full((x.shape[0],), float(v), dtype=acc_dtype(x), device=x.device)
-    if v.shape != (x.shape[0],) or not v.is_floating_point():
-        raise ValueError(f"{op}: {name} must be a float tensor of shape [{x.shape[0]}] or a number, "
-                         f"got {v.dtype} of shape {tuple(v.shape)}")
-    if v.device != x.device:
-        raise ValueError(f"{op}: {name} must be on the device of x ({x.device}), got {v.device}")
+    check_tensor(op, name, v, (x.shape[0],), FLOATS, x.device, what="a number or a tensor")
     return v
 
 
@@ -82,7 +64,8 @@ def _noise(op, x, noise, generator, noise_key):
     if noise_key is not None:
         if noise is not None or generator is not None:
             raise ValueError(f"{op}: pass noise, generator or noise_key, not more than one")
-        check_key(op, noise_key, x)
+        check_tensor(op, "noise_key", noise_key, (x.shape[0], 2), torch.int64, x.device,
+                     what="a tensor of (seed, offset) pairs")
         return None, noise_key
     if noise is None:
         if isinstance(generator, _random.Philox):
@@ -101,7 +84,7 @@ def predictor_step(x, score, a, b, c=None, noise=None, generator=None, noise_key
     draws itself), or from noise_key (int64 [B, 2], (seed, offset) per sample; see ops/philox.py).
     """
     op = "predictor_step"
-    _check_x(op, x)
+    check_tensor(op, "x", x, "[B, ...]", FLOATS, what="a non-empty tensor")
     _check_like(op, x, "score", score)
     a, b = _per_sample(op, x, "a", a), _per_sample(op, x, "b", b)
     if c is None:
@@ -124,7 +107,7 @@ def langevin_step(x, score, alpha, snr, noise=None, generator=None, per_sample=F
     noise, generator, noise_key: as in predictor_step.
     """
     op = "langevin_step"
-    _check_x(op, x)
+    check_tensor(op, "x", x, "[B, ...]", FLOATS, what="a non-empty tensor")
     _check_like(op, x, "score", score)
     alpha = _per_sample(op, x, "alpha", alpha)
     noise, key = _noise(op, x, noise, generator, noise_key)

@@ -55,13 +55,3 @@ def philox_normal_reference(key, shape):
     u1 = torch.clamp_min(_uniform(w0), 1e-7)
     theta = torch.tensor(6.283185307179586, dtype=torch.float32) * _uniform(w1)
     return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(theta)).reshape(shape)
-
-
-def check_key(op, key, x):
-    """A noise key must be an int64 [B, 2] tensor on x's device."""
-    if not isinstance(key, torch.Tensor) or key.dtype != torch.int64 or key.shape != (x.shape[0], 2):
-        got = f"{key.dtype} of shape {tuple(key.shape)}" if isinstance(key, torch.Tensor) else type(key).__name__
-        raise ValueError(f"{op}: noise_key must be an int64 tensor of shape [{x.shape[0]}, 2] "
-                         f"(seed, offset per sample), got {got}")
-    if key.device != x.device:
-        raise ValueError(f"{op}: noise_key must be on the device of x ({x.device}), got {key.device}")

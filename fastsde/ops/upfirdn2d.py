@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _backend
-from ._common import acc_dtype, call, output_format, register_autograd
+from ._common import FLOATS, acc_dtype, call, check_tensor, describe, output_format, register_autograd
 
 
 def upfirdn2d_reference(x, f, up, down, pad):
@@ -36,28 +36,18 @@ def _out_size(n, up, down, p0, p1, k):
 
 
 def _check(x, f, up, down, pad):
-    if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        raise ValueError(f"upfirdn2d: x must be a 4-D tensor [N, C, H, W], got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"upfirdn2d: x must be float32, float64, float16 or bfloat16, got {x.dtype}")
-    if x.numel() == 0:
-        raise ValueError(f"upfirdn2d: x must not be empty, got shape {tuple(x.shape)}")
+    check_tensor("upfirdn2d", "x", x, "[N, C, H, W]", FLOATS, what="a non-empty tensor")
     if not isinstance(f, torch.Tensor) or f.dim() not in (1, 2):
-        raise ValueError(f"upfirdn2d: kernel must be a 1-D (separable) or 2-D tensor, got "
-                         f"{tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__}")
-    if not f.is_floating_point() or f.numel() == 0:
-        raise ValueError(f"upfirdn2d: kernel must be a non-empty float tensor, got {f.dtype} "
-                         f"of shape {tuple(f.shape)}")
-    if f.device != x.device:
-        raise ValueError(f"upfirdn2d: kernel must be on the same device as x ({x.device}), got {f.device}")
+        raise ValueError(f"upfirdn2d: kernel must be a tensor of shape [k] (separable) or [kh, kw]; got {describe(f)}")
+    check_tensor("upfirdn2d", "kernel", f, "[k]" if f.dim() == 1 else "[kh, kw]", FLOATS, x.device,
+                 what="a non-empty tensor")
     for name, v in (("up", up), ("down", down)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"upfirdn2d: {name} must be an integer >= 1, got {v!r}")
     oh = _out_size(x.shape[2], up, down, pad[2], pad[3], f.shape[0])
     ow = _out_size(x.shape[3], up, down, pad[0], pad[1], f.shape[-1])
     if oh < 1 or ow < 1:
-        raise ValueError(f"upfirdn2d: pad {tuple(pad)} with up={up}, down={down} and a "
+        raise ValueError(f"upfirdn2d: pad {list(pad)} with up={up}, down={down} and a "
                          f"{f.shape[0]}x{f.shape[-1]} kernel leaves an empty output for a "
                          f"{x.shape[2]}x{x.shape[3]} input")
     return oh, ow
