@@ -85,7 +85,7 @@ def test_class_conditional_sampling_picks_the_component(name):
             assert_gaussian(part[:, c], float(GMM2.mu[k, c]), float(GMM2.s[k]), (k, c))
 
 
-def test_x_mean_keeps_the_updates_own_mean_where_unknown():
+def test_replace_known_perturbs_the_known_part_and_keeps_the_update_elsewhere():
     sde = VPSDE(N=100)
     known = torch.ones(4, 2, 1, 1)
     mask = torch.tensor([1.0, 0.0]).reshape(1, 2, 1, 1)
@@ -94,8 +94,11 @@ def test_x_mean_keeps_the_updates_own_mean_where_unknown():
     t = torch.full((4,), 0.5)
     new_x, new_mean = constraint(x, x_mean, t)
     assert torch.equal(new_mean[:, 1], x_mean[:, 1]) and torch.equal(new_x[:, 1], x[:, 1])  # upstream used x here
-    alpha = sde.marginal_coef(t)[0]
+    alpha, std = sde.marginal_coef(t)
     torch.testing.assert_close(new_mean[:, 0, 0, 0], alpha)
+    # Where known, x is the data perturbed to time t by a fresh draw (official), not its mean.
+    z = torch.randn(known.shape, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(new_x[:, 0, 0, 0], alpha + std * z[:, 0, 0, 0])
 
 
 def test_bad_input_is_refused_clearly():

@@ -28,6 +28,28 @@ def test_sde_loss_is_minimised_by_the_true_score(sde, weighting, reduce_mean):
     assert losses["exact"] < losses["scaled"] and losses["exact"] < losses["shifted"], losses
 
 
+@pytest.mark.parametrize("sde", [VESDE(), VPSDE(), subVPSDE()], ids=["VE", "VP", "subVP"])
+@pytest.mark.parametrize("weighting", [False, True])
+@pytest.mark.parametrize("reduce_mean", [True, False])
+def test_sde_loss_is_the_official_objective(sde, weighting, reduce_mean):
+    # Upstream's get_sde_loss_fn, written out, from the same draws: t ~ U(eps, T), then z.
+    x, eps = data(64).reshape(16, 2, 2, 2), 1e-5
+    score_fn = lambda x, t: torch.sin(x) - x * t.reshape(-1, 1, 1, 1)  # noqa: E731
+    got = sde_loss(score_fn, sde, x, reduce_mean, weighting, eps, generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)
+    t = torch.rand(x.shape[0], generator=g) * (sde.T - eps) + eps
+    z = torch.randn(x.shape, generator=g)
+    mean, std = sde.marginal_prob(x, t)
+    std = std.reshape(-1, 1, 1, 1)
+    score = score_fn(mean + std * z, t)
+    reduce = (lambda v: v.mean(-1)) if reduce_mean else (lambda v: 0.5 * v.sum(-1))  # noqa: E731
+    if weighting:
+        losses = reduce(((score + z / std) ** 2).reshape(16, -1)) * sde.sde(torch.zeros_like(x), t)[1] ** 2
+    else:
+        losses = reduce(((score * std + z) ** 2).reshape(16, -1))
+    torch.testing.assert_close(got, losses.mean())
+
+
 def test_sde_loss_reductions():
     sde, x = VPSDE(), data(256)
     f = lambda x, t: -x  # noqa: E731

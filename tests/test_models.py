@@ -21,6 +21,9 @@ def fixture(name, ext):
 
 
 def rel_err(a, b):
+    """The largest difference relative to the largest value. float32 rounding through these networks
+    stays near 1e-6 (measured on every CPU backend); 1e-5 is the contract (tests/fixtures/README.md),
+    which a GroupNorm eps of 1e-5 instead of 1e-6 already breaks (2.6e-5)."""
     return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
 
 
@@ -34,8 +37,8 @@ def test_matches_official_outputs(name, backend, monkeypatch):
         out = model(e["x"], e["labels"])
         score = get_score_fn(sde, model, continuous=True)(e["x"], e["t"])
     assert out.dtype == torch.float32
-    assert rel_err(out, e["model_out"]) < 1e-4
-    assert rel_err(score, e["score"]) < 1e-4
+    assert rel_err(out, e["model_out"]) < 1e-5
+    assert rel_err(score, e["score"]) < 1e-5
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -56,7 +59,7 @@ def test_channels_last_and_autocast():
     e = torch.load(fixture(name, "expected.pt"), weights_only=True)
     with torch.no_grad():
         cl = model.to(memory_format=torch.channels_last)(e["x"].contiguous(memory_format=torch.channels_last), e["labels"])
-        assert rel_err(cl, e["model_out"]) < 1e-4
+        assert rel_err(cl, e["model_out"]) < 1e-5
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = model(e["x"], e["labels"])
         assert rel_err(low.float(), e["model_out"]) < 0.1
@@ -266,7 +269,7 @@ def test_safetensors_round_trip_and_conversion(tmp_path):
     model, sde, cfg = load_checkpoint(out)  # the config travels in the file's metadata
     e = torch.load(fixture(name, "expected.pt"), weights_only=True)
     with torch.no_grad():
-        assert rel_err(model(e["x"], e["labels"]), e["model_out"]) < 1e-4
+        assert rel_err(model(e["x"], e["labels"]), e["model_out"]) < 1e-5
     assert type(sde).__name__ == "VESDE" and cfg == config
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):

@@ -62,6 +62,95 @@ def test_pc_probability_flow_predictor(name):
     assert_is_mixture(x)
 
 
+def official_step(sde, name, score_fn, x, t, z, snr=0.0, probability_flow=False, per_sample=False):
+    """One step of a predictor or corrector as the official sampling.py writes it, with noise z:
+    (x, x_mean). Sub-VP Langevin steps use alpha_i = 1 - beta_i as VP (upstream fails there)."""
+    col = lambda v: v.reshape(-1, *[1] * (x.dim() - 1))  # noqa: E731
+    s, k, i = score_fn(x, t), (0.5 if probability_flow else 1.0), (t * (sde.N - 1)).long()
+    if name in ("euler_maruyama", "reverse_diffusion"):
+        if name == "euler_maruyama":  # the reverse SDE's drift and diffusion over dt = -1/N
+            f, g = sde.sde(x, t)
+            f, g = (f - col(g) ** 2 * s * k) / sde.N, g / math.sqrt(sde.N)
+        else:  # the forward discretisation, reversed
+            f, g = sde.discretize(x, t)
+            f = f - col(g) ** 2 * s * k
+        x_mean = x - f
+        return (x_mean if probability_flow else x_mean + col(g) * z), x_mean
+    betas = None if isinstance(sde, VESDE) else torch.linspace(sde.beta_0 / sde.N, sde.beta_1 / sde.N, sde.N,
+                                                                dtype=x.dtype)
+    if name == "ancestral_sampling":
+        if betas is None:
+            sigmas = torch.linspace(math.log(sde.sigma_min), math.log(sde.sigma_max), sde.N, dtype=x.dtype).exp()
+            sigma, prev = sigmas[i], torch.where(i == 0, 0.0, sigmas[(i - 1).clamp(min=0)])
+            x_mean = x + s * col(sigma ** 2 - prev ** 2)
+            return x_mean + col(torch.sqrt(prev ** 2 * (sigma ** 2 - prev ** 2) / sigma ** 2)) * z, x_mean
+        beta = betas[i]
+        x_mean = (x + col(beta) * s) / col(torch.sqrt(1.0 - beta))
+        return x_mean + col(torch.sqrt(beta)) * z, x_mean
+    alpha = torch.ones_like(t) if betas is None else 1.0 - betas[i]
+    if name == "langevin":
+        grad_norm, noise_norm = s.flatten(1).norm(dim=-1), z.flatten(1).norm(dim=-1)
+        if not per_sample:
+            grad_norm, noise_norm = grad_norm.mean(), noise_norm.mean()
+        step = (snr * noise_norm / grad_norm) ** 2 * 2 * alpha
+    else:  # ald
+        step = (snr * sde.marginal_prob(x, t)[1]) ** 2 * 2 * alpha
+    x_mean = x + col(step) * s
+    return x_mean + z * col(torch.sqrt(step * 2)), x_mean
+
+
+STEPS = [(sde, name, pf) for sde in ("VE", "VP", "subVP") for name, pf in (
+    ("euler_maruyama", False), ("euler_maruyama", True), ("reverse_diffusion", False), ("reverse_diffusion", True),
+    ("ancestral_sampling", False), ("langevin", False), ("ald", False)) if (sde, name) != ("subVP", "ancestral_sampling")]
+
+
+@pytest.mark.parametrize("sde_name,name,probability_flow", STEPS)
+def test_each_step_is_the_official_update(sde_name, name, probability_flow):
+    # N = 50: betas up to 0.4, so that every coefficient matters; t = 0.01 takes the first index
+    # (VE ancestral sampling then adds no noise).
+    sde = sdes(50)[sde_name]
+    g = torch.Generator().manual_seed(3)
+    x = 3 * torch.randn(4, 3, 5, 5, generator=g)
+    t = torch.tensor([1.0, 0.5, 0.237, 0.01])
+    score_fn = lambda x, t: torch.tanh(x) - x / (1 + t.reshape(-1, 1, 1, 1))  # noqa: E731
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
+    for per_sample in ((False, True) if name == "langevin" else (False,)):
+        noise = torch.Generator().manual_seed(4)
+        if name in fastsde.PREDICTORS:
+            got = fastsde.PREDICTORS[name](sde, score_fn, x, t, probability_flow, generator=noise)
+        else:
+            got = fastsde.CORRECTORS[name](sde, score_fn, x, t, 0.16, generator=noise, per_sample=per_sample)
+        want = official_step(sde, name, score_fn, x.double(), t.double(), z.double(), 0.16, probability_flow,
+                             per_sample)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b.float(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("sde_name,predictor,corrector,n_steps,denoise", [
+    ("VE", "reverse_diffusion", "langevin", 1, True), ("VE", "ancestral_sampling", "ald", 2, False),
+    ("VP", "euler_maruyama", "langevin", 1, True), ("VP", "ancestral_sampling", "none", 1, True),
+    ("subVP", "reverse_diffusion", "ald", 1, False), ("subVP", "none", "langevin", 2, True)])
+def test_pc_sample_is_the_official_loop(sde_name, predictor, corrector, n_steps, denoise):
+    # Upstream's pc_sampler: from the prior, at each of N times from T to eps, n_steps corrector steps
+    # then a predictor step; the last x_mean (denoise) or x. The same generator draws in that order.
+    sde, shape, eps = sdes(30)[sde_name], (4, 3, 5, 5), 1e-3
+    score_fn = lambda x, t: torch.tanh(x) - x / (1 + t.reshape(-1, 1, 1, 1))  # noqa: E731
+    got, nfe = fastsde.pc_sample(score_fn, sde, shape, predictor, corrector, snr=0.16, n_steps=n_steps,
+                                 denoise=denoise, eps=eps, generator=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(shape, generator=g).double() * sde.prior_std()
+    for t in torch.linspace(sde.T, eps, sde.N):
+        t = t.double().expand(shape[0])
+        for _ in range(n_steps if corrector != "none" else 0):
+            x, x_mean = official_step(sde, corrector, score_fn, x, t, torch.randn(shape, generator=g).double(), 0.16)
+        if predictor != "none":
+            x, x_mean = official_step(sde, predictor, score_fn, x, t, torch.randn(shape, generator=g).double())
+        else:
+            x_mean = x  # upstream's 'none' predictor returns (x, x)
+    torch.testing.assert_close(got, (x_mean if denoise else x).float(), rtol=1e-4, atol=1e-4)
+    assert nfe == sde.N * ((n_steps if corrector != "none" else 0) + (predictor != "none"))
+
+
 @pytest.mark.parametrize("name", ["VE", "VP", "subVP"])
 # At 20 steps the fast solvers still widen the narrow component by 4-13% (measured; they converge
 # at second order: 1-4% at 40 steps), so the recovery check runs them at 40 steps.
