@@ -143,7 +143,8 @@ def to_model(images, centered, dequantize=False, flip=False, generator=None):
 
 
 def to_uint8(x, centered):
-    """Model-space images -> uint8 pixels (the official inverse scaler, clipped, rounded)."""
+    """Model-space images -> uint8 pixels: the official inverse scaler, clipped, rounded, the exact
+    inverse of the data's k / 255 (upstream truncates, lowering pixels by half a level on average)."""
     x = (x + 1) / 2 if centered else x
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 

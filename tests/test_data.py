@@ -30,6 +30,9 @@ def test_to_model_official_scaling():
     assert abs(float(x[..., 1].mean()) - 128.5 / 256) < 2e-3  # uniform within the bin
     back = data.to_uint8(data.to_model(img, centered=True), centered=True)
     assert torch.equal(back, img)
+    # Rounded, not truncated as upstream's astype(np.uint8); clipped to [0, 255].
+    near = torch.tensor([-0.2, 0.7, 127.6, 128.4, 254.6, 300.0]) / 255
+    assert data.to_uint8(near, centered=False).tolist() == [0, 1, 128, 128, 255, 255]
 
 
 def test_random_flip_flips_about_half():
