@@ -152,6 +152,20 @@ def test_pc_sample_is_the_official_loop(sde_name, predictor, corrector, n_steps,
 
 
 @pytest.mark.parametrize("name", ["VE", "VP", "subVP"])
+def test_ode_sample_removes_noise_as_upstream(name):
+    # Upstream's ODE sampler ends with the mean of a reverse-diffusion step at eps (1 more evaluation).
+    sde, eps = sdes(50)[name], 1e-3
+    score_fn = lambda x, t: torch.tanh(x) - x / (1 + t.reshape(-1, 1, 1, 1))  # noqa: E731
+    z = sde.prior_sampling((4, 3, 5, 5), torch.Generator().manual_seed(6))
+    x, nfe = fastsde.ode_sample(score_fn, sde, z.shape, "heun", steps=3, eps=eps, z=z)
+    y, nfe_y = fastsde.ode_sample(score_fn, sde, z.shape, "heun", steps=3, eps=eps, z=z, denoise=False)
+    t = torch.full((4,), eps).double()
+    want = official_step(sde, "reverse_diffusion", score_fn, y.double(), t, torch.zeros_like(y.double()))[1]
+    torch.testing.assert_close(x, want.float(), rtol=1e-5, atol=1e-5)
+    assert nfe == nfe_y + 1
+
+
+@pytest.mark.parametrize("name", ["VE", "VP", "subVP"])
 # At 20 steps the fast solvers still widen the narrow component by 4-13% (measured; they converge
 # at second order: 1-4% at 40 steps), so the recovery check runs them at 40 steps.
 @pytest.mark.parametrize("method,steps", [("RK45", None), ("heun", 40), ("dpmpp_2m", 40)])
