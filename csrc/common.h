@@ -42,6 +42,13 @@ inline std::string dtype_name(at::ScalarType t) {
   return std::string(c10::getDtypeNames(t).first);
 }
 
+// What was passed, as error messages name it (Python's describe).
+inline std::string describe(const at::Tensor& t) {
+  std::ostringstream s;
+  s << "shape " << t.sizes() << ", dtype " << dtype_name(t.scalar_type()) << ", on " << t.device();
+  return s.str();
+}
+
 // Fails unless t has the shape (shape_ok; `shape` as the message states it) and the dtype (nullopt:
 // any of is_float_type's) on the device (nullopt: any) asked for, with the message of Python's
 // check_tensor (fastsde/ops/_common.py): ValueError, or TypeError where the dtype is wrong.
@@ -54,10 +61,8 @@ inline void check_tensor(const char* op, const char* name, const at::Tensor& t, 
   want << what << " of shape " << shape << ", dtype "
        << (dtype ? dtype_name(*dtype) : "float32, float64, float16 or bfloat16");
   if (device) want << ", on " << *device;
-  std::ostringstream got;
-  got << "shape " << t.sizes() << ", dtype " << dtype_name(t.scalar_type()) << ", on " << t.device();
-  TORCH_CHECK_TYPE(dtype_ok, op, ": ", name, " must be ", want.str(), "; got ", got.str());
-  TORCH_CHECK_VALUE(false, op, ": ", name, " must be ", want.str(), "; got ", got.str());
+  TORCH_CHECK_TYPE(dtype_ok, op, ": ", name, " must be ", want.str(), "; got ", describe(t));
+  TORCH_CHECK_VALUE(false, op, ": ", name, " must be ", want.str(), "; got ", describe(t));
 }
 
 // t of exactly these sizes.
@@ -94,8 +99,7 @@ inline std::array<int64_t, 2> check_upfirdn2d(const at::Tensor& x, const at::Ten
                                               int64_t down, at::IntArrayRef pad) {
   check_input("upfirdn2d", "x", x, "[N, C, H, W]");
   TORCH_CHECK_VALUE(f.dim() == 1 || f.dim() == 2,
-                    "upfirdn2d: kernel must be a tensor of shape [k] (separable) or [kh, kw]; got shape ",
-                    f.sizes(), ", dtype ", dtype_name(f.scalar_type()), ", on ", f.device());
+                    "upfirdn2d: kernel must be a tensor of shape [k] (separable) or [kh, kw]; got ", describe(f));
   check_input("upfirdn2d", "kernel", f, f.dim() == 1 ? "[k]" : "[kh, kw]", x.device());
   TORCH_CHECK_VALUE(up >= 1, "upfirdn2d: up must be an integer >= 1, got ", up);
   TORCH_CHECK_VALUE(down >= 1, "upfirdn2d: down must be an integer >= 1, got ", down);
