@@ -62,6 +62,11 @@ def test_pc_probability_flow_predictor(name):
     assert_is_mixture(x)
 
 
+def smooth_score(x, t):
+    """A score function for [B, C, H, W] that is no mixture's, nonlinear in x and depending on t."""
+    return torch.tanh(x) - x / (1 + t.reshape(-1, 1, 1, 1))
+
+
 def official_step(sde, name, score_fn, x, t, z, snr=0.0, probability_flow=False, per_sample=False):
     """One step of a predictor or corrector as the official sampling.py writes it, with noise z:
     (x, x_mean). Sub-VP Langevin steps use alpha_i = 1 - beta_i as VP (upstream fails there)."""
@@ -101,7 +106,8 @@ def official_step(sde, name, score_fn, x, t, z, snr=0.0, probability_flow=False,
 
 STEPS = [(sde, name, pf) for sde in ("VE", "VP", "subVP") for name, pf in (
     ("euler_maruyama", False), ("euler_maruyama", True), ("reverse_diffusion", False), ("reverse_diffusion", True),
-    ("ancestral_sampling", False), ("langevin", False), ("ald", False)) if (sde, name) != ("subVP", "ancestral_sampling")]
+    ("ancestral_sampling", False), ("langevin", False), ("ald", False))
+    if (sde, name) != ("subVP", "ancestral_sampling")]
 
 
 @pytest.mark.parametrize("sde_name,name,probability_flow", STEPS)
@@ -112,15 +118,14 @@ def test_each_step_is_the_official_update(sde_name, name, probability_flow):
     g = torch.Generator().manual_seed(3)
     x = 3 * torch.randn(4, 3, 5, 5, generator=g)
     t = torch.tensor([1.0, 0.5, 0.237, 0.01])
-    score_fn = lambda x, t: torch.tanh(x) - x / (1 + t.reshape(-1, 1, 1, 1))  # noqa: E731
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
     for per_sample in ((False, True) if name == "langevin" else (False,)):
         noise = torch.Generator().manual_seed(4)
         if name in fastsde.PREDICTORS:
-            got = fastsde.PREDICTORS[name](sde, score_fn, x, t, probability_flow, generator=noise)
+            got = fastsde.PREDICTORS[name](sde, smooth_score, x, t, probability_flow, generator=noise)
         else:
-            got = fastsde.CORRECTORS[name](sde, score_fn, x, t, 0.16, generator=noise, per_sample=per_sample)
-        want = official_step(sde, name, score_fn, x.double(), t.double(), z.double(), 0.16, probability_flow,
+            got = fastsde.CORRECTORS[name](sde, smooth_score, x, t, 0.16, generator=noise, per_sample=per_sample)
+        want = official_step(sde, name, smooth_score, x.double(), t.double(), z.double(), 0.16, probability_flow,
                              per_sample)
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b.float(), rtol=1e-5, atol=1e-5)
@@ -134,17 +139,17 @@ def test_pc_sample_is_the_official_loop(sde_name, predictor, corrector, n_steps,
     # Upstream's pc_sampler: from the prior, at each of N times from T to eps, n_steps corrector steps
     # then a predictor step; the last x_mean (denoise) or x. The same generator draws in that order.
     sde, shape, eps = sdes(30)[sde_name], (4, 3, 5, 5), 1e-3
-    score_fn = lambda x, t: torch.tanh(x) - x / (1 + t.reshape(-1, 1, 1, 1))  # noqa: E731
-    got, nfe = fastsde.pc_sample(score_fn, sde, shape, predictor, corrector, snr=0.16, n_steps=n_steps,
+    got, nfe = fastsde.pc_sample(smooth_score, sde, shape, predictor, corrector, snr=0.16, n_steps=n_steps,
                                  denoise=denoise, eps=eps, generator=torch.Generator().manual_seed(5))
     g = torch.Generator().manual_seed(5)
     x = torch.randn(shape, generator=g).double() * sde.prior_std()
     for t in torch.linspace(sde.T, eps, sde.N):
         t = t.double().expand(shape[0])
         for _ in range(n_steps if corrector != "none" else 0):
-            x, x_mean = official_step(sde, corrector, score_fn, x, t, torch.randn(shape, generator=g).double(), 0.16)
+            z = torch.randn(shape, generator=g).double()
+            x, x_mean = official_step(sde, corrector, smooth_score, x, t, z, 0.16)
         if predictor != "none":
-            x, x_mean = official_step(sde, predictor, score_fn, x, t, torch.randn(shape, generator=g).double())
+            x, x_mean = official_step(sde, predictor, smooth_score, x, t, torch.randn(shape, generator=g).double())
         else:
             x_mean = x  # upstream's 'none' predictor returns (x, x)
     torch.testing.assert_close(got, (x_mean if denoise else x).float(), rtol=1e-4, atol=1e-4)
@@ -155,12 +160,11 @@ def test_pc_sample_is_the_official_loop(sde_name, predictor, corrector, n_steps,
 def test_ode_sample_removes_noise_as_upstream(name):
     # Upstream's ODE sampler ends with the mean of a reverse-diffusion step at eps (1 more evaluation).
     sde, eps = sdes(50)[name], 1e-3
-    score_fn = lambda x, t: torch.tanh(x) - x / (1 + t.reshape(-1, 1, 1, 1))  # noqa: E731
     z = sde.prior_sampling((4, 3, 5, 5), torch.Generator().manual_seed(6))
-    x, nfe = fastsde.ode_sample(score_fn, sde, z.shape, "heun", steps=3, eps=eps, z=z)
-    y, nfe_y = fastsde.ode_sample(score_fn, sde, z.shape, "heun", steps=3, eps=eps, z=z, denoise=False)
+    x, nfe = fastsde.ode_sample(smooth_score, sde, z.shape, "heun", steps=3, eps=eps, z=z)
+    y, nfe_y = fastsde.ode_sample(smooth_score, sde, z.shape, "heun", steps=3, eps=eps, z=z, denoise=False)
     t = torch.full((4,), eps).double()
-    want = official_step(sde, "reverse_diffusion", score_fn, y.double(), t, torch.zeros_like(y.double()))[1]
+    want = official_step(sde, "reverse_diffusion", smooth_score, y.double(), t, torch.zeros_like(y.double()))[1]
     torch.testing.assert_close(x, want.float(), rtol=1e-5, atol=1e-5)
     assert nfe == nfe_y + 1
 
