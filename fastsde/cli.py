@@ -90,7 +90,7 @@ def _start_run(args, name, settings, rank, world, device, also=()):
             runs.start(args.out, name, settings(), args.overwrite, also)
         except ValueError as e:
             refused = e
-    if train.any_rank(refused is not None, world, device):
+    if train.max_over_ranks(refused is not None, world, device):
         raise refused or ValueError(f"rank 0 refused to write into {args.out} (its message says why)")
 
 

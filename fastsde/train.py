@@ -5,7 +5,8 @@ checkpoints-meta/checkpoint.pth every snapshot_freq_for_preemption steps, all in
 layout. The meta checkpoint also carries fastsde's resume state (each rank's RNG state and the data
 stream's position) under a key the official code ignores, so a resumed run continues the same loss
 curve. SIGTERM and SIGINT make the trainer save and return; after a hard kill it resumes from the
-last meta checkpoint. Under torchrun it trains with DistributedDataParallel (NCCL on GPUs, gloo on
+last meta checkpoint. A run whose loss or weights stop being finite raises FloatingPointError and
+writes nothing more. Under torchrun it trains with DistributedDataParallel (NCCL on GPUs, gloo on
 CPUs), training.batch_size split over the processes, and only rank 0 writes.
 """
 import contextlib
@@ -56,10 +57,11 @@ def objective(config, sde):
 
 
 class _StopSignals:
-    """Turns SIGTERM and SIGINT into a flag for the duration of a `with` block."""
+    """Turns SIGTERM and SIGINT into a flag for the duration of a `with` block: `caught`, the
+    signal's number (0: none yet)."""
 
     def __init__(self):
-        self.caught = None
+        self.caught = 0
 
     def __enter__(self):
         self.saved = {}
@@ -69,7 +71,7 @@ class _StopSignals:
         return self
 
     def _catch(self, signum, frame):
-        self.caught = signal.Signals(signum).name
+        self.caught = signum
 
     def __exit__(self, *exc):
         for sig, handler in self.saved.items():
@@ -85,14 +87,14 @@ def _rng_states(world):
     return states
 
 
-def any_rank(flag, world, device):
-    """Whether `flag` is true on any of the `world` processes (each calls it; `device` is where
-    this process's collectives run)."""
+def max_over_ranks(value, world, device):
+    """The largest of the numbers `value` that the `world` processes pass, on every process (each
+    calls it; `device` is where this process's collectives run)."""
     if world == 1:
-        return flag
-    v = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(v)
-    return bool(v.item() > 0)
+        return value
+    v = torch.tensor([float(value)], device=device)
+    dist.all_reduce(v, op=dist.ReduceOp.MAX)
+    return v.item()
 
 
 def _mean(value, world):
@@ -105,8 +107,8 @@ def _mean(value, world):
 def train(config, workdir, n_iters=None, seed=None, device=None, precision="fp32", log=print):
     """Trains the config's model in `workdir`, resuming from its meta checkpoint if there is one,
     until n_iters (default training.n_iters) steps or a stop signal. Returns {'step', 'loss' (the
-    mean over the last log interval), 'stopped' (the signal's name or None), 'seconds', 'model'
-    (the raw weights), 'ema' (losses.EMA)}."""
+    mean over the last log interval), 'stopped' (the name of the signal that any of the processes
+    caught, or None), 'seconds', 'model' (the raw weights), 'ema' (losses.EMA)}."""
     config = configs_lib.load(config)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} for training, got {precision!r}")
@@ -137,6 +139,11 @@ def train(config, workdir, n_iters=None, seed=None, device=None, precision="fp32
         checkpoint.atomic_write_bytes(os.path.join(workdir, "config.json"), json.dumps(config, indent=2))
 
     def save(path):
+        # Diverged weights never replace a snapshot: the loss is checked only every log_freq steps.
+        # Every rank holds the same weights, so every rank raises alike, before the collective below.
+        if not torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all():
+            raise FloatingPointError(f"the weights are not finite at step {step} (training diverged); "
+                                     f"{path} keeps the last finite ones")
         states = _rng_states(world)  # collective: every rank takes part
         if rank == 0:
             extra = {"rng": states, "data": batches.state_dict(), "seed": seed, "world": world}
@@ -146,8 +153,14 @@ def train(config, workdir, n_iters=None, seed=None, device=None, precision="fp32
     loss_of = objective(config, sde)
     dtype = PRECISIONS[precision]
     total, count, last, start, since = torch.zeros((), device=device), 0, float("nan"), time.time(), time.time()
+    stopped = None
     with _StopSignals() as signals:
-        while step < n_iters and not any_rank(signals.caught is not None, world, device):
+        while step < n_iters:
+            # A scheduler's signal reaches the processes at different times: all stop after the same step.
+            caught = max_over_ranks(signals.caught, world, device)
+            if caught:
+                stopped = signal.Signals(int(caught)).name
+                break
             x = data.to_model(images[next(batches)], config.data.centered, config.data.uniform_dequantization,
                               config.data.random_flip).to(device)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -171,9 +184,9 @@ def train(config, workdir, n_iters=None, seed=None, device=None, precision="fp32
             if step % t.snapshot_freq == 0 or step == n_iters:
                 save(os.path.join(workdir, "checkpoints", f"checkpoint_{step // t.snapshot_freq}.pth"))
         save(meta)
-    if signals.caught and rank == 0:
-        log(f"{signals.caught}: saved step {step} to {meta}")
-    return {"step": step, "loss": last, "stopped": signals.caught, "seconds": time.time() - start,
+    if stopped and rank == 0:
+        log(f"{stopped}: saved step {step} to {meta}")
+    return {"step": step, "loss": last, "stopped": stopped, "seconds": time.time() - start,
             "model": model, "ema": ema}
 
 

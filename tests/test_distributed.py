@@ -23,10 +23,20 @@ def torchrun(*args, timeout=300, rc=0):
 
 def test_two_process_training_keeps_ranks_in_step(tmp_path):
     out = torchrun(os.path.join(HERE, "dist_worker.py"), tmp_path / "w", 4)
-    assert "rank 0: weights agree at step 4" in out and "rank 1: weights agree at step 4" in out
+    assert "rank 0: weights agree at step 4, stopped by None" in out and "rank 1: weights agree at step 4" in out
     state = checkpoint.read(tmp_path / "w" / "checkpoints-meta" / "checkpoint.pth")
-    assert state["step"] == 4 and len(state["fastsde"]["rng"]) == 2  # both ranks' RNG states, for resume
+    rng = state["fastsde"]["rng"]
+    assert state["step"] == 4 and len(rng) == 2  # both ranks' RNG states, for resume
+    assert not torch.equal(rng[0], rng[1])  # each rank draws its own noise
     assert sorted(os.listdir(tmp_path / "w" / "checkpoints")) == ["checkpoint_1.pth"]  # rank 0 wrote it once
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    # A scheduler's SIGTERM reaches the processes at different times: all stop after the same step and save it.
+    out = torchrun(os.path.join(HERE, "dist_worker.py"), tmp_path / "w", 100, 3, timeout=120)
+    assert "rank 0: weights agree at step 3, stopped by SIGTERM" in out  # rank 0 reports it
+    assert "rank 1: weights agree at step 3, stopped by SIGTERM" in out and "SIGTERM: saved step 3 to" in out
+    assert checkpoint.read(tmp_path / "w" / "checkpoints-meta" / "checkpoint.pth")["step"] == 3
 
 
 def test_sharded_sampling_matches_one_process(tmp_path):

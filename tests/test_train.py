@@ -42,6 +42,27 @@ def test_resume_continues_the_same_run(tmp_path):
     for x, y in zip(a["ema"]["shadow_params"], b["ema"]["shadow_params"]):
         assert torch.equal(x, y)
     assert a["optimizer"]["state"][0]["step"] == b["optimizer"]["state"][0]["step"]
+    # The last step is saved too, under step // snapshot_freq as upstream (6 // 4: over step 4's).
+    assert checkpoint.read(tmp_path / "a" / "checkpoints" / "checkpoint_1.pth")["step"] == 6
+
+
+@pytest.mark.parametrize("log_freq,error", [(2, "training loss is nan at step 4"),
+                                            (100, "the weights are not finite at step 4")])
+def test_a_diverging_run_stops_and_keeps_its_last_finite_snapshot(tmp_path, monkeypatch, log_freq, error):
+    objective, calls = train.objective, [0]
+
+    def diverging(config, sde):  # the loss NaN from step 3 on, hence the weights
+        loss = objective(config, sde)
+
+        def fn(model, x):
+            calls[0] += 1
+            return loss(model, x) * (float("nan") if calls[0] >= 3 else 1.0)
+        return fn
+    monkeypatch.setattr(train, "objective", diverging)
+    with pytest.raises(FloatingPointError, match=error):
+        train.train(tiny_config(log_freq=log_freq), str(tmp_path), n_iters=10, log=lambda s: None)
+    meta = _meta(tmp_path)
+    assert meta["step"] == 2 and all(torch.isfinite(v).all() for v in meta["model"].values())
 
 
 def test_checkpoints_have_the_official_layout_and_load(tmp_path):
