@@ -28,6 +28,7 @@ def test_to_model_official_scaling():
     lo, hi = torch.tensor([0, 128, 255]) / 256, torch.tensor([1, 129, 256]) / 256
     assert (x >= lo.reshape(1, 1, 1, 3)).all() and (x < hi.reshape(1, 1, 1, 3)).all()
     assert abs(float(x[..., 1].mean()) - 128.5 / 256) < 2e-3  # uniform within the bin
+    assert abs(float((x[..., 1] * 256).std()) - 12 ** -0.5) < 0.01  # U(0, 1)'s spread, not a constant offset
     back = data.to_uint8(data.to_model(img, centered=True), centered=True)
     assert torch.equal(back, img)
     # Rounded, not truncated as upstream's astype(np.uint8); clipped to [0, 255].
@@ -52,6 +53,8 @@ def test_batches_epochs_resume_and_shards():
     resumed = data.Batches(10, 3, seed=1)
     resumed.load_state_dict(state)
     assert all(torch.equal(a, next(resumed)) for a in rest)
+    assert all(len(a) == 3 for a in first + rest)
+    assert not torch.equal(torch.cat(first), torch.cat(rest[:3]))  # epoch 1 in another order than epoch 0
     shards = [data.Batches(12, 3, seed=2, rank=r, world=2) for r in range(2)]
     seen = torch.cat([torch.cat([next(s), next(s)]) for s in shards])
     assert sorted(seen.tolist()) == list(range(12))  # the ranks split each epoch without overlap

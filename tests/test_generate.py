@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fastsde import checkpoint, generate, runs
+from fastsde.sde import VESDE, subVPSDE
 from tiny import tiny_config
 
 CONFIG = tiny_config()
@@ -69,6 +70,16 @@ def test_sample_settings_name_what_the_samples_depend_on(tmp_path):
     assert generate.run_settings(SDE, CONFIG, 0, "heun")["steps"] == generate.SOLVER_STEPS
     assert generate.run_settings(SDE, CONFIG, 0, "heun", predictor="x")["predictor"] is None  # pc only
     assert generate.run_settings(SDE, CONFIG, 0, "ode", steps=5)["steps"] is None  # RK45 picks its own
+    assert generate.default_eps(VESDE()) == 1e-5 and generate.default_eps(subVPSDE()) == 1e-3  # upstream's
+    for changed in (dict(snr=0.5), dict(corrector="langevin"), dict(noise="philox"), dict(steps=7, sampler="heun")):
+        assert generate.run_settings(SDE, CONFIG, 0, **changed, weights="abc", precision="fp32") != settings, changed
+
+
+def test_a_sample_is_the_same_in_any_batch_with_a_langevin_corrector():
+    # Upstream's Langevin step averages norms over the batch; runs take it per sample.
+    one = generate.sample_batch(score, SDE, CONFIG, [3], seed=5, corrector="langevin", snr=0.3)[0]
+    many = generate.sample_batch(score, SDE, CONFIG, [0, 1, 2, 3], seed=5, corrector="langevin", snr=0.3)[0]
+    torch.testing.assert_close(many[3:], one, rtol=1e-5, atol=1e-5)
 
 
 def test_digest_follows_the_weights_not_the_file(tmp_path):
@@ -78,3 +89,7 @@ def test_digest_follows_the_weights_not_the_file(tmp_path):
     b.load_state_dict(a.state_dict())
     assert checkpoint.digest(a) == checkpoint.digest(b)
     assert checkpoint.digest(a) != checkpoint.digest(b.to(torch.bfloat16))
+    floats, ints = torch.nn.Module(), torch.nn.Module()
+    floats.register_buffer("w", torch.ones(2))
+    ints.register_buffer("w", torch.ones(2).view(torch.int32))  # the same bytes
+    assert checkpoint.digest(floats) != checkpoint.digest(ints)

@@ -10,6 +10,7 @@ import torch
 from fastsde import checkpoint, configs
 from fastsde.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fastsde.models import create_model, get_score_fn
+from fastsde.models.ncsnpp import get_sigmas
 
 from conftest import FIXTURES
 
@@ -102,6 +103,12 @@ def test_bad_ema_is_an_error(tmp_path):
     torch.save(ckpt, tmp_path / "shape.pth")
     with pytest.raises(CheckpointError, match="shadow_params do not fit"):
         load_checkpoint(tmp_path / "shape.pth", fixture(name, "json"))
+    ckpt = checkpoint.read(fixture(name, "pth"))
+    del ckpt["ema"]
+    torch.save(ckpt, tmp_path / "raw.pth")
+    with pytest.raises(CheckpointError, match="has no 'ema' entry; pass use_ema=False for the raw weights"):
+        load_checkpoint(tmp_path / "raw.pth", fixture(name, "json"))
+    load_checkpoint(tmp_path / "raw.pth", fixture(name, "json"), use_ema=False)
 
 
 class Evil:
@@ -201,6 +208,13 @@ def test_detect_config_from_keys_and_shapes():
         checkpoint.detect_config(state)
     with pytest.raises(CheckpointError, match="no official config fits"):
         checkpoint.detect_config(checkpoint.strip_prefix(checkpoint.read(fixture(CASES[0], "pth"))["model"]))
+    # The 256x256 VE networks are alike in shape; the sigmas buffer (sigma_max) tells them apart.
+    for name in ("ve/bedroom_ncsnpp_continuous", "ve/church_ncsnpp_continuous"):
+        config = configs.get(name)
+        with torch.device("meta"):
+            state = create_model(config).state_dict()
+        state["sigmas"] = torch.tensor(get_sigmas(config))
+        assert checkpoint.detect_config(state) == name
 
 
 def tiny(name, **model):
@@ -274,6 +288,9 @@ def test_safetensors_round_trip_and_conversion(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         load_checkpoint(tmp_path / "bad.safetensors", config)
+    checkpoint.save_safetensors(tmp_path / "bn.safetensors", torch.nn.BatchNorm2d(2), dtype=torch.float16)
+    state, _ = checkpoint.read_safetensors(tmp_path / "bn.safetensors")
+    assert state["weight"].dtype == torch.float16 and state["num_batches_tracked"].dtype == torch.int64  # ints kept
 
 
 @pytest.mark.parametrize("name", ["ve/ncsn/cifar10", "ve/ncsnv2/cifar10", "ve/ncsnv2/celeba", "ve/ncsnv2/bedroom"])
@@ -323,6 +340,15 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
         checkpoint.atomic_write(path, broken)
     assert checkpoint.read(path) == {"step": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pth"]  # no temporary left behind
+
+
+def test_atomic_write_gives_the_permissions_of_a_plain_write(tmp_path):
+    umask = os.umask(0o027)
+    try:
+        checkpoint.atomic_write_bytes(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640  # not mkstemp's private 0600
 
 
 def test_configs_load_takes_names_dicts_and_files(tmp_path):

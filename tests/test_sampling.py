@@ -371,15 +371,23 @@ def test_bits_per_dim_offset():
 
 
 @pytest.mark.parametrize("seed", [0, -3, 2 ** 62])
-def test_dataset_bits_per_dim_computes_any_batch_alone(seed):
+def test_dataset_bits_per_dim_computes_any_batch_alone(seed, monkeypatch):
     # Each batch's noise comes from seeds of its own: what is skipped or shared out changes nothing else.
+    from fastsde import likelihood
     from fastsde.likelihood import dataset_bits_per_dim
     images = torch.randint(0, 256, (5, 1, 1, 2), dtype=torch.uint8, generator=torch.Generator().manual_seed(9))
     sde, score_fn = VPSDE(), lambda x, t: GMM.score_fn(VPSDE())(x.reshape(-1, 2), t).reshape(x.shape)
     run = lambda **kw: dataset_bits_per_dim(score_fn, sde, images, True, rtol=1e-4, atol=1e-4,  # noqa: E731
                                             **{"batch_size": 2, "repeats": 2, "seed": seed, **kw})
+    probe_seeds, bits_per_dim = [], likelihood.bits_per_dim
+
+    def recording(*args, generator, **kwargs):
+        probe_seeds.append(generator.initial_seed())
+        return bits_per_dim(*args, generator=generator, **kwargs)
+    monkeypatch.setattr(likelihood, "bits_per_dim", recording)
     mean, bpd, items, nfe = run()
     assert items.tolist() == list(range(10)) and bpd.shape == (10,) and torch.isfinite(bpd).all()
+    assert len(probe_seeds) == len(set(probe_seeds)) == 6  # fresh Hutchinson probes for each batch of each pass
     assert mean == pytest.approx(float(bpd.mean())) and nfe > 0
     seen = []
     _, rest, rest_items, _ = run(skip={0, 1, 7}, on_batch=lambda items, b: seen.append(list(items)))
