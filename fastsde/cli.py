@@ -31,9 +31,10 @@ def _model(args, device):
         if not found:
             raise FileNotFoundError(f"--ckpt {path}: a folder, but not a training workdir (no checkpoints/checkpoint_*.pth)")
         path = found[-1]
-    if config is None:  # a checkpoint inside a fastsde workdir carries its config beside it
-        beside = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), "config.json")
-        config = beside if os.path.isfile(beside) and not path.endswith(".safetensors") else None
+    folder = os.path.dirname(os.path.abspath(path))
+    beside = os.path.join(os.path.dirname(folder), "config.json")
+    if config is None and os.path.basename(folder) in ("checkpoints", "checkpoints-meta") and os.path.isfile(beside):
+        config = beside  # a checkpoint of a fastsde workdir W (W/checkpoints*/...): W/config.json
     if not os.path.exists(path):
         raise FileNotFoundError(f"--ckpt {path}: no such file")
     model, sde, config = checkpoint.load_checkpoint(path, config, use_ema=not args.raw, device=device)

@@ -99,6 +99,31 @@ def test_sample_writes_npz_and_png_and_is_batch_independent(tiny_ckpt, tmp_path,
         assert len(f["samples"]) == 2 and not np.array_equal(f["samples"], a[:2])
 
 
+def test_train_then_sample_from_the_workdir(tmp_path, capsys):
+    config = model_config_path(tmp_path, tiny_config())
+    workdir = tmp_path / "w"
+    assert run("train", "--config", config, "--workdir", workdir, "--steps", 8) == 0
+    assert "trained to step 8" in capsys.readouterr().out
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["checkpoint_1.pth", "checkpoint_2.pth"]
+    # --ckpt a workdir: its last checkpoint, with the config the workdir holds.
+    assert run("sample", "--ckpt", workdir, "--num-samples", 2, "--out", tmp_path / "a") == 0
+    with np.load(tmp_path / "a" / "samples.npz") as f:
+        assert f["samples"].shape == (2, 8, 8, 1)
+    (workdir / "checkpoints" / "checkpoint_10.pth").write_bytes(b"junk")
+    assert run("sample", "--ckpt", workdir, "--num-samples", 2, "--out", tmp_path / "b") == 1
+    assert "checkpoint_10.pth: not a readable checkpoint" in capsys.readouterr().err  # last by number, not name
+    os.unlink(workdir / "checkpoints" / "checkpoint_10.pth")
+    assert run("sample", "--ckpt", workdir / "checkpoints-meta" / "checkpoint.pth", "--num-samples", 2,
+               "--out", tmp_path / "c") == 0
+    # A checkpoint outside a workdir's checkpoints folders takes no config.json from its surroundings.
+    os.makedirs(tmp_path / "elsewhere")
+    os.rename(workdir / "checkpoints" / "checkpoint_2.pth", tmp_path / "elsewhere" / "checkpoint_2.pth")
+    assert run("sample", "--ckpt", tmp_path / "elsewhere" / "checkpoint_2.pth", "--out", tmp_path / "d") == 1
+    assert "no official config fits" in capsys.readouterr().err
+    assert run("sample", "--ckpt", tmp_path / "elsewhere", "--out", tmp_path / "d") == 1
+    assert "a folder, but not a training workdir" in capsys.readouterr().err
+
+
 def test_sample_stopped_by_ctrl_c_resumes_to_the_samples_of_an_unbroken_run(tiny_ckpt, tmp_path):
     command = [sys.executable, "-m", "fastsde", "sample", "--ckpt", tiny_ckpt, "--num-samples", "30"]
     subprocess.run([*command, "--batch-size", "30", "--out", str(tmp_path / "whole")], check=True,
