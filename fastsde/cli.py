@@ -166,6 +166,8 @@ def _mask(spec, shape):
         mask = torch.ones(1, 1, h, w)
         mask[(0, 0) + patterns[spec]] = 0
         return mask
+    if not os.path.isfile(spec):
+        raise ValueError(f"--mask {spec}: neither one of {', '.join(patterns)} nor a .npz or image file")
     if spec.endswith(".npz"):
         with np.load(spec) as f:
             m = f["mask"] if "mask" in f.files else f[f.files[0]]

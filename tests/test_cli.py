@@ -309,6 +309,14 @@ def test_errors_are_one_line_unless_debug(tmp_path, capsys):
     assert "a_file exists and is not a folder" in capsys.readouterr().err
     assert run("bench", "--precision", "fp32,fp8") == 1
     assert "--precision takes a comma-separated list of fp32, tf32, bf16, fp16, got 'fp8'" in capsys.readouterr().err
+    assert run("train", "--config", "ve/cifar10_ncsnp", "--workdir", tmp_path / "w") == 1
+    assert "config 've/cifar10_ncsnp' is neither a config name" in capsys.readouterr().err
+    (tmp_path / "cut.json").write_text('{"model": ')
+    assert run("configs", tmp_path / "cut.json") == 1
+    assert "cut.json': not a JSON file (Expecting value" in capsys.readouterr().err
+    assert run("inpaint", "--mask", "middle") == 1
+    said = capsys.readouterr().err
+    assert "--mask middle: neither one of right, left, bottom, top, center nor a .npz or image file" in said
 
 
 def test_bench_and_info(tiny_ckpt, tmp_path, capsys, monkeypatch):

@@ -40,8 +40,14 @@ def load(config):
     if isinstance(config, str) and config.removesuffix(".py") in CONFIGS:
         return get(config)
     if isinstance(config, (str, os.PathLike)):
+        if not os.path.isfile(config):
+            raise ValueError(f"config {str(config)!r} is neither a config name (fastsde.configs.names(), "
+                             "`fastsde configs`) nor a JSON file")
         with open(config) as fh:
-            config = json.load(fh)
+            try:
+                config = json.load(fh)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"config {str(fh.name)!r}: not a JSON file ({e})") from None
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict or a JSON file path, got {type(config).__name__}")
     return Config(config)
