@@ -408,16 +408,11 @@ def cmd_bench(args):
     """End-to-end sampling throughput of fastsde's fast paths against the official code path
     (fastsde.bench), on this machine, and with --accuracy what each fast path costs."""
     from . import bench
-    precisions = tuple(args.precision.split(",")) if args.precision else None
-    for p in precisions or ():
-        if p not in PRECISIONS:
-            raise ValueError(f"--precision takes a comma-separated list of {', '.join(PRECISIONS)}, got {p!r}")
     device = _device(args)
     model, sde, config = _model(args, device)
-    label = os.path.basename(args.ckpt or DEFAULT_MODEL)
-    batches = tuple(int(b) for b in args.batch_sizes.split(","))
-    rows = bench.throughput(model, sde, config, device, batches, tuple(args.samplers.split(",")), args.pc_steps,
-                            args.solver_steps, args.repeats, args.official, precisions, args.compile, label=label)
+    label, batches, precisions = os.path.basename(args.ckpt or DEFAULT_MODEL), args.batch_sizes, args.precision
+    rows = bench.throughput(model, sde, config, device, batches, args.samplers, args.pc_steps, args.solver_steps,
+                            args.repeats, args.official, precisions, args.compile, label=label)
     accuracy = bench.accuracy(model, sde, config, device, batch=max(batches)) if args.accuracy else []
     lik = (bench.likelihood_speed(model, sde, config, device, batches, rounds=args.repeats, precisions=precisions,
                                   compile=args.compile, label=label) if args.likelihood else [])
@@ -457,6 +452,43 @@ def _positive(kind):
 _count, _amount = _positive(int), _positive(float)
 
 
+def _counts(text):
+    """An argparse type: comma-separated positive integers, as a tuple."""
+    try:
+        return tuple(_count(t) for t in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got {text!r}") from None
+
+
+def _some_of(choices):
+    """An argparse type: comma-separated names out of `choices`, as a tuple."""
+    def parse(text):
+        names = tuple(text.split(","))
+        if not set(names) <= set(choices):
+            raise argparse.ArgumentTypeError(f"takes a comma-separated list of {', '.join(choices)}, got {text!r}")
+        return names
+    return parse
+
+
+def _file(text):
+    """An argparse type: the path of an existing file."""
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+    return text
+
+
+def _torch_device(text):
+    """An argparse type: a torch device that this machine has."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"not a device: {text!r} (cpu, cuda, cuda:1 ...)") from None
+    if device.type == "cuda" and not (device.index or 0) < torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA GPUs that "
+                                         f"torch {torch.__version__} can use")
+    return text
+
+
 def parser():
     p = argparse.ArgumentParser(prog="fastsde", description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -467,7 +499,7 @@ def parser():
                                       "(default: the embedded digits model)")
         q.add_argument("--config", help="a config name (`fastsde configs`) or JSON file (default: from the checkpoint)")
         q.add_argument("--raw", action="store_true", help="the raw weights, not the EMA ones")
-        q.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: a GPU if there is one)")
+        q.add_argument("--device", type=_torch_device, help="cpu, cuda, cuda:1 ... (default: a GPU if there is one)")
         if precision:
             q.add_argument("--precision", default="fp32", choices=PRECISIONS,
                            help="the network's precision; the sampler's state stays fp32")
@@ -482,7 +514,7 @@ def parser():
     q.add_argument("--steps", type=_count, help="train up to this step (default: training.n_iters)")
     q.add_argument("--batch-size", type=_count, help="override training.batch_size (all processes together)")
     q.add_argument("--seed", type=int)
-    q.add_argument("--device")
+    q.add_argument("--device", type=_torch_device)
     q.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     q.set_defaults(run=cmd_train)
 
@@ -498,7 +530,8 @@ def parser():
     q.add_argument("--corrector", help="pc corrector (default: the config's)")
     q.add_argument("--snr", type=float, help="Langevin signal-to-noise ratio (default: the config's)")
     q.add_argument("--class", dest="class_label", type=int, help="sample this class, guided by --classifier")
-    q.add_argument("--classifier", help="a noise-conditional classifier (default with the embedded model: its own)")
+    q.add_argument("--classifier", type=_file,
+                   help="a noise-conditional classifier (default with the embedded model: its own)")
     q.add_argument("--scale", type=float, default=1.0, help="classifier guidance scale")
     q.add_argument("--cuda-graph", action="store_true",
                    help="on a GPU, capture a whole sampler step in a CUDA graph and replay it")
@@ -556,7 +589,7 @@ def parser():
     q.add_argument("--blocks", type=_count, default=2, help="blocks per group (the JAX CIFAR-10 classifier: 4)")
     q.add_argument("--width", type=_count, default=2, help="channel multiplier (the JAX CIFAR-10 classifier: 10)")
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--device")
+    q.add_argument("--device", type=_torch_device)
     q.set_defaults(run=cmd_train_classifier)
 
     q = sub.add_parser("merge", help="merge the sample parts in --out into samples.npz (sample does it)")
@@ -577,26 +610,27 @@ def parser():
     q.set_defaults(run=cmd_likelihood)
 
     q = sub.add_parser("eval", help="FID, KID and Inception score of samples (local feature network)")
-    q.add_argument("--samples", required=True, help="samples.npz")
-    q.add_argument("--stats", required=True, help="reference statistics .npz ('pool_3' or 'mu'/'sigma')")
-    q.add_argument("--inception", required=True, help="feature network file, torch.export .pt2 or TorchScript "
-                                                      "(uint8 images -> features or (features, logits))")
+    q.add_argument("--samples", required=True, type=_file, help="samples.npz")
+    q.add_argument("--stats", required=True, type=_file, help="reference statistics .npz ('pool_3' or 'mu'/'sigma')")
+    q.add_argument("--inception", required=True, type=_file, help="feature network file, torch.export .pt2 or "
+                   "TorchScript (uint8 images -> features or (features, logits))")
     q.add_argument("--batch-size", type=_count, default=250)
-    q.add_argument("--device")
+    q.add_argument("--device", type=_torch_device)
     q.set_defaults(run=cmd_eval)
 
     q = sub.add_parser("stats", help="reference statistics of a dataset for `fastsde eval --stats`")
     q.add_argument("--data", required=True, help="a .npz file, an image folder or 'digits' / 'digits_rgb'")
     q.add_argument("--split", default="train", help="split of the embedded dataset (default: train, as the "
                                                     "official CIFAR-10 statistics)")
-    q.add_argument("--inception", required=True, help="the feature network file that `fastsde eval` will use")
+    q.add_argument("--inception", required=True, type=_file,
+                   help="the feature network file that `fastsde eval` will use")
     q.add_argument("--out", required=True, help="the statistics .npz to write")
     q.add_argument("--batch-size", type=_count, default=250)
-    q.add_argument("--device")
+    q.add_argument("--device", type=_torch_device)
     q.set_defaults(run=cmd_stats)
 
     q = sub.add_parser("convert", help="official .pth -> .safetensors (weights + config)")
-    q.add_argument("--ckpt", required=True)
+    q.add_argument("--ckpt", required=True, type=_file)
     q.add_argument("--out", required=True)
     q.add_argument("--config")
     q.add_argument("--raw", action="store_true", help="the raw weights, not the EMA ones")
@@ -609,10 +643,12 @@ def parser():
 
     q = sub.add_parser("bench", help="sampling throughput: fastsde's fast paths against the official code path")
     model_args(q, precision=False)
-    q.add_argument("--precision", help="fastsde's paths, comma-separated: fp32, tf32, bf16, fp16 (default: "
-                   "fp32, tf32, bf16 on GPUs, fp32 on CPUs; bf16 pays on CPUs with AMX for large networks)")
-    q.add_argument("--batch-sizes", default="1,16", help="comma-separated (default 1,16)")
-    q.add_argument("--samplers", default="pc,dpmpp_2m", help="comma-separated: pc, dpmpp_2m, heun")
+    q.add_argument("--precision", type=_some_of(PRECISIONS),
+                   help="fastsde's paths, comma-separated: fp32, tf32, bf16, fp16 (default: fp32, tf32, bf16 on "
+                        "GPUs, fp32 on CPUs; bf16 pays on CPUs with AMX for large networks)")
+    q.add_argument("--batch-sizes", type=_counts, default=(1, 16), help="comma-separated (default 1,16)")
+    q.add_argument("--samplers", type=_some_of(("pc", "dpmpp_2m", "heun")), default=("pc", "dpmpp_2m"),
+                   help="comma-separated: pc, dpmpp_2m, heun")
     q.add_argument("--pc-steps", type=_count, default=25, help="PC steps timed (reported for the full N)")
     q.add_argument("--solver-steps", type=_count, default=20, help="steps of the fast solvers")
     q.add_argument("--repeats", type=_count, default=3, help="timed runs per case (median)")

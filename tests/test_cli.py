@@ -307,8 +307,15 @@ def test_errors_are_one_line_unless_debug(tmp_path, capsys):
     (tmp_path / "a_file").write_text("")
     assert run("sample", "--out", tmp_path / "a_file") == 1
     assert "a_file exists and is not a folder" in capsys.readouterr().err
-    assert run("bench", "--precision", "fp32,fp8") == 1
-    assert "--precision takes a comma-separated list of fp32, tf32, bf16, fp16, got 'fp8'" in capsys.readouterr().err
+    for argv, said in ((["bench", "--precision", "fp32,fp8"],
+                        "--precision: takes a comma-separated list of fp32, tf32, bf16, fp16, got 'fp32,fp8'"),
+                       (["bench", "--batch-sizes", "1,x"], "--batch-sizes: must be comma-separated positive integers"),
+                       (["eval", "--samples", tmp_path / "none.npz", "--stats", "s", "--inception", "i"],
+                        f"argument --samples: no such file: '{tmp_path / 'none.npz'}'"),
+                       (["sample", "--device", "gpu"], "argument --device: not a device: 'gpu' (cpu, cuda, cuda:1")):
+        with pytest.raises(SystemExit):
+            run(*argv)
+        assert said in capsys.readouterr().err
     assert run("train", "--config", "ve/cifar10_ncsnp", "--workdir", tmp_path / "w") == 1
     assert "config 've/cifar10_ncsnp' is neither a config name" in capsys.readouterr().err
     (tmp_path / "cut.json").write_text('{"model": ')
