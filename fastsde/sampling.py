@@ -256,6 +256,8 @@ def solve_rk45(f, y, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100_000):
     to the host.
     y: a tensor (the whole batch is one system, as in the official code). Returns (y(t1), nfe).
     """
+    if not (rtol > 0 and atol > 0):
+        raise ValueError(f"rtol and atol must be positive, got {rtol!r} and {atol!r}")
     direction = 1.0 if t1 > t0 else -1.0
     t, nfe = t0, 0
 

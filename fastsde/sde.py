@@ -8,6 +8,7 @@ indices: the official VESDE.discretize and ancestral sampling fail there).
 """
 import abc
 import math
+import numbers
 
 import torch
 
@@ -25,7 +26,9 @@ class SDE(abc.ABC):
     T = 1.0
 
     def __init__(self, N):
-        self.N = N
+        if isinstance(N, bool) or not isinstance(N, numbers.Integral) or N < 1:
+            raise ValueError(f"{type(self).__name__}: N must be a positive integer, got {N!r}")
+        self.N = int(N)
         self._tables = {}
 
     def _table(self, name, make, t):
@@ -76,6 +79,9 @@ class SDE(abc.ABC):
 
     def prior_sampling(self, shape, generator=None, device=None, dtype=torch.float32):
         """A sample of the prior, [B, ...]; generator: a torch.Generator or one per sample."""
+        if len(shape) < 1 or not all(isinstance(n, numbers.Integral) and n > 0 for n in shape):
+            raise ValueError(f"shape must be a batch size followed by the shape of a sample, positive integers, "
+                             f"got {tuple(shape)}")
         return _random.randn(shape, generator, device=device, dtype=dtype) * self.prior_std()
 
     def prior_logp(self, z):
@@ -129,6 +135,9 @@ class VPSDE(SDE):
 
     def __init__(self, beta_min=0.1, beta_max=20.0, N=1000):
         super().__init__(N)
+        if not 0 <= beta_min <= beta_max or beta_max <= 0:
+            raise ValueError(f"{type(self).__name__}: beta_min and beta_max must satisfy 0 <= beta_min <= beta_max "
+                             f"and beta_max > 0, got {beta_min!r} and {beta_max!r}")
         if beta_max >= N:  # DDPM's betas beta_i / N must stay below 1 (sqrt(1 - beta), alpha = 1 - beta > 0)
             raise ValueError(f"N must exceed beta_max: the discrete betas run up to beta_max / N = {beta_max / N:.3g}, "
                              f"which must be below 1 (use N > {beta_max:g} steps)")
@@ -208,6 +217,9 @@ class VESDE(SDE):
 
     def __init__(self, sigma_min=0.01, sigma_max=50.0, N=1000):
         super().__init__(N)
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"VESDE: sigma_min and sigma_max must satisfy 0 < sigma_min < sigma_max, "
+                             f"got {sigma_min!r} and {sigma_max!r}")
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
 
     def discrete_sigmas(self, t):

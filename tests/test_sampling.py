@@ -316,6 +316,18 @@ def test_errors():
         fastsde.ode_encode(good, sde, torch.zeros(4, 2), method="dpmpp_2m", steps=0)
     with pytest.raises(ValueError, match=r"eps must lie in \(0, T\)"):
         fastsde.ode_encode(good, sde, torch.zeros(4, 2), eps=1.0)
+    with pytest.raises(ValueError, match="rtol and atol must be positive, got -1 and 1e-05"):
+        fastsde.ode_sample(good, sde, (4, 2), rtol=-1)
+    with pytest.raises(ValueError, match="rtol and atol must be positive, got 1e-05 and 0"):
+        fastsde.log_likelihood(good, sde, torch.zeros(4, 2), atol=0)
+    with pytest.raises(ValueError, match=r"shape must be a batch size followed by .* got \(0, 2\)"):
+        fastsde.pc_sample(good, sde, (0, 2))
+    for make, said in ((lambda: VESDE(sigma_min=1, sigma_max=1), "VESDE: .* 0 < sigma_min < sigma_max, got 1 and 1"),
+                       (lambda: VPSDE(beta_min=-0.1), "VPSDE: .* 0 <= beta_min <= beta_max and beta_max > 0"),
+                       (lambda: subVPSDE(N=0), "subVPSDE: N must be a positive integer, got 0"),
+                       (lambda: VPSDE(N=10), r"N must exceed beta_max: .* \(use N > 20 steps\)")):
+        with pytest.raises(ValueError, match=said):
+            make()
 
     def bad(x, t):  # NaN from t < 0.5 on
         return torch.where(t[:, None] < 0.5, torch.full_like(x, float("nan")), good(x, t))
