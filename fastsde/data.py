@@ -62,6 +62,16 @@ def load_npz(path, key=None):
         return _as_nchw(f[keys[0]], path)
 
 
+def _pixels(image):
+    """The pixels of a PIL image as an array: palette, CMYK and YCbCr images as RGB, bilevel ones
+    as grey (their raw arrays are palette indices, ink, chroma or booleans, not RGB or grey levels)."""
+    if image.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+        image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB")
+    elif image.mode == "1":
+        image = image.convert("L")
+    return np.asarray(image)
+
+
 def load_folder(path):
     """uint8 images [N, C, H, W] from the image files in a folder (sorted by name); all must have
     the same size and mode. Needs Pillow."""
@@ -72,7 +82,10 @@ def load_folder(path):
     files = sorted(f for f in os.listdir(path) if f.lower().endswith(IMAGE_SUFFIXES))
     if not files:
         raise ValueError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)})")
-    arrays = [np.asarray(Image.open(os.path.join(path, f))) for f in files]
+    arrays = []
+    for f in files:
+        with Image.open(os.path.join(path, f)) as image:
+            arrays.append(_pixels(image))
     first = arrays[0].shape
     for f, a in zip(files, arrays):
         if a.shape != first:

@@ -75,6 +75,17 @@ def test_npz_and_folder_sources(tmp_path):
     for i, img in enumerate(rgb):
         PIL.fromarray(img).save(folder / f"{i:03d}.png")
     assert np.array_equal(data.load(str(folder)).numpy(), rgb.transpose(0, 3, 1, 2))
+    # Palette and bilevel files give their colours and grey levels, not palette indices or booleans.
+    for i, img in enumerate(rgb):
+        PIL.fromarray(img).quantize(16).save(folder / f"{i:03d}.png")
+    colours = np.stack([np.asarray(PIL.fromarray(img).quantize(16).convert("RGB")) for img in rgb])
+    assert np.array_equal(data.load(str(folder)).numpy(), colours.transpose(0, 3, 1, 2))
+    bits = rgb[..., 0] > 127
+    grey = tmp_path / "grey"
+    grey.mkdir()
+    for i, img in enumerate(bits):
+        PIL.fromarray(img).save(grey / f"{i:03d}.png")
+    assert np.array_equal(data.load(str(grey)).numpy(), 255 * bits[:, None].astype(np.uint8))
     np.savez(tmp_path / "float.npz", images=rgb.astype(np.float32))
     with pytest.raises(ValueError, match="uint8"):
         data.load(str(tmp_path / "float.npz"))
