@@ -60,6 +60,15 @@ def _with_steps(sde, config, steps):
     return checkpoint.sde_from_config(config, steps)
 
 
+def _check_sampler_args(args):
+    """Refuses options that --sampler would ignore."""
+    if args.sampler == "ode" and args.steps:
+        raise ValueError("--steps: the ode sampler (RK45) chooses its own steps; --steps is for the others")
+    given = [f"--{n}" for n in ("predictor", "corrector", "snr") if getattr(args, n, None) is not None]
+    if args.sampler != "pc" and given:
+        raise ValueError(f"{', '.join(given)}: for --sampler pc only, not {args.sampler}")
+
+
 def _score_fn(args, model, sde, config, device):
     from .engine import fast_score_fn
     return fast_score_fn(model, sde, _continuous(config), device, args.precision, compile=args.compile)
@@ -112,6 +121,7 @@ def cmd_train(args):
 
 def cmd_sample(args):
     from . import checkpoint, controllable, generate, runs, train
+    _check_sampler_args(args)
     rank, world = train.distributed()
     device = _device(args, rank)
     model, sde, config = _model(args, device)
@@ -270,6 +280,7 @@ def cmd_interpolate(args):
     from .generate import SOLVER_STEPS, default_eps
     if args.frames < 2:
         raise ValueError(f"--frames must be at least 2 (the two ends of a path), got {args.frames}")
+    _check_sampler_args(args)
     device = _device(args)
     model, sde, config = _model(args, device)
     images = _inputs(args, config, 2 * args.pairs)

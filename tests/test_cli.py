@@ -304,6 +304,12 @@ def test_errors_are_one_line_unless_debug(tmp_path, capsys):
         with pytest.raises(SystemExit):
             run(*argv)
         assert said in capsys.readouterr().err
+    assert run("sample", "--sampler", "ode", "--steps", 50) == 1
+    assert "--steps: the ode sampler (RK45) chooses its own steps" in capsys.readouterr().err
+    assert run("sample", "--sampler", "heun", "--corrector", "ald", "--snr", 0.1) == 1
+    assert "--corrector, --snr: for --sampler pc only, not heun" in capsys.readouterr().err
+    assert run("interpolate", "--steps", 5) == 1
+    assert "--steps: the ode sampler (RK45)" in capsys.readouterr().err
     (tmp_path / "a_file").write_text("")
     assert run("sample", "--out", tmp_path / "a_file") == 1
     assert "a_file exists and is not a folder" in capsys.readouterr().err
