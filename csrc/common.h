@@ -116,11 +116,12 @@ inline std::array<int64_t, 2> check_upfirdn2d(const at::Tensor& x, const at::Ten
 inline void check_group_norm(const at::Tensor& x, int64_t num_groups,
                              const std::optional<at::Tensor>& weight,
                              const std::optional<at::Tensor>& bias,
-                             const std::optional<at::Tensor>& offset) {
+                             const std::optional<at::Tensor>& offset, double eps = 0) {
   check_input("group_norm", "x", x, "[N, C, ...]");
   const int64_t C = x.size(1);
   TORCH_CHECK_VALUE(num_groups >= 1 && C % num_groups == 0, "group_norm: num_groups (", num_groups,
                     ") must be a positive integer that divides the number of channels (", C, ")");
+  TORCH_CHECK_VALUE(eps >= 0, "group_norm: eps must be a number >= 0, got ", eps);
   if (weight.has_value()) check_tensor("group_norm", "weight", *weight, {C}, x.scalar_type(), x.device());
   if (bias.has_value()) check_tensor("group_norm", "bias", *bias, {C}, x.scalar_type(), x.device());
   if (offset.has_value()) {

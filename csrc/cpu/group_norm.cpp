@@ -405,7 +405,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_cpu(const at::Tensor& 
                                                               const std::optional<at::Tensor>& bias,
                                                               double eps, bool silu,
                                                               const std::optional<at::Tensor>& offset) {
-  check_group_norm(x_in, num_groups, weight, bias, offset);
+  check_group_norm(x_in, num_groups, weight, bias, offset, eps);
   const GroupNormArgs a = group_norm_args(x_in, num_groups, weight, bias, offset);
   at::Tensor y = at::empty_like(a.x), mean = a.empty(a.N, a.G), rstd = a.empty(a.N, a.G);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "group_norm_cpu", [&] {

@@ -352,7 +352,7 @@ __global__ void dx_kernel(const T* __restrict__ dy, const T* __restrict__ x,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_cuda(
     const at::Tensor& x_in, int64_t num_groups, const std::optional<at::Tensor>& weight,
     const std::optional<at::Tensor>& bias, double eps, bool silu, const std::optional<at::Tensor>& offset) {
-  check_group_norm(x_in, num_groups, weight, bias, offset);
+  check_group_norm(x_in, num_groups, weight, bias, offset, eps);
   const DeviceGuard guard(x_in.device());
   const GroupNormArgs a = group_norm_args(x_in, num_groups, weight, bias, offset);
   at::Tensor y = at::empty_like(a.x), mean = a.empty(a.N, a.G), rstd = a.empty(a.N, a.G);

@@ -29,7 +29,7 @@ def group_norm_reference(x, num_groups, weight, bias, eps, silu, offset=None):
     return y.to(x.dtype).contiguous(memory_format=output_format(x))
 
 
-def _check(x, num_groups, weight, bias, act, offset):
+def _check(x, num_groups, weight, bias, eps, act, offset):
     check_tensor("group_norm", "x", x, "[N, C, ...]", FLOATS, what="a non-empty tensor")
     C = x.shape[1]
     if not isinstance(num_groups, int) or num_groups < 1 or C % num_groups:
@@ -38,6 +38,8 @@ def _check(x, num_groups, weight, bias, act, offset):
     for name, t, shape in (("weight", weight, (C,)), ("bias", bias, (C,)), ("offset", offset, (x.shape[0], C))):
         if t is not None:
             check_tensor("group_norm", name, t, shape, x.dtype, x.device)
+    if not eps >= 0:  # NaN too
+        raise ValueError(f"group_norm: eps must be a number >= 0, got {eps:g}")
     if act not in ACTS:
         raise ValueError(f"group_norm: act must be None or 'silu', got {act!r}")
 
@@ -51,7 +53,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-6, act=None, offset
     Statistics accumulate in float32.
     Returns a tensor shaped like x.
     """
-    _check(x, num_groups, weight, bias, act, offset)
+    _check(x, num_groups, weight, bias, eps, act, offset)
     silu = act == "silu"
     name = _backend.resolve(backend, x.device)
     if name == "reference":
