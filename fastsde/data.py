@@ -62,13 +62,17 @@ def load_npz(path, key=None):
         return _as_nchw(f[keys[0]], path)
 
 
-def _pixels(image):
-    """The pixels of a PIL image as an array: palette, CMYK and YCbCr images as RGB, bilevel ones
-    as grey (their raw arrays are palette indices, ink, chroma or booleans, not RGB or grey levels)."""
-    if image.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+def _pixels(image, name):
+    """The 8-bit pixels of PIL image `name` as an array: grey, RGB or RGBA as they are; palette, CMYK
+    and YCbCr images as RGB (RGBA) and bilevel ones as grey (their raw arrays are palette indices,
+    ink, chroma or booleans)."""
+    if image.mode in ("P", "PA", "CMYK", "YCbCr"):
         image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB")
     elif image.mode == "1":
         image = image.convert("L")
+    if image.mode not in ("L", "RGB", "RGBA"):
+        raise ValueError(f"{name}: image mode {image.mode}; fastsde reads 8-bit grey, RGB or RGBA images "
+                         "(and palette, CMYK, YCbCr and bilevel ones, which it converts)")
     return np.asarray(image)
 
 
@@ -85,7 +89,7 @@ def load_folder(path):
     arrays = []
     for f in files:
         with Image.open(os.path.join(path, f)) as image:
-            arrays.append(_pixels(image))
+            arrays.append(_pixels(image, os.path.join(path, f)))
     first = arrays[0].shape
     for f, a in zip(files, arrays):
         if a.shape != first:

@@ -86,6 +86,9 @@ def test_npz_and_folder_sources(tmp_path):
     for i, img in enumerate(bits):
         PIL.fromarray(img).save(grey / f"{i:03d}.png")
     assert np.array_equal(data.load(str(grey)).numpy(), 255 * bits[:, None].astype(np.uint8))
+    PIL.fromarray(rgb[0, ..., 0].astype(np.uint16) * 257).save(grey / "000.png")  # 16-bit grey
+    with pytest.raises(ValueError, match=r"000.png: image mode I(;16)?; fastsde reads 8-bit grey, RGB or RGBA"):
+        data.load(str(grey))
     np.savez(tmp_path / "float.npz", images=rgb.astype(np.float32))
     with pytest.raises(ValueError, match="uint8"):
         data.load(str(tmp_path / "float.npz"))
