@@ -218,7 +218,7 @@ class VESDE(SDE):
     def __init__(self, sigma_min=0.01, sigma_max=50.0, N=1000):
         super().__init__(N)
         if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"VESDE: sigma_min and sigma_max must satisfy 0 < sigma_min < sigma_max, "
+            raise ValueError(f"{type(self).__name__}: sigma_min and sigma_max must satisfy 0 < sigma_min < sigma_max, "
                              f"got {sigma_min!r} and {sigma_max!r}")
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
 
