@@ -14,7 +14,11 @@ from fastsde.models.ncsnpp import get_sigmas
 
 from conftest import FIXTURES
 
-CASES = ["ncsnpp_ve_cifar_small", "ddpmpp_vp_cifar_small"]
+# The shared fixtures (the first two), then those of make_official_fixtures.py: every network family
+# and label convention of the official code (tests/fixtures/README.md).
+CASES = ["ncsnpp_ve_cifar_small", "ddpmpp_vp_cifar_small", "ncsnpp_ve_ffhq256_small", "ncsnpp_ve_cifar_discrete_small",
+         "ddpmpp_subvp_cifar_small", "ddpm_vp_cifar_discrete_small", "ddpm_ve_cifar_discrete_small",
+         "ncsnv2_ve_cifar_small", "ncsnv2_128_ve_bedroom_small", "ncsnv2_256_ve_small"]
 
 
 def fixture(name, ext):
@@ -36,7 +40,7 @@ def test_matches_official_outputs(name, backend, monkeypatch):
     e = torch.load(fixture(name, "expected.pt"), weights_only=True)
     with torch.no_grad():
         out = model(e["x"], e["labels"])
-        score = get_score_fn(sde, model, continuous=True)(e["x"], e["t"])
+        score = get_score_fn(sde, model, continuous=e["continuous"])(e["x"], e["t"])
     assert out.dtype == torch.float32
     assert rel_err(out, e["model_out"]) < 1e-5
     assert rel_err(score, e["score"]) < 1e-5
@@ -312,6 +316,21 @@ def test_ncsn_family_builds_and_runs(name):
         # NCSNv2 is unconditional apart from the division by sigma_y.
         torch.testing.assert_close(out * model.sigmas[y].float()[:, None, None, None],
                                    swapped * model.sigmas[y.flip(0)].float()[:, None, None, None])
+
+
+def test_ncsnv2_takes_the_noise_levels_as_continuous_labels():
+    # Integer labels index the sigmas (discrete, as upstream); floating ones are the sigmas themselves.
+    # ve/ncsnv2/bedroom is continuous by its `training.continuouse` typo: its labels are sigma(t).
+    name = "ncsnv2_128_ve_bedroom_small"
+    model, _, _ = load_checkpoint(fixture(name, "pth"), fixture(name, "json"))
+    e = torch.load(fixture(name, "expected.pt"), weights_only=True)
+    with torch.no_grad():
+        out = model(e["x"], model.sigmas[e["labels"]].float())
+    assert rel_err(out, e["model_out"]) < 1e-5
+    assert configs.get("ve/ncsnv2/bedroom").training.continuous
+    ncsn = create_model(tiny("ve/ncsn/cifar10"))
+    with pytest.raises(ValueError, match="ncsn: y must be integer noise-level indices .* got torch.float32"):
+        ncsn(torch.rand(2, 3, 32, 32), torch.tensor([0.5, 3.0]))
 
 
 def test_ncsn_family_state_dict_layout():

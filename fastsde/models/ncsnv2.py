@@ -214,7 +214,9 @@ _FUSE = {
 
 class RefineNet(nn.Module):
     """NCSNv2 (unconditional, output / sigma_y) or, with conditional=True, NCSN (CondInstanceNorm++).
-    forward(x [B, C, H, W], y [B] integer noise-level indices)."""
+    forward(x [B, C, H, W], y [B]): y integer noise-level indices into the descending sigmas (discrete
+    labels, as upstream trains these networks), or for NCSNv2 also the noise levels sigma themselves
+    (floating point: continuous VE labels, which upstream's port would use as indices)."""
 
     def __init__(self, config, arch, conditional):
         super().__init__()
@@ -242,6 +244,9 @@ class RefineNet(nn.Module):
                                             start=i == 0, end=i == len(refines) - 1))
 
     def forward(self, x, y):
+        if self.conditional and y.is_floating_point():
+            raise ValueError(f"ncsn: y must be integer noise-level indices (a discrete VE network: "
+                             f"continuous=False), got {y.dtype} labels")
         h = x if self.centered else 2 * x - 1.0
         h = self.begin_conv(h)
         layers = []
@@ -255,7 +260,8 @@ class RefineNet(nn.Module):
             ref = getattr(self, refine_name)(inputs, layer.shape[2:], y)
         h = self.end_conv(self.act(self.normalizer(ref, y)))
         if not self.conditional:
-            h = h / self.sigmas[y.long()].to(h.dtype).reshape((-1,) + (1,) * (h.dim() - 1))
+            sigma_y = y if y.is_floating_point() else self.sigmas[y]
+            h = h / sigma_y.to(h.dtype).reshape((-1,) + (1,) * (h.dim() - 1))
         return h
 
 
