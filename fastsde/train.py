@@ -56,6 +56,20 @@ def objective(config, sde):
     raise ValueError("discrete training (training.continuous = False) needs a VE or VP SDE, not sub-VP")
 
 
+def train_step(net, opt, ema, loss_of, x, step, optim, dtype=None):
+    """One optimisation step, as the official step_fn(train=True): the loss of `net` on the batch x
+    (loss_of from `objective`; under autocast to `dtype` if given), its gradients, Adam at `step` with
+    the config's warmup and clipping (`optim`: config.optim), then the EMA update. Returns the loss."""
+    with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        loss = loss_of(net, x)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    params = list(net.parameters())  # the model's, also through DistributedDataParallel
+    losses.optimize_step(opt, params, step, lr=optim.lr, warmup=optim.warmup, grad_clip=optim.grad_clip)
+    ema.update(params)
+    return loss
+
+
 class _StopSignals:
     """Turns SIGTERM and SIGINT into a flag for the duration of a `with` block: `caught`, the
     signal's number (0: none yet)."""
@@ -163,12 +177,7 @@ def train(config, workdir, n_iters=None, seed=None, device=None, precision="fp32
                 break
             x = data.to_model(images[next(batches)], config.data.centered, config.data.uniform_dequantization,
                               config.data.random_flip).to(device)
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = loss_of(net, x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            losses.optimize_step(opt, model.parameters(), step, lr=o.lr, warmup=o.warmup, grad_clip=o.grad_clip)
-            ema.update(model.parameters())
+            loss = train_step(net, opt, ema, loss_of, x, step, o, dtype)
             step += 1
             total, count = total + loss.detach().float(), count + 1
             if step % t.log_freq == 0 or step == n_iters:
