@@ -24,7 +24,7 @@ def _meta(workdir):
 
 
 def _official_fixtures():
-    # tests/fixtures/make_official_fixtures.py: the fingerprint of weights it recorded them with.
+    # tests/fixtures/make_official_fixtures.py: how it changed the configs and fingerprinted the weights.
     spec = importlib.util.spec_from_file_location("make_official_fixtures",
                                                   os.path.join(FIXTURES, "make_official_fixtures.py"))
     module = importlib.util.module_from_spec(spec)
@@ -44,10 +44,8 @@ def test_training_steps_are_the_official_ones(name):
     model, _, config = load_checkpoint(path + ".pth", path + ".json", use_ema=False)
     ema = losses.EMA(model.parameters(), config.model.ema_rate)
     ema.load_state_dict(checkpoint.read(path + ".pth")["ema"])
-    config.optim.warmup = 2
-    for key, value in e["changes"].items():
-        section, leaf = key.split(".")
-        config[section][leaf] = value
+    official = _official_fixtures()
+    official.changed(config, {"optim.warmup": 2, **e["changes"]})  # as the official steps ran
     o = config.optim
     opt = losses.optimizer(model.parameters(), lr=o.lr, beta1=o.beta1, eps=o.eps, weight_decay=o.weight_decay)
     loss_of = train.objective(config, sde_from_config(config))
@@ -58,11 +56,10 @@ def test_training_steps_are_the_official_ones(name):
     # have an exact gradient of zero (a bias under a per-channel normalisation, attention's key bias):
     # rounding noise there, which Adam scales to steps of up to lr of either sign (measured: 0.25 in the
     # DDPM network, whose GroupNorm has one channel a group, 3e-3 elsewhere); most tensors agree to 1e-5.
-    fingerprint = _official_fixtures().fingerprint
     named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
     step_size = torch.tensor([o.lr * p.numel() ** 0.5 for _, p in named], dtype=torch.float64)
     for kind, tensors in [("model", named), ("ema", list(zip((k for k, _ in named), ema.shadow_params)))]:
-        steps = (fingerprint(tensors) - e[kind]).abs() / step_size
+        steps = (official.fingerprint(tensors) - e[kind]).abs() / step_size
         assert steps.median() < 1e-3 and steps.max() < 1, (kind, steps.median().item(), steps.max().item())
 
 
