@@ -147,12 +147,15 @@ def official_model(model, config, device, path, N):
     config.device = torch.device(device)
     net = official.utils.create_model(config)
     net.module.load_state_dict(model.state_dict())
+    return official, net, official_sde(official.sde_lib, config, N)
+
+
+def official_sde(sde_lib, config, N):
+    """The official code's SDE (its module sde_lib) for the config, with N steps."""
     m, kind = config.model, config.training.sde.lower()
     if kind == "vesde":
-        osde = official.sde_lib.VESDE(m.sigma_min, m.sigma_max, N)
-    else:
-        osde = (official.sde_lib.VPSDE if kind == "vpsde" else official.sde_lib.subVPSDE)(m.beta_min, m.beta_max, N)
-    return official, net, osde
+        return sde_lib.VESDE(m.sigma_min, m.sigma_max, N)
+    return (sde_lib.VPSDE if kind == "vpsde" else sde_lib.subVPSDE)(m.beta_min, m.beta_max, N)
 
 
 def official_sampler(model, sde, config, device, path, steps):
