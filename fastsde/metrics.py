@@ -63,20 +63,30 @@ def fid(mu1, sigma1, mu2, sigma2):
     return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * cross)
 
 
-def kid(features1, features2, num_subsets=100, subset_size=1000, seed=0):
-    """Kernel Inception distance: the unbiased MMD^2 with the cubic polynomial kernel
-    k(x, y) = (x.y / D + 1)^3, averaged over random subsets of both sets."""
+def kid(features1, features2, max_block_size=1024):
+    """Kernel Inception distance as tfgan computes it for the official evaluation: the unbiased MMD^2
+    with the cubic polynomial kernel k(x, y) = (x.y / D + 1)^3, averaged over B = ceil(max(N1, N2) /
+    max_block_size) contiguous blocks of each set (as even as possible, the larger ones last), so that
+    it depends on the features' order; features [N1, D] and [N2, D]."""
     f1, f2 = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
-    m = min(len(f1), len(f2), subset_size)
-    if m < 2:
-        raise ValueError("kid needs at least 2 features in each set")
-    rng, d, total = np.random.default_rng(seed), f1.shape[1], 0.0
-    for _ in range(num_subsets):
-        x, y = f1[rng.choice(len(f1), m, replace=False)], f2[rng.choice(len(f2), m, replace=False)]
+    if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1]:
+        raise ValueError(f"kid needs features [N1, D] and [N2, D], got shapes {f1.shape} and {f2.shape}")
+    blocks = -(-max(len(f1), len(f2)) // max_block_size)
+    if min(len(f1), len(f2)) < 2 * blocks:
+        raise ValueError(f"kid needs at least 2 features of each set in each of its {blocks} blocks "
+                         f"(max_block_size {max_block_size}), got {len(f1)} and {len(f2)} features")
+
+    def edges(n):
+        size, larger = divmod(n, blocks)
+        return np.cumsum([0] + [size] * (blocks - larger) + [size + 1] * larger)
+
+    (e1, e2), d, total = (edges(len(f1)), edges(len(f2))), f1.shape[1], 0.0
+    for b in range(blocks):
+        x, y = f1[e1[b]:e1[b + 1]], f2[e2[b]:e2[b + 1]]
         kxx, kyy, kxy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
-        total += ((kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-                  - 2 * kxy.mean())
-    return float(total / num_subsets)
+        total += ((kxx.sum() - np.trace(kxx)) / (len(x) * (len(x) - 1))
+                  + (kyy.sum() - np.trace(kyy)) / (len(y) * (len(y) - 1)) - 2 * kxy.mean())
+    return float(total / blocks)
 
 
 def inception_score(logits):
@@ -108,7 +118,7 @@ def evaluate(net, images, stats_path, batch_size=250, device="cpu"):
     mu_ref, sigma_ref, ref_features = reference_stats(stats_path)
     result = {"fid": fid(*moments(pool), mu_ref, sigma_ref)}
     if ref_features is not None:
-        result["kid"] = kid(pool, ref_features)
+        result["kid"] = kid(ref_features, pool)  # tfgan's order: data, samples
     if logits is not None:
         result["inception_score"] = inception_score(logits)
     return result

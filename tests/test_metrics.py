@@ -20,18 +20,31 @@ def test_fid_matches_the_closed_form_for_diagonal_gaussians():
         metrics.fid(mu1, np.eye(3), mu1[:2], np.eye(2))
 
 
+def test_kid_is_tfgans_block_estimator():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 3)), rng.normal(size=(7, 3)) + 0.3
+    k = lambda a, b: (a @ b / 3 + 1) ** 3
+    brute = lambda blocks: np.mean([
+        sum(k(x[i], x[j]) for i in bx for j in bx if i != j) / (len(bx) * (len(bx) - 1))
+        + sum(k(y[i], y[j]) for i in by for j in by if i != j) / (len(by) * (len(by) - 1))
+        - 2 * np.mean([k(x[i], y[j]) for i in bx for j in by]) for bx, by in blocks])
+    assert metrics.kid(x, y) == pytest.approx(brute([(range(8), range(7))]), rel=1e-12)
+    # tfgan's blocks for max_block_size 3: ceil(8 / 3) = 3 of each set, the larger ones last
+    three = brute([(range(0, 2), range(0, 2)), (range(2, 5), range(2, 4)), (range(5, 8), range(4, 7))])
+    assert metrics.kid(x, y, max_block_size=3) == pytest.approx(three, rel=1e-12)
+    assert metrics.kid(y, x, max_block_size=3) == pytest.approx(three, rel=1e-12)
+    with pytest.raises(ValueError, match="at least 2 features of each set in each of its 3 blocks"):
+        metrics.kid(x, y[:5], max_block_size=3)
+    with pytest.raises(ValueError, match=r"\[N1, D\] and \[N2, D\]"):
+        metrics.kid(x, y[:, :2])
+
+
 def test_kid_is_unbiased_and_sees_a_shift():
     rng = np.random.default_rng(0)
-    same = [metrics.kid(rng.normal(size=(200, 8)), rng.normal(size=(200, 8)), num_subsets=5, subset_size=100, seed=s)
-            for s in range(20)]
-    assert abs(np.mean(same)) < 3 * np.std(same) / np.sqrt(len(same)) + 1e-3
-    shifted = metrics.kid(rng.normal(size=(200, 8)), rng.normal(size=(200, 8)) + 1.0, num_subsets=5, subset_size=100)
+    same = [metrics.kid(rng.normal(size=(200, 8)), rng.normal(size=(150, 8)), max_block_size=64) for _ in range(40)]
+    assert abs(np.mean(same)) < 3 * np.std(same) / np.sqrt(len(same))
+    shifted = metrics.kid(rng.normal(size=(200, 8)), rng.normal(size=(200, 8)) + 1.0, max_block_size=64)
     assert shifted > 0.1
-    x, y = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))  # one subset holding everything: brute force
-    k = lambda a, b: (a @ b / 3 + 1) ** 3
-    brute = (sum(k(x[i], x[j]) + k(y[i], y[j]) for i in range(4) for j in range(4) if i != j) / 12
-             - 2 * np.mean([k(x[i], y[j]) for i in range(4) for j in range(4)]))
-    assert metrics.kid(x, y, num_subsets=1, subset_size=4) == pytest.approx(brute, rel=1e-10)
 
 
 def test_inception_score_bounds():
