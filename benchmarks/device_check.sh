@@ -3,7 +3,8 @@
 # the GPU tests (every CUDA and Triton kernel against the reference, CUDA-graphed sampling against
 # eager), the op benchmarks, the end-to-end sampling benchmark (benchmarks/bench_sampling.py --preset
 # gpu), a per-op profile of a network call (benchmarks/profile_network.py), compute-sanitizer
-# memcheck on a small subset, and write report.json. Prints a short table last.
+# memcheck on a small subset, and write report.json (benchmarks/device_report.py). Prints the
+# tables, then a verdict on each performance target of the kernel and sampling-engine issues.
 # Each step after the build has a time limit (seconds, from the environment: TESTS_SECONDS,
 # BENCH_SECONDS, SAMPLING_SECONDS, PROFILE_SECONDS, MEMCHECK_SECONDS) so that the whole stays within
 # about 8 minutes on one H200; the benchmarks save what they measured as they go, so a step cut short
@@ -65,45 +66,4 @@ else
   steps+=("memcheck:unavailable")
 fi
 
-python3 - "$out" "$(($(date +%s) - start))" "${steps[@]}" <<'PY'
-import json, os, platform, sys
-out, seconds, steps = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-report = {"seconds": seconds, "steps": dict(s.split(":", 1) for s in steps),
-          "gpu": open(os.path.join(out, "gpu.txt")).read().strip(), "python": platform.python_version()}
-try:
-    import torch, triton  # noqa: F401
-    report.update(torch=torch.__version__, cuda=torch.version.cuda, triton=triton.__version__)
-except ImportError as e:
-    report["versions_error"] = str(e)
-log = os.path.join(out, "gpu_tests.log")
-if os.path.exists(log):  # from the -v lines, which a run cut short keeps too
-    import collections, re
-    outcome = re.compile(r"(?:(tests/\S+) +(PASSED|FAILED|ERROR|SKIPPED))|(?:(PASSED|FAILED|ERROR|SKIPPED) +(tests/\S+))")
-    seen = {}  # test -> outcome (the closing summary names failures again)
-    for line in open(log, errors="replace"):
-        m = outcome.search(line)
-        if m:
-            test, what = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
-            seen[test] = what
-    bad = [t for t, what in seen.items() if what in ("FAILED", "ERROR")]
-    report["gpu_tests"] = dict(collections.Counter(seen.values()), failed_or_error=bad[:20])
-bench = os.path.join(out, "bench_ops_cuda.json")
-rows = json.load(open(bench))["rows"] if os.path.exists(bench) else []
-report["bench_rows"] = len(rows)
-json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=1)
-if rows:
-    sys.path.insert(0, "benchmarks")
-    from bench_ops import table
-    print(table(rows))
-e2e = os.path.join(out, "bench_sampling_gpu.json")
-if os.path.exists(e2e):
-    from fastsde.bench import likelihood_accuracy_table, likelihood_table, table, train_memory_table
-    e2e = json.load(open(e2e))
-    report["bench_sampling_rows"] = len(e2e["rows"])
-    json.dump(report, open(os.path.join(out, "report.json"), "w"), indent=1)
-    print(table(e2e["rows"], e2e["accuracy"]))
-    print(train_memory_table(e2e["train_memory"]))
-    print(likelihood_table(e2e.get("likelihood", [])))
-    print(likelihood_accuracy_table(e2e.get("likelihood_accuracy", [])))
-print(json.dumps({k: v for k, v in report.items() if k != "bench_rows"}))
-PY
+python3 benchmarks/device_report.py "$out" "$(($(date +%s) - start))" "${steps[@]}"
