@@ -79,18 +79,17 @@ def sampling_verdicts(report):
         return max(chosen, key=lambda r: r["vs_official_loop"]) if chosen else None
 
     big = at(NCSNPP, 512)
-    for pred, what, need in [(lambda p: p.startswith("fastsde tf32"), "tf32 (the official loop's precision: TF32 "
-                              "convolutions)", 1.5), (lambda p: p.startswith("fastsde bf16 + graph"),
-                                                      "bf16 + CUDA graph", 4.0)]:
-        r = fastest(big, pred)
+    tf32 = fastest(big, lambda p: p.startswith("fastsde tf32"))
+    bf16 = fastest(big, lambda p: p.startswith("fastsde bf16 + graph"))
+    for r, what, need in ((tf32, "tf32 (the official loop's precision: TF32 convolutions)", 1.5),
+                          (bf16, "bf16 + CUDA graph", 4.0)):
         if r:
             out.append(_verdict(9, f"{NCSNPP} PC batch 512, {what}: >= {need}x the official loop",
                                 f"{r['vs_official_loop']:.2f}x ({r['path']}, {r['images_per_s']:.3g} img/s)",
                                 r["vs_official_loop"] >= need))
-    r = fastest(big, lambda p: p.startswith("fastsde bf16 + graph"))
-    if r:
+    if bf16:
         out.append(_verdict(9, f"{NCSNPP} PC batch 512, bf16 + CUDA graph: half the arithmetic floor (an aim)",
-                            f"{r['of_floor']:.0%} of the floor", r["of_floor"] >= 0.5))
+                            f"{bf16['of_floor']:.0%} of the floor", bf16["of_floor"] >= 0.5))
     for batch in (1, 64):
         r = fastest(at(NCSNPP, batch), lambda p: "+ graph" in p)
         if r:
