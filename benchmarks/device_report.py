@@ -158,23 +158,25 @@ def report(out, seconds, steps):
     path = lambda name: os.path.join(out, name)  # noqa: E731
     if os.path.exists(path("gpu_tests.log")):
         rep["gpu_tests"] = test_outcomes(path("gpu_tests.log"))
-    verdicts = []
-    if os.path.exists(path("bench_ops_cuda.json")):
-        rows = json.load(open(path("bench_ops_cuda.json")))["rows"]
-        rep["bench_rows"] = len(rows)
-        print(ops_table(rows))
-        verdicts += op_verdicts(rows)
-    if os.path.exists(path("bench_sampling_gpu.json")):
-        e2e = json.load(open(path("bench_sampling_gpu.json")))
+    # Read and judged first, report.json written, then the tables printed: a table that fails to
+    # print loses nothing.
+    ops = json.load(open(path("bench_ops_cuda.json")))["rows"] if os.path.exists(path("bench_ops_cuda.json")) else None
+    e2e = json.load(open(path("bench_sampling_gpu.json"))) if os.path.exists(path("bench_sampling_gpu.json")) else None
+    verdicts = (op_verdicts(ops) if ops is not None else []) + (sampling_verdicts(e2e) if e2e is not None else [])
+    if ops is not None:
+        rep["bench_rows"] = len(ops)
+    if e2e is not None:
         rep["bench_sampling_rows"] = len(e2e["rows"])
+    rep["targets"] = verdicts
+    with open(path("report.json"), "w") as fh:
+        json.dump(rep, fh, indent=1)
+    if ops is not None:
+        print(ops_table(ops))
+    if e2e is not None:
         print(bench.table(e2e["rows"], e2e["accuracy"]))
         print(bench.train_memory_table(e2e["train_memory"]))
         print(bench.likelihood_table(e2e.get("likelihood", [])))
         print(bench.likelihood_accuracy_table(e2e.get("likelihood_accuracy", [])))
-        verdicts += sampling_verdicts(e2e)
-    rep["targets"] = verdicts
-    with open(path("report.json"), "w") as fh:
-        json.dump(rep, fh, indent=1)
     print(json.dumps({k: v for k, v in rep.items() if k != "targets"}))
     print(verdict_table(verdicts))
     return rep
