@@ -115,6 +115,12 @@ def sampling_verdicts(report):
     return out
 
 
+def verdicts_of(results):
+    """The verdicts of one benchmark's JSON results: bench_sampling.py's (they name their preset) or
+    bench_ops.py's."""
+    return sampling_verdicts(results) if "preset" in results else op_verdicts(results["rows"])
+
+
 def verdict_table(verdicts):
     """The verdicts as text, one a line, with a count of those met."""
     lines = [f"{'issue':>5s} {'':4s} {'target':96s} measured"]
@@ -124,7 +130,7 @@ def verdict_table(verdicts):
     return "\n".join(lines)
 
 
-def test_outcomes(log):
+def outcomes(log):
     """{outcome: count, 'failed_or_error': the first 20 failing tests} from a `pytest -v` log, which a
     run cut short keeps too (with or without pytest-xdist's line format)."""
     outcome = re.compile(r"(?:(tests/\S+) +(PASSED|FAILED|ERROR|SKIPPED))"
@@ -157,21 +163,20 @@ def report(out, seconds, steps):
         rep["versions_error"] = str(e)
     path = lambda name: os.path.join(out, name)  # noqa: E731
     if os.path.exists(path("gpu_tests.log")):
-        rep["gpu_tests"] = test_outcomes(path("gpu_tests.log"))
+        rep["gpu_tests"] = outcomes(path("gpu_tests.log"))
     # Read and judged first, report.json written, then the tables printed: a table that fails to
     # print loses nothing.
-    ops = json.load(open(path("bench_ops_cuda.json")))["rows"] if os.path.exists(path("bench_ops_cuda.json")) else None
-    e2e = json.load(open(path("bench_sampling_gpu.json"))) if os.path.exists(path("bench_sampling_gpu.json")) else None
-    verdicts = (op_verdicts(ops) if ops is not None else []) + (sampling_verdicts(e2e) if e2e is not None else [])
+    load = lambda name: json.load(open(path(name))) if os.path.exists(path(name)) else None  # noqa: E731
+    ops, e2e = load("bench_ops_cuda.json"), load("bench_sampling_gpu.json")
     if ops is not None:
-        rep["bench_rows"] = len(ops)
+        rep["bench_rows"] = len(ops["rows"])
     if e2e is not None:
         rep["bench_sampling_rows"] = len(e2e["rows"])
-    rep["targets"] = verdicts
+    verdicts = rep["targets"] = [v for results in (ops, e2e) if results is not None for v in verdicts_of(results)]
     with open(path("report.json"), "w") as fh:
         json.dump(rep, fh, indent=1)
     if ops is not None:
-        print(ops_table(ops))
+        print(ops_table(ops["rows"]))
     if e2e is not None:
         print(bench.table(e2e["rows"], e2e["accuracy"]))
         print(bench.train_memory_table(e2e["train_memory"]))
@@ -184,11 +189,7 @@ def report(out, seconds, steps):
 
 def main(argv):
     if argv[:1] == ["--targets"]:
-        verdicts = []
-        for f in argv[1:]:
-            results = json.load(open(f))
-            verdicts += sampling_verdicts(results) if "preset" in results else op_verdicts(results["rows"])
-        print(verdict_table(verdicts))
+        print(verdict_table([v for f in argv[1:] for v in verdicts_of(json.load(open(f)))]))
         return
     if len(argv) < 2:
         sys.exit(__doc__)
