@@ -99,9 +99,19 @@ def half_weights(model, dtype):
     return model
 
 
-def run_steps(body, state, steps, cuda_graph=False, generators=()):
+def check_finite(x, what):
+    """Raises FloatingPointError naming `what` if the tensor x holds NaN or Inf (one host sync)."""
+    if not bool(torch.isfinite(x).all()):
+        raise FloatingPointError(f"{what}: NaN or Inf in the result")
+
+
+def run_steps(body, state, steps, cuda_graph=False, generators=(), name="run_steps", times=None):
     """Runs state = body(i, *state) for the consecutive step numbers in `steps` (an iterable of ints;
     i reaches body as a 0-dim long tensor on the state's device) and returns the final state.
+
+    Every step's state[0] (the sampler's x) is checked for NaN and Inf on the device, and the first
+    bad step, if any, raises FloatingPointError at the end, naming `name`, the step and times[step]
+    (the sampler's time, if given): a diverged sampler never passes for a finished one.
 
     cuda_graph (CUDA only; ignored elsewhere): the first step runs eagerly on a side stream (it
     builds cached tables and picks kernels), the second is captured into a CUDA graph with the
@@ -112,6 +122,24 @@ def run_steps(body, state, steps, cuda_graph=False, generators=()):
     state = tuple(state)
     device = state[0].device
     index = lambda k: torch.full((), k, dtype=torch.long, device=device)  # noqa: E731  (a fill, no copy)
+    first_bad = index(-1)
+
+    def watched(i, *state):
+        state = tuple(body(i, *state))
+        bad = ~torch.isfinite(state[0]).all()
+        first_bad.copy_(torch.where(bad & (first_bad < 0), i, first_bad))  # in place: a CUDA graph keeps it
+        return state
+
+    state = _loop(watched, state, steps, cuda_graph, generators, index)
+    k = int(first_bad)
+    if k >= 0:
+        when = f" (t = {float(times[k]):.6g})" if times is not None else ""
+        raise FloatingPointError(f"{name}: NaN or Inf in the state at step {k}{when}")
+    return state
+
+
+def _loop(body, state, steps, cuda_graph, generators, index):
+    device = state[0].device
     steps = iter(steps)
     if not (cuda_graph and device.type == "cuda"):
         for k in steps:

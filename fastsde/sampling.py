@@ -17,7 +17,7 @@ import sys
 import torch
 
 from . import _random, ops
-from .engine import run_steps
+from .engine import check_finite, run_steps
 from .sde import VESDE, VPSDE, batch_view, subVPSDE
 
 PREDICTORS, CORRECTORS = {}, {}
@@ -139,24 +139,6 @@ def _check_eps(eps, sde):
         raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps}")
 
 
-class _Watch:
-    """Finds the first step whose state is not finite without a host sync per step (updated in
-    place, so that a CUDA graph of the step keeps it); checked once."""
-
-    def __init__(self, device):
-        self.first = torch.full((), -1, dtype=torch.long, device=device)
-
-    def update(self, i, x):
-        """i: the step number, a 0-dim long tensor on the device."""
-        bad = ~torch.isfinite(x).all()
-        self.first.copy_(torch.where(bad & (self.first < 0), i, self.first))
-
-    def check(self, times, what):
-        i = int(self.first)
-        if i >= 0:
-            raise FloatingPointError(f"{what}: NaN or Inf in the state at step {i} (t = {float(times[i]):.6g})")
-
-
 def _steps(n, progress, label):
     if not progress:
         return range(n)
@@ -217,19 +199,16 @@ def pc_sample(score_fn, sde, shape, predictor="reverse_diffusion", corrector="la
     with torch.no_grad():
         x = sde.prior_sampling(shape, generator, device=device)
         timesteps = torch.linspace(sde.T, eps, sde.N, device=device)
-        watch = _Watch(device)
         x, x_mean = constrain(x, x, timesteps[0].expand(shape[0]))
 
         def step(i, x, x_mean):
             t = _at(timesteps, i).expand(shape[0])
             x, x_mean = constrain(*corrector_fn(sde, score_fn, x, t, snr, n_steps, generator, per_sample), t)
             x, x_mean = constrain(*predictor_fn(sde, score_fn, x, t, probability_flow, generator), t)
-            watch.update(i, x)
             return x, x_mean
 
         x, x_mean = run_steps(step, (x, x_mean), _steps(sde.N, progress, "pc_sample"), cuda_graph,
-                              _generators(generator))
-        watch.check(timesteps, "pc_sample")
+                              _generators(generator), "pc_sample", timesteps)
     per_step = (n_steps if corrector_fn is not no_corrector else 0) + (predictor_fn is not no_predictor)
     return (x_mean if denoise else x), sde.N * per_step
 
@@ -269,6 +248,8 @@ def solve_rk45(f, y, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100_000):
     f0 = fn(t, y)
     scale = atol + y.abs() * rtol
     d0, d1 = _rms(y / scale), _rms(f0 / scale)
+    if not (math.isfinite(d0) and math.isfinite(d1)):
+        raise FloatingPointError(f"solve_rk45: NaN or Inf in the state or its derivative at t = {t:.6g}")
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, abs(t1 - t0))  # the trial step stays within [t0, t1], where f is defined
     f1 = fn(t + direction * h0, y + direction * h0 * f0)
@@ -358,7 +339,7 @@ def heun(sde, score_fn, x, times, cuda_graph=False):
         return (x_hat + h * (d + slope(x_hat + h * d, i + 1)) / 2,)
 
     n = len(times) - 1
-    (x_hat,) = run_steps(step, (x / alphas[0],), range(n - 1), cuda_graph)
+    (x_hat,) = run_steps(step, (x / alphas[0],), range(n - 1), cuda_graph, name="heun", times=times)
     last = torch.full((), n - 1, dtype=torch.long, device=x.device)
     x_hat = x_hat + (sigmas[n] - sigmas[n - 1]) * slope(x_hat, last)
     return alphas[n] * x_hat, 2 * n - 1
@@ -380,7 +361,8 @@ def dpmpp_2m(sde, score_fn, x, times, cuda_graph=False):
         return x, x0, h
 
     one = torch.ones(1, device=x.device, dtype=lambdas.dtype)
-    x, _, _ = run_steps(step, (x, torch.zeros_like(x), one), range(len(times) - 1), cuda_graph)
+    x, _, _ = run_steps(step, (x, torch.zeros_like(x), one), range(len(times) - 1), cuda_graph, name="dpmpp_2m",
+                        times=times)
     return x, len(times) - 1
 
 
@@ -426,6 +408,7 @@ def ode_sample(score_fn, sde, shape, method="RK45", rtol=1e-5, atol=1e-5, steps=
         if denoise:
             x = denoise_step(sde, score_fn, x, eps)
             nfe += 1
+    check_finite(x, f"ode_sample ({method})")
     return x, nfe
 
 
@@ -437,7 +420,9 @@ def ode_encode(score_fn, sde, x, method="RK45", rtol=1e-5, atol=1e-5, steps=None
     _check_eps(eps, sde)
     _check_method(method, steps)
     with torch.no_grad():
-        return _solve_flow(score_fn, sde, x, eps, sde.T, method, rtol, atol, steps, cuda_graph)
+        z, nfe = _solve_flow(score_fn, sde, x, eps, sde.T, method, rtol, atol, steps, cuda_graph)
+    check_finite(z, f"ode_encode ({method})")
+    return z, nfe
 
 
 def slerp(z0, z1, w):

@@ -336,6 +336,20 @@ def test_errors():
         fastsde.pc_sample(bad, sde, (4, 2), corrector="none")
     with pytest.raises(FloatingPointError, match="NaN or Inf"):
         fastsde.ode_sample(bad, sde, (4, 2))
+    # Every sampler checks alike: the fixed-step solvers name the first bad step, or the result when
+    # only a score outside their step loop goes bad (here the noise removal's at eps).
+    def bad_at_eps(x, t):
+        return torch.where(t[:, None] < 0.01, torch.full_like(x, float("nan")), good(x, t))
+
+    for method in fastsde.sampling.FAST_SOLVERS:
+        with pytest.raises(FloatingPointError, match=rf"{method}: NaN or Inf in the state at step [1-9] \(t = 0\.[4-6]"):
+            fastsde.ode_sample(bad, sde, (4, 2), method=method, steps=6)
+        with pytest.raises(FloatingPointError, match=rf"ode_sample \({method}\): NaN or Inf in the result"):
+            fastsde.ode_sample(bad_at_eps, sde, (4, 2), method=method, steps=6)
+        fastsde.ode_sample(bad_at_eps, sde, (4, 2), method=method, steps=6, denoise=False)  # eps never evaluated
+    # An infinite score: the same error from RK45 (it was a ZeroDivisionError in its first step's choice).
+    with pytest.raises(FloatingPointError, match="solve_rk45: NaN or Inf in the state or its derivative"):
+        fastsde.ode_sample(lambda x, t: torch.full_like(x, float("inf")), sde, (4, 2))
 
 
 def test_official_quirks():
