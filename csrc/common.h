@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -87,6 +88,12 @@ inline void check_input(const char* op, const char* name, const at::Tensor& t, s
 // Floor division for possibly negative numerators (pads may be negative); host and device.
 inline C10_HOST_DEVICE int64_t floor_div(int64_t a, int64_t b) {
   return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
+// GroupNorm's 1 / sqrt(var + eps); NaN where the variance overflowed to Inf (inputs near float's
+// range), as the reference (torch) gives then: a zero would make each output its channel's bias.
+inline C10_HOST_DEVICE double group_inv_std(double var, double eps) {
+  return var == INFINITY ? var - var : 1.0 / sqrt(var + eps);
 }
 
 // upfirdn2d output extent along one axis.

@@ -172,7 +172,8 @@ def _forward_kernel(x_ptr, w_ptr, b_ptr, o_ptr, OSN, OSC, y_ptr, mean_ptr, rstd_
                           CHANNELS_LAST, HAS_OFF)
     else:
         mean, m2 = _combine(part_ptr, ng, S, PS, HW, M, CG, S_P2)
-    rstd = 1 / tl.sqrt(m2 / M + eps)
+    # NaN where the variance overflowed, as the reference gives (a zero would make each output its bias).
+    rstd = tl.where(m2 / M == float("inf"), float("nan"), 1 / tl.sqrt(m2 / M + eps))
     p0 = s * PS
     p1 = tl.minimum(p0 + PS, HW)
     for tc in range(C_TILES):

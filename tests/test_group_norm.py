@@ -203,6 +203,25 @@ def test_triton_split_groups(backend, device, dtype, layout, offset, monkeypatch
             assert_close_scaled(got, want, dtype)
 
 
+@pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("split", [False, True])
+def test_a_variance_that_overflows_gives_nan_as_the_reference(backend, device, layout, split, monkeypatch):
+    # Inputs near float32's range: the variance overflows to Inf. The reference (torch's group_norm)
+    # then gives NaN; the cpp kernel gave each channel's bias, finite and wrong, which hid the overflow.
+    require(backend, device)
+    if split and backend == "triton":
+        monkeypatch.setattr(_backend.triton_kernels("group_norm"), "SPLIT_PIXELS", 16)
+    shape, G = ((1, 8, 96, 96) if split and backend != "triton" else (2, 8, 6, 6)), 4
+    x, w, b = inputs(shape, G, torch.float32, device)
+    x = x.clone()
+    x[0, :2] *= 1e30  # the first group of the first sample; the others stay finite
+    want = ops.group_norm(laid_out(x, layout), G, w, b, 1e-6, "silu", backend="reference")
+    got = ops.group_norm(laid_out(x, layout), G, w, b, 1e-6, "silu", backend=backend)
+    assert want[0, :2].isnan().all() and want[:, 2:].isfinite().all()
+    torch.testing.assert_close(got, want, equal_nan=True)
+
+
 def unaligned(shape, dtype, device, layout, seed):
     """Data that starts one element into its storage, so that no 16-byte access of it is aligned."""
     g = torch.Generator().manual_seed(seed)

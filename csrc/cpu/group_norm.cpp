@@ -96,7 +96,7 @@ void forward_kernel(const T* x, const T* weight, const T* bias, const OffsetView
             return d * d;
           });
         }
-        const acc_t rstd = static_cast<acc_t>(1.0 / std::sqrt(sq / M + eps));
+        const acc_t rstd = static_cast<acc_t>(group_inv_std(sq / M, eps));
         mean_out[ng] = mean;
         rstd_out[ng] = rstd;
         for (int64_t cl = 0; cl < Cg; ++cl) {
@@ -317,7 +317,7 @@ void forward_kernel_cl(const T* x, const T* weight, const T* bias, const OffsetV
       }
     }
     mean_out[ng] = static_cast<acc_t>(mean);
-    rstd_out[ng] = static_cast<acc_t>(1.0 / std::sqrt(m2 / static_cast<double>(Cg * P) + eps));
+    rstd_out[ng] = static_cast<acc_t>(group_inv_std(m2 / static_cast<double>(Cg * P), eps));
     for (int64_t c = c0; c < c0 + Cg; ++c) {
       scale[n * C + c] = rstd_out[ng] * (weight ? static_cast<acc_t>(weight[c]) : acc_t(1));
       shift[n * C + c] = (bias ? static_cast<acc_t>(bias[c]) : acc_t(0)) -

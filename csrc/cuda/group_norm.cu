@@ -100,7 +100,7 @@ __global__ void stats_kernel(const T* __restrict__ x, const OffsetView<T> offset
   if (threadIdx.x != 0) return;
   if (S == 1) {
     mean[ng] = m;
-    rstd[ng] = static_cast<ACC>(rsqrt(static_cast<double>(m2) / static_cast<double>(i1 - i0) + eps));
+    rstd[ng] = static_cast<ACC>(group_inv_std(static_cast<double>(m2) / static_cast<double>(i1 - i0), eps));
   } else {
     part[2 * blockIdx.x] = m;
     part[2 * blockIdx.x + 1] = m2;
@@ -150,7 +150,7 @@ __global__ void __launch_bounds__(kFusedThreads)
     const ACC d = element(r / NV, r % NV) < M ? v[r] - m : ACC(0);
     q += d * d;
   }
-  const ACC rs = static_cast<ACC>(rsqrt(static_cast<double>(block_sum(q)) / static_cast<double>(M) + eps));
+  const ACC rs = static_cast<ACC>(group_inv_std(static_cast<double>(block_sum(q)) / static_cast<double>(M), eps));
   if (threadIdx.x == 0) {
     mean[ng] = m;
     rstd[ng] = rs;
@@ -188,7 +188,7 @@ __global__ void combine_stats_kernel(const double* __restrict__ part, ACC* __res
     count = total;
   }
   mean[ng] = static_cast<ACC>(m);
-  rstd[ng] = static_cast<ACC>(rsqrt(m2 / static_cast<double>(M) + eps));
+  rstd[ng] = static_cast<ACC>(group_inv_std(m2 / static_cast<double>(M), eps));
 }
 
 // The elementwise kernels take runs of NV elements, which the host makes sure lie in one pixel
