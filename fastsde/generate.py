@@ -6,8 +6,8 @@ a folder as the fastsde.runs run 'samples': samples.json (run_settings: what the
 on, so that a resumed run draws the same ones), the parts each process saves as it goes
 (sample_to) and, once merged, samples.npz (samples 0..N-1, uint8 NHWC under 'samples', as the
 official sample files) and a PNG grid. Each process draws its share of the samples missing. Batch
-independence holds for the fixed-step samplers (PC with a per-sample Langevin step, Heun,
-DPM-Solver++(2M)); adaptive RK45 chooses one step size for the whole batch.
+independence holds for every sampler: PC takes a per-sample Langevin step and RK45 steps each
+sample on its own.
 """
 import os
 import sys
@@ -34,7 +34,7 @@ def sample_batch(score_fn, sde, config, indices, seed, sampler="pc", steps=None,
     """Samples `indices` (a list of sample numbers), each from its own seed: model-space
     [len(indices), C, H, W] and the number of network evaluations. sampler: 'pc' (the config's
     predictor / corrector unless given, N = sde.N steps, per-sample Langevin step sizes), 'ode'
-    (RK45, the official probability-flow sampler) or a fast solver ('heun', 'dpmpp_2m') with
+    (RK45, the official probability-flow sampler, with step sizes per sample) or a fast solver ('heun', 'dpmpp_2m') with
     `steps` steps. cuda_graph: replay each step from a CUDA graph (CUDA only). noise: 'torch' (a
     torch.Generator per sample) or 'philox' (a fastsde.Philox stream per sample, drawn inside the
     PC kernels; different numbers from 'torch')."""
@@ -54,7 +54,8 @@ def sample_batch(score_fn, sde, config, indices, seed, sampler="pc", steps=None,
                                   probability_flow=s.probability_flow, denoise=s.noise_removal, eps=eps,
                                   generator=generators, device=device, per_sample=True, cuda_graph=cuda_graph)
     if sampler == "ode":
-        return sampling.ode_sample(score_fn, sde, shape, "RK45", eps=eps, generator=generators, device=device)
+        return sampling.ode_sample(score_fn, sde, shape, "RK45", eps=eps, generator=generators, device=device,
+                                   per_sample=True)
     steps = SOLVER_STEPS if steps is None else steps
     return sampling.ode_sample(score_fn, sde, shape, sampler, steps=steps, eps=eps, generator=generators, device=device,
                                cuda_graph=cuda_graph)

@@ -26,7 +26,7 @@ def hutchinson_probe(x, kind, generator=None):
 def ode_with_divergence(sde, score_fn, probe):
     """rhs(t, state) of the probability-flow ODE together with the estimate of its divergence:
     state [B, n + 1] holds x flattened (n = probe[0].numel()) and the integral so far; each call is
-    one score evaluation plus one vector-Jacobian product. t: a float."""
+    one score evaluation plus one vector-Jacobian product. t: a float or one time per sample [B]."""
     drift = _ode_drift(sde, score_fn)
     n = probe[0].numel()
 

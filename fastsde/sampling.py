@@ -14,6 +14,7 @@ fastsde.engine.run_steps, which can capture a whole step in a CUDA graph (cuda_g
 import math
 import sys
 
+import numpy as np
 import torch
 
 from . import _random, ops
@@ -193,6 +194,8 @@ def pc_sample(score_fn, sde, shape, predictor="reverse_diffusion", corrector="la
     predictor_fn = _lookup(PREDICTORS, "predictor", predictor)
     corrector_fn = _lookup(CORRECTORS, "corrector", corrector)
     _check_eps(eps, sde)
+    if not snr >= 0:
+        raise ValueError(f"snr must be >= 0 (the Langevin step's signal-to-noise ratio), got {snr!r}")
     device = _device_of(generator, device)
     generator = _random.as_generator(generator, device)
     constrain = constraint or (lambda x, x_mean, t: (x, x_mean))
@@ -222,71 +225,93 @@ _DP_B = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84)
 _DP_E = (-71 / 57600, 0.0, 71 / 16695, -71 / 1920, 17253 / 339200, -22 / 525, 1 / 40)
 
 
-def _rms(v):
-    return float(torch.sqrt(torch.mean(v.double() ** 2)))
+def _rms(v, groups):
+    """The RMS norm of each of `groups` equal row blocks of v [B, ...], float64 numpy [groups]."""
+    return torch.sqrt(torch.mean(v.double().reshape(groups, -1) ** 2, dim=1)).cpu().numpy()
 
 
-def solve_rk45(f, y, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100_000):
+def solve_rk45(f, y, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100_000, per_sample=False):
     """Integrates dy/dt = f(t, y) from t0 to t1 with adaptive Dormand-Prince 5(4) steps, on y's device.
 
-    The step control is scipy's RK45 (error in the RMS norm over all of y, scaled by
-    atol + rtol |y|; the same initial step choice, step factors, smallest step and last step), so
-    results and evaluation counts follow the official scipy-based code; only one scalar per step goes
-    to the host.
-    y: a tensor (the whole batch is one system, as in the official code). Returns (y(t1), nfe).
+    The step control is scipy's RK45 (error in the RMS norm scaled by atol + rtol |y|; the same
+    initial step choice, step factors, smallest step and last step), so results and evaluation counts
+    follow the official scipy-based code. y: [B, ...]. per_sample=False (the official way): the batch
+    is one system with one step size. per_sample=True: each row y[b] is a system of its own, with its
+    own time, step sizes and rejections, so that its result does not depend on the batch; f then sees
+    only the rows still moving. f(t, y): t [B'] (each row's time), y [B', ...]. One array of B numbers
+    a step goes to the host. Returns (y(t1), nfe), nfe the mean number of evaluations of a row.
     """
     if not (rtol > 0 and atol > 0):
         raise ValueError(f"rtol and atol must be positive, got {rtol!r} and {atol!r}")
-    direction = 1.0 if t1 > t0 else -1.0
-    t, nfe = t0, 0
+    B = y.shape[0]
+    G = B if per_sample else 1  # the systems, each of B // G rows
+    direction, span = (1.0 if t1 > t0 else -1.0), abs(t1 - t0)
+    nfe = np.zeros(G, dtype=np.int64)
 
-    def fn(t, y):
-        nonlocal nfe
-        nfe += 1
-        return f(t, y)
+    def column(v):
+        """One number per system -> one per row, shaped to broadcast over y's other dimensions."""
+        return torch.as_tensor(np.repeat(v, B // G), device=y.device, dtype=y.dtype).reshape((-1,) + (1,) * (y.dim() - 1))
 
-    f0 = fn(t, y)
+    def fn(t, y, active):
+        nfe[active] += 1
+        return f(column(t).reshape(-1), y)
+
+    t, every = np.full(G, float(t0)), np.ones(G, dtype=bool)
+    f0 = fn(t, y, every)
     scale = atol + y.abs() * rtol
-    d0, d1 = _rms(y / scale), _rms(f0 / scale)
-    if not (math.isfinite(d0) and math.isfinite(d1)):
-        raise FloatingPointError(f"solve_rk45: NaN or Inf in the state or its derivative at t = {t:.6g}")
-    h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
-    h0 = min(h0, abs(t1 - t0))  # the trial step stays within [t0, t1], where f is defined
-    f1 = fn(t + direction * h0, y + direction * h0 * f0)
-    d2 = _rms((f1 - f0) / scale) / h0
-    h1 = max(1e-6, h0 * 1e-3) if max(d1, d2) <= 1e-15 else (0.01 / max(d1, d2)) ** (1 / 5)
-    h = min(100 * h0, h1, abs(t1 - t0))
-    for _ in range(max_steps):
-        if direction * (t1 - t) <= 0:
-            return y, nfe
-        min_step = 10 * abs(math.nextafter(t, direction * math.inf) - t)
-        h, rejected = max(h, min_step), False
-        while True:
-            if h < min_step:
-                raise RuntimeError(f"solve_rk45: step size underflow at t = {t:.6g}")
-            # The last step lands on t1 exactly: a step cut to the distance left could fall an ulp
-            # short and cost a needless step.
-            t_new = t + direction * h
-            if direction * (t_new - t1) > 0:
-                t_new = t1
-            dt = t_new - t
-            K = [f0]
-            for c, a in zip(_DP_C[1:], _DP_A[1:]):
-                K.append(fn(t + c * dt, y + dt * sum(ai * k for ai, k in zip(a, K))))
-            y_new = y + dt * sum(b * k for b, k in zip(_DP_B, K) if b)
-            f_new = fn(t_new, y_new)
-            K.append(f_new)
-            err = dt * sum(e * k for e, k in zip(_DP_E, K) if e)
-            err_norm = _rms(err / (atol + torch.maximum(y.abs(), y_new.abs()) * rtol))
-            if err_norm < 1:
-                factor = 10.0 if err_norm == 0 else min(10.0, 0.9 * err_norm ** -0.2)
-                t, y, f0 = t_new, y_new, f_new
-                h = abs(dt) * (min(1.0, factor) if rejected else factor)  # no growth right after a rejection
-                break
-            if not math.isfinite(err_norm):
-                raise FloatingPointError(f"solve_rk45: NaN or Inf in the state near t = {t:.6g}")
-            h, rejected = abs(dt) * max(0.2, 0.9 * err_norm ** -0.2), True
-    raise RuntimeError(f"solve_rk45: no convergence in {max_steps} steps (at t = {t:.6g})")
+    d0, d1 = _rms(y / scale, G), _rms(f0 / scale, G)
+    if not (np.isfinite(d0).all() and np.isfinite(d1).all()):
+        raise FloatingPointError(f"solve_rk45: NaN or Inf in the state or its derivative at t = {t0:.6g}")
+    tiny = (d0 < 1e-5) | (d1 < 1e-5)
+    h0 = np.minimum(np.where(tiny, 1e-6, 0.01 * d0 / np.where(tiny, 1.0, d1)), span)  # the trial step stays within [t0, t1]
+    f1 = fn(t + direction * h0, y + direction * column(h0) * f0, every)
+    d2 = _rms((f1 - f0) / scale, G) / h0
+    top = np.maximum(d1, d2)
+    flat = top <= 1e-15
+    h1 = np.where(flat, np.maximum(1e-6, h0 * 1e-3), (0.01 / np.where(flat, 1.0, top)) ** (1 / 5))
+    h = np.minimum(np.minimum(100 * h0, h1), span)
+    rejected, steps = np.zeros(G, dtype=bool), np.zeros(G, dtype=np.int64)
+    while True:
+        active = direction * (t1 - t) > 0
+        if not active.any():
+            return y, (int(nfe[0]) if G == 1 else float(nfe.mean()))
+        if steps.max() >= max_steps:
+            raise RuntimeError(f"solve_rk45: no convergence in {max_steps} steps (at t = {t[active][0]:.6g})")
+        # The systems still moving (all of them with one system): their rows, times and step sizes.
+        idx = None if active.all() else torch.as_tensor(np.flatnonzero(np.repeat(active, B // G)), device=y.device)
+        ya, fa = (y, f0) if idx is None else (y.index_select(0, idx), f0.index_select(0, idx))
+        ta, ha, ra = t[active], h[active], rejected[active]
+        min_step = 10 * np.abs(np.nextafter(ta, direction * np.inf) - ta)
+        if (ra & (ha < min_step)).any():
+            raise RuntimeError(f"solve_rk45: step size underflow at t = {ta[ra & (ha < min_step)][0]:.6g}")
+        ha = np.where(ra, ha, np.maximum(ha, min_step))  # a new step takes at least the smallest step
+        # The last step lands on t1 exactly: a step cut to the distance left could fall an ulp
+        # short and cost a needless step.
+        t_new = ta + direction * ha
+        t_new = np.where(direction * (t_new - t1) > 0, t1, t_new)
+        dt = t_new - ta
+        dtc = column(dt)
+        K = [fa]
+        for c, a in zip(_DP_C[1:], _DP_A[1:]):
+            K.append(fn(ta + c * dt, ya + dtc * sum(ai * k for ai, k in zip(a, K)), active))
+        y_new = ya + dtc * sum(b * k for b, k in zip(_DP_B, K) if b)
+        f_new = fn(t_new, y_new, active)
+        K.append(f_new)
+        err = dtc * sum(e * k for e, k in zip(_DP_E, K) if e)
+        err_norm = _rms(err / (atol + torch.maximum(ya.abs(), y_new.abs()) * rtol), len(ta))
+        if not np.isfinite(err_norm).all():
+            raise FloatingPointError(f"solve_rk45: NaN or Inf in the state near t = {ta[~np.isfinite(err_norm)][0]:.6g}")
+        accept = err_norm < 1
+        with np.errstate(divide="ignore"):
+            grow = np.where(err_norm == 0, 10.0, np.minimum(10.0, 0.9 * err_norm ** -0.2))
+            shrink = np.maximum(0.2, 0.9 * err_norm ** -0.2)
+        # No growth right after a rejection.
+        h[active] = np.abs(dt) * np.where(accept, np.where(ra, np.minimum(1.0, grow), grow), shrink)
+        t[active], rejected[active] = np.where(accept, t_new, ta), ~accept
+        steps[active] += accept
+        keep = column(accept).bool()
+        y_next, f_next = torch.where(keep, y_new, ya), torch.where(keep, f_new, fa)
+        y, f0 = (y_next, f_next) if idx is None else (y.index_copy(0, idx, y_next), f0.index_copy(0, idx, f_next))
 
 
 def denoise_step(sde, score_fn, x, eps):
@@ -297,9 +322,9 @@ def denoise_step(sde, score_fn, x, eps):
 
 
 def _ode_drift(sde, score_fn):
-    """The probability-flow ODE's right-hand side, f(t, x) with scalar t."""
+    """The probability-flow ODE's right-hand side, f(t, x) with t a float or one time per sample [B]."""
     rsde = sde.reverse(lambda x, t: score(score_fn, x, t), probability_flow=True)
-    return lambda t, x: rsde.sde(x, torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype))[0]
+    return lambda t, x: rsde.sde(x, torch.as_tensor(t, device=x.device, dtype=x.dtype).expand(x.shape[0]))[0]
 
 
 def _denoised(sde, score_fn, x, t):
@@ -376,11 +401,11 @@ def _check_method(method, steps):
         raise ValueError(f"method {method!r} needs steps, a positive integer, got {steps!r}")
 
 
-def _solve_flow(score_fn, sde, x, t0, t1, method, rtol, atol, steps, cuda_graph):
+def _solve_flow(score_fn, sde, x, t0, t1, method, rtol, atol, steps, cuda_graph, per_sample=False):
     """x(t1) from x(t0) along the probability-flow ODE, t0 and t1 being T and eps in either order:
     RK45 / scipy adaptively, a fast solver on EDM's schedule (run backwards from eps to T). Returns (x, nfe)."""
     if method == "RK45":
-        return solve_rk45(_ode_drift(sde, score_fn), x, t0, t1, rtol, atol)
+        return solve_rk45(_ode_drift(sde, score_fn), x, t0, t1, rtol, atol, per_sample=per_sample)
     if method == "scipy":
         return _solve_scipy(_ode_drift(sde, score_fn), x, t0, t1, rtol, atol)
     times = noise_level_steps(sde, steps, min(t0, t1), device=x.device)
@@ -388,7 +413,7 @@ def _solve_flow(score_fn, sde, x, t0, t1, method, rtol, atol, steps, cuda_graph)
 
 
 def ode_sample(score_fn, sde, shape, method="RK45", rtol=1e-5, atol=1e-5, steps=None, denoise=True,
-               eps=1e-3, z=None, generator=None, device=None, cuda_graph=False):
+               eps=1e-3, z=None, generator=None, device=None, cuda_graph=False, per_sample=False):
     """Samples by solving the probability-flow ODE (Song et al. 2021, Sec. 4.3) from T to eps.
 
     method: 'RK45' (adaptive Dormand-Prince on the device, rtol/atol), 'scipy' (the official
@@ -396,15 +421,16 @@ def ode_sample(score_fn, sde, shape, method="RK45", rtol=1e-5, atol=1e-5, steps=
     'dpmpp_2m' with `steps` steps on EDM's noise-level schedule. z: the prior sample to start from
     (default: drawn with `generator`), or a latent code from ode_encode. denoise: one reverse-diffusion
     step at eps, taking its mean (the official noise removal). cuda_graph: run the fast solvers' steps
-    as replays of a CUDA graph (RK45's adaptive steps need the host). Returns (x, nfe), nfe counting
-    every score evaluation.
+    as replays of a CUDA graph (RK45's adaptive steps need the host). per_sample: RK45 steps each
+    sample on its own (see solve_rk45), so that it does not depend on the batch; the official sampler
+    steps the whole batch. Returns (x, nfe), nfe the score evaluations a sample (a mean, per sample).
     """
     _check_eps(eps, sde)
     _check_method(method, steps)
     device = _device_of(generator, device) if z is None else z.device
     with torch.no_grad():
         x = sde.prior_sampling(shape, _random.as_generator(generator, device), device=device) if z is None else z
-        x, nfe = _solve_flow(score_fn, sde, x, sde.T, eps, method, rtol, atol, steps, cuda_graph)
+        x, nfe = _solve_flow(score_fn, sde, x, sde.T, eps, method, rtol, atol, steps, cuda_graph, per_sample)
         if denoise:
             x = denoise_step(sde, score_fn, x, eps)
             nfe += 1

@@ -34,6 +34,16 @@ def stopping_after(calls):
     return fn
 
 
+@pytest.mark.parametrize("sampler", generate.SAMPLERS)
+def test_every_sampler_draws_a_sample_alike_in_any_batch(sampler):
+    # What makes a resumed run (in other batches, or over other processes) the unbroken one. RK45 steps
+    # each sample on its own: with one step size for the batch, its samples moved with their batch.
+    whole, _ = generate.sample_batch(score, SDE, CONFIG, list(range(16)), 3, sampler)
+    for chunks in ([[0], [1, 2, 3], list(range(4, 16))], [list(range(k, k + 3)) for k in range(0, 15, 3)] + [[15]]):
+        parts = torch.cat([generate.sample_batch(score, SDE, CONFIG, chunk, 3, sampler)[0] for chunk in chunks])
+        torch.testing.assert_close(parts, whole, rtol=0, atol=0)
+
+
 def test_a_run_stopped_midway_resumes_to_the_samples_of_an_unbroken_one(tmp_path):
     whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
     nfe, _ = generate.sample_to(whole, score, SDE, CONFIG, list(range(7)), 7, seed=3, progress=None)

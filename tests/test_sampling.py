@@ -260,12 +260,33 @@ def test_rk45_evaluates_f_only_within_the_interval(t0, t1):
     seen = []
 
     def f(t, y):
-        seen.append(t)
+        assert t.shape == y.shape and (t == t[0]).all()  # one time a row, all alike for the whole batch
+        seen.append(float(t[0]))
         return -1e-3 * y
 
     y, nfe = fastsde.sampling.solve_rk45(f, torch.ones(4, dtype=torch.float64), t0, t1)
     assert min(t0, t1) <= min(seen) and max(seen) <= max(t0, t1) and nfe == len(seen)
     torch.testing.assert_close(y, torch.full((4,), math.exp(-1e-3 * (t1 - t0)), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", ["VE", "VP", "subVP"])
+def test_rk45_per_sample_is_batch_independent(name):
+    # Each sample its own system: the same result and evaluations alone as in any batch, and each
+    # within the tolerance of the exact flow, which the whole batch's one step size does not promise.
+    sde = sdes()[name]
+    z = sde.prior_sampling((16, 2), torch.Generator().manual_seed(5))
+    score_fn = GMM.score_fn(sde)
+    whole, _ = fastsde.ode_sample(score_fn, sde, z.shape, z=z, per_sample=True)
+    alone = [fastsde.ode_sample(score_fn, sde, (1, 2), z=z[i:i + 1], per_sample=True) for i in range(16)]
+    torch.testing.assert_close(whole, torch.cat([x for x, _ in alone]), rtol=0, atol=0)
+    three, nfe3 = fastsde.ode_sample(score_fn, sde, (3, 2), z=z[5:8], per_sample=True)
+    torch.testing.assert_close(three, whole[5:8], rtol=0, atol=0)
+    assert nfe3 == sum(n for _, n in alone[5:8]) / 3  # the mean over the samples
+    assert len({n for _, n in alone}) > 1  # the samples did take steps of their own
+    batch, _ = fastsde.ode_sample(score_fn, sde, z.shape, z=z)  # the official whole-batch steps
+    torch.testing.assert_close(whole, batch, rtol=0, atol=1e-3)
+    exact, _ = fastsde.ode_sample(score_fn, sde, z.shape, z=z, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(whole, exact, rtol=0, atol=1e-3)
 
 
 @pytest.mark.parametrize("name", ["VE", "VP", "subVP"])
