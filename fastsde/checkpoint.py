@@ -63,6 +63,19 @@ def _describe_mismatch(model, state):
     return "; ".join(parts)
 
 
+def build_checked(make, state, path):
+    """make() (a module) once `state`'s keys and shapes are known to fit it: it is first built on the
+    meta device, which allocates nothing, so that a config that does not fit the weights (an
+    untrusted file's, say) cannot make fastsde allocate what it describes. Raises CheckpointError."""
+    with torch.device("meta"):
+        shell = make()
+    problem = _describe_mismatch(shell, state)
+    if problem:
+        raise CheckpointError(f"{path}: the weights do not fit the {type(shell).__name__} that the config "
+                              f"describes: {problem}")
+    return make()
+
+
 def load_state(model, state, ema=None):
     """Loads a (prefix-free) state dict strictly, then, if given, the official EMA shadow parameters
     onto the trainable parameters in order. Raises CheckpointError naming what does not fit."""
@@ -199,7 +212,7 @@ def load_checkpoint(path, config=None, use_ema=True, device="cpu"):
     config = configs_lib.load(config)
     if use_ema and official and "ema" not in ckpt:
         raise CheckpointError(f"{path}: has no 'ema' entry; pass use_ema=False for the raw weights")
-    model = create_model(config)
+    model = build_checked(lambda: create_model(config), state, path)
     load_state(model, state, ckpt["ema"] if use_ema and official else None)
     return model.to(device).eval(), sde_from_config(config), config
 
@@ -229,9 +242,11 @@ def atomic_write(path, write):
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None and e.filename is None:  # e.g. a full disk
+            raise OSError(e.errno, f"could not write {path}: {e.strerror}") from e
         raise
     dir_fd = os.open(folder, os.O_RDONLY)
     try:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _random
-from .checkpoint import CheckpointError, atomic_write, read_safetensors
+from .checkpoint import CheckpointError, atomic_write, build_checked, read_safetensors
 from .models.classifier import WideResNet
 from .sampling import pc_sample
 from .sde import batch_view
@@ -173,6 +173,7 @@ def load_classifier(path, device="cpu"):
         meta = fh.metadata() or {}
     if "fastsde_classifier" not in meta:
         raise CheckpointError(f"{path}: not a fastsde classifier (no 'fastsde_classifier' metadata)")
-    net = WideResNet(**json.loads(meta["fastsde_classifier"]))
+    args = json.loads(meta["fastsde_classifier"])
+    net = build_checked(lambda: WideResNet(**args), state, path)
     net.load_state_dict(state, strict=True)
     return net.to(device).eval()

@@ -135,3 +135,10 @@ def test_classifier_trains_saves_and_loads(tmp_path):
     save_safetensors(tmp_path / "m.safetensors", torch.nn.Linear(2, 2))
     with pytest.raises(CheckpointError, match="not a fastsde classifier"):
         controllable.load_classifier(tmp_path / "m.safetensors")
+    # Metadata that asks for a wider network than the weights are: refused before it is built.
+    import json
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp_path / "wide.safetensors",
+              metadata={"fastsde_classifier": json.dumps({**net.args, "channel_multiplier": 1000})})
+    with pytest.raises(CheckpointError, match="wide.safetensors: the weights do not fit the WideResNet"):
+        controllable.load_classifier(tmp_path / "wide.safetensors")

@@ -1,5 +1,6 @@
 """Drop-in loading of official checkpoints: the shared fixtures (made by the official code) must give
 the official model outputs and scores; mismatches and unsafe files are refused clearly."""
+import json
 import math
 import os
 import pickle
@@ -93,6 +94,26 @@ def test_mismatched_config_lists_keys():
     config.model.attn_resolutions = []
     with pytest.raises(CheckpointError, match="54 missing: .*; 74 unexpected: all_modules.8.NIN_0.W"):
         load_checkpoint(fixture(name, "pth"), config)
+
+
+def test_a_config_that_does_not_fit_the_weights_builds_nothing(tmp_path, monkeypatch):
+    # An untrusted .safetensors whose config says nf=4096 once made fastsde allocate gigabytes before
+    # any shape was checked: now the network is built on the meta device until the shapes fit.
+    name = CASES[0]
+    model, _, config = load_checkpoint(fixture(name, "pth"), fixture(name, "json"))
+    big = json.loads(json.dumps(config))
+    big["model"]["nf"] = 4096
+    checkpoint.save_safetensors(tmp_path / "big.safetensors", model, big)
+    built = []
+    real = checkpoint.create_model
+    monkeypatch.setattr(checkpoint, "create_model", lambda c: built.append(torch.empty(0).device.type) or real(c))
+    for path, given in ((tmp_path / "big.safetensors", None), (fixture(name, "pth"), big)):
+        with pytest.raises(CheckpointError, match=r"the weights do not fit the NCSNpp that the config describes: "
+                                                  r".*mis-shaped: all_modules.0.W: checkpoint \(16,\), model \(4096,\)"):
+            load_checkpoint(path, given)
+    assert built == ["meta", "meta"]
+    load_checkpoint(tmp_path / "big.safetensors", config)
+    assert built[2:] == ["meta", "cpu"]
 
 
 def test_bad_ema_is_an_error(tmp_path):
