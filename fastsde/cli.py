@@ -92,21 +92,19 @@ def _classifier(args, sde, config, device):
 
 def _start_run(args, name, settings, rank, world, device, also=()):
     """runs.start of run `name` in --out on rank 0 (settings: a function, so that only rank 0 hashes
-    the weights), its refusal raised on every process, so that none is left waiting for rank 0."""
+    the weights), its refusal raised on every process. Returns the claim to hold while the run lasts."""
+    import contextlib
     from . import runs, train
-    refused = None
-    if rank == 0:
-        try:
-            runs.start(args.out, name, settings(), args.overwrite, also)
-        except ValueError as e:
-            refused = e
-    if train.max_over_ranks(refused is not None, world, device):
-        raise refused or ValueError(f"rank 0 refused to write into {args.out} (its message says why)")
+    held = train.on_rank_zero(lambda: runs.start(args.out, name, settings(), args.overwrite, also), rank, world, device)
+    return held or contextlib.nullcontext()
 
 
 def cmd_train(args):
+    """Returns the exit code: 128 + the signal's number for a run stopped by SIGTERM or SIGINT."""
+    import signal
     from . import configs, train
-    config = configs.load(args.config)
+    saved = os.path.join(args.workdir, "config.json")
+    config = configs.load(args.config or (saved if os.path.isfile(saved) else "digits"))
     if args.data:
         config.data.path = args.data
     if args.batch_size:
@@ -117,6 +115,17 @@ def cmd_train(args):
     if rank == 0:
         print(f"trained to step {result['step']} in {result['seconds']:.1f} s, loss {result['loss']:.5f}"
               + (f" (stopped by {result['stopped']})" if result["stopped"] else ""))
+    return 128 + signal.Signals[result["stopped"]] if result["stopped"] else 0
+
+
+def _check_fits_memory(count, config):
+    """Refuses a --num-samples whose images the merge into samples.npz could not hold in memory."""
+    size = config.data.num_channels * config.data.image_size ** 2
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if count * size > memory // 2:  # the merge holds the parts and their concatenation
+        raise ValueError(f"--num-samples {count}: {count * size / 2 ** 30:.1f} GiB of 8-bit images, more than the "
+                         f"merge into samples.npz can hold in this machine's {memory / 2 ** 30:.1f} GiB of memory; "
+                         "draw them into several --out folders")
 
 
 def cmd_sample(args):
@@ -125,6 +134,7 @@ def cmd_sample(args):
     rank, world = train.distributed()
     device = _device(args, rank)
     model, sde, config = _model(args, device)
+    _check_fits_memory(args.num_samples, config)
     sde = _with_steps(sde, config, args.steps if args.sampler == "pc" else None)
     score_fn = _score_fn(args, model, sde, config, device)
     guided = {}
@@ -142,17 +152,17 @@ def cmd_sample(args):
         guided = dict(class_label=label, classifier=checkpoint.digest(net), scale=scale)
     kwargs = dict(sampler=args.sampler, steps=args.steps, predictor=args.predictor, corrector=args.corrector,
                   snr=args.snr, noise=args.noise)
-    _start_run(args, "samples", lambda: generate.run_settings(
-        sde, config, args.seed, weights=checkpoint.digest(model), precision=args.precision, **guided, **kwargs),
-        rank, world, device, also=["samples.png"])
-    missing, total = runs.todo(args.out, "samples", "samples", args.num_samples)
-    _barrier(world)  # every process has listed what is there before any writes more
-    nfe, seconds = generate.sample_to(args.out, score_fn, sde, config, missing[rank::world], args.batch_size,
-                                      args.seed, progress=f"sampling (rank {rank})" if world > 1 else "sampling",
-                                      device=device, cuda_graph=args.cuda_graph, **kwargs)
-    _barrier(world)
+    with _start_run(args, "samples", lambda: generate.run_settings(
+            sde, config, args.seed, weights=checkpoint.digest(model), precision=args.precision, **guided, **kwargs),
+            rank, world, device, also=["samples.png"]):
+        missing, total = runs.todo(args.out, "samples", "samples", args.num_samples)
+        _barrier(world)  # every process has listed what is there before any writes more
+        nfe, seconds = generate.sample_to(args.out, score_fn, sde, config, missing[rank::world], args.batch_size,
+                                          args.seed, progress=f"sampling (rank {rank})" if world > 1 else "sampling",
+                                          device=device, cuda_graph=args.cuda_graph, **kwargs)
+        _barrier(world)
+        samples = generate.merge(args.out) if rank == 0 else None
     if rank == 0:
-        samples = generate.merge(args.out)
         wrote = (f"{os.path.join(args.out, 'samples.npz')} ({len(samples)} samples) and "
                  f"{os.path.join(args.out, 'samples.png')}")
         if not missing:
@@ -179,7 +189,8 @@ def _mask(spec, shape):
     if not os.path.isfile(spec):
         raise ValueError(f"--mask {spec}: neither one of {', '.join(patterns)} nor a .npz or image file")
     if spec.endswith(".npz"):
-        with np.load(spec) as f:
+        from .runs import open_npz
+        with open_npz(spec) as f:
             m = f["mask"] if "mask" in f.files else f[f.files[0]]
     else:
         try:
@@ -200,14 +211,7 @@ def _inputs(args, config, count, channels=True):
     """The first `count` uint8 images of --images (default: the config's held-out data), checked
     against the model's image size and, with `channels`, its channels."""
     from . import data
-    images = data.load(args.images, args.split) if args.images else data.dataset(config, args.split)
-    images = images[:count]
-    want = (config.data.num_channels, config.data.image_size, config.data.image_size)
-    if tuple(images.shape[2:]) != want[1:]:
-        raise ValueError(f"--images are {tuple(images.shape[2:])} pixels; the model makes {want[1:]}")
-    if channels and images.shape[1] != want[0]:
-        raise ValueError(f"--images have {images.shape[1]} channels; the model makes {want[0]}")
-    return images
+    return data.dataset(config, args.split, args.images, channels)[:count]
 
 
 def _pc_kwargs(args, config, sde, device):
@@ -335,8 +339,9 @@ def _barrier(world):
 
 
 def cmd_merge(args):
-    from . import generate
-    samples = generate.merge(args.out)
+    from . import generate, runs
+    with runs.claim(args.out, "samples"):
+        samples = generate.merge(args.out)
     print(f"merged {len(samples)} samples into {os.path.join(args.out, 'samples.npz')}")
 
 
@@ -349,30 +354,36 @@ def cmd_likelihood(args):
         raise ValueError("likelihood under torchrun needs --out (the processes share their results through it)")
     device = _device(args, rank)
     model, sde, config = _model(args, device)
-    images = data.load(args.data, args.split) if args.data else data.dataset(config, args.split)
+    images = data.dataset(config, args.split, args.data)
     images = images[:args.num_samples] if args.num_samples else images
     score_fn = _score_fn(args, model, sde, config, device)
     total, skip = len(images) * args.repeats, set()
+    held = contextlib.nullcontext()
     if args.out:
-        _start_run(args, "bpd", lambda: dict(
+        held = _start_run(args, "bpd", lambda: dict(
             weights=checkpoint.digest(model), config=config, precision=args.precision,
             images=hashlib.sha256(images.contiguous().numpy()).hexdigest(), num_images=len(images),
             repeats=args.repeats, batch_size=args.batch_size, seed=args.seed, tol=args.tol), rank, world, device)
-        skip = runs.done(args.out, "bpd", "bpd")
-        _barrier(world)  # every process has listed what is there before any writes more
-    bar = generate.Progress((total - len(skip)) // world, f"likelihood (rank {rank})" if world > 1 else "likelihood")
-    start = time.time()
-    with runs.Saver(args.out, "bpd") if args.out else contextlib.nullcontext() as saver:
-        _, per_item, _, nfe = likelihood.dataset_bits_per_dim(
-            score_fn, sde, images, config.data.centered, args.batch_size, args.repeats, args.seed, device,
-            progress=bar.update, skip=skip, on_batch=saver and (lambda items, bpd: saver.add(items, bpd=bpd.numpy())),
-            rank=rank, world=world, rtol=args.tol, atol=args.tol)
-    _barrier(world)
-    if rank > 0:
-        return
+    with held:
+        if args.out:
+            skip = runs.done(args.out, "bpd", "bpd")
+            _barrier(world)  # every process has listed what is there before any writes more
+        bar = generate.Progress((total - len(skip)) // world,
+                                f"likelihood (rank {rank})" if world > 1 else "likelihood")
+        start = time.time()
+        with runs.Saver(args.out, "bpd") if args.out else contextlib.nullcontext() as saver:
+            _, per_item, _, nfe = likelihood.dataset_bits_per_dim(
+                score_fn, sde, images, config.data.centered, args.batch_size, args.repeats, args.seed, device,
+                progress=bar.update, skip=skip,
+                on_batch=saver and (lambda items, bpd: saver.add(items, bpd=bpd.numpy())),
+                rank=rank, world=world, rtol=args.tol, atol=args.tol)
+        _barrier(world)
+        if rank > 0:
+            return
+        if args.out:
+            per_item = torch.from_numpy(runs.merge(args.out, "bpd")["bpd"])
     saved = ""
     if args.out:
-        per_item = torch.from_numpy(runs.merge(args.out, "bpd")["bpd"])
         saved = (f"{'; ' + str(len(skip)) + ' were there already' if skip else ''}; wrote "
                  f"{os.path.join(args.out, 'bpd.npz')} (bits/dim of each image in each pass, pass after pass)")
     sem = float(per_item.std() / len(per_item) ** 0.5) if len(per_item) > 1 else float("nan")
@@ -383,7 +394,7 @@ def cmd_likelihood(args):
 
 def cmd_eval(args):
     from . import data, metrics
-    images = data.load_npz(args.samples)
+    images = data.check_images(data.load_npz(args.samples), args.samples)
     net = metrics.load_feature_net(args.inception, _device(args))
     result = metrics.evaluate(net, images, args.stats, args.batch_size, _device(args))
     print("  ".join(f"{k} {v:.4f}" for k, v in result.items()) + f"  ({len(images)} samples)")
@@ -519,7 +530,8 @@ def parser():
             q.add_argument("--seed", type=int, default=0)
 
     q = sub.add_parser("train", help="train a score model (resumes from --workdir)")
-    q.add_argument("--config", default="digits")
+    q.add_argument("--config", help="a config name or JSON file (default: the workdir's config.json when it "
+                                     "holds a run, else digits)")
     q.add_argument("--workdir", required=True)
     q.add_argument("--data", help="a .npz file or image folder (default: the config's dataset)")
     q.add_argument("--steps", type=_count, help="train up to this step (default: training.n_iters)")
@@ -539,7 +551,7 @@ def parser():
                    help="pc: N (default: the config's num_scales); heun/dpmpp_2m: steps (20)")
     q.add_argument("--predictor", help="pc predictor (default: the config's)")
     q.add_argument("--corrector", help="pc corrector (default: the config's)")
-    q.add_argument("--snr", type=float, help="Langevin signal-to-noise ratio (default: the config's)")
+    q.add_argument("--snr", type=_amount, help="Langevin signal-to-noise ratio (default: the config's)")
     q.add_argument("--class", dest="class_label", type=int, help="sample this class, guided by --classifier")
     q.add_argument("--classifier", type=_file,
                    help="a noise-conditional classifier (default with the embedded model: its own)")
@@ -563,7 +575,7 @@ def parser():
         q.add_argument("--steps", type=_count, help="PC steps N (default: the config's num_scales)")
         q.add_argument("--predictor")
         q.add_argument("--corrector")
-        q.add_argument("--snr", type=float)
+        q.add_argument("--snr", type=_amount)
 
     q = sub.add_parser("inpaint", help="fill in the masked part of images; writes inpaint.png and .npz")
     controllable_args(q, "images to complete")
@@ -679,7 +691,7 @@ def parser():
 def main(argv=None):
     args = parser().parse_args(argv)
     try:
-        args.run(args)
+        code = args.run(args)
     except KeyboardInterrupt:
         print("\nfastsde: interrupted", file=sys.stderr)  # after a progress line, on a line of its own
         return 130
@@ -689,7 +701,7 @@ def main(argv=None):
         print(f"fastsde {args.command}: error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",
               file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ import os
 import numpy as np
 import torch
 
+from .runs import open_npz
+
 ASSETS = os.path.join(os.path.dirname(__file__), "assets")
 DIGITS_PATH = os.path.join(ASSETS, "digits.npz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -54,7 +56,7 @@ def _as_nchw(array, source):
 def load_npz(path, key=None):
     """uint8 images [N, C, H, W] from a .npz file: the array `key`, else the first of 'images',
     'x', 'samples', 'arr_0'; NHWC (as the official samples files) or NCHW."""
-    with np.load(path) as f:
+    with open_npz(path) as f:
         keys = [key] if key else [k for k in ("images", "x", "samples", "arr_0") if k in f.files]
         if not keys or keys[0] not in f.files:
             raise ValueError(f"{path}: no image array (looked for {keys or ['images', 'x', 'samples', 'arr_0']}; "
@@ -88,8 +90,12 @@ def load_folder(path):
         raise ValueError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)})")
     arrays = []
     for f in files:
-        with Image.open(os.path.join(path, f)) as image:
-            arrays.append(_pixels(image, os.path.join(path, f)))
+        name = os.path.join(path, f)
+        try:
+            with Image.open(name) as image:
+                arrays.append(_pixels(image, name))
+        except (OSError, SyntaxError) as e:  # what Pillow raises for files it cannot decode, truncated ones too
+            raise ValueError(f"{name}: not a readable image ({e})") from None
     first = arrays[0].shape
     for f, a in zip(files, arrays):
         if a.shape != first:
@@ -118,7 +124,7 @@ def labeled(source, split="train"):
     images = load(source, split)
     if not str(source).endswith(".npz"):
         raise ValueError(f"{source}: labels come from 'digits', 'digits_rgb' or a .npz file with a 'labels' array")
-    with np.load(source) as f:
+    with open_npz(source) as f:
         if "labels" not in f.files:
             raise ValueError(f"{source}: no 'labels' array (has {f.files})")
         labels = torch.from_numpy(f["labels"].astype(np.int64))
@@ -127,21 +133,31 @@ def labeled(source, split="train"):
     return images, labels
 
 
-def dataset(config, split="train"):
-    """The images that a config trains on: config.data.path if set, else the embedded digits when
-    config.data.dataset is 'DIGITS' or 'DIGITS_RGB'. The official datasets (CIFAR-10, CelebA, LSUN...) are not
-    downloaded: convert them to a .npz or a folder and set data.path."""
-    path = config.data.get("path")
-    if path:
-        images = load(path, split)
-    elif config.data.dataset.upper() in ("DIGITS", "DIGITS_RGB"):
-        images = load(config.data.dataset, split)
-    else:
+def dataset(config, split="train", source=None, channels=True):
+    """The images for a model of `config`, checked to fit it (check_images): from `source` (see load)
+    if given, else what the config trains on: config.data.path if set, else the embedded digits when
+    config.data.dataset is 'DIGITS' or 'DIGITS_RGB'. The official datasets (CIFAR-10, CelebA, LSUN...)
+    are not downloaded: convert them to a .npz or a folder and set data.path. channels=False leaves
+    the channel count open (grey images for colorization)."""
+    source = source or config.data.get("path")
+    if not source and config.data.dataset.upper() not in ("DIGITS", "DIGITS_RGB"):
         raise ValueError(f"data.path is not set and dataset {config.data.dataset!r} is not embedded; set "
                          "data.path (or --data) to a .npz file or an image folder")
-    c, size = config.data.num_channels, config.data.image_size
-    if tuple(images.shape[1:]) != (c, size, size):
-        raise ValueError(f"data: images are {tuple(images.shape[1:])} (C, H, W); the config wants {(c, size, size)}")
+    source = source or config.data.dataset
+    size = config.data.image_size
+    return check_images(load(source, split), source, (config.data.num_channels if channels else None, size, size))
+
+
+def check_images(images, source, shape=None):
+    """uint8 images [N, C, H, W], checked to be at least one and, if `shape` (C, H, W; C may be None
+    for any) is given, of that shape, as the model takes them; else a ValueError naming `source`."""
+    if len(images) == 0:
+        raise ValueError(f"{source}: holds no images")
+    if shape is not None:
+        got = tuple(images.shape[1:])
+        if got[1:] != tuple(shape[1:]) or shape[0] not in (None, got[0]):
+            want = f"{shape[0]}, {shape[1]}, {shape[2]}" if shape[0] else f"any, {shape[1]}, {shape[2]}"
+            raise ValueError(f"{source}: images of {got} (C, H, W); the model takes ({want})")
     return images
 
 

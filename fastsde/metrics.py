@@ -10,6 +10,8 @@ dataset's 'pool_3' features) or any .npz with 'mu' and 'sigma'.
 import numpy as np
 import torch
 
+from .runs import open_npz
+
 
 def load_feature_net(path, device="cpu"):
     """A feature network from a local file: a torch.export program (.pt2) or TorchScript (other
@@ -102,7 +104,7 @@ def inception_score(logits):
 def reference_stats(path):
     """(mu, sigma, features or None) from a statistics .npz: the official files' 'pool_3'
     features, or 'mu' and 'sigma'."""
-    with np.load(path) as f:
+    with open_npz(path) as f:
         if "pool_3" in f.files:
             features = f["pool_3"].astype(np.float64)
             return (*moments(features), features)

@@ -5,9 +5,11 @@ A run named `name` in folder `out` is three kinds of file: <name>.json (the sett
 resumes only if it has the same), <name>_part<first item>.npz ('indices' and the result arrays of
 some items, written atomically) and <name>.npz (the merged results of items 0..n-1, in order,
 without 'indices'). Whatever a process saved survives a crash; a rerun computes only what is
-missing, whichever process or batch computed the rest.
+missing, whichever process or batch computed the rest. One process at a time holds a run
+(.<name>.lock, see claim): a second one is refused while the first runs.
 """
 import contextlib
+import fcntl
 import glob
 import json
 import os
@@ -28,18 +30,69 @@ def save_npz(path, compressed=True, **arrays):
     atomic_write(path, write)
 
 
+@contextlib.contextmanager
+def open_npz(path):
+    """np.load(path) of a .npz file in a `with`; a file that is not one raises a ValueError naming it."""
+    try:
+        f = np.load(path)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a readable .npz file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: a single .npy array, not a .npz file")
+    with f:
+        yield f
+
+
 def _parts(out, name):
     return sorted(glob.glob(os.path.join(out, f"{name}_part*.npz")))
 
 
-def start(out, name, settings, overwrite=False, also=()):
-    """Starts run `name` in folder `out`, or resumes the one there: writes <out>/<name>.json
-    (`settings`, a JSON-able dict of what the results depend on) or checks that the run there has
-    the same. overwrite: first deletes that run's files (and `also`, other file names in `out`).
-    Call it from one process."""
+class Busy(ValueError):
+    """Another process holds the run."""
+
+
+def claim(out, name):
+    """Holds run `name` in folder `out` for this process: an exclusive lock on <out>/.<name>.lock.
+    Returns the open lock file; the hold ends when it is closed (use it in a `with`) or the process
+    ends, however it ends. Raises Busy, naming the holder's process id, if another holds it."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"out: {out} exists and is not a folder")
     os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, f".{name}.lock")
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "unknown"
+        fh.close()
+        raise Busy(f"{out} is in use: another process (pid {holder}) is writing its {name} now; wait until it "
+                   "ends, or use another folder") from None
+    except BaseException:
+        fh.close()
+        raise
+    fh.truncate(0)
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
+
+
+def start(out, name, settings, overwrite=False, also=()):
+    """Starts run `name` in folder `out`, or resumes the one there: claims it (see claim), then
+    writes <out>/<name>.json (`settings`, a JSON-able dict of what the results depend on) or checks
+    that the run there has the same. overwrite: first deletes that run's files (and `also`, other
+    file names in `out`). Returns the claim: hold it (in a `with`) until the run ends. Call it from
+    one process."""
+    held = claim(out, name)
+    try:
+        _start(out, name, settings, overwrite, also)
+    except BaseException:
+        held.close()
+        raise
+    return held
+
+
+def _start(out, name, settings, overwrite, also):
     path, merged = os.path.join(out, f"{name}.json"), os.path.join(out, f"{name}.npz")
     settings = json.loads(json.dumps(settings))
     if overwrite:
@@ -49,11 +102,14 @@ def start(out, name, settings, overwrite=False, also=()):
     redo = "use another folder, or overwrite them (--overwrite, overwrite=True)"
     if os.path.exists(path):
         with open(path) as fh:
-            there = json.load(fh)
-        short = lambda v: len(repr(v)) < 60  # noqa: E731
-        differ = [f"{k}: {there.get(k)!r} there, {settings.get(k)!r} here"
-                  if short(there.get(k)) and short(settings.get(k)) else f"{k} differs"
-                  for k in sorted({*there, *settings}) if there.get(k) != settings.get(k)]
+            try:
+                there = json.load(fh)
+            except ValueError as e:
+                there = e
+        if not isinstance(there, dict):
+            why = f"not readable as JSON ({there})" if isinstance(there, ValueError) else "not a JSON object"
+            raise ValueError(f"{path}: {why}; it should say how the {name} in {out} were made: {redo}")
+        differ = differences(there, settings)
         if differ:
             raise ValueError(f"{out} holds {name} of another run ({'; '.join(differ)}): {redo}")
     elif os.path.exists(merged) or _parts(out, name):
@@ -62,12 +118,35 @@ def start(out, name, settings, overwrite=False, also=()):
         atomic_write_bytes(path, json.dumps(settings, indent=1))
 
 
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def differences(there, here, known_only=False):
+    """What differs between two JSON-able dicts, nested keys dotted: ['seed: 0 there, 1 here', ...]
+    ('key differs' where a value is too long to show). known_only: only the keys that `there` has."""
+    a, b = _flat(there), _flat(here)
+    b = {k: v for k, v in b.items() if k in a} if known_only else b
+    short = lambda v: len(repr(v)) < 60  # noqa: E731
+    return [f"{k}: {a.get(k)!r} there, {b.get(k)!r} here" if short(a.get(k)) and short(b.get(k)) else f"{k} differs"
+            for k in sorted({*a, *b}) if a.get(k) != b.get(k)]
+
+
 def _rows(path, key):
     """The length of array `key` in the .npz at `path`, from its header (nothing decompressed)."""
-    with zipfile.ZipFile(path) as z, z.open(key + ".npy") as fh:
-        version = np.lib.format.read_magic(fh)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        return read(fh)[0][0]
+    try:
+        with zipfile.ZipFile(path) as z, z.open(key + ".npy") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            return read(fh)[0][0]
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a readable .npz file with {key!r} ({e})") from None
 
 
 def done(out, name, key):
@@ -75,7 +154,7 @@ def done(out, name, key):
     merged = os.path.join(out, f"{name}.npz")
     have = set(range(_rows(merged, key))) if os.path.exists(merged) else set()
     for path in _parts(out, name):
-        with np.load(path) as f:
+        with open_npz(path) as f:
             have.update(f["indices"].tolist())
     return have
 
@@ -143,7 +222,7 @@ def merge(out, name):
         raise FileNotFoundError(f"{out}: no {name}.npz or {name}_part*.npz to merge")
     indices, arrays = [], {}
     for path in [merged] * os.path.exists(merged) + parts:
-        with np.load(path) as f:
+        with open_npz(path) as f:
             keys = [k for k in f.files if k != "indices"]
             for k in keys:
                 arrays.setdefault(k, []).append(f[k])

@@ -19,7 +19,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from . import checkpoint, configs as configs_lib, data, losses
+from . import checkpoint, configs as configs_lib, data, losses, runs
 from .models import create_model, get_score_fn
 from .sde import VESDE, VPSDE, subVPSDE
 
@@ -111,6 +111,20 @@ def max_over_ranks(value, world, device):
     return v.item()
 
 
+def on_rank_zero(fn, rank, world, device):
+    """fn() on rank 0 only, every process calling this; a ValueError that fn raises is raised on every
+    process, so that none is left waiting for rank 0. Returns fn's result on rank 0, None elsewhere."""
+    result, refused = None, None
+    if rank == 0:
+        try:
+            result = fn()
+        except ValueError as e:
+            refused = e
+    if max_over_ranks(refused is not None, world, device):
+        raise refused or ValueError("rank 0 refused to go on (its message says why)")
+    return result
+
+
 def _mean(value, world):
     if world > 1:
         dist.all_reduce(value)
@@ -120,19 +134,47 @@ def _mean(value, world):
 
 def train(config, workdir, n_iters=None, seed=None, device=None, precision="fp32", log=print):
     """Trains the config's model in `workdir`, resuming from its meta checkpoint if there is one,
-    until n_iters (default training.n_iters) steps or a stop signal. Returns {'step', 'loss' (the
+    until n_iters (default training.n_iters) steps or a stop signal. One run at a time holds a
+    workdir, and a run resumes only with the config it started with. Returns {'step', 'loss' (the
     mean over the last log interval), 'stopped' (the name of the signal that any of the processes
     caught, or None), 'seconds', 'model' (the raw weights), 'ema' (losses.EMA)}."""
     config = configs_lib.load(config)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} for training, got {precision!r}")
+    rank, world = distributed()
+    device = torch.device(device) if device is not None else default_device(rank)
+    if config.training.batch_size % world:
+        raise ValueError(f"training.batch_size {config.training.batch_size} is not divisible by the {world} processes")
+    held = on_rank_zero(lambda: runs.claim(workdir, "train"), rank, world, device)
+    try:
+        _check_resume(config, workdir)
+        return _train(config, workdir, n_iters, seed, device, precision, log, rank, world)
+    finally:
+        if held is not None:
+            held.close()
+
+
+def _check_resume(config, workdir):
+    """Refuses to resume the run in `workdir` with another config than its config.json."""
+    saved = os.path.join(workdir, "config.json")
+    if not (os.path.exists(os.path.join(workdir, "checkpoints-meta", "checkpoint.pth")) and os.path.exists(saved)):
+        return
+    with open(saved) as fh:
+        try:
+            there = json.load(fh)
+        except ValueError as e:
+            raise ValueError(f"{saved}: not readable as JSON ({e})") from None
+    # Keys that config.json lacks (added to the configs by a later fastsde) do not stop a resume.
+    differ = runs.differences(there, json.loads(json.dumps(config)), known_only=True)
+    if differ:
+        raise ValueError(f"{workdir} holds a run of another config ({'; '.join(differ[:5])}"
+                         f"{' ...' if len(differ) > 5 else ''}): resume it with its own ({saved}), or use another workdir")
+
+
+def _train(config, workdir, n_iters, seed, device, precision, log, rank, world):
     t, o = config.training, config.optim
     n_iters = t.n_iters if n_iters is None else n_iters
     seed = config.get("seed", 0) if seed is None else seed
-    rank, world = distributed()
-    device = torch.device(device) if device is not None else default_device(rank)
-    if t.batch_size % world:
-        raise ValueError(f"training.batch_size {t.batch_size} is not divisible by the {world} processes")
 
     torch.manual_seed(seed)  # the same initial weights on every rank
     sde = checkpoint.sde_from_config(config)

@@ -79,7 +79,7 @@ def test_sample_writes_npz_and_png_and_is_batch_independent(tiny_ckpt, tmp_path,
         a = f["samples"]
     assert a.dtype == np.uint8 and a.shape == (5, 8, 8, 1) and a.std() > 0
     assert np.asarray(Image.open(tmp_path / "a" / "samples.png")).shape == (2 * 33 + 1, 3 * 33 + 1)  # 3 per row, x4
-    assert sorted(os.listdir(tmp_path / "a")) == ["samples.json", "samples.npz", "samples.png"]
+    assert sorted(os.listdir(tmp_path / "a")) == [".samples.lock", "samples.json", "samples.npz", "samples.png"]
     assert run("sample", "--ckpt", tiny_ckpt, "--num-samples", 3, "--batch-size", 2, "--out", tmp_path / "b") == 0
     capsys.readouterr()
     # A longer run into the same folder draws only the samples missing, in other batches.
@@ -148,6 +148,44 @@ def test_sample_stopped_by_ctrl_c_resumes_to_the_samples_of_an_unbroken_run(tiny
         assert np.array_equal(a["samples"], b["samples"])
 
 
+def test_racing_sample_runs_never_mix_their_samples(tiny_ckpt, tmp_path):
+    # Two runs with other settings into one folder at once: one draws, the other is refused (before
+    # runs held their folder, some tries ended with both exiting 0 and samples of both seeds in one file).
+    drawn = {}
+    for seed, count in ((0, 8), (1, 24)):
+        assert run("sample", "--ckpt", tiny_ckpt, "--num-samples", count, "--seed", seed, "--steps", 21,
+                   "--out", tmp_path / f"alone{seed}") == 0
+        with np.load(tmp_path / f"alone{seed}" / "samples.npz") as f:
+            drawn[seed] = f["samples"]
+    for attempt in range(3):
+        out = str(tmp_path / f"race{attempt}")
+        procs = {seed: subprocess.Popen([sys.executable, "-m", "fastsde", "sample", "--ckpt", tiny_ckpt,
+                                         "--num-samples", str(count), "--seed", str(seed), "--steps", "21",
+                                         "--batch-size", "8", "--out", out],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for seed, count in ((0, 8), (1, 24))}
+        codes = {seed: p.wait(timeout=300) for seed, p in procs.items()}
+        (winner,) = [seed for seed, code in codes.items() if code == 0]
+        loser = procs[1 - winner].stderr.read()
+        assert codes[1 - winner] == 1 and ("is in use" in loser or "of another run" in loser), loser
+        with np.load(os.path.join(out, "samples.npz")) as f:
+            assert np.array_equal(f["samples"], drawn[winner])
+
+
+def test_every_sampler_refuses_a_model_that_makes_nan(tmp_path, capsys):
+    config = tiny_config()
+    torch.manual_seed(0)
+    model = perturb(create_model(config))
+    with torch.no_grad():
+        next(p for p in model.parameters() if p.dim() == 4).view(-1)[0] = float("nan")
+    ckpt = str(tmp_path / "nan.safetensors")
+    checkpoint.save_safetensors(ckpt, model, config)
+    for argv in (["sample", "--sampler", "heun"], ["sample", "--sampler", "dpmpp_2m"], ["sample", "--steps", "21"],
+                 ["sample", "--sampler", "ode"], ["interpolate", "--sampler", "heun", "--pairs", "1"]):
+        assert run(*argv, "--ckpt", ckpt, "--out", tmp_path / argv[-1]) == 1, argv
+        assert "NaN or Inf" in capsys.readouterr().err, argv
+
+
 def test_sample_with_philox_noise_is_batch_independent(tiny_ckpt, tmp_path):
     # Noise drawn inside the PC kernels: reproducible per sample, and other numbers than --noise torch.
     out = {}
@@ -166,6 +204,19 @@ def test_every_sampler_runs(tiny_ckpt, tmp_path, sampler, extra, capsys):
     assert run("sample", "--ckpt", tiny_ckpt, "--num-samples", 2, "--sampler", sampler, *extra,
                "--precision", "bf16", "--out", tmp_path) == 0
     assert f"({sampler}, bf16)" in capsys.readouterr().out
+
+
+def test_likelihood_checks_the_data_against_the_model(tiny_ckpt, tmp_path, capsys):
+    # Each failed inside the network (or printed 'nan bits/dim over 0 images' and exited 0).
+    for name, shape, said in (("big", (2, 1, 16, 16), "images of (1, 16, 16) (C, H, W); the model takes (1, 8, 8)"),
+                              ("rgb", (2, 3, 8, 8), "images of (3, 8, 8) (C, H, W); the model takes (1, 8, 8)"),
+                              ("empty", (0, 1, 8, 8), "holds no images")):
+        np.savez(tmp_path / f"{name}.npz", images=np.zeros(shape, np.uint8))
+        assert run("likelihood", "--ckpt", tiny_ckpt, "--data", tmp_path / f"{name}.npz") == 1
+        assert f"{name}.npz: {said}" in capsys.readouterr().err
+    (tmp_path / "text.npz").write_text("not an archive")
+    assert run("likelihood", "--ckpt", tiny_ckpt, "--data", tmp_path / "text.npz") == 1
+    assert "text.npz: not a readable .npz file" in capsys.readouterr().err
 
 
 def test_likelihood_reports_bits_per_dim_and_resumes(tiny_ckpt, tmp_path, capsys):
@@ -188,7 +239,7 @@ def test_likelihood_reports_bits_per_dim_and_resumes(tiny_ckpt, tmp_path, capsys
     assert "2 were there already" in resumed and resumed.split(",")[0] == whole.split(",")[0]
     with np.load(tmp_path / "b" / "bpd.npz") as f:
         assert np.array_equal(f["bpd"], per_item)
-    assert sorted(os.listdir(tmp_path / "b")) == ["bpd.json", "bpd.npz"]
+    assert sorted(os.listdir(tmp_path / "b")) == [".bpd.lock", "bpd.json", "bpd.npz"]
     assert run(*common[:-1], 1e-4, "--out", tmp_path / "b") == 1
     assert "tol: 0.001 there, 0.0001 here" in capsys.readouterr().err
 
@@ -274,7 +325,7 @@ def test_interpolate_writes_paths_whose_ends_reconstruct_the_inputs(tiny_ckpt, t
     assert run("interpolate", "--ckpt", tiny_ckpt, "--images", tmp_path / "three.npz", "--pairs", 2) == 1
     assert "--pairs 2 needs 4 images; --images has 3" in capsys.readouterr().err
     assert run("interpolate", "--images", tmp_path / "three.npz", "--pairs", 1) == 1  # grey, for an RGB model
-    assert "--images have 1 channels; the model makes 3" in capsys.readouterr().err
+    assert "three.npz: images of (1, 8, 8) (C, H, W); the model takes (3, 8, 8)" in capsys.readouterr().err
     assert run("interpolate", "--frames", 1) == 1
     assert "--frames must be at least 2" in capsys.readouterr().err
 
@@ -300,7 +351,9 @@ def test_errors_are_one_line_unless_debug(tmp_path, capsys):
     for argv, said in ((["sample", "--batch-size", 0], "argument --batch-size: must be a positive integer, got '0'"),
                        (["sample", "--num-samples", -3], "argument --num-samples: must be a positive integer"),
                        (["likelihood", "--repeats", 0], "argument --repeats: must be a positive integer"),
-                       (["likelihood", "--tol", "x"], "argument --tol: must be a positive number, got 'x'")):
+                       (["likelihood", "--tol", "x"], "argument --tol: must be a positive number, got 'x'"),
+                       (["sample", "--snr", -0.16], "argument --snr: must be a positive number, got '-0.16'"),
+                       (["inpaint", "--snr", -1], "argument --snr: must be a positive number")):
         with pytest.raises(SystemExit):
             run(*argv)
         assert said in capsys.readouterr().err
@@ -313,6 +366,20 @@ def test_errors_are_one_line_unless_debug(tmp_path, capsys):
     (tmp_path / "a_file").write_text("")
     assert run("sample", "--out", tmp_path / "a_file") == 1
     assert "a_file exists and is not a folder" in capsys.readouterr().err
+    assert run("sample", "--num-samples", 10_000_000_000, "--out", tmp_path / "many") == 1  # was a MemoryError
+    assert ("--num-samples 10000000000: 1788.1 GiB of 8-bit images, more than the merge into samples.npz can hold"
+            in capsys.readouterr().err)
+    # A full disk: the error names the file that could not be written.
+    import errno
+    from fastsde import runs
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(runs.np, "savez", full)
+        assert run("sample", "--num-samples", 2, "--steps", 21, "--out", tmp_path / "full") == 1
+    said = capsys.readouterr().err
+    assert "[Errno 28] could not write " in said and "samples_part000000000.npz: No space left on device" in said
     for argv, said in ((["bench", "--precision", "fp32,fp8"],
                         "--precision: takes a comma-separated list of fp32, tf32, bf16, fp16, got 'fp32,fp8'"),
                        (["bench", "--batch-sizes", "1,x"], "--batch-sizes: must be comma-separated positive integers"),

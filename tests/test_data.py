@@ -1,4 +1,6 @@
 """Datasets, the official scaling and augmentation, and the resumable batch stream."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -94,6 +96,17 @@ def test_npz_and_folder_sources(tmp_path):
         data.load(str(tmp_path / "float.npz"))
     with pytest.raises(ValueError, match="downloads nothing"):
         data.load(str(tmp_path / "missing.npz"))
+    # Files that are not what their names say: each error names the file.
+    whole = (folder / "001.png").read_bytes()
+    (folder / "001.png").write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(ValueError, match=r"001.png: not a readable image \(.*[Tt]runcated"):
+        data.load(str(folder))
+    (tmp_path / "text.npz").write_text("not an archive")
+    np.save(tmp_path / "one.npy", rgb)
+    os.rename(tmp_path / "one.npy", tmp_path / "one.npz")
+    for name, said in (("text.npz", "not a readable .npz file"), ("one.npz", "a single .npy array, not a .npz")):
+        with pytest.raises(ValueError, match=f"{name}: {said}"):
+            data.load(str(tmp_path / name))
 
 
 def test_dataset_of_a_config_checks_shape(tmp_path):
@@ -101,8 +114,16 @@ def test_dataset_of_a_config_checks_shape(tmp_path):
     assert data.dataset(c, "test").shape == (300, 3, 8, 8)
     np.savez(tmp_path / "wrong.npz", images=np.zeros((4, 9, 9), np.uint8))
     c.data.path = str(tmp_path / "wrong.npz")
-    with pytest.raises(ValueError, match=r"images are \(1, 9, 9\).*wants \(3, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"wrong.npz: images of \(1, 9, 9\) \(C, H, W\); the model takes \(3, 8, 8\)"):
         data.dataset(c)
+    # Another source than the config's, and the checks each command relies on: size, channels, emptiness.
+    np.savez(tmp_path / "grey.npz", images=np.zeros((4, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"grey.npz: images of \(1, 8, 8\) \(C, H, W\); the model takes \(3, 8, 8\)"):
+        data.dataset(c, source=str(tmp_path / "grey.npz"))
+    assert data.dataset(c, source=str(tmp_path / "grey.npz"), channels=False).shape == (4, 1, 8, 8)
+    np.savez(tmp_path / "empty.npz", images=np.zeros((0, 3, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match="empty.npz: holds no images"):
+        data.dataset(c, source=str(tmp_path / "empty.npz"))
     with pytest.raises(ValueError, match="data.path is not set"):
         data.dataset(configs.get("vp/ddpm/cifar10"))
 

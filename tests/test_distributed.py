@@ -50,10 +50,11 @@ def test_sharded_sampling_matches_one_process(tmp_path):
                    check=True, capture_output=True, timeout=300)
     with np.load(tmp_path / "one" / "samples.npz") as a, np.load(tmp_path / "two" / "samples.npz") as b:
         assert a["samples"].shape == (7, 8, 8, 1) and np.array_equal(a["samples"], b["samples"])
-    assert sorted(os.listdir(tmp_path / "two")) == ["samples.json", "samples.npz", "samples.png"]  # parts merged
+    # The parts merged:
+    assert sorted(os.listdir(tmp_path / "two")) == [".samples.lock", "samples.json", "samples.npz", "samples.png"]
     # Another run into the folder: every process stops with rank 0's reason (none hangs at a barrier).
     err = torchrun("-m", "fastsde", *common, "--seed", 1, "--out", tmp_path / "two", rc=1, timeout=120)
-    assert "seed: 0 there, 1 here" in err and "rank 0 refused to write into" in err
+    assert "seed: 0 there, 1 here" in err and "rank 0 refused to go on" in err
 
 
 def test_sharded_likelihood_matches_one_process(tmp_path):
@@ -70,6 +71,6 @@ def test_sharded_likelihood_matches_one_process(tmp_path):
     with np.load(tmp_path / "one" / "bpd.npz") as a, np.load(tmp_path / "two" / "bpd.npz") as b:
         assert a["bpd"].shape == (10,) and np.isfinite(a["bpd"]).all()
         np.testing.assert_allclose(b["bpd"], a["bpd"], rtol=1e-6)
-    assert sorted(os.listdir(tmp_path / "two")) == ["bpd.json", "bpd.npz"]
+    assert sorted(os.listdir(tmp_path / "two")) == [".bpd.lock", "bpd.json", "bpd.npz"]
     err = torchrun("-m", "fastsde", *common, rc=1, timeout=120)
     assert "likelihood under torchrun needs --out" in err

@@ -73,23 +73,79 @@ def test_merge_keeps_one_copy_of_items_saved_twice(tmp_path):
 
 def test_a_run_resumes_only_when_made_alike(tmp_path):
     out, settings = str(tmp_path), {"seed": 0, "precision": "fp32", "config": {"nf": 16, "mult": (1, 2)}}
-    runs.start(out, "r", settings)
+    runs.start(out, "r", settings).close()
     part(tmp_path, [0])
-    runs.start(out, "r", {"seed": 0, "precision": "fp32", "config": {"nf": 16, "mult": [1, 2]}})  # JSON-equal
+    runs.start(out, "r", {"seed": 0, "precision": "fp32", "config": {"nf": 16, "mult": [1, 2]}}).close()  # JSON-equal
     with pytest.raises(ValueError, match=r"holds r of another run \(precision: 'fp32' there, 'bf16' here; "
                                          r"seed: 0 there, 1 here\).*--overwrite"):
         runs.start(out, "r", {**settings, "seed": 1, "precision": "bf16"})
-    with pytest.raises(ValueError, match=r"\(config differs\)"):
+    with pytest.raises(ValueError, match=r"\(config.long differs; config.nf: 16 there, 32 here\)"):
         runs.start(out, "r", {**settings, "config": {"nf": 32, "mult": [1, 2], "long": "x" * 60}})
     with pytest.raises(ValueError, match=r"\(extra: None there, 1 here\)"):
         runs.start(out, "r", {**settings, "extra": 1})
     assert runs.done(out, "r", "value") == {0}
     (tmp_path / "r.png").write_bytes(b"a picture of the old results")
     (tmp_path / "other.txt").write_text("kept")
-    runs.start(out, "r", {**settings, "seed": 1}, overwrite=True, also=["r.png"])
-    assert sorted(os.listdir(tmp_path)) == ["other.txt", "r.json"] and json.load(open(tmp_path / "r.json"))["seed"] == 1
+    runs.start(out, "r", {**settings, "seed": 1}, overwrite=True, also=["r.png"]).close()
+    assert sorted(os.listdir(tmp_path)) == [".r.lock", "other.txt", "r.json"]
+    assert json.load(open(tmp_path / "r.json"))["seed"] == 1
     # Results without a r.json (another tool's, or an older fastsde's) are never taken for this run's.
     os.unlink(tmp_path / "r.json")
     runs.save_npz(str(tmp_path / "r.npz"), value=np.zeros(2))
     with pytest.raises(ValueError, match="holds r but no r.json"):
         runs.start(out, "r", settings)
+    # A record that is not JSON is named, not taken for another run's.
+    os.unlink(tmp_path / "r.npz")
+    for text in ("{\"seed\": 0, \"prec", "[1, 2]"):
+        (tmp_path / "r.json").write_text(text)
+        with pytest.raises(ValueError, match=r"r.json: not (readable as JSON|a JSON object).*--overwrite"):
+            runs.start(out, "r", settings)
+
+
+def test_a_run_is_held_by_one_process_at_a_time(tmp_path):
+    out = str(tmp_path)
+    with runs.start(out, "r", {"seed": 0}):
+        for settings in ({"seed": 0}, {"seed": 1}):  # alike or not: refused while the first holds it
+            with pytest.raises(runs.Busy, match=rf"in use: another process \(pid {os.getpid()}\) is writing its r"):
+                runs.start(out, "r", settings)
+        with pytest.raises(runs.Busy):
+            runs.claim(out, "r")
+    with runs.start(out, "r", {"seed": 0}):  # released on leaving the block
+        pass
+
+
+def _race(out, seed, count, ready, go, results):
+    """A run of `count` items valued `seed`, started at `go`: 0 if it finished, 1 if refused."""
+    ready.wait()
+    go.wait()
+    try:
+        with runs.start(out, "r", {"seed": seed}):
+            missing, _ = runs.todo(out, "r", "value", count)
+            for k in range(0, len(missing), 2):
+                with runs.Saver(out, "r", seconds=0) as saver:
+                    saver.add(missing[k:k + 2], value=np.full(len(missing[k:k + 2]), seed))
+            runs.merge(out, "r")
+        results.put((seed, 0))
+    except ValueError:
+        results.put((seed, 1))
+
+
+def test_racing_runs_with_other_settings_never_mix_their_results(tmp_path):
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(20):
+        out = str(tmp_path / str(attempt))
+        ready, go, results = ctx.Barrier(3), ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_race, args=(out, seed, count, ready, go, results))
+                 for seed, count in ((0, 8), (1, 24))]
+        for p in procs:
+            p.start()
+        ready.wait()
+        go.set()
+        for p in procs:
+            p.join(60)
+        outcome = dict(results.get(timeout=10) for _ in procs)
+        (winner,) = [seed for seed, code in outcome.items() if code == 0]
+        merged = runs.merge(out, "r")["value"]
+        assert len(merged) == (8, 24)[winner] and set(merged.tolist()) == {winner}
+        assert json.load(open(os.path.join(out, "r.json")))["seed"] == winner

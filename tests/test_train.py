@@ -159,12 +159,30 @@ def test_signal_saves_and_exits_cleanly(tmp_path, sig):
     config_path.write_text(__import__("json").dumps(tiny_config(snapshot_freq_for_preemption=1000)))
     proc = _start(tmp_path / "w", 100000, config_path)
     _wait_for_step(proc, 4)
+    # A second trainer on the workdir is refused while the first runs.
+    with pytest.raises(ValueError, match=rf"w is in use: another process \(pid {proc.pid}\) is writing its train"):
+        train.train(config_path, str(tmp_path / "w"), n_iters=8)
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out
+    assert proc.returncode == 128 + sig, out  # a stopped run is not a finished one, for `train && sample`
     assert f"{sig.name}: saved step" in out and "stopped by" in out
     saved = _meta(tmp_path / "w")["step"]
     assert saved >= 4 and f"saved step {saved} " in out  # every step it took is in the snapshot
+
+
+def test_a_run_resumes_only_with_its_own_config(tmp_path, capsys):
+    from fastsde import cli
+    config = tiny_config(snapshot_freq_for_preemption=2)
+    config_path = tmp_path / "tiny.json"
+    config_path.write_text(__import__("json").dumps(config))
+    workdir = str(tmp_path / "w")
+    assert cli.main(["train", "--config", str(config_path), "--workdir", workdir, "--steps", "2"]) == 0
+    assert cli.main(["train", "--workdir", workdir, "--steps", "4", "--batch-size", "8"]) == 1
+    assert (f"w holds a run of another config (training.batch_size: {config.training.batch_size} there, 8 here): "
+            "resume it with its own") in capsys.readouterr().err
+    # Without --config, the workdir's own config resumes it.
+    assert cli.main(["train", "--workdir", workdir, "--steps", "4"]) == 0
+    assert "resumed from" in capsys.readouterr().out and _meta(tmp_path / "w")["step"] == 4
 
 
 def test_hard_kill_resumes_from_the_last_snapshot(tmp_path):
