@@ -7,6 +7,7 @@ from .official import get_likelihood_fn, get_ode_sampler, get_pc_sampler, get_sa
 from .likelihood import bits_per_dim, log_likelihood
 from .sampling import (CORRECTORS, PREDICTORS, interpolate, ode_encode, ode_sample, pc_sample, register_corrector,
                        register_predictor, slerp)
+from .solvers import SCHEDULES, SOLVERS, sample as solver_sample
 from .sde import SDE, VESDE, VPSDE, subVPSDE
 
 __version__ = "0.1.0"
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 warm_vml()  # before the user computes anything: see _mkl.py
 
 __all__ = ["ops", "Philox", "SDE", "VESDE", "VPSDE", "subVPSDE", "pc_sample", "ode_sample", "ode_encode",
+           "solver_sample", "SOLVERS", "SCHEDULES",
            "slerp", "interpolate", "log_likelihood", "bits_per_dim", "PREDICTORS", "CORRECTORS",
            "register_predictor", "register_corrector", "get_score_fn", "get_pc_sampler", "get_ode_sampler",
            "get_likelihood_fn", "get_sampling_fn"]

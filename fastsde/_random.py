@@ -25,12 +25,19 @@ class Philox:
     def __len__(self):
         return self.key.shape[0]
 
-    def draw(self, shape):
-        """The key [B, 2] of the next draw of `shape` ([B, ...]); the counters move on past it."""
-        if shape[0] != len(self):
-            raise ValueError(f"generator: a Philox stream of {len(self)} samples for a batch of {shape[0]}")
-        key = self.key.clone()
-        self.key[:, 1] += math.prod(shape[1:])
+    def draw(self, shape, rows=None):
+        """The key [B, 2] of the next draw of `shape` ([B, ...]) by the samples `rows` (a long tensor
+        of B sample numbers; default: all); their counters move on past it."""
+        count = len(self) if rows is None else len(rows)
+        if shape[0] != count:
+            raise ValueError(f"generator: a Philox stream of {count} samples for a batch of {shape[0]}")
+        if rows is None:  # in place on the device: draws inside CUDA graphs
+            key = self.key.clone()
+            self.key[:, 1] += math.prod(shape[1:])
+            return key
+        rows = rows.to(self.device)
+        key = self.key[rows]
+        self.key[rows, 1] += math.prod(shape[1:])
         return key
 
 
@@ -42,14 +49,17 @@ def derive_seed(seed, *numbers):
     return int(seed) % 2 ** 63
 
 
-def randn(shape, generator=None, device=None, dtype=torch.float32):
+def randn(shape, generator=None, device=None, dtype=torch.float32, rows=None):
     """Standard normal noise of `shape` ([B, ...]). generator: None (the global RNG), a
-    torch.Generator, a sequence of B generators, one per sample (each on `device`), or a Philox."""
+    torch.Generator, a sequence of generators, one per sample (each on `device`), or a Philox.
+    rows: which samples' streams draw (a long tensor of B sample numbers; default: all), for a
+    sampler whose samples move on their own (one torch.Generator draws for all rows alike)."""
     if isinstance(generator, Philox):
-        return philox_normal_reference(generator.draw(shape), shape).to(device=device, dtype=dtype)
+        return philox_normal_reference(generator.draw(shape, rows), shape).to(device=device, dtype=dtype)
     if generator is None or isinstance(generator, torch.Generator):
         return torch.randn(shape, generator=generator, device=device, dtype=dtype)
     generators = list(generator)
+    generators = generators if rows is None else [generators[i] for i in rows.tolist()]
     if len(generators) != shape[0]:
         raise ValueError(f"generator: got {len(generators)} per-sample generators for a batch of {shape[0]}")
     return torch.stack([torch.randn(shape[1:], generator=g, device=device, dtype=dtype) for g in generators])

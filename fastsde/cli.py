@@ -16,6 +16,10 @@ import time
 import torch
 
 from .engine import PRECISIONS
+from .solvers import ADAPTIVE, DETERMINISTIC, SCHEDULES, SOLVERS
+
+SAMPLERS = ("pc", "ode", *SOLVERS)
+ENCODERS = tuple(m for m in DETERMINISTIC if m not in ADAPTIVE)  # solvers that run both ways
 
 DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "assets", "digits.safetensors")
 DEFAULT_CLASSIFIER = os.path.join(os.path.dirname(__file__), "assets", "digits_classifier.safetensors")
@@ -64,9 +68,13 @@ def _check_sampler_args(args):
     """Refuses options that --sampler would ignore."""
     if args.sampler == "ode" and args.steps:
         raise ValueError("--steps: the ode sampler (RK45) chooses its own steps; --steps is for the others")
+    if args.sampler in ADAPTIVE and args.steps:
+        raise ValueError(f"--steps: the {args.sampler} sampler chooses its own steps; --steps is for the others")
     given = [f"--{n}" for n in ("predictor", "corrector", "snr") if getattr(args, n, None) is not None]
     if args.sampler != "pc" and given:
         raise ValueError(f"{', '.join(given)}: for --sampler pc only, not {args.sampler}")
+    if getattr(args, "schedule", None) and args.sampler in ("pc", "ode", *ADAPTIVE):
+        raise ValueError(f"--schedule: for the fixed-step solvers, not {args.sampler}")
 
 
 def _score_fn(args, model, sde, config, device):
@@ -151,7 +159,7 @@ def cmd_sample(args):
             return by_batch[len(x)](x, t)
         guided = dict(class_label=label, classifier=checkpoint.digest(net), scale=scale)
     kwargs = dict(sampler=args.sampler, steps=args.steps, predictor=args.predictor, corrector=args.corrector,
-                  snr=args.snr, noise=args.noise)
+                  snr=args.snr, noise=args.noise, schedule=args.schedule)
     with _start_run(args, "samples", lambda: generate.run_settings(
             sde, config, args.seed, weights=checkpoint.digest(model), precision=args.precision, **guided, **kwargs),
             rank, world, device, also=["samples.png"]):
@@ -171,8 +179,8 @@ def cmd_sample(args):
         what = f", class {args.class_label}" if args.class_label is not None else ""
         resumed = f"; {total - len(missing)} were there already" if len(missing) < total else ""
         print(f"{len(missing)} samples in {seconds:.1f} s ({len(missing) / max(seconds, 1e-9):.2f} img/s "
-              f"over {world} process{'es' if world > 1 else ''}{resumed}), {nfe} network evaluations per sample "
-              f"({args.sampler}, {args.precision}{what}); wrote {wrote}")
+              f"over {world} process{'es' if world > 1 else ''}{resumed}), {generate.describe_nfe(nfe)}"
+              f"{' on rank 0' if world > 1 else ''} ({args.sampler}, {args.precision}{what}); wrote {wrote}")
 
 
 def _mask(spec, shape):
@@ -546,9 +554,11 @@ def parser():
     q.add_argument("--out", default="samples")
     q.add_argument("--num-samples", type=_count, default=64)
     q.add_argument("--batch-size", type=_count, default=64)
-    q.add_argument("--sampler", default="pc", choices=("pc", "ode", "heun", "dpmpp_2m"))
+    q.add_argument("--sampler", default="pc", choices=SAMPLERS,
+                   help="pc (the paper's), ode (RK45) or a fast solver (see README)")
     q.add_argument("--steps", type=_count,
-                   help="pc: N (default: the config's num_scales); heun/dpmpp_2m: steps (20)")
+                   help="pc: N (default: the config's num_scales); a fixed-step solver: steps (20)")
+    q.add_argument("--schedule", choices=SCHEDULES, help="a fixed-step solver's step schedule (default: edm)")
     q.add_argument("--predictor", help="pc predictor (default: the config's)")
     q.add_argument("--corrector", help="pc corrector (default: the config's)")
     q.add_argument("--snr", type=_amount, help="Langevin signal-to-noise ratio (default: the config's)")
@@ -595,9 +605,9 @@ def parser():
     q.add_argument("--split", default="test", help="split of the embedded dataset (default: test)")
     q.add_argument("--pairs", type=_count, default=4)
     q.add_argument("--frames", type=_count, default=8, help="images along each path, its two ends included")
-    q.add_argument("--sampler", default="ode", choices=("ode", "heun", "dpmpp_2m"),
-                   help="the ODE solver, both ways: ode (RK45, the closest inverse) or a fast solver")
-    q.add_argument("--steps", type=_count, help="heun/dpmpp_2m: steps each way (default 20)")
+    q.add_argument("--sampler", default="ode", choices=("ode", *ENCODERS),
+                   help="the ODE solver, both ways: ode (RK45, the closest inverse) or a fixed-step one")
+    q.add_argument("--steps", type=_count, help="a fixed-step solver's steps each way (default 20)")
     q.add_argument("--cuda-graph", action="store_true", help="on a GPU, replay the fast solvers' steps from a CUDA graph")
     q.add_argument("--out", default="samples")
     q.set_defaults(run=cmd_interpolate)

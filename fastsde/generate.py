@@ -15,11 +15,12 @@ import time
 
 import torch
 
-from . import data, images as images_lib, runs, sampling
+from . import data, images as images_lib, runs, sampling, solvers
 from ._random import Philox, derive_seed
 
-SAMPLERS = ("pc", "ode", *sampling.FAST_SOLVERS)
-SOLVER_STEPS = 20  # the fast solvers' default
+SAMPLERS = ("pc", "ode", *solvers.SOLVERS)
+SOLVER_STEPS = 20  # the fixed-step solvers' default
+SCHEDULE = "edm"
 NOISE = ("torch", "philox")
 
 
@@ -30,12 +31,14 @@ def default_eps(sde):
 
 
 def sample_batch(score_fn, sde, config, indices, seed, sampler="pc", steps=None, device="cpu", eps=None,
-                 predictor=None, corrector=None, snr=None, n_steps=None, cuda_graph=False, noise="torch"):
+                 predictor=None, corrector=None, snr=None, n_steps=None, cuda_graph=False, noise="torch",
+                 schedule=None):
     """Samples `indices` (a list of sample numbers), each from its own seed: model-space
     [len(indices), C, H, W] and the number of network evaluations. sampler: 'pc' (the config's
     predictor / corrector unless given, N = sde.N steps, per-sample Langevin step sizes), 'ode'
-    (RK45, the official probability-flow sampler, with step sizes per sample) or a fast solver ('heun', 'dpmpp_2m') with
-    `steps` steps. cuda_graph: replay each step from a CUDA graph (CUDA only). noise: 'torch' (a
+    (RK45, the official probability-flow sampler, with step sizes per sample) or a solver of
+    fastsde.solvers with `steps` steps on `schedule` (default: SOLVER_STEPS on EDM's). cuda_graph:
+    replay each step from a CUDA graph (CUDA only). noise: 'torch' (a
     torch.Generator per sample) or 'philox' (a fastsde.Philox stream per sample, drawn inside the
     PC kernels; different numbers from 'torch')."""
     if sampler not in SAMPLERS:
@@ -56,19 +59,20 @@ def sample_batch(score_fn, sde, config, indices, seed, sampler="pc", steps=None,
     if sampler == "ode":
         return sampling.ode_sample(score_fn, sde, shape, "RK45", eps=eps, generator=generators, device=device,
                                    per_sample=True)
-    steps = SOLVER_STEPS if steps is None else steps
-    return sampling.ode_sample(score_fn, sde, shape, sampler, steps=steps, eps=eps, generator=generators, device=device,
-                               cuda_graph=cuda_graph)
+    return solvers.sample(score_fn, sde, shape, sampler, SOLVER_STEPS if steps is None else steps, schedule or SCHEDULE,
+                          eps, generator=generators, device=device, cuda_graph=cuda_graph)
 
 
 def run_settings(sde, config, seed, sampler="pc", steps=None, predictor=None, corrector=None, snr=None,
-                 noise="torch", **extra):
-    """What the samples of sample_batch(..., sampler, steps, predictor, corrector, snr, noise) depend
-    on, its defaults filled in, for runs.start; `extra` adds more (the weights' digest, ...)."""
+                 noise="torch", schedule=None, **extra):
+    """What the samples of sample_batch(..., sampler, steps, predictor, corrector, snr, noise, schedule)
+    depend on, its defaults filled in, for runs.start; `extra` adds more (the weights' digest, ...)."""
     s = config.sampling
     pc = sampler == "pc"
+    fixed = sampler not in ("pc", "ode", *solvers.ADAPTIVE)
     return dict(config=config, seed=seed, sampler=sampler, noise=noise,
-                steps=sde.N if pc else None if sampler == "ode" else SOLVER_STEPS if steps is None else steps,
+                schedule=(schedule or SCHEDULE) if fixed else None,
+                steps=sde.N if pc else (SOLVER_STEPS if steps is None else steps) if fixed else None,
                 predictor=(predictor or s.predictor) if pc else None,
                 corrector=(corrector or s.corrector) if pc else None,
                 snr=(s.snr if snr is None else snr) if pc else None, **extra)
@@ -108,15 +112,24 @@ def sample_to(out, score_fn, sde, config, indices, batch_size, seed=0, save_seco
     """Draws samples `indices` into the run 'samples' in folder `out` (fastsde.runs), saving what is
     drawn at least every `save_seconds` and when stopped (error, Ctrl-C, SIGTERM), so that a rerun
     resumes where it stopped. progress: the label of a progress line on stderr, or None. Returns
-    (network evaluations per image, seconds). kwargs go to sample_batch."""
+    (the network evaluations of each sample drawn [n], seconds). kwargs go to sample_batch."""
     bar = Progress(len(indices), progress) if progress else None
-    nfe, start = 0, time.time()
+    counts, start = [torch.zeros(0, dtype=torch.long)], time.time()
     with runs.Saver(out, "samples", save_seconds) as saver:
         for chunk, images, nfe in sample_batches(score_fn, sde, config, indices, batch_size, seed, **kwargs):
             saver.add(chunk, samples=images.permute(0, 2, 3, 1).numpy())
+            counts.append(torch.as_tensor(nfe, dtype=torch.long).expand(len(chunk)))  # adaptive solvers: one each
             if bar:  # what it counts is saved, or will be on the way out
                 bar.update(len(chunk))
-    return nfe, time.time() - start
+    return torch.cat(counts), time.time() - start
+
+
+def describe_nfe(counts):
+    """'N network evaluations per sample', or their mean and largest where the samples differ."""
+    if len(counts) == 0 or bool((counts == counts[0]).all()):
+        return f"{int(counts[0]) if len(counts) else 0} network evaluations per sample"
+    mean, most = float(counts.double().mean()), int(counts.max())
+    return f"{mean:.1f} network evaluations per sample on average (at most {most})"
 
 
 def merge(out, grid_size=64, scale=4):

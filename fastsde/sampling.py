@@ -1,4 +1,5 @@
-"""Samplers of Song et al. (ICLR 2021): predictor-corrector, probability-flow ODE, fast ODE solvers.
+"""Samplers of Song et al. (ICLR 2021): predictor-corrector and the probability-flow ODE (RK45, or a
+deterministic solver of fastsde.solvers), with encoding and interpolation.
 
 Everything takes a score function score_fn(x, t) -> [B, ...] (x [B, ...], t [B]) and an SDE from
 fastsde.sde, and knows nothing of networks. Predictors and correctors are plain functions in
@@ -19,7 +20,7 @@ import torch
 
 from . import _random, ops
 from .engine import check_finite, run_steps
-from .sde import VESDE, VPSDE, batch_view, subVPSDE
+from .sde import VESDE, VPSDE, subVPSDE
 
 PREDICTORS, CORRECTORS = {}, {}
 
@@ -327,98 +328,37 @@ def _ode_drift(sde, score_fn):
     return lambda t, x: rsde.sde(x, torch.as_tensor(t, device=x.device, dtype=x.dtype).expand(x.shape[0]))[0]
 
 
-def _denoised(sde, score_fn, x, t):
-    """Tweedie's estimate of x(0) from x(t): (x + std^2 score) / alpha."""
-    alpha, std = sde.marginal_coef(t)
-    s = score(score_fn, x, t)
-    return (x + batch_view(std ** 2, x) * s) / batch_view(alpha, x)
-
-
-def noise_level_steps(sde, steps, eps, rho=7.0, device=None):
-    """Times T = t_0 > ... > t_steps = eps whose noise levels sigma(t) follow EDM's rho schedule
-    (Karras et al. 2022, Eq. 5): dense near the data, where the ODE bends most."""
-    ends = torch.tensor([sde.T, eps], dtype=torch.float64)
-    s_max, s_min = sde.noise_level(ends).tolist()
-    i = torch.arange(steps + 1, dtype=torch.float64) / steps
-    sigmas = (s_max ** (1 / rho) + i * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
-    t = sde.noise_level_time(sigmas)
-    t[0], t[-1] = sde.T, eps
-    return t.to(device=device, dtype=torch.float32)
-
-
-def heun(sde, score_fn, x, times, cuda_graph=False):
-    """Heun's 2nd-order method on the probability-flow ODE in EDM's form (Karras et al. 2022, Alg. 1):
-    x/alpha moves along dx/dsigma = -sigma alpha score, an Euler step corrected by the trapezoid rule,
-    the last step plain Euler. Returns (x, nfe)."""
-    B = x.shape[0]
-    alphas, stds = sde.marginal_coef(times)
-    sigmas = sde.noise_level(times)
-
-    def slope(x_hat, i):  # d(x/alpha)/dsigma = -sigma grad_{x/alpha} log p = -std(t) score(x, t)
-        t = _at(times, i).expand(B)
-        return -_at(stds, i) * score(score_fn, _at(alphas, i) * x_hat, t)
-
-    def step(i, x_hat):
-        h = _at(sigmas, i + 1) - _at(sigmas, i)
-        d = slope(x_hat, i)
-        return (x_hat + h * (d + slope(x_hat + h * d, i + 1)) / 2,)
-
-    n = len(times) - 1
-    (x_hat,) = run_steps(step, (x / alphas[0],), range(n - 1), cuda_graph, name="heun", times=times)
-    last = torch.full((), n - 1, dtype=torch.long, device=x.device)
-    x_hat = x_hat + (sigmas[n] - sigmas[n - 1]) * slope(x_hat, last)
-    return alphas[n] * x_hat, 2 * n - 1
-
-
-def dpmpp_2m(sde, score_fn, x, times, cuda_graph=False):
-    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): multistep 2nd order in the data-prediction form,
-    with alpha and std from the SDE's marginals (VE, VP and sub-VP alike). Returns (x, nfe)."""
-    B = x.shape[0]
-    alphas, stds = sde.marginal_coef(times)
-    lambdas = torch.log(alphas / stds)
-
-    def step(i, x, x0_prev, h_prev):
-        x0 = _denoised(sde, score_fn, x, _at(times, i).expand(B))
-        h = _at(lambdas, i + 1) - _at(lambdas, i)
-        # D = x0 + (x0 - x0_prev) / (2 r), r = h_prev / h; the first step (i = 0) is first order, D = x0.
-        D = x0 + (i > 0) * (x0 - x0_prev) * (h / (2 * h_prev))
-        x = (_at(stds, i + 1) / _at(stds, i)) * x - _at(alphas, i + 1) * torch.expm1(-h) * D
-        return x, x0, h
-
-    one = torch.ones(1, device=x.device, dtype=lambdas.dtype)
-    x, _, _ = run_steps(step, (x, torch.zeros_like(x), one), range(len(times) - 1), cuda_graph, name="dpmpp_2m",
-                        times=times)
-    return x, len(times) - 1
-
-
-FAST_SOLVERS = {"heun": heun, "dpmpp_2m": dpmpp_2m}
-
-
-def _check_method(method, steps):
-    if method not in ("RK45", "scipy", *FAST_SOLVERS):
-        raise ValueError(f"unknown method {method!r}; known: RK45, scipy, {', '.join(FAST_SOLVERS)}")
-    if method in FAST_SOLVERS and (not isinstance(steps, int) or steps < 1):
+def _check_method(method, steps, encode=False):
+    from .solvers import ADAPTIVE, DETERMINISTIC
+    fixed = [m for m in DETERMINISTIC if m not in ADAPTIVE]
+    known = ["RK45", "scipy", *(fixed if encode else DETERMINISTIC)]
+    if method not in known:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(known)}")
+    if method in fixed and (not isinstance(steps, int) or steps < 1):
         raise ValueError(f"method {method!r} needs steps, a positive integer, got {steps!r}")
 
 
-def _solve_flow(score_fn, sde, x, t0, t1, method, rtol, atol, steps, cuda_graph, per_sample=False):
+def _solve_flow(score_fn, sde, x, t0, t1, method, rtol, atol, steps, cuda_graph, per_sample=False, schedule="edm"):
     """x(t1) from x(t0) along the probability-flow ODE, t0 and t1 being T and eps in either order:
-    RK45 / scipy adaptively, a fast solver on EDM's schedule (run backwards from eps to T). Returns (x, nfe)."""
+    RK45 / scipy adaptively, or a deterministic solver of fastsde.solvers on `schedule` (run backwards
+    from eps to T). Returns (x, nfe)."""
+    from . import solvers  # it builds on this module
     if method == "RK45":
         return solve_rk45(_ode_drift(sde, score_fn), x, t0, t1, rtol, atol, per_sample=per_sample)
     if method == "scipy":
         return _solve_scipy(_ode_drift(sde, score_fn), x, t0, t1, rtol, atol)
-    times = noise_level_steps(sde, steps, min(t0, t1), device=x.device)
-    return FAST_SOLVERS[method](sde, score_fn, x, times if t0 > t1 else times.flip(0), cuda_graph)
+    times = solvers.schedule_times(sde, schedule, steps, min(t0, t1), device=x.device)
+    return solvers.solve(sde, score_fn, x, method, times if t0 > t1 else times.flip(0), cuda_graph=cuda_graph)
 
 
 def ode_sample(score_fn, sde, shape, method="RK45", rtol=1e-5, atol=1e-5, steps=None, denoise=True,
-               eps=1e-3, z=None, generator=None, device=None, cuda_graph=False, per_sample=False):
+               eps=1e-3, z=None, generator=None, device=None, cuda_graph=False, per_sample=False, schedule="edm"):
     """Samples by solving the probability-flow ODE (Song et al. 2021, Sec. 4.3) from T to eps.
 
     method: 'RK45' (adaptive Dormand-Prince on the device, rtol/atol), 'scipy' (the official
-    scipy.integrate.solve_ivp path, float64 on the host), or a fixed-step fast solver 'heun' or
-    'dpmpp_2m' with `steps` steps on EDM's noise-level schedule. z: the prior sample to start from
+    scipy.integrate.solve_ivp path, float64 on the host), or a deterministic solver of
+    fastsde.solvers ('heun', 'dpmpp_2m', 'dpmpp_3m', 'unipc' with `steps` steps on `schedule`;
+    'dpm_adaptive'). z: the prior sample to start from
     (default: drawn with `generator`), or a latent code from ode_encode. denoise: one reverse-diffusion
     step at eps, taking its mean (the official noise removal). cuda_graph: run the fast solvers' steps
     as replays of a CUDA graph (RK45's adaptive steps need the host). per_sample: RK45 steps each
@@ -430,7 +370,7 @@ def ode_sample(score_fn, sde, shape, method="RK45", rtol=1e-5, atol=1e-5, steps=
     device = _device_of(generator, device) if z is None else z.device
     with torch.no_grad():
         x = sde.prior_sampling(shape, _random.as_generator(generator, device), device=device) if z is None else z
-        x, nfe = _solve_flow(score_fn, sde, x, sde.T, eps, method, rtol, atol, steps, cuda_graph, per_sample)
+        x, nfe = _solve_flow(score_fn, sde, x, sde.T, eps, method, rtol, atol, steps, cuda_graph, per_sample, schedule)
         if denoise:
             x = denoise_step(sde, score_fn, x, eps)
             nfe += 1
@@ -441,10 +381,10 @@ def ode_sample(score_fn, sde, shape, method="RK45", rtol=1e-5, atol=1e-5, steps=
 def ode_encode(score_fn, sde, x, method="RK45", rtol=1e-5, atol=1e-5, steps=None, eps=1e-3, cuda_graph=False):
     """The latent code z = x(T) of data x = x(eps) [B, ...]: the probability-flow ODE solved forward from
     eps to T (Song et al. 2021, Sec. 4.3, "manipulating latent representations"), with the methods of
-    ode_sample; ode_sample(z=z, denoise=False) with the same method and eps maps it back to x, up to
-    the solvers' error. Returns (z, nfe)."""
+    ode_sample but the adaptive solvers; ode_sample(z=z, denoise=False) with the same method and eps
+    maps it back to x, up to the solvers' error. Returns (z, nfe)."""
     _check_eps(eps, sde)
-    _check_method(method, steps)
+    _check_method(method, steps, encode=True)
     with torch.no_grad():
         z, nfe = _solve_flow(score_fn, sde, x, eps, sde.T, method, rtol, atol, steps, cuda_graph)
     check_finite(z, f"ode_encode ({method})")

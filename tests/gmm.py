@@ -7,6 +7,8 @@ import math
 
 import torch
 
+from fastsde import VESDE, VPSDE, subVPSDE
+
 
 class GaussianMixture:
     def __init__(self, weights, means, stds):
@@ -46,3 +48,32 @@ class GaussianMixture:
     def assign(self, x):
         """The nearest component mean of each sample, [B]."""
         return torch.cdist(x.double(), self.mu).argmin(1)
+
+
+def mixture(dims=2):
+    """Two isotropic components in `dims` dimensions (the first two hold the means' differences)."""
+    pad = [0.0] * (dims - 2)
+    return GaussianMixture(weights=[0.3, 0.7], means=[[-2.0, 0.0] + pad, [2.0, 1.0] + pad], stds=[0.3, 0.6])
+
+
+GMM = mixture()
+N_SAMPLES = 2000
+
+
+def sdes(n=500):
+    return {"VE": VESDE(N=n), "VP": VPSDE(N=n), "subVP": subVPSDE(N=n)}
+
+
+def assert_is_mixture(x, gmm=GMM, spread=0.08):
+    """x [B, D] is a sample of the mixture `gmm`: component weights, means and spreads (relative error
+    `spread`, averaged over the dimensions) within sampling error."""
+    assert torch.isfinite(x).all()
+    k = gmm.assign(x)
+    for j in range(2):
+        w = gmm.w[j].item()
+        frac = (k == j).double().mean().item()
+        assert abs(frac - w) < 4 * math.sqrt(w * (1 - w) / len(x)) + 0.01, (j, frac, w)
+        xs = x[k == j].double()
+        sem = gmm.s[j].item() / math.sqrt(len(xs))
+        assert (xs.mean(0) - gmm.mu[j]).abs().max() < 5 * sem + 0.03, (j, xs.mean(0))
+        assert abs(xs.std(0).mean().item() / gmm.s[j].item() - 1) < spread, (j, xs.std(0))

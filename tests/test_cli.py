@@ -198,12 +198,21 @@ def test_sample_with_philox_noise_is_batch_independent(tiny_ckpt, tmp_path):
     assert not np.array_equal(out["a"], out["c"])
 
 
-@pytest.mark.parametrize("sampler,extra", [("pc", ["--corrector", "langevin", "--snr", "0.1", "--steps", "30"]),
-                                           ("ode", []), ("heun", ["--steps", "4"]), ("dpmpp_2m", ["--steps", "4"])])
-def test_every_sampler_runs(tiny_ckpt, tmp_path, sampler, extra, capsys):
+@pytest.mark.parametrize("sampler", cli.SAMPLERS)
+def test_every_sampler_runs(tiny_ckpt, tmp_path, sampler, capsys):
+    extra = {"pc": ["--corrector", "langevin", "--snr", "0.1", "--steps", "30"], "ode": [], "dpm_adaptive": [],
+             "gotta_go_fast": [], "unipc": ["--steps", "4", "--schedule", "logsnr"]}.get(sampler, ["--steps", "4"])
     assert run("sample", "--ckpt", tiny_ckpt, "--num-samples", 2, "--sampler", sampler, *extra,
                "--precision", "bf16", "--out", tmp_path) == 0
-    assert f"({sampler}, bf16)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"({sampler}, bf16)" in out
+    if sampler in ("dpm_adaptive", "gotta_go_fast"):  # steps of each sample's own
+        assert "network evaluations per sample on average (at most" in out
+    own_steps = sampler in ("ode", "dpm_adaptive", "gotta_go_fast")
+    for refused, said in ((["--steps", "4"], "--steps: the"), (["--schedule", "time"], "--schedule: for the fixed")):
+        if own_steps or (sampler == "pc" and refused[0] == "--schedule"):
+            assert run("sample", "--ckpt", tiny_ckpt, "--sampler", sampler, *refused, "--out", tmp_path / "x") == 1
+            assert said in capsys.readouterr().err
 
 
 def test_likelihood_checks_the_data_against_the_model(tiny_ckpt, tmp_path, capsys):

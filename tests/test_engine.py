@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fastsde import bench, checkpoint, configs, engine, models, sampling
+from fastsde import bench, checkpoint, configs, engine, models, sampling, solvers
 from fastsde.sde import VESDE, VPSDE
 
 from conftest import FIXTURES, assert_close
@@ -118,12 +118,12 @@ def test_fast_solvers_first_and_last_steps():
     x = torch.randn(3, 1, 2, 2, generator=torch.Generator().manual_seed(3))
     times = torch.tensor([1.0, 0.5])
     alphas, stds = sde.marginal_coef(times)
-    got, nfe = sampling.dpmpp_2m(sde, score_fn, x, times)
+    got, nfe = solvers.solve(sde, score_fn, x, "dpmpp_2m", times)
     x0 = (x - stds[0] ** 2 * x) / alphas[0]
     h = torch.log(alphas[1] / stds[1]) - torch.log(alphas[0] / stds[0])
     assert_close(got, stds[1] / stds[0] * x - alphas[1] * torch.expm1(-h) * x0)
     assert nfe == 1
-    got, nfe = sampling.heun(sde, score_fn, x, times)
+    got, nfe = solvers.heun(sde, score_fn, x, times)
     sigmas = stds / alphas
     x_hat = x / alphas[0]
     want = alphas[1] * (x_hat + (sigmas[1] - sigmas[0]) * (-stds[0] * -(alphas[0] * x_hat)))
@@ -173,14 +173,15 @@ def test_pc_sample_cuda_graph_equals_eager(per_sample, guided):
 
 
 @gpu
-@pytest.mark.parametrize("method", ["heun", "dpmpp_2m"])
+@pytest.mark.parametrize("method", [s for s in solvers.SOLVERS if s not in solvers.ADAPTIVE])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_fast_solver_cuda_graph_equals_eager(method, precision):
     model, sde, config = tiny_model("cuda")
     score_fn = engine.fast_score_fn(model, sde, True, "cuda", precision=precision)
     z = torch.randn(4, 1, 8, 8, device="cuda", generator=torch.Generator("cuda").manual_seed(5))
-    eager, nfe = sampling.ode_sample(score_fn, sde, z.shape, method, steps=8, z=z)
-    graphed, nfe_g = sampling.ode_sample(score_fn, sde, z.shape, method, steps=8, z=z, cuda_graph=True)
+    eager, nfe = solvers.sample(score_fn, sde, z.shape, method, steps=8, z=z, generator=[1, 2, 3, 4])
+    graphed, nfe_g = solvers.sample(score_fn, sde, z.shape, method, steps=8, z=z, generator=[1, 2, 3, 4],
+                                    cuda_graph=True)
     assert nfe == nfe_g and torch.isfinite(eager).all()
     torch.testing.assert_close(graphed, eager, rtol=1e-5, atol=1e-5)
 
@@ -242,6 +243,7 @@ def host_syncs(monkeypatch):
             return new
         return steps(guarded, state, *args, **kwargs)
     monkeypatch.setattr(sampling, "run_steps", checked)
+    monkeypatch.setattr(solvers, "run_steps", checked)
     return seen, run
 
 
@@ -321,13 +323,35 @@ def test_network_calls_and_fast_solver_steps_are_free_of_host_syncs(host_syncs, 
     z = torch.randn(2, config.data.num_channels, 8, 8, generator=torch.Generator().manual_seed(1)).to(device)
     for options in [dict(fold=False, channels_last=False, precision=None), dict(), dict(precision="bf16")]:
         score_fn = engine.fast_score_fn(model, sde, config.training.continuous, device, **options)
-        for method in sampling.FAST_SOLVERS:
+        for method in ("heun", "dpmpp_2m"):  # every solver's steps: test_solver_steps_are_free_of_host_syncs
             x, _ = sampling.ode_sample(score_fn, sde, z.shape, method, steps=3, z=z, cuda_graph=True)
             sampling.ode_encode(score_fn, sde, x, method, steps=3, cuda_graph=True)
             assert torch.isfinite(x).all() and not seen, (options, method, seen)
     # Both ways, for each of the 3 score functions, the steps after the first: heun's second of 3
     # (run_steps runs all but its last, an Euler step), dpmpp_2m's second and third.
     assert run[0] == 3 * 2 * (1 + 2)
+
+
+FIXED_STEP = [s for s in solvers.SOLVERS if s not in solvers.ADAPTIVE]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("noise", ["generator", "per_sample", "philox"])
+def test_solver_steps_are_free_of_host_syncs(host_syncs, noise, device):
+    # What lets every fixed-step solver capture its steps in a CUDA graph, with each kind of noise.
+    from fastsde import Philox
+    model, sde, _ = tiny_model(device)
+    score_fn = engine.fast_score_fn(model, sde, True, device)
+    seen, run = host_syncs
+    for name in FIXED_STEP:
+        generator = {"generator": torch.Generator(device).manual_seed(0), "per_sample": [1, 2],
+                     "philox": Philox([1, 2], device)}[noise]
+        x, _ = solvers.sample(score_fn, sde, (2, 1, 8, 8), name, steps=4, generator=generator, device=device,
+                              cuda_graph=True)
+        assert torch.isfinite(x).all() and not seen, (name, seen)
+    # The steps after each run's first: 2 of heun's and edm's 3 in the loop, 3 of the multistep solvers' 4
+    # (unipc: 2 of 3, its last step being outside the loop).
+    assert run[0] == 2 * 2 + 4 * 3 + 2
 
 
 def _small(name, nf):

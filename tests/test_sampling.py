@@ -9,28 +9,7 @@ import fastsde
 from fastsde import VESDE, VPSDE, subVPSDE
 
 from conftest import require
-from gmm import GaussianMixture
-
-GMM = GaussianMixture(weights=[0.3, 0.7], means=[[-2.0, 0.0], [2.0, 1.0]], stds=[0.3, 0.6])
-N_SAMPLES = 2000
-
-
-def sdes(n=500):
-    return {"VE": VESDE(N=n), "VP": VPSDE(N=n), "subVP": subVPSDE(N=n)}
-
-
-def assert_is_mixture(x):
-    assert torch.isfinite(x).all()
-    k = GMM.assign(x)
-    for j in range(2):
-        w = GMM.w[j].item()
-        frac = (k == j).double().mean().item()
-        assert abs(frac - w) < 4 * math.sqrt(w * (1 - w) / len(x)) + 0.01, (j, frac, w)
-        xs = x[k == j].double()
-        sem = GMM.s[j].item() / math.sqrt(len(xs))
-        assert (xs.mean(0) - GMM.mu[j]).abs().max() < 5 * sem + 0.03, (j, xs.mean(0))
-        assert abs(xs.std(0).mean().item() / GMM.s[j].item() - 1) < 0.08, (j, xs.std(0))
-
+from gmm import GMM, N_SAMPLES, GaussianMixture, assert_is_mixture, sdes
 
 PC_CASES = [
     ("VE", "reverse_diffusion", "langevin", 0.16),
@@ -362,7 +341,7 @@ def test_errors():
     def bad_at_eps(x, t):
         return torch.where(t[:, None] < 0.01, torch.full_like(x, float("nan")), good(x, t))
 
-    for method in fastsde.sampling.FAST_SOLVERS:
+    for method in ("heun", "dpmpp_2m", "dpmpp_3m", "unipc"):
         with pytest.raises(FloatingPointError, match=rf"{method}: NaN or Inf in the state at step [1-9] \(t = 0\.[4-6]"):
             fastsde.ode_sample(bad, sde, (4, 2), method=method, steps=6)
         with pytest.raises(FloatingPointError, match=rf"ode_sample \({method}\): NaN or Inf in the result"):
