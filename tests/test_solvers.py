@@ -133,11 +133,14 @@ def test_dpmpp_2m_is_lu_et_als_algorithm_2():
     torch.testing.assert_close(got, x, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("noise", ["per_sample", "philox"])
 @pytest.mark.parametrize("solver", solvers.ADAPTIVE)
-def test_adaptive_solvers_step_each_sample_on_its_own(solver):
+def test_adaptive_solvers_step_each_sample_on_its_own(solver, noise):
+    from fastsde import Philox
     sde = VESDE(0.01, 50.0)
     z = sde.prior_sampling((6, 2), torch.Generator().manual_seed(7))
-    gens = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
+    gens = ((lambda seeds: Philox(list(seeds))) if noise == "philox"  # noqa: E731
+            else (lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]))
     whole, nfe = solvers.sample(GMM.score_fn(sde), sde, z.shape, solver, z=z, generator=gens(range(6)))
     parts = [solvers.sample(GMM.score_fn(sde), sde, (k - j, 2), solver, z=z[j:k], generator=gens(range(j, k)))
              for j, k in ((0, 1), (1, 4), (4, 6))]
