@@ -348,6 +348,8 @@ def _barrier(world):
 
 def cmd_merge(args):
     from . import generate, runs
+    if not os.path.isdir(args.out):
+        raise FileNotFoundError(f"--out {args.out}: no such folder")
     with runs.claim(args.out, "samples"):
         samples = generate.merge(args.out)
     print(f"merged {len(samples)} samples into {os.path.join(args.out, 'samples.npz')}")

@@ -112,13 +112,13 @@ def max_over_ranks(value, world, device):
 
 
 def on_rank_zero(fn, rank, world, device):
-    """fn() on rank 0 only, every process calling this; a ValueError that fn raises is raised on every
-    process, so that none is left waiting for rank 0. Returns fn's result on rank 0, None elsewhere."""
+    """fn() on rank 0 only, every process calling this; a ValueError or OSError that fn raises is raised
+    on every process, so that none is left waiting for rank 0. Returns fn's result on rank 0, None elsewhere."""
     result, refused = None, None
     if rank == 0:
         try:
             result = fn()
-        except ValueError as e:
+        except (ValueError, OSError) as e:
             refused = e
     if max_over_ranks(refused is not None, world, device):
         raise refused or ValueError("rank 0 refused to go on (its message says why)")

@@ -352,6 +352,8 @@ def test_errors_are_one_line_unless_debug(tmp_path, capsys):
     assert "N must exceed beta_max" in capsys.readouterr().err
     assert run("merge", "--out", tmp_path) == 1
     assert "no samples.npz or samples_part*.npz to merge" in capsys.readouterr().err
+    assert run("merge", "--out", tmp_path / "none") == 1 and not os.path.exists(tmp_path / "none")
+    assert "--out " + str(tmp_path / "none") + ": no such folder" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError):
         run("--debug", "sample", "--ckpt", tmp_path / "missing.pth")
     with pytest.raises(SystemExit):
