@@ -16,10 +16,8 @@ import time
 import torch
 
 from .engine import PRECISIONS
-from .solvers import ADAPTIVE, DETERMINISTIC, SCHEDULES, SOLVERS
-
-SAMPLERS = ("pc", "ode", *SOLVERS)
-ENCODERS = tuple(m for m in DETERMINISTIC if m not in ADAPTIVE)  # solvers that run both ways
+from .generate import SAMPLERS
+from .solvers import ADAPTIVE, ENCODERS, FIXED_STEP, SCHEDULES
 
 DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "assets", "digits.safetensors")
 DEFAULT_CLASSIFIER = os.path.join(os.path.dirname(__file__), "assets", "digits_classifier.safetensors")
@@ -66,14 +64,13 @@ def _with_steps(sde, config, steps):
 
 def _check_sampler_args(args):
     """Refuses options that --sampler would ignore."""
-    if args.sampler == "ode" and args.steps:
-        raise ValueError("--steps: the ode sampler (RK45) chooses its own steps; --steps is for the others")
-    if args.sampler in ADAPTIVE and args.steps:
-        raise ValueError(f"--steps: the {args.sampler} sampler chooses its own steps; --steps is for the others")
+    if args.sampler in ("ode", *ADAPTIVE) and args.steps:
+        what = "ode sampler (RK45)" if args.sampler == "ode" else f"{args.sampler} sampler"
+        raise ValueError(f"--steps: the {what} chooses its own steps; --steps is for the others")
     given = [f"--{n}" for n in ("predictor", "corrector", "snr") if getattr(args, n, None) is not None]
     if args.sampler != "pc" and given:
         raise ValueError(f"{', '.join(given)}: for --sampler pc only, not {args.sampler}")
-    if getattr(args, "schedule", None) and args.sampler in ("pc", "ode", *ADAPTIVE):
+    if getattr(args, "schedule", None) and args.sampler not in FIXED_STEP:
         raise ValueError(f"--schedule: for the fixed-step solvers, not {args.sampler}")
 
 

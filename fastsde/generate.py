@@ -69,7 +69,7 @@ def run_settings(sde, config, seed, sampler="pc", steps=None, predictor=None, co
     depend on, its defaults filled in, for runs.start; `extra` adds more (the weights' digest, ...)."""
     s = config.sampling
     pc = sampler == "pc"
-    fixed = sampler not in ("pc", "ode", *solvers.ADAPTIVE)
+    fixed = sampler in solvers.FIXED_STEP
     return dict(config=config, seed=seed, sampler=sampler, noise=noise,
                 schedule=(schedule or SCHEDULE) if fixed else None,
                 steps=sde.N if pc else (SOLVER_STEPS if steps is None else steps) if fixed else None,

@@ -36,7 +36,8 @@ def open_npz(path):
     try:
         f = np.load(path)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: not a readable .npz file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path}: not a readable .npz file ({why})") from None
     if not isinstance(f, np.lib.npyio.NpzFile):
         raise ValueError(f"{path}: a single .npy array, not a .npz file")
     with f:

@@ -240,7 +240,8 @@ def solve_rk45(f, y, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100_000, per_sample
     is one system with one step size. per_sample=True: each row y[b] is a system of its own, with its
     own time, step sizes and rejections, so that its result does not depend on the batch; f then sees
     only the rows still moving. f(t, y): t [B'] (each row's time), y [B', ...]. One array of B numbers
-    a step goes to the host. Returns (y(t1), nfe), nfe the mean number of evaluations of a row.
+    a step goes to the host. Returns (y(t1), nfe): the evaluations, an int for the whole batch, one
+    per row (a [B] int64 tensor) per sample.
     """
     if not (rtol > 0 and atol > 0):
         raise ValueError(f"rtol and atol must be positive, got {rtol!r} and {atol!r}")
@@ -251,7 +252,8 @@ def solve_rk45(f, y, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100_000, per_sample
 
     def column(v):
         """One number per system -> one per row, shaped to broadcast over y's other dimensions."""
-        return torch.as_tensor(np.repeat(v, B // G), device=y.device, dtype=y.dtype).reshape((-1,) + (1,) * (y.dim() - 1))
+        col = torch.as_tensor(np.repeat(v, B // G), device=y.device, dtype=y.dtype)
+        return col.reshape((-1,) + (1,) * (y.dim() - 1))
 
     def fn(t, y, active):
         nfe[active] += 1
@@ -264,7 +266,8 @@ def solve_rk45(f, y, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100_000, per_sample
     if not (np.isfinite(d0).all() and np.isfinite(d1).all()):
         raise FloatingPointError(f"solve_rk45: NaN or Inf in the state or its derivative at t = {t0:.6g}")
     tiny = (d0 < 1e-5) | (d1 < 1e-5)
-    h0 = np.minimum(np.where(tiny, 1e-6, 0.01 * d0 / np.where(tiny, 1.0, d1)), span)  # the trial step stays within [t0, t1]
+    # The trial step stays within [t0, t1], where f is defined.
+    h0 = np.minimum(np.where(tiny, 1e-6, 0.01 * d0 / np.where(tiny, 1.0, d1)), span)
     f1 = fn(t + direction * h0, y + direction * column(h0) * f0, every)
     d2 = _rms((f1 - f0) / scale, G) / h0
     top = np.maximum(d1, d2)
@@ -275,7 +278,7 @@ def solve_rk45(f, y, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100_000, per_sample
     while True:
         active = direction * (t1 - t) > 0
         if not active.any():
-            return y, (int(nfe[0]) if G == 1 else float(nfe.mean()))
+            return y, (torch.from_numpy(nfe) if per_sample else int(nfe[0]))
         if steps.max() >= max_steps:
             raise RuntimeError(f"solve_rk45: no convergence in {max_steps} steps (at t = {t[active][0]:.6g})")
         # The systems still moving (all of them with one system): their rows, times and step sizes.
@@ -301,7 +304,8 @@ def solve_rk45(f, y, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100_000, per_sample
         err = dtc * sum(e * k for e, k in zip(_DP_E, K) if e)
         err_norm = _rms(err / (atol + torch.maximum(ya.abs(), y_new.abs()) * rtol), len(ta))
         if not np.isfinite(err_norm).all():
-            raise FloatingPointError(f"solve_rk45: NaN or Inf in the state near t = {ta[~np.isfinite(err_norm)][0]:.6g}")
+            near = ta[~np.isfinite(err_norm)][0]
+            raise FloatingPointError(f"solve_rk45: NaN or Inf in the state near t = {near:.6g}")
         accept = err_norm < 1
         with np.errstate(divide="ignore"):
             grow = np.where(err_norm == 0, 10.0, np.minimum(10.0, 0.9 * err_norm ** -0.2))
@@ -329,12 +333,11 @@ def _ode_drift(sde, score_fn):
 
 
 def _check_method(method, steps, encode=False):
-    from .solvers import ADAPTIVE, DETERMINISTIC
-    fixed = [m for m in DETERMINISTIC if m not in ADAPTIVE]
-    known = ["RK45", "scipy", *(fixed if encode else DETERMINISTIC)]
+    from .solvers import DETERMINISTIC, ENCODERS, FIXED_STEP
+    known = ["RK45", "scipy", *(ENCODERS if encode else DETERMINISTIC)]
     if method not in known:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(known)}")
-    if method in fixed and (not isinstance(steps, int) or steps < 1):
+    if method in FIXED_STEP and (not isinstance(steps, int) or steps < 1):
         raise ValueError(f"method {method!r} needs steps, a positive integer, got {steps!r}")
 
 
@@ -363,7 +366,7 @@ def ode_sample(score_fn, sde, shape, method="RK45", rtol=1e-5, atol=1e-5, steps=
     step at eps, taking its mean (the official noise removal). cuda_graph: run the fast solvers' steps
     as replays of a CUDA graph (RK45's adaptive steps need the host). per_sample: RK45 steps each
     sample on its own (see solve_rk45), so that it does not depend on the batch; the official sampler
-    steps the whole batch. Returns (x, nfe), nfe the score evaluations a sample (a mean, per sample).
+    steps the whole batch. Returns (x, nfe), nfe the score evaluations a sample (per_sample: one each).
     """
     _check_eps(eps, sde)
     _check_method(method, steps)

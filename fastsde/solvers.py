@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from . import _random
-from .engine import run_steps
-from .sampling import _at, _generators, score as _score
+from .engine import check_finite, run_steps
+from .sampling import _at, _check_eps, _device_of, _generators, denoise_step, score as _score
 from .sde import batch_view
 
 
@@ -387,6 +387,8 @@ PRESETS = {"dpmpp_2m": dict(order=2), "dpmpp_3m": dict(order=3), "dpmpp_2m_sde":
            "dpmpp_3m_sde": dict(order=3, eta=1.0)}
 DETERMINISTIC = ("heun", "dpmpp_2m", "dpmpp_3m", "unipc", "dpm_adaptive")  # probability-flow ODE solvers
 ADAPTIVE = ("dpm_adaptive", "gotta_go_fast")  # steps of their own: no schedule, no CUDA graph
+FIXED_STEP = tuple(s for s in SOLVERS if s not in ADAPTIVE)  # take steps and a schedule
+ENCODERS = tuple(s for s in DETERMINISTIC if s in FIXED_STEP)  # run both ways: sampling and encoding
 
 
 def solve(sde, score_fn, x, name, times, generator=None, cuda_graph=False, **options):
@@ -403,8 +405,6 @@ def sample(score_fn, sde, shape, name, steps=20, schedule="edm", eps=1e-3, denoi
     """Samples [B, ...] with solver `name` from the prior (or z) at T to eps: `steps` steps spaced by
     `schedule` (adaptive solvers choose their own), then, with `denoise`, the official noise removal
     (one more evaluation). generator: a torch.Generator, one per sample, or a Philox. Returns (x, nfe)."""
-    from .sampling import _check_eps, _device_of, denoise_step
-    from .engine import check_finite
     _check_eps(eps, sde)
     device = _device_of(generator, device) if z is None else z.device
     generator = _random.as_generator(generator, device)

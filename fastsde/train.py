@@ -159,16 +159,12 @@ def _check_resume(config, workdir):
     saved = os.path.join(workdir, "config.json")
     if not (os.path.exists(os.path.join(workdir, "checkpoints-meta", "checkpoint.pth")) and os.path.exists(saved)):
         return
-    with open(saved) as fh:
-        try:
-            there = json.load(fh)
-        except ValueError as e:
-            raise ValueError(f"{saved}: not readable as JSON ({e})") from None
     # Keys that config.json lacks (added to the configs by a later fastsde) do not stop a resume.
-    differ = runs.differences(there, json.loads(json.dumps(config)), known_only=True)
+    differ = runs.differences(configs_lib.load(saved), json.loads(json.dumps(config)), known_only=True)
     if differ:
         raise ValueError(f"{workdir} holds a run of another config ({'; '.join(differ[:5])}"
-                         f"{' ...' if len(differ) > 5 else ''}): resume it with its own ({saved}), or use another workdir")
+                         f"{' ...' if len(differ) > 5 else ''}): resume it with its own ({saved}), "
+                         "or use another workdir")
 
 
 def _train(config, workdir, n_iters, seed, device, precision, log, rank, world):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastsde import checkpoint, cli
+from fastsde import checkpoint, cli, generate
 from fastsde.models import create_model
 from conftest import FIXTURES
 from tiny import perturb, tiny_config
@@ -198,7 +198,7 @@ def test_sample_with_philox_noise_is_batch_independent(tiny_ckpt, tmp_path):
     assert not np.array_equal(out["a"], out["c"])
 
 
-@pytest.mark.parametrize("sampler", cli.SAMPLERS)
+@pytest.mark.parametrize("sampler", generate.SAMPLERS)
 def test_every_sampler_runs(tiny_ckpt, tmp_path, sampler, capsys):
     extra = {"pc": ["--corrector", "langevin", "--snr", "0.1", "--steps", "30"], "ode": [], "dpm_adaptive": [],
              "gotta_go_fast": [], "unipc": ["--steps", "4", "--schedule", "logsnr"]}.get(sampler, ["--steps", "4"])

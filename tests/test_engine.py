@@ -173,7 +173,7 @@ def test_pc_sample_cuda_graph_equals_eager(per_sample, guided):
 
 
 @gpu
-@pytest.mark.parametrize("method", [s for s in solvers.SOLVERS if s not in solvers.ADAPTIVE])
+@pytest.mark.parametrize("method", solvers.FIXED_STEP)
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_fast_solver_cuda_graph_equals_eager(method, precision):
     model, sde, config = tiny_model("cuda")
@@ -332,9 +332,6 @@ def test_network_calls_and_fast_solver_steps_are_free_of_host_syncs(host_syncs, 
     assert run[0] == 3 * 2 * (1 + 2)
 
 
-FIXED_STEP = [s for s in solvers.SOLVERS if s not in solvers.ADAPTIVE]
-
-
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("noise", ["generator", "per_sample", "philox"])
 def test_solver_steps_are_free_of_host_syncs(host_syncs, noise, device):
@@ -343,7 +340,7 @@ def test_solver_steps_are_free_of_host_syncs(host_syncs, noise, device):
     model, sde, _ = tiny_model(device)
     score_fn = engine.fast_score_fn(model, sde, True, device)
     seen, run = host_syncs
-    for name in FIXED_STEP:
+    for name in solvers.FIXED_STEP:
         generator = {"generator": torch.Generator(device).manual_seed(0), "per_sample": [1, 2],
                      "philox": Philox([1, 2], device)}[noise]
         x, _ = solvers.sample(score_fn, sde, (2, 1, 8, 8), name, steps=4, generator=generator, device=device,
