@@ -9,12 +9,14 @@ from .sampling import (CORRECTORS, PREDICTORS, interpolate, ode_encode, ode_samp
                        register_predictor, slerp)
 from .solvers import SCHEDULES, SOLVERS, sample as solver_sample
 from .sde import SDE, VESDE, VPSDE, subVPSDE
+from .checkpoint import load_checkpoint
+from .score_model import ScoreModel, load
 
 __version__ = "0.1.0"
 
 warm_vml()  # before the user computes anything: see _mkl.py
 
-__all__ = ["ops", "Philox", "SDE", "VESDE", "VPSDE", "subVPSDE", "pc_sample", "ode_sample", "ode_encode",
+__all__ = ["load", "ScoreModel", "load_checkpoint", "ops", "Philox", "SDE", "VESDE", "VPSDE", "subVPSDE", "pc_sample", "ode_sample", "ode_encode",
            "solver_sample", "SOLVERS", "SCHEDULES",
            "slerp", "interpolate", "log_likelihood", "bits_per_dim", "PREDICTORS", "CORRECTORS",
            "register_predictor", "register_corrector", "get_score_fn", "get_pc_sampler", "get_ode_sampler",

@@ -114,15 +114,16 @@ def sde_from_config(config, N=None):
     raise ValueError(f"training.sde must be vesde, vpsde or subvpsde, got {name!r}")
 
 
-def _signature(state):
+def signature(state):
+    """{key: shape} of a state dict."""
     return {k: tuple(v.shape) for k, v in state.items()}
 
 
 @functools.lru_cache(maxsize=None)
-def _official_signature(name):
+def official_signature(name):
     """Keys and shapes of the network of official config `name` (built on the meta device, once)."""
     with torch.device("meta"):
-        return _signature(create_model(configs_lib.get(name)).state_dict())
+        return signature(create_model(configs_lib.get(name)).state_dict())
 
 
 def detect_config(state):
@@ -130,27 +131,31 @@ def detect_config(state):
     (sigmas included, which fixes sigma_max and the number of scales). Raises CheckpointError if
     none fits, or if several do that differ in more than the dataset (a VP, sub-VP and discrete VE
     network can be identical in shape; then the config must be given)."""
-    want = _signature(state)
+    want = signature(state)
     sigmas = state.get("sigmas")
-    fits = []
+    return pick_config(lambda name, config: official_signature(name) == want and (
+        sigmas is None or abs(float(sigmas[0]) - config.model.sigma_max) <= 1e-6 * config.model.sigma_max))
+
+
+def pick_config(fits):
+    """The one official config (by name) for which fits(name, config) holds, among those of networks
+    fastsde builds. Raises CheckpointError if none does, or several that differ in more than the data."""
+    found = []
     for name in configs_lib.names():
         config = configs_lib.get(name)
-        if config.model.name.lower() not in MODELS or _official_signature(name) != want:
-            continue
-        if sigmas is not None and abs(float(sigmas[0]) - config.model.sigma_max) > 1e-6 * config.model.sigma_max:
-            continue
-        fits.append((name, config))
-    if not fits:
+        if config.model.name.lower() in MODELS and fits(name, config):
+            found.append((name, config))
+    if not found:
         raise CheckpointError("no official config fits this checkpoint's keys and shapes; give its config "
                               "(config= in Python, --config on the command line)")
-    first = fits[0][1]
+    first = found[0][1]
     same = all(c.model == first.model and c.training.sde == first.training.sde and
-               c.training.continuous == first.training.continuous for _, c in fits)
+               c.training.continuous == first.training.continuous for _, c in found)
     if not same:
-        raise CheckpointError(f"several official configs fit this checkpoint: {', '.join(n for n, _ in fits)}; "
+        raise CheckpointError(f"several official configs fit this checkpoint: {', '.join(n for n, _ in found)}; "
                               "give its config (config= in Python, --config on the command line): the "
                               "weights alone do not tell the SDE apart")
-    return fits[0][0]
+    return found[0][0]
 
 
 def _safetensors():
@@ -175,22 +180,19 @@ def read_safetensors(path):
     return state, config
 
 
-def save_safetensors(path, model, config=None, dtype=None):
-    """Writes the model's weights (and the config, as metadata) to a .safetensors file, atomically;
-    floating-point tensors in `dtype` if given (loading casts them back to the model's dtype)."""
+def write_safetensors(path, state, config=None):
+    """Writes tensors (a dict) to a .safetensors file, the config as JSON in its metadata, atomically."""
     st = _safetensors()
-    state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
-             for k, v in model.state_dict().items()}
     meta = {"fastsde_config": json.dumps(config)} if config is not None else None
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     atomic_write(path, lambda tmp: st.save_file(state, tmp, metadata=meta))
 
 
-def convert_checkpoint(path, out, config=None, use_ema=True, dtype=None):
-    """Converts an official .pth checkpoint to a .safetensors file of its EMA (or raw) weights with
-    the config embedded (floating-point weights in `dtype` if given). Returns the config used."""
-    model, _, config = load_checkpoint(path, config, use_ema=use_ema)
-    save_safetensors(out, model, config, dtype)
-    return config
+def save_safetensors(path, model, config=None, dtype=None):
+    """Writes the model's weights (and the config, as metadata) to a .safetensors file, atomically;
+    floating-point tensors in `dtype` if given (loading casts them back to the model's dtype)."""
+    write_safetensors(path, {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
+                             for k, v in model.state_dict().items()}, config)
 
 
 def load_checkpoint(path, config=None, use_ema=True, device="cpu"):

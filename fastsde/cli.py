@@ -6,10 +6,8 @@ model (fastsde/assets/digits.safetensors). Launched with torchrun, `train` runs 
 `sample` shards the samples over the processes. Errors print as one line unless --debug.
 """
 import argparse
-import glob
 import json
 import os
-import re
 import sys
 import time
 
@@ -17,49 +15,35 @@ import torch
 
 from .engine import PRECISIONS
 from .generate import SAMPLERS
+from .score_model import DEFAULT_MODEL, with_steps
 from .solvers import ADAPTIVE, ENCODERS, FIXED_STEP, SCHEDULES
 
-DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "assets", "digits.safetensors")
 DEFAULT_CLASSIFIER = os.path.join(os.path.dirname(__file__), "assets", "digits_classifier.safetensors")
 
 
 def _model(args, device):
-    """(model, sde, config) from --ckpt (a .pth, a .safetensors or a training workdir) and --config."""
-    from . import checkpoint, configs
-    path, config = args.ckpt or DEFAULT_MODEL, args.config
-    if os.path.isdir(path):
-        found = sorted(glob.glob(os.path.join(path, "checkpoints", "checkpoint_*.pth")),
-                       key=lambda p: int(re.findall(r"(\d+)\.pth$", p)[0]))
-        if not found:
-            raise FileNotFoundError(f"--ckpt {path}: a folder, but not a training workdir (no checkpoints/checkpoint_*.pth)")
-        path = found[-1]
-    folder = os.path.dirname(os.path.abspath(path))
-    beside = os.path.join(os.path.dirname(folder), "config.json")
-    if config is None and os.path.basename(folder) in ("checkpoints", "checkpoints-meta") and os.path.isfile(beside):
-        config = beside  # a checkpoint of a fastsde workdir W (W/checkpoints*/...): W/config.json
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"--ckpt {path}: no such file")
-    model, sde, config = checkpoint.load_checkpoint(path, config, use_ema=not args.raw, device=device)
-    return model, sde, configs.load(config)
+    """(model, sde, config) of --ckpt (any source fastsde.load reads) and --config."""
+    from .score_model import read_model
+    return _naming_ckpt(lambda: read_model(args.ckpt, args.config, not args.raw, device))
+
+
+def _load(args, device):
+    """The ScoreModel of --ckpt and --config, its score function as --precision and --compile ask."""
+    from .score_model import load
+    return _naming_ckpt(lambda: load(args.ckpt, args.config, device, args.precision, use_ema=not args.raw,
+                                     compile=args.compile))
+
+
+def _naming_ckpt(read):
+    try:
+        return read()
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"--ckpt {e}") from None
 
 
 def _device(args, rank=0):
     from .train import default_device
     return torch.device(args.device) if args.device else default_device(rank)
-
-
-def _continuous(config):
-    return config.training.get("continuous", True)  # upstream's default (BASE has it)
-
-
-def _with_steps(sde, config, steps):
-    """The SDE with `steps` discretisation steps (N); discrete models keep their num_scales."""
-    from . import checkpoint
-    if steps is None or steps == sde.N:
-        return sde
-    if not _continuous(config):
-        raise ValueError(f"--steps {steps}: a discrete model samples with its num_scales = {sde.N} steps")
-    return checkpoint.sde_from_config(config, steps)
 
 
 def _check_sampler_args(args):
@@ -72,11 +56,6 @@ def _check_sampler_args(args):
         raise ValueError(f"{', '.join(given)}: for --sampler pc only, not {args.sampler}")
     if getattr(args, "schedule", None) and args.sampler not in FIXED_STEP:
         raise ValueError(f"--schedule: for the fixed-step solvers, not {args.sampler}")
-
-
-def _score_fn(args, model, sde, config, device):
-    from .engine import fast_score_fn
-    return fast_score_fn(model, sde, _continuous(config), device, args.precision, compile=args.compile)
 
 
 def _classifier(args, sde, config, device):
@@ -138,10 +117,10 @@ def cmd_sample(args):
     _check_sampler_args(args)
     rank, world = train.distributed()
     device = _device(args, rank)
-    model, sde, config = _model(args, device)
+    m = _load(args, device)
+    model, config, score_fn = m.model, m.config, m.score_fn
     _check_fits_memory(args.num_samples, config)
-    sde = _with_steps(sde, config, args.steps if args.sampler == "pc" else None)
-    score_fn = _score_fn(args, model, sde, config, device)
+    sde = with_steps(m.sde, config, args.steps if args.sampler == "pc" else None)
     guided = {}
     if args.class_label is not None:
         net = _classifier(args, sde, config, device)
@@ -224,7 +203,7 @@ def _pc_kwargs(args, config, sde, device):
     s = config.sampling
     return dict(predictor=args.predictor or s.predictor, corrector=args.corrector or s.corrector,
                 snr=s.snr if args.snr is None else args.snr, n_steps=s.n_steps_each,
-                probability_flow=s.probability_flow, denoise=s.noise_removal, eps=default_eps(sde),
+                probability_flow=s.probability_flow, denoise=s.noise_removal, eps=default_eps(sde, config),
                 generator=torch.Generator(device).manual_seed(args.seed))
 
 
@@ -240,13 +219,13 @@ def cmd_inpaint(args):
     import numpy as np
     from . import controllable, data, runs
     device = _device(args)
-    model, sde, config = _model(args, device)
-    sde = _with_steps(sde, config, args.steps)
+    m = _load(args, device)
+    config, sde = m.config, with_steps(m.sde, m.config, args.steps)
     images = _inputs(args, config, args.num_samples)
     mask = _mask(args.mask, images.shape)
     x = data.to_model(images, config.data.centered).to(device)
     start = time.time()
-    result, nfe = controllable.inpaint(_score_fn(args, model, sde, config, device), sde, x, mask.to(device),
+    result, nfe = controllable.inpaint(m.score_fn, sde, x, mask.to(device),
                                        **_pc_kwargs(args, config, sde, device))
     result = data.to_uint8(result, config.data.centered).cpu()
     os.makedirs(args.out, exist_ok=True)
@@ -261,10 +240,11 @@ def cmd_inpaint(args):
 def cmd_colorize(args):
     from . import controllable, data, runs
     device = _device(args)
-    model, sde, config = _model(args, device)
+    m = _load(args, device)
+    config = m.config
     if config.data.num_channels != 3:
         raise ValueError(f"colorize needs a model of RGB images; this one makes {config.data.num_channels}-channel images")
-    sde = _with_steps(sde, config, args.steps)
+    sde = with_steps(m.sde, config, args.steps)
     images = _inputs(args, config, args.num_samples, channels=False)  # grey for an RGB model
     if args.images:  # the user's images must be grey already
         grey = images
@@ -272,7 +252,7 @@ def cmd_colorize(args):
         grey = images.float().mean(1, keepdim=True).round().to(torch.uint8)
     x = data.to_model(grey, config.data.centered).to(device)
     start = time.time()
-    result, nfe = controllable.colorize(_score_fn(args, model, sde, config, device), sde, x,
+    result, nfe = controllable.colorize(m.score_fn, sde, x,
                                         **_pc_kwargs(args, config, sde, device))
     result = data.to_uint8(result, config.data.centered).cpu()
     os.makedirs(args.out, exist_ok=True)
@@ -291,7 +271,8 @@ def cmd_interpolate(args):
         raise ValueError(f"--frames must be at least 2 (the two ends of a path), got {args.frames}")
     _check_sampler_args(args)
     device = _device(args)
-    model, sde, config = _model(args, device)
+    m = _load(args, device)
+    sde, config = m.sde, m.config
     images = _inputs(args, config, 2 * args.pairs)
     if len(images) < 2 * args.pairs:
         raise ValueError(f"--pairs {args.pairs} needs {2 * args.pairs} images; --images has {len(images)}")
@@ -299,8 +280,8 @@ def cmd_interpolate(args):
     steps = None if method == "RK45" else args.steps or SOLVER_STEPS
     x = data.to_model(images, config.data.centered).to(device)
     start = time.time()
-    path, nfe = sampling.interpolate(_score_fn(args, model, sde, config, device), sde, x[0::2], x[1::2],
-                                     args.frames, method, steps, default_eps(sde), args.cuda_graph)
+    path, nfe = sampling.interpolate(m.score_fn, sde, x[0::2], x[1::2],
+                                     args.frames, method, steps, default_eps(sde, config), args.cuda_graph)
     path = data.to_uint8(path.flatten(0, 1), config.data.centered).cpu().reshape(path.shape)
     ends = torch.stack([path[:, 0], path[:, -1]], 1).flatten(0, 1)
     error = (ends.float() - images.float()).abs().mean().item()
@@ -360,10 +341,10 @@ def cmd_likelihood(args):
     if world > 1 and not args.out:
         raise ValueError("likelihood under torchrun needs --out (the processes share their results through it)")
     device = _device(args, rank)
-    model, sde, config = _model(args, device)
+    m = _load(args, device)
+    model, sde, config, score_fn = m.model, m.sde, m.config, m.score_fn
     images = data.dataset(config, args.split, args.data)
     images = images[:args.num_samples] if args.num_samples else images
-    score_fn = _score_fn(args, model, sde, config, device)
     total, skip = len(images) * args.repeats, set()
     held = contextlib.nullcontext()
     if args.out:
@@ -419,9 +400,9 @@ def cmd_stats(args):
 
 
 def cmd_convert(args):
-    from .checkpoint import convert_checkpoint
+    from .score_model import convert
     dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-    convert_checkpoint(args.ckpt, args.out, args.config, use_ema=not args.raw, dtype=dtype)
+    _naming_ckpt(lambda: convert(args.ckpt, args.out, args.to, args.config, use_ema=not args.raw, dtype=dtype))
     print(f"wrote {args.out}")
 
 
@@ -524,8 +505,8 @@ def parser():
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def model_args(q, precision=True, seed=True):
-        q.add_argument("--ckpt", help="an official .pth, a .safetensors file or a training workdir "
-                                      "(default: the embedded digits model)")
+        q.add_argument("--ckpt", help="an official .pth or JAX checkpoint, a .safetensors file, a diffusers "
+                                      "NCSN++ folder or a training workdir (default: the embedded digits model)")
         q.add_argument("--config", help="a config name (`fastsde configs`) or JSON file (default: from the checkpoint)")
         q.add_argument("--raw", action="store_true", help="the raw weights, not the EMA ones")
         q.add_argument("--device", type=_torch_device, help="cpu, cuda, cuda:1 ... (default: a GPU if there is one)")
@@ -661,9 +642,12 @@ def parser():
     q.add_argument("--device", type=_torch_device)
     q.set_defaults(run=cmd_stats)
 
-    q = sub.add_parser("convert", help="official .pth -> .safetensors (weights + config)")
-    q.add_argument("--ckpt", required=True, type=_file)
+    q = sub.add_parser("convert", help="any checkpoint -> .safetensors (weights + config) or a diffusers folder")
+    q.add_argument("--ckpt", required=True, help="an official .pth or JAX checkpoint, a .safetensors file, a "
+                                                 "training workdir or a diffusers folder")
     q.add_argument("--out", required=True)
+    q.add_argument("--to", choices=("safetensors", "diffusers"),
+                   help="the format (default: safetensors for an --out ending in .safetensors, else diffusers)")
     q.add_argument("--config")
     q.add_argument("--raw", action="store_true", help="the raw weights, not the EMA ones")
     q.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"), help="storage type of the weights")

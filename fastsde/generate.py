@@ -24,9 +24,12 @@ SCHEDULE = "edm"
 NOISE = ("torch", "philox")
 
 
-def default_eps(sde):
-    """The official sampling eps: 1e-5 for VE, 1e-3 for VP and sub-VP."""
+def default_eps(sde, config=None):
+    """The sampling eps: the config's sampling.eps where it has one (from a diffusers scheduler's
+    sampling_eps), else the official 1e-5 for VE, 1e-3 for VP and sub-VP."""
     from .sde import VESDE
+    if config is not None and config.sampling.get("eps") is not None:
+        return config.sampling.eps
     return 1e-5 if isinstance(sde, VESDE) else 1e-3
 
 
@@ -50,7 +53,7 @@ def sample_batch(score_fn, sde, config, indices, seed, sampler="pc", steps=None,
     seeds = [derive_seed(seed, i) for i in indices]
     generators = (Philox(seeds, device) if noise == "philox"
                   else [torch.Generator(device).manual_seed(k) for k in seeds])
-    eps = default_eps(sde) if eps is None else eps
+    eps = default_eps(sde, config) if eps is None else eps
     if sampler == "pc":
         return sampling.pc_sample(score_fn, sde, shape, predictor or s.predictor, corrector or s.corrector,
                                   snr=s.snr if snr is None else snr, n_steps=n_steps or s.n_steps_each,

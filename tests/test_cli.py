@@ -121,7 +121,7 @@ def test_train_then_sample_from_the_workdir(tmp_path, capsys):
     assert run("sample", "--ckpt", tmp_path / "elsewhere" / "checkpoint_2.pth", "--out", tmp_path / "d") == 1
     assert "no official config fits" in capsys.readouterr().err
     assert run("sample", "--ckpt", tmp_path / "elsewhere", "--out", tmp_path / "d") == 1
-    assert "a folder, but not a training workdir" in capsys.readouterr().err
+    assert "a folder, but neither a training workdir" in capsys.readouterr().err
 
 
 def test_sample_stopped_by_ctrl_c_resumes_to_the_samples_of_an_unbroken_run(tiny_ckpt, tmp_path):

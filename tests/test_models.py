@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from fastsde import checkpoint, configs
+from fastsde import checkpoint, configs, score_model
 from fastsde.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fastsde.models import create_model, get_score_fn
 from fastsde.models.ncsnpp import get_sigmas
@@ -303,7 +303,7 @@ def test_ddpm_sizes(name, params, keys):
 def test_safetensors_round_trip_and_conversion(tmp_path):
     name = CASES[0]
     out = tmp_path / "w" / "model.safetensors"
-    config = checkpoint.convert_checkpoint(fixture(name, "pth"), out, fixture(name, "json"))
+    config = score_model.convert(fixture(name, "pth"), out, config=fixture(name, "json"))
     assert config.model.nf == 16
     model, sde, cfg = load_checkpoint(out)  # the config travels in the file's metadata
     e = torch.load(fixture(name, "expected.pt"), weights_only=True)
