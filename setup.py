@@ -5,6 +5,7 @@ when it is unset and a CUDA build of torch and a CUDA toolkit of the same major 
 (FASTSDE_BUILD_CUDA=0 turns them off). Archs come from TORCH_CUDA_ARCH_LIST (default "8.0;9.0");
 MAX_JOBS caps ninja.
 """
+
 import glob
 import os
 import re
@@ -24,18 +25,23 @@ def build_cuda():
         return False
     possible = CUDA_HOME is not None and torch.version.cuda is not None
     if flag == "1" and not possible:
-        why = "no CUDA toolkit found (set CUDA_HOME)" if CUDA_HOME is None else \
-            f"torch {torch.__version__} is a CPU-only build"
+        why = (
+            "no CUDA toolkit found (set CUDA_HOME)"
+            if CUDA_HOME is None
+            else f"torch {torch.__version__} is a CPU-only build"
+        )
         raise SystemExit(f"FASTSDE_BUILD_CUDA=1 but the CUDA kernels cannot be built: {why}")
     if flag == "" and possible:
         # torch refuses to build against a toolkit of another major version: unasked, install
         # without the CUDA kernels (the triton backend still runs on the GPU) rather than fail.
         toolkit, major = toolkit_version(), torch.version.cuda.split(".")[0]
         if toolkit is None or toolkit.split(".")[0] != major:
-            warnings.warn(f"fastsde: not building the CUDA kernels: the CUDA toolkit at {CUDA_HOME} is "
-                          f"{toolkit or 'of unknown version'}, torch {torch.__version__} was built with CUDA "
-                          f"{torch.version.cuda}; set CUDA_HOME to a {major}.x toolkit, or FASTSDE_BUILD_CUDA=1 "
-                          f"to try anyway")
+            warnings.warn(
+                f"fastsde: not building the CUDA kernels: the CUDA toolkit at {CUDA_HOME} is "
+                f"{toolkit or 'of unknown version'}, torch {torch.__version__} was built with CUDA "
+                f"{torch.version.cuda}; set CUDA_HOME to a {major}.x toolkit, or FASTSDE_BUILD_CUDA=1 "
+                f"to try anyway"
+            )
             return False
     return possible
 
@@ -43,8 +49,9 @@ def build_cuda():
 def toolkit_version():
     """The release of the CUDA toolkit at CUDA_HOME ("13.0"), from its nvcc; None if it does not say."""
     try:
-        out = subprocess.run([os.path.join(CUDA_HOME, "bin", "nvcc"), "--version"], capture_output=True,
-                             text=True, check=True).stdout
+        out = subprocess.run(
+            [os.path.join(CUDA_HOME, "bin", "nvcc"), "--version"], capture_output=True, text=True, check=True
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     m = re.search(r"release (\d+\.\d+)", out)
@@ -55,16 +62,16 @@ def extension():
     sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     cxx = ["-O3", "-fopenmp", "-fno-trapping-math", "-Wno-psabi", f'-DFASTSDE_TORCH_VERSION="{torch.__version__}"']
     if not build_cuda():
-        return CppExtension("fastsde._C", sources, extra_compile_args={"cxx": cxx},
-                            extra_link_args=["-fopenmp"])
+        return CppExtension("fastsde._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
     archs = os.environ["TORCH_CUDA_ARCH_LIST"]
     defines = ["-DFASTSDE_WITH_CUDA", f'-DFASTSDE_CUDA_ARCHS="{archs}"']
     return CUDAExtension(
-        "fastsde._C", sources + sorted(glob.glob("csrc/cuda/*.cu")),
-        extra_compile_args={"cxx": cxx + defines,
-                            "nvcc": ["-O3", "--use_fast_math", "-lineinfo"] + defines},
-        extra_link_args=["-fopenmp"])
+        "fastsde._C",
+        sources + sorted(glob.glob("csrc/cuda/*.cu")),
+        extra_compile_args={"cxx": cxx + defines, "nvcc": ["-O3", "--use_fast_math", "-lineinfo"] + defines},
+        extra_link_args=["-fopenmp"],
+    )
 
 
 setup(

@@ -7,6 +7,7 @@ and fastsde.load(...).sample. Medians over rounds; ratios against the official l
 
     python benchmarks/bench_load.py [--batches 1 4 16 64] [--steps 20] [--rounds 7] [--json FILE]
 """
+
 import argparse
 import json
 import os
@@ -27,22 +28,41 @@ def runs(steps, device):
     front = fastsde.load(FIXTURE + ".pth", FIXTURE + ".json", device=device)
     model, sde, config = front.model, checkpoint.sde_from_config(front.config, steps), front.config
     s = config.sampling
-    official = dict(name="official loop", backend="reference", precision=None, cuda_graph=False,
-                    channels_last=False, compile=False, fold=False)
+    official = dict(
+        name="official loop",
+        backend="reference",
+        precision=None,
+        cuda_graph=False,
+        channels_last=False,
+        compile=False,
+        fold=False,
+    )
     documented = fastsde.get_score_fn(sde, model, continuous=True)
 
     def readme(batch, seed):
         shape = (batch, *front.shape)
-        return sampling.pc_sample(documented, sde, shape, s.predictor, s.corrector, s.snr, s.n_steps_each,
-                                  eps=default_eps(sde), generator=torch.Generator(device).manual_seed(seed),
-                                  device=device)
+        return sampling.pc_sample(
+            documented,
+            sde,
+            shape,
+            s.predictor,
+            s.corrector,
+            s.snr,
+            s.n_steps_each,
+            eps=default_eps(sde),
+            generator=torch.Generator(device).manual_seed(seed),
+            device=device,
+        )
 
     def load_sample(batch, seed):
         x, nfe = front.sample(batch, steps=steps, seed=seed, batch_size=batch, output="float", return_nfe=True)
         return x, int(nfe[0])
 
-    return {"official loop": bench.fastsde_sampler(model, sde, config, device, official)("pc", steps),
-            "get_score_fn + pc_sample": readme, "fastsde.load().sample": load_sample}
+    return {
+        "official loop": bench.fastsde_sampler(model, sde, config, device, official)("pc", steps),
+        "get_score_fn + pc_sample": readme,
+        "fastsde.load().sample": load_sample,
+    }
 
 
 def main():
@@ -57,17 +77,32 @@ def main():
     for batch in args.batches:
         timed = bench.time_runs(paths, batch, args.rounds, args.device)
         base = timed["official loop"]["seconds"]
-        rows += [dict(batch=batch, path=k, seconds=v["seconds"], img_per_s=batch / v["seconds"],
-                      speedup=base / v["seconds"], nfe=v["nfe"]) for k, v in timed.items()]
-    lines = [f"PC sampler on the NCSN++ fixture (16x16), {args.steps} steps, median of {args.rounds}",
-             f"{'batch':>5s} {'path':28s} {'seconds':>8s} {'img/s':>7s} {'vs official':>11s}"]
-    lines += [f"{r['batch']:5d} {r['path']:28s} {r['seconds']:8.3f} {r['img_per_s']:7.2f} {r['speedup']:10.2f}x"
-              for r in rows]
+        rows += [
+            dict(
+                batch=batch,
+                path=k,
+                seconds=v["seconds"],
+                img_per_s=batch / v["seconds"],
+                speedup=base / v["seconds"],
+                nfe=v["nfe"],
+            )
+            for k, v in timed.items()
+        ]
+    lines = [
+        f"PC sampler on the NCSN++ fixture (16x16), {args.steps} steps, median of {args.rounds}",
+        f"{'batch':>5s} {'path':28s} {'seconds':>8s} {'img/s':>7s} {'vs official':>11s}",
+    ]
+    lines += [
+        f"{r['batch']:5d} {r['path']:28s} {r['seconds']:8.3f} {r['img_per_s']:7.2f} {r['speedup']:10.2f}x" for r in rows
+    ]
     print("\n".join(lines))
     if args.json:
-        checkpoint.atomic_write_bytes(args.json, json.dumps(dict(machine=bench.machine(args.device),
-                                                                 steps=args.steps, rounds=args.rounds, rows=rows),
-                                                            indent=1))
+        checkpoint.atomic_write_bytes(
+            args.json,
+            json.dumps(
+                dict(machine=bench.machine(args.device), steps=args.steps, rounds=args.rounds, rows=rows), indent=1
+            ),
+        )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ reported.
 
     python benchmarks/bench_ops.py [--device cpu|cuda] [--rounds 40] [--json benchmarks/results/NAME.json]
 """
+
 import argparse
 import datetime
 import json
@@ -44,10 +45,20 @@ COPY = "copy (same bytes)"
 # tensors (6 MiB) sit in the L2 cache, 256x256 images as well; the backward also at the first level
 # of a 1024x1024 config (4 groups of 4M elements a sample: the kernels split them).
 SIZES = {
-    "small": ([(8, 256, 32, 32), (8, 128, 32, 32), (8, 256, 16, 16)], [(8, 256, 16, 16), (8, 128, 32, 32)],
-              [(8, 3, 32, 32), (512, 3, 32, 32)], [torch.bfloat16, torch.float16], [(8, 128, 32, 32)]),
-    "large": ([(512, 128, 32, 32), (512, 256, 16, 16)], [(512, 256, 16, 16), (512, 128, 32, 32)],
-              [(512, 3, 32, 32), (64, 3, 256, 256)], [torch.bfloat16], [(512, 128, 32, 32), (2, 16, 1024, 1024)]),
+    "small": (
+        [(8, 256, 32, 32), (8, 128, 32, 32), (8, 256, 16, 16)],
+        [(8, 256, 16, 16), (8, 128, 32, 32)],
+        [(8, 3, 32, 32), (512, 3, 32, 32)],
+        [torch.bfloat16, torch.float16],
+        [(8, 128, 32, 32)],
+    ),
+    "large": (
+        [(512, 128, 32, 32), (512, 256, 16, 16)],
+        [(512, 256, 16, 16), (512, 128, 32, 32)],
+        [(512, 3, 32, 32), (64, 3, 256, 256)],
+        [torch.bfloat16],
+        [(512, 128, 32, 32), (2, 16, 1024, 1024)],
+    ),
 }
 
 
@@ -77,12 +88,14 @@ def with_dtypes(shapes, dtypes):
 
 def untiled(fn):
     """fn run with the CUDA upfirdn2d's tiled kernel switched off (FASTSDE_UPFIRDN2D_TILED=0)."""
+
     def run():
         os.environ["FASTSDE_UPFIRDN2D_TILED"] = "0"
         try:
             return fn()
         finally:
             del os.environ["FASTSDE_UPFIRDN2D_TILED"]
+
     return run
 
 
@@ -110,8 +123,10 @@ def cases(device, size, compile):
     # recompiles of one function (past them it would run eager under the compiled name: an error).
     torch._dynamo.config.recompile_limit = 64
     torch._dynamo.config.fail_on_recompile_limit_hit = True
-    gn_c, up_c, pred_c, lang_c = (torch.compile(fn, dynamic=False) for fn in (
-        group_norm_reference, upfirdn2d_reference, predictor_step_reference, langevin_step_reference))
+    gn_c, up_c, pred_c, lang_c = (
+        torch.compile(fn, dynamic=False)
+        for fn in (group_norm_reference, upfirdn2d_reference, predictor_step_reference, langevin_step_reference)
+    )
     compiled = lambda fn: {"torch.compile(reference)": fn} if compile else {}  # noqa: E731
     cl = torch.channels_last  # the layout the sampling engine runs the network in
 
@@ -123,39 +138,69 @@ def cases(device, size, compile):
             w, b = randn(C, dtype=dtype), randn(C, dtype=dtype)
             G = min(C // 4, 32)
             nbytes = 2 * x.numel() * x.element_size()
-            yield (f"group_norm+silu {list(shape)}{dtype_tag(dtype)}", {
-                "eager F.silu(F.group_norm)": lambda x=x, w=w, b=b, G=G: F.silu(F.group_norm(x, G, w, b, 1e-6)),
-                "reference": lambda x=x, w=w, b=b, G=G: ops.group_norm(x, G, w, b, act="silu", backend="reference"),
-                **compiled(lambda x=x, w=w, b=b, G=G: gn_c(x, G, w, b, 1e-6, True)),
-                **{n: lambda x=x, w=w, b=b, G=G, n=n: ops.group_norm(x, G, w, b, act="silu", backend=n)
-                   for n in [kernels] + triton},
-                "eager F.silu(F.group_norm) channels_last":
-                    lambda x=xc, w=w, b=b, G=G: F.silu(F.group_norm(x, G, w, b, 1e-6)),
-                **{f"{n} channels_last":
-                   lambda x=xc, w=w, b=b, G=G, n=n: ops.group_norm(x, G, w, b, act="silu", backend=n)
-                   for n in [kernels] + triton},
-                COPY: copy_of(nbytes, device),
-            }, "eager F.silu(F.group_norm)", nbytes)
+            yield (
+                f"group_norm+silu {list(shape)}{dtype_tag(dtype)}",
+                {
+                    "eager F.silu(F.group_norm)": lambda x=x, w=w, b=b, G=G: F.silu(F.group_norm(x, G, w, b, 1e-6)),
+                    "reference": lambda x=x, w=w, b=b, G=G: ops.group_norm(x, G, w, b, act="silu", backend="reference"),
+                    **compiled(lambda x=x, w=w, b=b, G=G: gn_c(x, G, w, b, 1e-6, True)),
+                    **{
+                        n: lambda x=x, w=w, b=b, G=G, n=n: ops.group_norm(x, G, w, b, act="silu", backend=n)
+                        for n in [kernels] + triton
+                    },
+                    "eager F.silu(F.group_norm) channels_last": lambda x=xc, w=w, b=b, G=G: F.silu(
+                        F.group_norm(x, G, w, b, 1e-6)
+                    ),
+                    **{
+                        f"{n} channels_last": lambda x=xc, w=w, b=b, G=G, n=n: ops.group_norm(
+                            x, G, w, b, act="silu", backend=n
+                        )
+                        for n in [kernels] + triton
+                    },
+                    COPY: copy_of(nbytes, device),
+                },
+                "eager F.silu(F.group_norm)",
+                nbytes,
+            )
             if shape == gn_shapes[0]:  # a residual block's GroupNorm_1: the time embedding added first
                 o = randn(shape[0], C, dtype=dtype)
-                added = lambda x=xc, w=w, b=b, G=G, o=o: F.silu(F.group_norm(x + o[:, :, None, None], G, w, b, 1e-6))
-                yield (f"group_norm+silu of x + offset {list(shape)}{dtype_tag(dtype)} channels_last", {
-                    "eager add, F.silu(F.group_norm)": added,
-                    "reference": lambda x=xc, w=w, b=b, G=G, o=o: ops.group_norm(
-                        x, G, w, b, act="silu", offset=o, backend="reference"),
-                    **compiled(lambda x=xc, w=w, b=b, G=G, o=o: gn_c(x, G, w, b, 1e-6, True, o)),
-                    **{n: lambda x=xc, w=w, b=b, G=G, o=o, n=n: ops.group_norm(x, G, w, b, act="silu", offset=o,
-                                                                               backend=n)
-                       for n in [kernels] + triton},
-                    COPY: copy_of(nbytes, device),
-                }, "eager add, F.silu(F.group_norm)", nbytes)
+
+                def added(x=xc, w=w, b=b, G=G, o=o):
+                    return F.silu(F.group_norm(x + o[:, :, None, None], G, w, b, 1e-6))
+
+                yield (
+                    f"group_norm+silu of x + offset {list(shape)}{dtype_tag(dtype)} channels_last",
+                    {
+                        "eager add, F.silu(F.group_norm)": added,
+                        "reference": lambda x=xc, w=w, b=b, G=G, o=o: ops.group_norm(
+                            x, G, w, b, act="silu", offset=o, backend="reference"
+                        ),
+                        **compiled(lambda x=xc, w=w, b=b, G=G, o=o: gn_c(x, G, w, b, 1e-6, True, o)),
+                        **{
+                            n: lambda x=xc, w=w, b=b, G=G, o=o, n=n: ops.group_norm(
+                                x, G, w, b, act="silu", offset=o, backend=n
+                            )
+                            for n in [kernels] + triton
+                        },
+                        COPY: copy_of(nbytes, device),
+                    },
+                    "eager add, F.silu(F.group_norm)",
+                    nbytes,
+                )
             if dtype == torch.float32:
-                yield (f"group_norm {list(shape)}", {
-                    "eager F.group_norm": lambda x=x, w=w, b=b, G=G: F.group_norm(x, G, w, b, 1e-6),
-                    **{n: lambda x=x, w=w, b=b, G=G, n=n: ops.group_norm(x, G, w, b, backend=n)
-                       for n in [kernels] + triton},
-                    COPY: copy_of(nbytes, device),
-                }, "eager F.group_norm", nbytes)
+                yield (
+                    f"group_norm {list(shape)}",
+                    {
+                        "eager F.group_norm": lambda x=x, w=w, b=b, G=G: F.group_norm(x, G, w, b, 1e-6),
+                        **{
+                            n: lambda x=x, w=w, b=b, G=G, n=n: ops.group_norm(x, G, w, b, backend=n)
+                            for n in [kernels] + triton
+                        },
+                        COPY: copy_of(nbytes, device),
+                    },
+                    "eager F.group_norm",
+                    nbytes,
+                )
 
     def upfirdn2ds():
         k1, k2 = fir([1, 3, 3, 1], True).to(device), fir([1, 3, 3, 1], False).to(device)
@@ -164,16 +209,21 @@ def cases(device, size, compile):
             x = randn(*shape, dtype=dtype)
             xc = x.contiguous(memory_format=cl)
             n = x.numel() * x.element_size()
-            for name, up, down, pad, gain, moved in [("up2 pad(2,1)", 2, 1, (2, 1), 4, n * 5),
-                                                     ("down2 pad(1,1)", 1, 2, (1, 1), 1, n * 5 // 4),
-                                                     ("blur pad(2,2)", 1, 1, (2, 2), 1, n * 2)]:
+            for name, up, down, pad, gain, moved in [
+                ("up2 pad(2,1)", 2, 1, (2, 1), 4, n * 5),
+                ("down2 pad(1,1)", 1, 2, (1, 1), 1, n * 5 // 4),
+                ("blur pad(2,2)", 1, 1, (2, 2), 1, n * 2),
+            ]:
                 args = (up, down, pad)
                 cands = {
                     "reference": lambda x=x, a=args, k=k2 * gain: ops.upfirdn2d(x, k, *a, backend="reference"),
                     **compiled(lambda x=x, u=up, d=down, p=pad, k=k2 * gain: up_c(x, k, u, d, p * 2)),
                 }
-                for variant, xv, k in [("2-D filter", x, k2 * gain), ("separable", x, k1 * gain ** 0.5),
-                                       ("separable channels_last", xc, k1 * gain ** 0.5)]:
+                for variant, xv, k in [
+                    ("2-D filter", x, k2 * gain),
+                    ("separable", x, k1 * gain**0.5),
+                    ("separable channels_last", xc, k1 * gain**0.5),
+                ]:
                     for b in [kernels] + triton:
                         fn = lambda x=xv, a=args, k=k, b=b: ops.upfirdn2d(x, k, *a, backend=b)  # noqa: E731
                         cands[f"{b} {variant}"] = fn
@@ -191,21 +241,47 @@ def cases(device, size, compile):
             a, b2, c = (torch.rand(B, device=device) for _ in range(3))
             key = torch.stack([torch.arange(B, device=device), torch.zeros(B, dtype=torch.long, device=device)], 1)
             nbytes = 5 * x.numel() * 4
-            yield (f"predictor_step {list(shape)}", {
-                **{name: lambda x=x, s=s, z=z, a=a, b=b2, c=c, n=name: ops.predictor_step(
-                    x, s, a, b, c, noise=z, backend=n) for name in ["reference"] + pc_backends},
-                # What a sampler step costs with its noise: drawn by torch first, or inside the kernel.
-                **{f"torch.randn + {name}": lambda x=x, s=s, a=a, b=b2, c=c, n=name: ops.predictor_step(
-                    x, s, a, b, c, noise=torch.randn_like(x), backend=n) for name in pc_backends},
-                **{f"{name} in-kernel noise": lambda x=x, s=s, a=a, b=b2, c=c, k=key, n=name: ops.predictor_step(
-                    x, s, a, b, c, noise_key=k, backend=n) for name in pc_backends},
-                **compiled(lambda x=x, s=s, z=z, a=a, b=b2, c=c: pred_c(x, s, z, a, b, c)),
-                COPY: copy_of(nbytes, device)}, "reference", nbytes)
-            yield (f"langevin_step {list(shape)}", {
-                **{name: lambda x=x, s=s, z=z, a=a, n=name: ops.langevin_step(x, s, a, 0.16, noise=z, backend=n)
-                   for name in ["reference"] + pc_backends},
-                **compiled(lambda x=x, s=s, z=z, a=a: lang_c(x, s, z, a, 0.16, False)),
-                COPY: copy_of(nbytes, device)}, "reference", nbytes)
+            yield (
+                f"predictor_step {list(shape)}",
+                {
+                    **{
+                        name: lambda x=x, s=s, z=z, a=a, b=b2, c=c, n=name: ops.predictor_step(
+                            x, s, a, b, c, noise=z, backend=n
+                        )
+                        for name in ["reference"] + pc_backends
+                    },
+                    # What a sampler step costs with its noise: drawn by torch first, or inside the kernel.
+                    **{
+                        f"torch.randn + {name}": lambda x=x, s=s, a=a, b=b2, c=c, n=name: ops.predictor_step(
+                            x, s, a, b, c, noise=torch.randn_like(x), backend=n
+                        )
+                        for name in pc_backends
+                    },
+                    **{
+                        f"{name} in-kernel noise": lambda x=x, s=s, a=a, b=b2, c=c, k=key, n=name: ops.predictor_step(
+                            x, s, a, b, c, noise_key=k, backend=n
+                        )
+                        for name in pc_backends
+                    },
+                    **compiled(lambda x=x, s=s, z=z, a=a, b=b2, c=c: pred_c(x, s, z, a, b, c)),
+                    COPY: copy_of(nbytes, device),
+                },
+                "reference",
+                nbytes,
+            )
+            yield (
+                f"langevin_step {list(shape)}",
+                {
+                    **{
+                        name: lambda x=x, s=s, z=z, a=a, n=name: ops.langevin_step(x, s, a, 0.16, noise=z, backend=n)
+                        for name in ["reference"] + pc_backends
+                    },
+                    **compiled(lambda x=x, s=s, z=z, a=a: lang_c(x, s, z, a, 0.16, False)),
+                    COPY: copy_of(nbytes, device),
+                },
+                "reference",
+                nbytes,
+            )
 
     def group_norm_grads():
         for shape in gn_grad_shapes:
@@ -224,15 +300,20 @@ def cases(device, size, compile):
             silu_gn = lambda x, w, b, G=G: F.silu(F.group_norm(x, G, w, b, 1e-6))  # noqa: E731
             ours = lambda n, G=G: lambda x, w, b: ops.group_norm(x, G, w, b, act="silu", backend=n)  # noqa: E731
             nbytes = 3 * x.numel() * x.element_size()  # x and dy read, dx written
-            yield (f"group_norm+silu backward {list(shape)}", {
-                "eager F.silu(F.group_norm)": grad(silu_gn),
-                "reference": grad(ours("reference")),
-                **compiled(grad(lambda x, w, b, G=G: gn_c(x, G, w, b, 1e-6, True))),
-                **{n: grad(ours(n)) for n in [kernels] + triton},
-                "eager F.silu(F.group_norm) channels_last": grad(silu_gn, cl),
-                **{f"{n} channels_last": grad(ours(n), cl) for n in [kernels] + triton},
-                COPY: copy_of(nbytes, device),
-            }, "eager F.silu(F.group_norm)", nbytes)
+            yield (
+                f"group_norm+silu backward {list(shape)}",
+                {
+                    "eager F.silu(F.group_norm)": grad(silu_gn),
+                    "reference": grad(ours("reference")),
+                    **compiled(grad(lambda x, w, b, G=G: gn_c(x, G, w, b, 1e-6, True))),
+                    **{n: grad(ours(n)) for n in [kernels] + triton},
+                    "eager F.silu(F.group_norm) channels_last": grad(silu_gn, cl),
+                    **{f"{n} channels_last": grad(ours(n), cl) for n in [kernels] + triton},
+                    COPY: copy_of(nbytes, device),
+                },
+                "eager F.silu(F.group_norm)",
+                nbytes,
+            )
 
     # The ops take turns, so that a run cut short (the device check's time limit) has measured each.
     yield from round_robin(group_norms(), upfirdn2ds(), pc_steps(), group_norm_grads())
@@ -260,9 +341,15 @@ def machine(device):
             cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    info = {"device": device, "cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "fastsde": fastsde.__version__, "python": platform.python_version(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    info = {
+        "device": device,
+        "cpu": cpu,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "fastsde": fastsde.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
         info["cuda"] = torch.version.cuda
@@ -289,9 +376,17 @@ def main():
             continue
         med = measure(fns, args.rounds, args.inner, sync)
         for cand, t in med.items():
-            rows.append({"case": name, "candidate": cand, "median_ms": t * 1e3,
-                         "speedup_vs_baseline": med[base] / t, "baseline": base,
-                         "GB_per_s": nbytes / t / 1e9, "of_copy": med[COPY] / t})
+            rows.append(
+                {
+                    "case": name,
+                    "candidate": cand,
+                    "median_ms": t * 1e3,
+                    "speedup_vs_baseline": med[base] / t,
+                    "baseline": base,
+                    "GB_per_s": nbytes / t / 1e9,
+                    "of_copy": med[COPY] / t,
+                }
+            )
         if args.json:  # after every case, so that a run cut short (the device check's timeout) keeps them
             atomic_write_bytes(args.json, json.dumps({"machine": info, "rows": rows}, indent=1))
     where = info.get("gpu") or f"{info['cpu']}, {info['threads']} threads"
@@ -303,8 +398,10 @@ def table(rows):
     """The rows as text: time, ratio to the case's baseline, bandwidth and its fraction of a copy's."""
     lines = [f"{'case':52s} {'candidate':42s} {'median ms':>10s} {'vs baseline':>11s} {'GB/s':>7s} {'of copy':>7s}"]
     for r in rows:
-        lines.append(f"{r['case']:52s} {r['candidate']:42s} {r['median_ms']:10.3f} "
-                     f"{r['speedup_vs_baseline']:10.2f}x {r['GB_per_s']:7.1f} {r['of_copy']:7.2f}")
+        lines.append(
+            f"{r['case']:52s} {r['candidate']:42s} {r['median_ms']:10.3f} "
+            f"{r['speedup_vs_baseline']:10.2f}x {r['GB_per_s']:7.1f} {r['of_copy']:7.2f}"
+        )
     return "\n".join(lines)
 
 

@@ -3,7 +3,7 @@
     python benchmarks/bench_sampling.py --preset cpu [--official PATH] [--json FILE]   # the shared fixtures
     python benchmarks/bench_sampling.py --preset gpu [--official PATH] [--json FILE]   # CIFAR-10 NCSN++ / DDPM++
     python benchmarks/bench_sampling.py --preset smoke                                  # CI: seconds, no timing claims
-    python benchmarks/bench_sampling.py --preset gpu --device cpu --dry-run             # CI: the gpu preset's code paths
+    python benchmarks/bench_sampling.py --preset gpu --device cpu --dry-run             # CI: the gpu code paths
     python benchmarks/plot_sampling.py FILE.json PLOT.png                                # throughput against batch size
 
 Presets: cpu: the two official-format fixtures of tests/fixtures (NCSN++ VE and DDPM++ VP, 16x16,
@@ -19,6 +19,7 @@ accuracy sections (the samplers' images and the likelihood's bits/dim in each pr
 embedded digits model (trained), whose samples mean something.
 --official PATH adds the official code itself (a local yang-song/score_sde_pytorch checkout).
 """
+
 import argparse
 import json
 import os
@@ -34,8 +35,9 @@ DIGITS = os.path.join(ROOT, "fastsde", "assets", "digits.safetensors")
 
 
 def fixture(name, device):
-    model, sde, config = checkpoint.load_checkpoint(os.path.join(FIXTURES, f"{name}.pth"),
-                                                    os.path.join(FIXTURES, f"{name}.json"), device=device)
+    model, sde, config = checkpoint.load_checkpoint(
+        os.path.join(FIXTURES, f"{name}.pth"), os.path.join(FIXTURES, f"{name}.json"), device=device
+    )
     return name, model, sde, configs.load(config)
 
 
@@ -48,22 +50,49 @@ def official_config(name, device):
 
 def cifar10(device):
     """The CIFAR-10 NCSN++ and DDPM++ configs that the targets speak of, random weights."""
-    return [official_config("ve/cifar10_ncsnpp_continuous", device),
-            official_config("vp/cifar10_ddpmpp_continuous", device)]
+    return [
+        official_config("ve/cifar10_ncsnpp_continuous", device),
+        official_config("vp/cifar10_ddpmpp_continuous", device),
+    ]
 
 
 PRESETS = {
-    "smoke": dict(models=lambda d: [fixture("ncsnpp_ve_cifar_small", d)], batches=(2,), pc_steps=3,
-                  solver_steps=3, rounds=1, accuracy=dict(batch=2, solver_steps=3, pc_steps=25), train_batch=2,
-                  likelihood=dict(batches=(2,), evals=1)),
-    "cpu": dict(models=lambda d: [fixture("ncsnpp_ve_cifar_small", d), fixture("ddpmpp_vp_cifar_small", d)],
-                batches=(1, 8), pc_steps=25, solver_steps=20, rounds=3, accuracy=dict(batch=16, solver_steps=20),
-                train_batch=4, train_models=cifar10, likelihood=dict(batches=(1, 8), evals=3)),
-    "gpu": dict(models=cifar10, batches=(1, 64, 512), pc_steps=8, solver_steps=10, rounds=2,
-                precisions=("tf32", "bf16"), train_batch=128, likelihood=dict(batches=(1, 64), evals=3),
-                scaling=lambda d: [official_config("ve/celebahq_256_ncsnpp_continuous", d),
-                                   official_config("ve/ffhq_ncsnpp_continuous", d)],
-                accuracy=dict(batch=64, solver_steps=20)),
+    "smoke": dict(
+        models=lambda d: [fixture("ncsnpp_ve_cifar_small", d)],
+        batches=(2,),
+        pc_steps=3,
+        solver_steps=3,
+        rounds=1,
+        accuracy=dict(batch=2, solver_steps=3, pc_steps=25),
+        train_batch=2,
+        likelihood=dict(batches=(2,), evals=1),
+    ),
+    "cpu": dict(
+        models=lambda d: [fixture("ncsnpp_ve_cifar_small", d), fixture("ddpmpp_vp_cifar_small", d)],
+        batches=(1, 8),
+        pc_steps=25,
+        solver_steps=20,
+        rounds=3,
+        accuracy=dict(batch=16, solver_steps=20),
+        train_batch=4,
+        train_models=cifar10,
+        likelihood=dict(batches=(1, 8), evals=3),
+    ),
+    "gpu": dict(
+        models=cifar10,
+        batches=(1, 64, 512),
+        pc_steps=8,
+        solver_steps=10,
+        rounds=2,
+        precisions=("tf32", "bf16"),
+        train_batch=128,
+        likelihood=dict(batches=(1, 64), evals=3),
+        scaling=lambda d: [
+            official_config("ve/celebahq_256_ncsnpp_continuous", d),
+            official_config("ve/ffhq_ncsnpp_continuous", d),
+        ],
+        accuracy=dict(batch=64, solver_steps=20),
+    ),
 }
 
 
@@ -74,25 +103,48 @@ def main():
     p.add_argument("--official", help="a local checkout of yang-song/score_sde_pytorch, timed beside")
     p.add_argument("--samplers", default="pc,dpmpp_2m", help="comma-separated: pc, dpmpp_2m, heun")
     p.add_argument("--rounds", type=int, help="timed runs per case (default: the preset's)")
-    p.add_argument("--precision", help="fastsde's paths, comma-separated: fp32, tf32, bf16, fp16 (default: "
-                   "the preset's; fp32 on CPUs, where bf16 pays only with AMX and large networks)")
+    p.add_argument(
+        "--precision",
+        help="fastsde's paths, comma-separated: fp32, tf32, bf16, fp16 (default: "
+        "the preset's; fp32 on CPUs, where bf16 pays only with AMX and large networks)",
+    )
     p.add_argument("--compile", action="store_true", help="also time the network under torch.compile")
     p.add_argument("--json", help="write the report here")
-    p.add_argument("--dry-run", action="store_true", help="the preset's code paths at the smallest sizes, "
-                   "a crash check on any device (CI runs the gpu preset on its CPU); the timings mean nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="the preset's code paths at the smallest sizes, "
+        "a crash check on any device (CI runs the gpu preset on its CPU); the timings mean nothing",
+    )
     args = p.parse_args()
     preset = PRESETS[args.preset]
     if args.dry_run:
         scaling = preset.get("scaling", lambda d: [])
-        preset = dict(preset, batches=(1,), pc_steps=1, solver_steps=2, rounds=1, train_batch=1,
-                      accuracy=dict(batch=2, solver_steps=2, pc_steps=25), likelihood=dict(batches=(1,), evals=1),
-                      scaling=lambda d: scaling(d)[:1])
+        preset = dict(
+            preset,
+            batches=(1,),
+            pc_steps=1,
+            solver_steps=2,
+            rounds=1,
+            train_batch=1,
+            accuracy=dict(batch=2, solver_steps=2, pc_steps=25),
+            likelihood=dict(batches=(1,), evals=1),
+            scaling=lambda d: scaling(d)[:1],
+        )
     device = torch.device(args.device or ("cuda" if args.preset == "gpu" else "cpu"))
     rounds = args.rounds or preset["rounds"]
     precisions = tuple(args.precision.split(",")) if args.precision else preset.get("precisions")
     samplers = tuple(args.samplers.split(","))
-    report = {"machine": bench.machine(device), "preset": args.preset, "official": bool(args.official),
-              "rows": [], "train_memory": [], "accuracy": [], "likelihood_accuracy": [], "likelihood": []}
+    report = {
+        "machine": bench.machine(device),
+        "preset": args.preset,
+        "official": bool(args.official),
+        "rows": [],
+        "train_memory": [],
+        "accuracy": [],
+        "likelihood_accuracy": [],
+        "likelihood": [],
+    }
 
     def save():  # after every measurement, so that a run cut short still leaves what it measured
         if args.json:
@@ -102,6 +154,7 @@ def main():
         def add(rows):
             report[key] += rows
             save()
+
         return add
 
     # First, as it takes seconds: a run cut short (the device check's time limit) still has it.
@@ -114,29 +167,65 @@ def main():
     # for it (the CPU preset's CIFAR-10 configs, too slow there to sample from).
     for name, model, sde, config in preset.get("train_models", preset["models"])(device):
         print(f"training step memory of {name} ...", file=sys.stderr)
-        report["train_memory"] += bench.train_memory(model, sde, config, device, preset["train_batch"],
-                                                     args.official, label=name)
+        report["train_memory"] += bench.train_memory(
+            model, sde, config, device, preset["train_batch"], args.official, label=name
+        )
         save()
     nets = preset["models"](device)
     for name, model, sde, config in nets:
         print(f"benchmarking {name} ...", file=sys.stderr)
-        bench.throughput(model, sde, config, device, preset["batches"], samplers, preset["pc_steps"],
-                         preset["solver_steps"], rounds, args.official, precisions, args.compile,
-                         label=name, progress=adder("rows"))
+        bench.throughput(
+            model,
+            sde,
+            config,
+            device,
+            preset["batches"],
+            samplers,
+            preset["pc_steps"],
+            preset["solver_steps"],
+            rounds,
+            args.official,
+            precisions,
+            args.compile,
+            label=name,
+            progress=adder("rows"),
+        )
         save()
     for name, model, sde, config in nets:
         print(f"likelihood evaluations of {name} ...", file=sys.stderr)
-        bench.likelihood_speed(model, sde, config, device, rounds=rounds, precisions=precisions, compile=args.compile,
-                               label=name, progress=adder("likelihood"),
-                               **preset["likelihood"])
+        bench.likelihood_speed(
+            model,
+            sde,
+            config,
+            device,
+            rounds=rounds,
+            precisions=precisions,
+            compile=args.compile,
+            label=name,
+            progress=adder("likelihood"),
+            **preset["likelihood"],
+        )
     # Tens of seconds (RK45 to 1e-5 in each precision), so after the throughput rows.
     print("accuracy of the likelihood in each precision (digits model) ...", file=sys.stderr)
     report["likelihood_accuracy"] = bench.likelihood_accuracy(*digits, device, batch=preset["accuracy"]["batch"])
     save()
     for name, model, sde, config in preset.get("scaling", lambda d: [])(device):
         print(f"benchmarking {name} (image size {config.data.image_size}) ...", file=sys.stderr)
-        bench.throughput(model, sde, config, device, (1,), ("pc",), preset["pc_steps"], preset["solver_steps"],
-                         rounds, None, ("bf16",), label=name, progress=adder("rows"))
+        bench.throughput(
+            model,
+            sde,
+            config,
+            device,
+            (1,),
+            ("pc",),
+            preset["pc_steps"],
+            preset["solver_steps"],
+            rounds,
+            None,
+            ("bf16",),
+            label=name,
+            progress=adder("rows"),
+        )
     m = report["machine"]
     print(f"# {m.get('gpu') or m['cpu']}, {m['threads']} threads, torch {m['torch']}, {m['date']}")
     print(bench.table(report["rows"], report["accuracy"]))

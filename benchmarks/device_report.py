@@ -8,6 +8,7 @@ the verdicts last.
 
 A target whose rows are absent (another device, a run cut short) is left out, not failed.
 """
+
 import collections
 import json
 import os
@@ -47,13 +48,20 @@ def op_verdicts(rows):
                 continue
             r = best[backend] = min(mine, key=lambda r: r["median_ms"])
             name = f"{case}: {r['candidate']}"
-            out.append(_verdict(issue, f"{name} at >= {target:.0%} of copy bandwidth",
-                                f"{r['of_copy']:.0%} ({r['GB_per_s']:.0f} GB/s)", r["of_copy"] >= target))
+            out.append(
+                _verdict(
+                    issue,
+                    f"{name} at >= {target:.0%} of copy bandwidth",
+                    f"{r['of_copy']:.0%} ({r['GB_per_s']:.0f} GB/s)",
+                    r["of_copy"] >= target,
+                )
+            )
             compiled = cands.get("torch.compile(reference)")
             if compiled:
                 ratio = compiled["median_ms"] / r["median_ms"]
-                out.append(_verdict(issue, f"{name} faster than torch.compile of the reference", f"{ratio:.2f}x",
-                                    ratio > 1))
+                out.append(
+                    _verdict(issue, f"{name} faster than torch.compile of the reference", f"{ratio:.2f}x", ratio > 1)
+                )
         if "cuda" in best and "triton" in best:
             ratio = best["triton"]["median_ms"] / best["cuda"]["median_ms"]
             out.append(_verdict(6, f"{case}: cuda no slower than triton", f"{ratio:.2f}x", ratio >= 1))
@@ -70,8 +78,14 @@ def sampling_verdicts(report):
         for batch in sorted({r["batch"] for r in rows if r["model"] == FIXTURE}):
             r = at(FIXTURE, batch).get("fastsde fp32")
             if r:
-                out.append(_verdict(9, f"{FIXTURE} PC batch {batch} on the CPU: >= 1.5x the official loop",
-                                    f"{r['vs_official_loop']:.2f}x", r["vs_official_loop"] >= 1.5))
+                out.append(
+                    _verdict(
+                        9,
+                        f"{FIXTURE} PC batch {batch} on the CPU: >= 1.5x the official loop",
+                        f"{r['vs_official_loop']:.2f}x",
+                        r["vs_official_loop"] >= 1.5,
+                    )
+                )
         return out
 
     def fastest(paths, pred):
@@ -81,37 +95,73 @@ def sampling_verdicts(report):
     big = at(NCSNPP, 512)
     tf32 = fastest(big, lambda p: p.startswith("fastsde tf32"))
     bf16 = fastest(big, lambda p: p.startswith("fastsde bf16 + graph"))
-    for r, what, need in ((tf32, "tf32 (the official loop's precision: TF32 convolutions)", 1.5),
-                          (bf16, "bf16 + CUDA graph", 4.0)):
+    for r, what, need in (
+        (tf32, "tf32 (the official loop's precision: TF32 convolutions)", 1.5),
+        (bf16, "bf16 + CUDA graph", 4.0),
+    ):
         if r:
-            out.append(_verdict(9, f"{NCSNPP} PC batch 512, {what}: >= {need}x the official loop",
-                                f"{r['vs_official_loop']:.2f}x ({r['path']}, {r['images_per_s']:.3g} img/s)",
-                                r["vs_official_loop"] >= need))
+            out.append(
+                _verdict(
+                    9,
+                    f"{NCSNPP} PC batch 512, {what}: >= {need}x the official loop",
+                    f"{r['vs_official_loop']:.2f}x ({r['path']}, {r['images_per_s']:.3g} img/s)",
+                    r["vs_official_loop"] >= need,
+                )
+            )
     if bf16:
-        out.append(_verdict(9, f"{NCSNPP} PC batch 512, bf16 + CUDA graph: half the arithmetic floor (an aim)",
-                            f"{bf16['of_floor']:.0%} of the floor", bf16["of_floor"] >= 0.5))
+        out.append(
+            _verdict(
+                9,
+                f"{NCSNPP} PC batch 512, bf16 + CUDA graph: half the arithmetic floor (an aim)",
+                f"{bf16['of_floor']:.0%} of the floor",
+                bf16["of_floor"] >= 0.5,
+            )
+        )
     for batch in (1, 64):
         r = fastest(at(NCSNPP, batch), lambda p: "+ graph" in p)
         if r:
-            out.append(_verdict(9, f"{NCSNPP} PC batch {batch}, CUDA graph: >= 5x the official loop",
-                                f"{r['vs_official_loop']:.2f}x ({r['path']})", r["vs_official_loop"] >= 5))
+            out.append(
+                _verdict(
+                    9,
+                    f"{NCSNPP} PC batch {batch}, CUDA graph: >= 5x the official loop",
+                    f"{r['vs_official_loop']:.2f}x ({r['path']})",
+                    r["vs_official_loop"] >= 5,
+                )
+            )
     r = fastest(at(NCSNPP, 1), lambda p: p.startswith("fastsde"))
     if r:
-        out.append(_verdict(9, f"{NCSNPP} PC batch 1: under 1 s an image",
-                            f"{r['seconds_per_batch']:.2f} s ({r['path']})", r["seconds_per_batch"] < 1))
+        out.append(
+            _verdict(
+                9,
+                f"{NCSNPP} PC batch 1: under 1 s an image",
+                f"{r['seconds_per_batch']:.2f} s ({r['path']})",
+                r["seconds_per_batch"] < 1,
+            )
+        )
     base = big.get("official loop")
     if base and base["peak_memory_MiB"]:
         for name, r in big.items():
             if name.startswith("fastsde") and r["peak_memory_MiB"]:
-                out.append(_verdict(9, f"{NCSNPP} PC batch 512, {name}: peak memory <= the official loop's",
-                                    f"{r['peak_memory_MiB']:.0f} / {base['peak_memory_MiB']:.0f} MiB",
-                                    r["peak_memory_MiB"] <= base["peak_memory_MiB"]))
+                out.append(
+                    _verdict(
+                        9,
+                        f"{NCSNPP} PC batch 512, {name}: peak memory <= the official loop's",
+                        f"{r['peak_memory_MiB']:.0f} / {base['peak_memory_MiB']:.0f} MiB",
+                        r["peak_memory_MiB"] <= base["peak_memory_MiB"],
+                    )
+                )
     train = {r["path"]: r for r in report.get("train_memory", []) if r["model"] == NCSNPP}
     if "official loop" in train and "fastsde fp32" in train and train["official loop"]["train_step_peak_MiB"]:
         ours, theirs = train["fastsde fp32"]["train_step_peak_MiB"], train["official loop"]["train_step_peak_MiB"]
-        out.append(_verdict(9, f"{NCSNPP} training step (batch {train['official loop']['batch']}): peak memory "
-                            "<= 0.8x the official loop's", f"{ours / theirs:.2f}x ({ours:.0f} / {theirs:.0f} MiB)",
-                            ours <= 0.8 * theirs))
+        out.append(
+            _verdict(
+                9,
+                f"{NCSNPP} training step (batch {train['official loop']['batch']}): peak memory "
+                "<= 0.8x the official loop's",
+                f"{ours / theirs:.2f}x ({ours:.0f} / {theirs:.0f} MiB)",
+                ours <= 0.8 * theirs,
+            )
+        )
     return out
 
 
@@ -124,8 +174,9 @@ def verdicts_of(results):
 def verdict_table(verdicts):
     """The verdicts as text, one a line, with a count of those met."""
     lines = [f"{'issue':>5s} {'':4s} {'target':96s} measured"]
-    lines += [f"{v['issue']:5d} {'ok' if v['ok'] else 'MISS':4s} {v['target'][:96]:96s} {v['measured']}"
-              for v in verdicts]
+    lines += [
+        f"{v['issue']:5d} {'ok' if v['ok'] else 'MISS':4s} {v['target'][:96]:96s} {v['measured']}" for v in verdicts
+    ]
     lines.append(f"targets met: {sum(v['ok'] for v in verdicts)} of {len(verdicts)}")
     return "\n".join(lines)
 
@@ -133,8 +184,10 @@ def verdict_table(verdicts):
 def outcomes(log):
     """{outcome: count, 'failed_or_error': the first 20 failing tests} from a `pytest -v` log, which a
     run cut short keeps too (with or without pytest-xdist's line format)."""
-    outcome = re.compile(r"(?:(tests/\S+) +(PASSED|FAILED|ERROR|SKIPPED))"
-                         r"|(?:(PASSED|FAILED|ERROR|SKIPPED) +(tests/\S+))")
+    outcome = re.compile(
+        r"(?:(tests/\S+) +(PASSED|FAILED|ERROR|SKIPPED))"
+        r"|(?:(PASSED|FAILED|ERROR|SKIPPED) +(tests/\S+))"
+    )
     seen = {}  # test -> outcome (the closing summary names failures again)
     with open(log, errors="replace") as fh:
         for line in fh:
@@ -151,13 +204,16 @@ def report(out, seconds, steps):
     the verdicts last; returns the report."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bench_ops import table as ops_table
+
     from fastsde import bench
+
     rep = {"seconds": seconds, "steps": dict(s.split(":", 1) for s in steps), "python": platform.python_version()}
     gpu = os.path.join(out, "gpu.txt")
     rep["gpu"] = open(gpu).read().strip() if os.path.exists(gpu) else None
     try:
         import torch
         import triton
+
         rep.update(torch=torch.__version__, cuda=torch.version.cuda, triton=triton.__version__)
     except ImportError as e:
         rep["versions_error"] = str(e)

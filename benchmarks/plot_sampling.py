@@ -3,6 +3,7 @@ sampler, one line per path. Needs matplotlib (pip install -e '.[bench]').
 
     python benchmarks/plot_sampling.py REPORT.json PLOT.png
 """
+
 import json
 import sys
 from collections import defaultdict
@@ -10,6 +11,7 @@ from collections import defaultdict
 
 def main(report, out):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -35,8 +37,9 @@ def main(report, out):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     m = rep["machine"]
-    fig.suptitle(f"{m.get('gpu') or m['cpu']} ({m['threads']} threads), torch {m['torch']}, {m['date'][:10]}",
-                 fontsize=9)
+    fig.suptitle(
+        f"{m.get('gpu') or m['cpu']} ({m['threads']} threads), torch {m['torch']}, {m['date'][:10]}", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=120)
 

@@ -7,6 +7,7 @@ kernel times, at batch 1 the wall time against the kernels' (launch-bound or not
     python benchmarks/profile_network.py --device cpu --batches 1,8 --precision fp32,bf16
     python benchmarks/profile_network.py --device cpu --batches 1 --precision fp32    # CI: a crash check
 """
+
 import argparse
 import json
 import sys
@@ -20,11 +21,15 @@ def main():
     cuda = torch.cuda.is_available()
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if cuda else "cpu")
-    p.add_argument("--configs", default="ve/cifar10_ncsnpp_continuous,vp/cifar10_ddpmpp_continuous",
-                   help="comma-separated official config names")
+    p.add_argument(
+        "--configs",
+        default="ve/cifar10_ncsnpp_continuous,vp/cifar10_ddpmpp_continuous",
+        help="comma-separated official config names",
+    )
     p.add_argument("--batches", default="1,512" if cuda else "1,8", help="comma-separated batch sizes")
-    p.add_argument("--precision", default="bf16" if cuda else "fp32",
-                   help="fastsde's, comma-separated: fp32, tf32, bf16, fp16")
+    p.add_argument(
+        "--precision", default="bf16" if cuda else "fp32", help="fastsde's, comma-separated: fp32, tf32, bf16, fp16"
+    )
     p.add_argument("--calls", type=int, default=3, help="profiled calls per case")
     p.add_argument("--json", help="write the report here")
     args = p.parse_args()

@@ -1,4 +1,5 @@
 """`python -m fastsde`: the fastsde command."""
+
 import sys
 
 from .cli import main

@@ -4,11 +4,34 @@ at its first call, and when that first call runs on several intra-op threads at 
 can run a low-accuracy kernel for its whole chunk (errors of ~1000 ulp; seen here in one process
 of ten for a float32 log of 12,000 elements). Sample i must come out the same in every process,
 so each function is called once on one element, on one thread, before anything else."""
+
 import torch
 
-VML_FUNCTIONS = (torch.abs, torch.acos, torch.asin, torch.atan, torch.cos, torch.cosh, torch.erf, torch.erfc,
-                 torch.erfinv, torch.exp, torch.expm1, torch.lgamma, torch.log, torch.log10, torch.log1p, torch.log2,
-                 torch.rsqrt, torch.sin, torch.sinh, torch.sqrt, torch.tan, torch.tanh, torch.trunc)
+VML_FUNCTIONS = (
+    torch.abs,
+    torch.acos,
+    torch.asin,
+    torch.atan,
+    torch.cos,
+    torch.cosh,
+    torch.erf,
+    torch.erfc,
+    torch.erfinv,
+    torch.exp,
+    torch.expm1,
+    torch.lgamma,
+    torch.log,
+    torch.log10,
+    torch.log1p,
+    torch.log2,
+    torch.rsqrt,
+    torch.sin,
+    torch.sinh,
+    torch.sqrt,
+    torch.tan,
+    torch.tanh,
+    torch.trunc,
+)
 
 
 def warm_vml():

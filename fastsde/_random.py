@@ -4,6 +4,7 @@ per sample that the kernels draw from themselves.
 With one generator (or Philox seed) per sample, sample i's noise is the same whatever the batch it
 is drawn in, so results do not depend on batch size or the number of processes (as in NVlabs/edm).
 """
+
 import math
 
 import torch
@@ -46,7 +47,7 @@ def derive_seed(seed, *numbers):
     with `seed`: a different stream for each tuple, a seed in [0, 2^63)."""
     for n in numbers:
         seed = int(seed) * 1_000_003 + int(n)
-    return int(seed) % 2 ** 63
+    return int(seed) % 2**63
 
 
 def randn(shape, generator=None, device=None, dtype=torch.float32, rows=None):
@@ -70,5 +71,4 @@ def as_generator(generator, device):
     torch.Generator, a Philox, or a sequence with one generator or seed per sample."""
     if generator is None or isinstance(generator, (torch.Generator, Philox)):
         return generator
-    return [torch.Generator(device).manual_seed(int(g)) if not isinstance(g, torch.Generator) else g
-            for g in generator]
+    return [torch.Generator(device).manual_seed(int(g)) if not isinstance(g, torch.Generator) else g for g in generator]

@@ -16,6 +16,7 @@ every t); a CUDA-graphed path is timed at twice that length too, and its N-step 
 run plus the remaining steps at the cost per step the two lengths' difference gives, so that its
 graph capture counts once. The fast solvers run whole. Medians over `rounds`, runs interleaved.
 """
+
 import collections
 import contextlib
 import copy
@@ -44,24 +45,70 @@ def paths_for(device, official=None, precisions=None, compile=False):
     cuda = torch.device(device).type == "cuda"
     # The official loop runs under torch's precision settings, as the official code does: on GPUs,
     # TF32 convolutions by default (fastsde's fp32 is float32 throughout).
-    paths = [dict(name="official loop", backend="reference", precision=None, cuda_graph=False,
-                  channels_last=False, compile=False, fold=False)]
+    paths = [
+        dict(
+            name="official loop",
+            backend="reference",
+            precision=None,
+            cuda_graph=False,
+            channels_last=False,
+            compile=False,
+            fold=False,
+        )
+    ]
     if official:
         paths.append(dict(name="official code", official=official, precision=None))
     precisions = precisions or (("fp32", "tf32", "bf16") if cuda else ("fp32",))
     for p in precisions:
-        paths.append(dict(name=f"fastsde {p}", backend=None, precision=p, cuda_graph=False, channels_last=True,
-                          compile=False, fold=True))
+        paths.append(
+            dict(
+                name=f"fastsde {p}",
+                backend=None,
+                precision=p,
+                cuda_graph=False,
+                channels_last=True,
+                compile=False,
+                fold=True,
+            )
+        )
         if cuda:
-            paths.append(dict(name=f"fastsde {p} + graph", backend=None, precision=p, cuda_graph=True,
-                              channels_last=True, compile=False, fold=True))
+            paths.append(
+                dict(
+                    name=f"fastsde {p} + graph",
+                    backend=None,
+                    precision=p,
+                    cuda_graph=True,
+                    channels_last=True,
+                    compile=False,
+                    fold=True,
+                )
+            )
         if compile:
-            paths.append(dict(name=f"fastsde {p} + compile", backend=None, precision=p, cuda_graph=False,
-                              channels_last=True, compile=True, fold=True))
+            paths.append(
+                dict(
+                    name=f"fastsde {p} + compile",
+                    backend=None,
+                    precision=p,
+                    cuda_graph=False,
+                    channels_last=True,
+                    compile=True,
+                    fold=True,
+                )
+            )
     if cuda:  # the fastest path again with its noise drawn inside the PC kernels
         p = precisions[-1]
-        paths.append(dict(name=f"fastsde {p} + graph + philox", backend=None, precision=p, cuda_graph=True,
-                          channels_last=True, compile=False, fold=True, noise="philox"))
+        paths.append(
+            dict(
+                name=f"fastsde {p} + graph + philox",
+                backend=None,
+                precision=p,
+                cuda_graph=True,
+                channels_last=True,
+                compile=False,
+                fold=True,
+                noise="philox",
+            )
+        )
     return paths
 
 
@@ -86,8 +133,16 @@ def _sync(device):
 def path_score_fn(model, sde, config, device, path):
     """fast_score_fn of a copy of `model` as fastsde `path` runs it (backend, precision, layout, compile)."""
     with _backend(path["backend"]):
-        return fast_score_fn(model, sde, bool(config.training.continuous), device, path["precision"],
-                             channels_last=path["channels_last"], compile=path["compile"], fold=path["fold"])
+        return fast_score_fn(
+            model,
+            sde,
+            bool(config.training.continuous),
+            device,
+            path["precision"],
+            channels_last=path["channels_last"],
+            compile=path["compile"],
+            fold=path["fold"],
+        )
 
 
 def fastsde_sampler(model, sde, config, device, path):
@@ -103,16 +158,42 @@ def fastsde_sampler(model, sde, config, device, path):
 
         def run(batch, seed):
             shape = (batch, config.data.num_channels, config.data.image_size, config.data.image_size)
-            gen = (Philox(range(seed * batch, (seed + 1) * batch), device) if path.get("noise") == "philox"
-                   else torch.Generator(device).manual_seed(seed))
+            gen = (
+                Philox(range(seed * batch, (seed + 1) * batch), device)
+                if path.get("noise") == "philox"
+                else torch.Generator(device).manual_seed(seed)
+            )
             with _backend(path["backend"]):
                 if name == "pc":
-                    return sampling.pc_sample(score_fn, pc_sde, shape, s.predictor, s.corrector, s.snr,
-                                              s.n_steps_each, s.probability_flow, s.noise_removal, eps, gen, device,
-                                              cuda_graph=path["cuda_graph"])
-                return sampling.ode_sample(score_fn, sde, shape, name, steps=steps, eps=eps, generator=gen,
-                                           device=device, cuda_graph=path["cuda_graph"])
+                    return sampling.pc_sample(
+                        score_fn,
+                        pc_sde,
+                        shape,
+                        s.predictor,
+                        s.corrector,
+                        s.snr,
+                        s.n_steps_each,
+                        s.probability_flow,
+                        s.noise_removal,
+                        eps,
+                        gen,
+                        device,
+                        cuda_graph=path["cuda_graph"],
+                    )
+                return sampling.ode_sample(
+                    score_fn,
+                    sde,
+                    shape,
+                    name,
+                    steps=steps,
+                    eps=eps,
+                    generator=gen,
+                    device=device,
+                    cuda_graph=path["cuda_graph"],
+                )
+
         return run
+
     return sampler
 
 
@@ -122,6 +203,7 @@ def official_modules(path):
     switched off (its upfirdn2d then takes its own pure-PyTorch path, as the official code does on a
     CPU)."""
     import torch.utils.cpp_extension as cpp_extension
+
     if not os.path.isfile(os.path.join(path, "sampling.py")) or not os.path.isdir(os.path.join(path, "models")):
         raise FileNotFoundError(f"official={path}: not a score_sde_pytorch checkout (no sampling.py, models/)")
     if os.path.abspath(path) not in sys.path:
@@ -169,10 +251,22 @@ def official_sampler(model, sde, config, device, path, steps):
     def run(batch, seed):
         torch.manual_seed(seed)
         shape = (batch, config.data.num_channels, config.data.image_size, config.data.image_size)
-        fn = osampling.get_pc_sampler(osde, shape, predictor, corrector, lambda x: x, s.snr, s.n_steps_each,
-                                      s.probability_flow, bool(config.training.continuous), s.noise_removal,
-                                      default_eps(sde), device)
+        fn = osampling.get_pc_sampler(
+            osde,
+            shape,
+            predictor,
+            corrector,
+            lambda x: x,
+            s.snr,
+            s.n_steps_each,
+            s.probability_flow,
+            bool(config.training.continuous),
+            s.noise_removal,
+            default_eps(sde),
+            device,
+        )
         return fn(net)
+
     return run
 
 
@@ -208,12 +302,15 @@ def matrix_flops(model, sde, config, device):
     """FLOPs of one network call on one image in its matrix products (convolutions, linear layers,
     attention), as torch's FlopCounterMode counts them: what the arithmetic floor is made of."""
     from torch.utils.flop_counter import FlopCounterMode
+
     from .models import get_score_fn
+
     training = model.training
     x = torch.zeros(1, config.data.num_channels, config.data.image_size, config.data.image_size, device=device)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         get_score_fn(sde, model, train=False, continuous=bool(config.training.continuous))(
-            x, torch.full((1,), 0.5, device=device))
+            x, torch.full((1,), 0.5, device=device)
+        )
     model.train(training)
     return counter.get_total_flops()
 
@@ -236,13 +333,26 @@ def matrix_rate(device, rounds=5):
                 a @ b
             _sync(device)
             times.append((time.perf_counter() - start) / 4)
-        rates.append(2 * n ** 3 / statistics.median(times))
+        rates.append(2 * n**3 / statistics.median(times))
     return max(rates)
 
 
-def throughput(model, sde, config, device, batches=(1, 8), samplers=("pc", "dpmpp_2m"), pc_steps=25,
-               solver_steps=20, rounds=3, official=None, precisions=None, compile=False, label="model",
-               progress=None):
+def throughput(
+    model,
+    sde,
+    config,
+    device,
+    batches=(1, 8),
+    samplers=("pc", "dpmpp_2m"),
+    pc_steps=25,
+    solver_steps=20,
+    rounds=3,
+    official=None,
+    precisions=None,
+    compile=False,
+    label="model",
+    progress=None,
+):
     """Rows of images per second for each sampler, batch size and path (see the module docstring),
     with the fraction of the arithmetic floor reached: the seconds an image's matrix FLOPs (network
     evaluations x matrix_flops) take at matrix_rate, over the seconds it took.
@@ -285,12 +395,25 @@ def throughput(model, sde, config, device, batches=(1, 8), samplers=("pc", "dpmp
             new = []
             for name, t in seconds.items():
                 peaks = [timed[name, n]["peak"] for n in lengths[name] if timed[name, n]["peak"] is not None]
-                new.append({"model": label, "sampler": sampler, "batch": batch, "path": name, "nfe": nfe,
-                            "timed_steps": list(lengths[name]), "seconds_per_batch": t, "images_per_s": batch / t,
-                            "vs_official_loop": base / t, "vs_official_code": None if code is None else code / t,
-                            "of_floor": nfe * flops * batch / rate / t, "matrix_gflop_per_call": flops / 1e9,
-                            "matrix_tflop_s": rate / 1e12, "first_run_s": timed[name, s]["first"],
-                            "peak_memory_MiB": max(peaks) / 2 ** 20 if peaks else None})
+                new.append(
+                    {
+                        "model": label,
+                        "sampler": sampler,
+                        "batch": batch,
+                        "path": name,
+                        "nfe": nfe,
+                        "timed_steps": list(lengths[name]),
+                        "seconds_per_batch": t,
+                        "images_per_s": batch / t,
+                        "vs_official_loop": base / t,
+                        "vs_official_code": None if code is None else code / t,
+                        "of_floor": nfe * flops * batch / rate / t,
+                        "matrix_gflop_per_call": flops / 1e9,
+                        "matrix_tflop_s": rate / 1e12,
+                        "first_run_s": timed[name, s]["first"],
+                        "peak_memory_MiB": max(peaks) / 2**20 if peaks else None,
+                    }
+                )
             rows += new
             if progress:
                 progress(new)
@@ -301,6 +424,7 @@ def op_counts(fn, *args):
     """fn(*args) and the ATen / custom ops that call dispatched, a Counter by op name, views left out
     (they launch nothing): on any device, what each op costs a GPU at least, one launch."""
     from torch.utils._python_dispatch import TorchDispatchMode
+
     counts = collections.Counter()
 
     class Count(TorchDispatchMode):
@@ -309,6 +433,7 @@ def op_counts(fn, *args):
             if not func.is_view and func is not torch.ops.aten._unsafe_view.default:
                 counts[func.overloadpacket.__name__] += 1
             return func(*args, **(kwargs or {}))
+
     with Count():
         out = fn(*args)
     return out, counts
@@ -324,6 +449,7 @@ def op_profile(model, sde, config, device, batch, precisions=("fp32",), calls=3)
     (op, calls a call, ms a call, share), largest first."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
+
     cuda = torch.device(device).type == "cuda"
     shape = (batch, config.data.num_channels, config.data.image_size, config.data.image_size)
     x = torch.randn(shape, generator=torch.Generator(device).manual_seed(0), device=device)
@@ -348,13 +474,23 @@ def op_profile(model, sde, config, device, batch, precisions=("fp32",), calls=3)
                 _sync(device)
             dispatched = sum(op_counts(score_fn, x, t)[1].values())
         self_us = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
-        ops = sorted(((e.key, e.count / calls, self_us(e) / calls / 1e3) for e in prof.key_averages()
-                      if self_us(e) > 0), key=lambda o: -o[2])
+        ops = sorted(
+            ((e.key, e.count / calls, self_us(e) / calls / 1e3) for e in prof.key_averages() if self_us(e) > 0),
+            key=lambda o: -o[2],
+        )
         total = sum(ms for _, _, ms in ops)
         kernels = sum(e.device_type == DeviceType.CUDA for e in prof.events()) / calls if cuda else None
-        out.append({"path": path["name"], "batch": batch, "wall_ms": statistics.median(walls[2:]) * 1e3,
-                    "ops_per_call": dispatched, "kernels_per_call": kernels, "total_ms": total,
-                    "ops": [(name, n, ms, ms / total) for name, n, ms in ops]})
+        out.append(
+            {
+                "path": path["name"],
+                "batch": batch,
+                "wall_ms": statistics.median(walls[2:]) * 1e3,
+                "ops_per_call": dispatched,
+                "kernels_per_call": kernels,
+                "total_ms": total,
+                "ops": [(name, n, ms, ms / total) for name, n, ms in ops],
+            }
+        )
     return out
 
 
@@ -363,12 +499,16 @@ def op_profile_table(profiles, top=12):
     lines = []
     for p in profiles:
         kernels = "" if p["kernels_per_call"] is None else f", {p['kernels_per_call']:.0f} device events"
-        lines.append(f"{p.get('model', '')} batch {p['batch']} {p['path']}: {p['wall_ms']:.3f} ms a call "
-                     f"(wall), op self times {p['total_ms']:.3f} ms, {p['ops_per_call']} ops{kernels}")
+        lines.append(
+            f"{p.get('model', '')} batch {p['batch']} {p['path']}: {p['wall_ms']:.3f} ms a call "
+            f"(wall), op self times {p['total_ms']:.3f} ms, {p['ops_per_call']} ops{kernels}"
+        )
         rest = p["ops"][top:]
-        for name, n, ms, share in p["ops"][:top] + ([(f"{len(rest)} other ops", sum(o[1] for o in rest),
-                                                       sum(o[2] for o in rest), sum(o[3] for o in rest))]
-                                                     if rest else []):
+        for name, n, ms, share in p["ops"][:top] + (
+            [(f"{len(rest)} other ops", sum(o[1] for o in rest), sum(o[2] for o in rest), sum(o[3] for o in rest))]
+            if rest
+            else []
+        ):
             lines.append(f"    {name[:48]:48s} {n:6.0f}x {ms:9.3f} ms {share:7.1%}")
     return "\n".join(lines)
 
@@ -386,6 +526,7 @@ def saved_for_backward(exclude=()):
         if storage.data_ptr() not in skip:
             saved[storage.data_ptr()] = storage.nbytes()
         return t
+
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         yield saved
 
@@ -397,17 +538,34 @@ def train_memory(model, sde, config, device, batch, official=None, label="model"
     kernels: MiB of activations that autograd saves for the backward (any device) and the peak
     allocated (CUDA; None elsewhere). The second step is measured, once the optimizer state exists."""
     from . import losses, train
+
     cuda = torch.device(device).type == "cuda"
     t = config.training
     ours = train.objective(config, sde)
     paths = [("official loop", "reference", copy.deepcopy(model), ours)]
     if official:
         modules, net, osde = official_model(model, config, device, official, config.model.num_scales)
-        paths.append(("official code", None, net, modules.losses.get_sde_loss_fn(
-            osde, True, t.reduce_mean, t.continuous, t.likelihood_weighting)))
+        paths.append(
+            (
+                "official code",
+                None,
+                net,
+                modules.losses.get_sde_loss_fn(osde, True, t.reduce_mean, t.continuous, t.likelihood_weighting),
+            )
+        )
     paths.append(("fastsde fp32", None, copy.deepcopy(model), ours))
-    x = torch.rand(batch, config.data.num_channels, config.data.image_size, config.data.image_size,
-                   device=device, generator=torch.Generator(device).manual_seed(0)) * 2 - 1
+    x = (
+        torch.rand(
+            batch,
+            config.data.num_channels,
+            config.data.image_size,
+            config.data.image_size,
+            device=device,
+            generator=torch.Generator(device).manual_seed(0),
+        )
+        * 2
+        - 1
+    )
     rows = []
     for name, backend, net, loss_fn in paths:
         net.train()
@@ -421,9 +579,16 @@ def train_memory(model, sde, config, device, batch, official=None, label="model"
                     loss = loss_fn(net, x)
                 loss.backward()
                 opt.step()
-        peak = torch.cuda.max_memory_allocated(device) / 2 ** 20 if cuda else None
-        rows.append({"model": label, "batch": batch, "path": name, "saved_MiB": sum(saved.values()) / 2 ** 20,
-                     "train_step_peak_MiB": peak})
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
+        rows.append(
+            {
+                "model": label,
+                "batch": batch,
+                "path": name,
+                "saved_MiB": sum(saved.values()) / 2**20,
+                "train_step_peak_MiB": peak,
+            }
+        )
         del net, opt, loss
     return rows
 
@@ -431,8 +596,10 @@ def train_memory(model, sde, config, device, batch, official=None, label="model"
 def train_memory_table(rows):
     """The train_memory rows as text, each against the official loop and the official code: ratios
     of the peak where it was measured (CUDA), else of the saved activations."""
-    lines = [f"{'training step memory':28s} {'batch':>5s} {'path':24s} {'saved MiB':>10s} {'peak MiB':>9s} "
-             f"{'vs official loop':>16s} {'vs official code':>16s}"]
+    lines = [
+        f"{'training step memory':28s} {'batch':>5s} {'path':24s} {'saved MiB':>10s} {'peak MiB':>9s} "
+        f"{'vs official loop':>16s} {'vs official code':>16s}"
+    ]
     base = {(r["model"], r["batch"], r["path"]): r for r in rows}
     for r in rows:
         key = "train_step_peak_MiB" if r["train_step_peak_MiB"] is not None else "saved_MiB"
@@ -441,13 +608,26 @@ def train_memory_table(rows):
             b = base.get((r["model"], r["batch"], ref))
             ratios.append(f"{'-':>16s}" if b is None else f"{r[key] / b[key]:15.2f}x")
         peak = "" if r["train_step_peak_MiB"] is None else f"{r['train_step_peak_MiB']:9.0f}"
-        lines.append(f"{r['model'][:28]:28s} {r['batch']:5d} {r['path']:24s} {r['saved_MiB']:10.1f} {peak:>9s} "
-                     + " ".join(ratios))
+        lines.append(
+            f"{r['model'][:28]:28s} {r['batch']:5d} {r['path']:24s} {r['saved_MiB']:10.1f} {peak:>9s} "
+            + " ".join(ratios)
+        )
     return "\n".join(lines)
 
 
-def likelihood_speed(model, sde, config, device, batches=(1, 8), evals=3, rounds=3, precisions=None, compile=False,
-                     label="model", progress=None):
+def likelihood_speed(
+    model,
+    sde,
+    config,
+    device,
+    batches=(1, 8),
+    evals=3,
+    rounds=3,
+    precisions=None,
+    compile=False,
+    label="model",
+    progress=None,
+):
     """Rows of what a likelihood costs on each path (CUDA graphs apart: autograd is not captured):
     the milliseconds of one evaluation of its right-hand side (likelihood.ode_with_divergence: the
     probability-flow drift and the Hutchinson vector-Jacobian product) at t = 0.5, from `evals`
@@ -455,6 +635,7 @@ def likelihood_speed(model, sde, config, device, batches=(1, 8), evals=3, rounds
     every path. Medians over `rounds`, interleaved; peak memory on CUDA. progress(rows) as in
     throughput."""
     from . import likelihood
+
     paths = [p for p in paths_for(device, precisions=precisions, compile=compile) if not p.get("cuda_graph")]
     shape = (config.data.num_channels, config.data.image_size, config.data.image_size)
 
@@ -470,16 +651,27 @@ def likelihood_speed(model, sde, config, device, batches=(1, 8), evals=3, rounds
                 for _ in range(evals):
                     out = rhs(0.5, state)
             return out, evals
+
         return run
+
     runs = {p["name"]: runner(p) for p in paths}
     rows = []
     for batch in batches:
         timed = time_runs(runs, batch, rounds, device)
         base = timed["official loop"]["seconds"]
-        new = [{"model": label, "batch": batch, "path": name, "evals": evals,
-                "ms_per_eval": t["seconds"] / evals * 1e3, "vs_official_loop": base / t["seconds"],
-                "first_run_s": t["first"], "peak_memory_MiB": None if t["peak"] is None else t["peak"] / 2 ** 20}
-               for name, t in timed.items()]
+        new = [
+            {
+                "model": label,
+                "batch": batch,
+                "path": name,
+                "evals": evals,
+                "ms_per_eval": t["seconds"] / evals * 1e3,
+                "vs_official_loop": base / t["seconds"],
+                "first_run_s": t["first"],
+                "peak_memory_MiB": None if t["peak"] is None else t["peak"] / 2**20,
+            }
+            for name, t in timed.items()
+        ]
         rows += new
         if progress:
             progress(new)
@@ -488,12 +680,16 @@ def likelihood_speed(model, sde, config, device, batches=(1, 8), evals=3, rounds
 
 def likelihood_table(rows):
     """The likelihood_speed rows as text."""
-    lines = [f"{'likelihood (drift + VJP)':28s} {'batch':>5s} {'path':24s} {'ms/eval':>9s} {'vs official loop':>16s} "
-             f"{'peak MiB':>9s}"]
+    lines = [
+        f"{'likelihood (drift + VJP)':28s} {'batch':>5s} {'path':24s} {'ms/eval':>9s} {'vs official loop':>16s} "
+        f"{'peak MiB':>9s}"
+    ]
     for r in rows:
         mem = "" if r["peak_memory_MiB"] is None else f"{r['peak_memory_MiB']:9.0f}"
-        lines.append(f"{r['model'][:28]:28s} {r['batch']:5d} {r['path']:24s} {r['ms_per_eval']:9.3f} "
-                     f"{r['vs_official_loop']:15.2f}x {mem:>9s}")
+        lines.append(
+            f"{r['model'][:28]:28s} {r['batch']:5d} {r['path']:24s} {r['ms_per_eval']:9.3f} "
+            f"{r['vs_official_loop']:15.2f}x {mem:>9s}"
+        )
     return "\n".join(lines)
 
 
@@ -517,26 +713,58 @@ def accuracy(model, sde, config, device, batch=16, solver_steps=20, pc_steps=Non
     pixels = lambda x: data.to_uint8(x, config.data.centered).float()  # noqa: E731
     rows = []
     for method, steps in (("pc", None), ("dpmpp_2m", solver_steps), ("RK45", None)):
+
         def solve(precision, fast, graph):
-            score_fn = fast_score_fn(model, sde, bool(config.training.continuous), device, precision,
-                                     channels_last=fast, fold=fast)
+            score_fn = fast_score_fn(
+                model, sde, bool(config.training.continuous), device, precision, channels_last=fast, fold=fast
+            )
             if method == "pc":
-                x, nfe = sampling.pc_sample(score_fn, pc_sde, shape, s.predictor, s.corrector, s.snr, s.n_steps_each,
-                                            s.probability_flow, s.noise_removal, eps,
-                                            torch.Generator(device).manual_seed(seed), device, cuda_graph=graph)
+                x, nfe = sampling.pc_sample(
+                    score_fn,
+                    pc_sde,
+                    shape,
+                    s.predictor,
+                    s.corrector,
+                    s.snr,
+                    s.n_steps_each,
+                    s.probability_flow,
+                    s.noise_removal,
+                    eps,
+                    torch.Generator(device).manual_seed(seed),
+                    device,
+                    cuda_graph=graph,
+                )
             else:
-                x, nfe = sampling.ode_sample(score_fn, sde, shape, method, steps=steps, eps=eps, z=z.clone(),
-                                             cuda_graph=graph and method != "RK45")
+                x, nfe = sampling.ode_sample(
+                    score_fn,
+                    sde,
+                    shape,
+                    method,
+                    steps=steps,
+                    eps=eps,
+                    z=z.clone(),
+                    cuda_graph=graph and method != "RK45",
+                )
             return pixels(x), nfe
+
         ref, ref_nfe = solve("fp32", False, False)
         for name, precision, graph in variants:
             if graph and method == "RK45":
                 continue
             x, nfe = solve(precision, True, graph)
             diff = (x - ref).abs()
-            rows.append({"sampler": method, "variant": name, "mean_abs_diff_8bit": float(diff.mean()),
-                         "max_abs_diff_8bit": float(diff.max()), "mean_shift_8bit": float(x.mean() - ref.mean()),
-                         "std_ratio": float(x.std() / ref.std()), "nfe": nfe, "nfe_fp32": ref_nfe})
+            rows.append(
+                {
+                    "sampler": method,
+                    "variant": name,
+                    "mean_abs_diff_8bit": float(diff.mean()),
+                    "max_abs_diff_8bit": float(diff.max()),
+                    "mean_shift_8bit": float(x.mean() - ref.mean()),
+                    "std_ratio": float(x.std() / ref.std()),
+                    "nfe": nfe,
+                    "nfe_fp32": ref_nfe,
+                }
+            )
     return rows
 
 
@@ -548,37 +776,70 @@ def likelihood_accuracy(model, sde, config, device, batch=16, seed=0, tol=1e-5):
     image's, and the network evaluations RK45 needed (its step control meets the score's rounding).
     No CUDA graphs: autograd, which the divergence needs, is not captured."""
     from . import likelihood
+
     cuda = torch.device(device).type == "cuda"
     centered, continuous = config.data.centered, bool(config.training.continuous)
     shape = (batch, config.data.num_channels, config.data.image_size, config.data.image_size)
-    path = lambda fast, precision: fast_score_fn(model, sde, continuous, device, precision,  # noqa: E731
-                                                 channels_last=fast, fold=fast)
-    x, _ = sampling.ode_sample(path(False, "fp32"), sde, shape, "dpmpp_2m", steps=20, eps=default_eps(sde),
-                               generator=torch.Generator(device).manual_seed(seed), device=device)
+
+    def path(fast, precision):
+        return fast_score_fn(
+            model,
+            sde,
+            continuous,
+            device,
+            precision,  # noqa: E731
+            channels_last=fast,
+            fold=fast,
+        )
+
+    x, _ = sampling.ode_sample(
+        path(False, "fp32"),
+        sde,
+        shape,
+        "dpmpp_2m",
+        steps=20,
+        eps=default_eps(sde),
+        generator=torch.Generator(device).manual_seed(seed),
+        device=device,
+    )
     images = data.to_uint8(x, centered).cpu()
 
     def bpd(score_fn):
-        _, per_image, _, nfe = likelihood.dataset_bits_per_dim(score_fn, sde, images, centered, batch, seed=seed,
-                                                               device=device, rtol=tol, atol=tol)
+        _, per_image, _, nfe = likelihood.dataset_bits_per_dim(
+            score_fn, sde, images, centered, batch, seed=seed, device=device, rtol=tol, atol=tol
+        )
         return per_image.double(), nfe
+
     ref, ref_nfe = bpd(path(False, "fp32"))
     rows = []
     for precision in ("fp32", "bf16", "fp16") + (("tf32",) if cuda else ()):
         got, nfe = bpd(path(True, precision))
         diff = (got - ref).abs()
-        rows.append({"variant": "fp32 channels_last" if precision == "fp32" else precision,
-                     "bpd": float(got.mean()), "bpd_fp32": float(ref.mean()), "mean_abs_diff_bpd": float(diff.mean()),
-                     "max_abs_diff_bpd": float(diff.max()), "nfe": nfe, "nfe_fp32": ref_nfe})
+        rows.append(
+            {
+                "variant": "fp32 channels_last" if precision == "fp32" else precision,
+                "bpd": float(got.mean()),
+                "bpd_fp32": float(ref.mean()),
+                "mean_abs_diff_bpd": float(diff.mean()),
+                "max_abs_diff_bpd": float(diff.max()),
+                "nfe": nfe,
+                "nfe_fp32": ref_nfe,
+            }
+        )
     return rows
 
 
 def likelihood_accuracy_table(rows):
     """The likelihood_accuracy rows as text."""
-    lines = [f"{'likelihood (vs fp32 eager)':28s} {'variant':22s} {'bits/dim':>9s} {'fp32':>9s} {'mean |d|':>9s} "
-             f"{'max |d|':>9s} {'NFE':>9s}"]
+    lines = [
+        f"{'likelihood (vs fp32 eager)':28s} {'variant':22s} {'bits/dim':>9s} {'fp32':>9s} {'mean |d|':>9s} "
+        f"{'max |d|':>9s} {'NFE':>9s}"
+    ]
     for r in rows:
-        lines.append(f"{'':28s} {r['variant']:22s} {r['bpd']:9.4f} {r['bpd_fp32']:9.4f} {r['mean_abs_diff_bpd']:9.4f} "
-                     f"{r['max_abs_diff_bpd']:9.4f} {r['nfe']:4d}/{r['nfe_fp32']:<4d}")
+        lines.append(
+            f"{'':28s} {r['variant']:22s} {r['bpd']:9.4f} {r['bpd_fp32']:9.4f} {r['mean_abs_diff_bpd']:9.4f} "
+            f"{r['max_abs_diff_bpd']:9.4f} {r['nfe']:4d}/{r['nfe_fp32']:<4d}"
+        )
     return "\n".join(lines)
 
 
@@ -589,34 +850,53 @@ def machine(device):
         with open("/proc/cpuinfo") as fh:
             cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     import fastsde
-    info = {"device": str(device), "cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "fastsde": fastsde.__version__, "python": platform.python_version(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+    info = {
+        "device": str(device),
+        "cpu": cpu,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "fastsde": fastsde.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
     if torch.device(device).type == "cuda":
         info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
         with contextlib.suppress(ImportError):
             import triton
+
             info["triton"] = triton.__version__
     return info
 
 
 def table(rows, accuracy_rows=()):
     """The results as text: throughput rows, then accuracy rows."""
-    lines = [f"{'model':24s} {'sampler':9s} {'batch':>5s} {'path':24s} {'NFE':>5s} {'img/s':>10s} "
-             f"{'vs official loop':>16s} {'vs official code':>16s} {'of floor':>8s} {'peak MiB':>9s}"]
+    lines = [
+        f"{'model':24s} {'sampler':9s} {'batch':>5s} {'path':24s} {'NFE':>5s} {'img/s':>10s} "
+        f"{'vs official loop':>16s} {'vs official code':>16s} {'of floor':>8s} {'peak MiB':>9s}"
+    ]
     for r in rows:
         mem = "" if r["peak_memory_MiB"] is None else f"{r['peak_memory_MiB']:9.0f}"
         code = f"{r['vs_official_code']:15.2f}x" if r.get("vs_official_code") else f"{'-':>16s}"
-        lines.append(f"{r['model'][:24]:24s} {r['sampler']:9s} {r['batch']:5d} {r['path']:24s} {r['nfe']:5d} "
-                     f"{r['images_per_s']:10.4g} {r['vs_official_loop']:15.2f}x {code} {r['of_floor']:8.2%} {mem}")
+        lines.append(
+            f"{r['model'][:24]:24s} {r['sampler']:9s} {r['batch']:5d} {r['path']:24s} {r['nfe']:5d} "
+            f"{r['images_per_s']:10.4g} {r['vs_official_loop']:15.2f}x {code} {r['of_floor']:8.2%} {mem}"
+        )
     floors = {(r["model"], r["matrix_gflop_per_call"], r["matrix_tflop_s"]) for r in rows}
-    lines += [f"of floor: {model}'s {gflop:.3g} GFLOP of matrix products a network call at the matmul rate "
-              f"measured here, {tflops:.3g} TFLOP/s" for model, gflop, tflops in sorted(floors)]
+    lines += [
+        f"of floor: {model}'s {gflop:.3g} GFLOP of matrix products a network call at the matmul rate "
+        f"measured here, {tflops:.3g} TFLOP/s"
+        for model, gflop, tflops in sorted(floors)
+    ]
     if accuracy_rows:
-        lines.append(f"{'accuracy (vs fp32 eager)':24s} {'sampler':9s} {'variant':22s} {'mean |d|':>9s} "
-                     f"{'max |d|':>8s} {'mean shift':>10s} {'std ratio':>9s} {'NFE':>9s}   (8-bit pixel units)")
+        lines.append(
+            f"{'accuracy (vs fp32 eager)':24s} {'sampler':9s} {'variant':22s} {'mean |d|':>9s} "
+            f"{'max |d|':>8s} {'mean shift':>10s} {'std ratio':>9s} {'NFE':>9s}   (8-bit pixel units)"
+        )
         for r in accuracy_rows:
-            lines.append(f"{'':24s} {r['sampler']:9s} {r['variant']:22s} {r['mean_abs_diff_8bit']:9.3f} "
-                         f"{r['max_abs_diff_8bit']:8.1f} {r['mean_shift_8bit']:+10.3f} {r['std_ratio']:9.4f} "
-                         f"{r['nfe']:4d}/{r['nfe_fp32']:<4d}")
+            lines.append(
+                f"{'':24s} {r['sampler']:9s} {r['variant']:22s} {r['mean_abs_diff_8bit']:9.3f} "
+                f"{r['max_abs_diff_8bit']:8.1f} {r['mean_shift_8bit']:+10.3f} {r['std_ratio']:9.4f} "
+                f"{r['nfe']:4d}/{r['nfe_fp32']:<4d}"
+            )
     return "\n".join(lines)

@@ -6,6 +6,7 @@ An official .pth is {'model': state dict with 'module.' prefixes, 'ema': {'decay
 with torch.load(weights_only=True) and nothing else: a file that asks to run code is refused.
 A .safetensors file holds one set of weights (prefix-free) and the config as JSON in its metadata.
 """
+
 import functools
 import hashlib
 import json
@@ -37,24 +38,30 @@ def read(path):
     except pickle.UnpicklingError as e:
         found = re.search(r"WeightsUnpickler error:\s*(.*?)(?: was not an allowed| Please use|\n\n|$)", str(e), re.S)
         what = found.group(1).strip() if found else "content beyond tensors and plain containers"
-        raise CheckpointError(f"{path}: refused: the file asks to unpickle code or objects that weights_only "
-                              f"loading does not allow ({what}); fastsde never loads such files") from None
+        raise CheckpointError(
+            f"{path}: refused: the file asks to unpickle code or objects that weights_only "
+            f"loading does not allow ({what}); fastsde never loads such files"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated?): "
-                              f"{str(e).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (corrupt or truncated?): {str(e).splitlines()[0]}"
+        ) from None
 
 
 def strip_prefix(state):
     """The state dict without DataParallel's 'module.' prefix."""
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
 def _describe_mismatch(model, state):
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
-              for k in own if k in state and state[k].shape != own[k].shape]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     parts = []
     for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
         if items:
@@ -71,8 +78,9 @@ def build_checked(make, state, path):
         shell = make()
     problem = _describe_mismatch(shell, state)
     if problem:
-        raise CheckpointError(f"{path}: the weights do not fit the {type(shell).__name__} that the config "
-                              f"describes: {problem}")
+        raise CheckpointError(
+            f"{path}: the weights do not fit the {type(shell).__name__} that the config describes: {problem}"
+        )
     return make()
 
 
@@ -81,7 +89,9 @@ def load_state(model, state, ema=None):
     onto the trainable parameters in order. Raises CheckpointError naming what does not fit."""
     problem = _describe_mismatch(model, state)
     if problem:
-        raise CheckpointError(f"the checkpoint does not fit the {type(model).__name__} built from the config: {problem}")
+        raise CheckpointError(
+            f"the checkpoint does not fit the {type(model).__name__} built from the config: {problem}"
+        )
     model.load_state_dict(state, strict=True)
     if ema is None:
         return model
@@ -89,9 +99,14 @@ def load_state(model, state, ema=None):
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not isinstance(shadow, (list, tuple)) or len(shadow) != len(trainable):
         got = len(shadow) if isinstance(shadow, (list, tuple)) else type(shadow).__name__
-        raise CheckpointError(f"ema.shadow_params has {got} entries; the model has {len(trainable)} trainable parameters")
-    bad = [f"{n}: ema {tuple(s.shape)}, model {tuple(p.shape)}" for (n, p), s in zip(trainable, shadow)
-           if s.shape != p.shape]
+        raise CheckpointError(
+            f"ema.shadow_params has {got} entries; the model has {len(trainable)} trainable parameters"
+        )
+    bad = [
+        f"{n}: ema {tuple(s.shape)}, model {tuple(p.shape)}"
+        for (n, p), s in zip(trainable, shadow)
+        if s.shape != p.shape
+    ]
     if bad:
         raise CheckpointError(f"ema.shadow_params do not fit the model's parameters: {', '.join(bad[:5])}")
     with torch.no_grad():
@@ -133,8 +148,12 @@ def detect_config(state):
     network can be identical in shape; then the config must be given)."""
     want = signature(state)
     sigmas = state.get("sigmas")
-    return pick_config(lambda name, config: official_signature(name) == want and (
-        sigmas is None or abs(float(sigmas[0]) - config.model.sigma_max) <= 1e-6 * config.model.sigma_max))
+    return pick_config(
+        lambda name, config: (
+            official_signature(name) == want
+            and (sigmas is None or abs(float(sigmas[0]) - config.model.sigma_max) <= 1e-6 * config.model.sigma_max)
+        )
+    )
 
 
 def pick_config(fits):
@@ -146,15 +165,23 @@ def pick_config(fits):
         if config.model.name.lower() in MODELS and fits(name, config):
             found.append((name, config))
     if not found:
-        raise CheckpointError("no official config fits this checkpoint's keys and shapes; give its config "
-                              "(config= in Python, --config on the command line)")
+        raise CheckpointError(
+            "no official config fits this checkpoint's keys and shapes; give its config "
+            "(config= in Python, --config on the command line)"
+        )
     first = found[0][1]
-    same = all(c.model == first.model and c.training.sde == first.training.sde and
-               c.training.continuous == first.training.continuous for _, c in found)
+    same = all(
+        c.model == first.model
+        and c.training.sde == first.training.sde
+        and c.training.continuous == first.training.continuous
+        for _, c in found
+    )
     if not same:
-        raise CheckpointError(f"several official configs fit this checkpoint: {', '.join(n for n, _ in found)}; "
-                              "give its config (config= in Python, --config on the command line): the "
-                              "weights alone do not tell the SDE apart")
+        raise CheckpointError(
+            f"several official configs fit this checkpoint: {', '.join(n for n, _ in found)}; "
+            "give its config (config= in Python, --config on the command line): the "
+            "weights alone do not tell the SDE apart"
+        )
     return found[0][0]
 
 
@@ -170,6 +197,7 @@ def read_safetensors(path):
     """(state dict, config dict or None) of a .safetensors file written by save_safetensors."""
     st = _safetensors()
     from safetensors import SafetensorError, safe_open
+
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
@@ -191,8 +219,11 @@ def write_safetensors(path, state, config=None):
 def save_safetensors(path, model, config=None, dtype=None):
     """Writes the model's weights (and the config, as metadata) to a .safetensors file, atomically;
     floating-point tensors in `dtype` if given (loading casts them back to the model's dtype)."""
-    write_safetensors(path, {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
-                             for k, v in model.state_dict().items()}, config)
+    write_safetensors(
+        path,
+        {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v for k, v in model.state_dict().items()},
+        config,
+    )
 
 
 def load_checkpoint(path, config=None, use_ema=True, device="cpu"):
@@ -259,9 +290,11 @@ def atomic_write(path, write):
 
 def atomic_write_bytes(path, data):
     """Writes bytes (or a str, as UTF-8) to `path`, atomically (see atomic_write)."""
+
     def write(tmp):
         with open(tmp, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
+
     atomic_write(path, write)
 
 
@@ -270,8 +303,7 @@ def atomic_save(obj, path):
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def save_checkpoint(path, model, ema_params=None, optimizer=None, step=0, ema_decay=0.999, num_updates=0,
-                    extra=None):
+def save_checkpoint(path, model, ema_params=None, optimizer=None, step=0, ema_decay=0.999, num_updates=0, extra=None):
     """Writes `model` in the official layout (so upstream's restore_checkpoint reads it):
     'module.'-prefixed weights, the EMA shadow parameters (default: the model's own trainable
     parameters), an Adam state (default: a fresh one over the model) and the step; `extra` (a dict
@@ -281,10 +313,12 @@ def save_checkpoint(path, model, ema_params=None, optimizer=None, step=0, ema_de
     if len(shadow) != len(trainable):
         raise ValueError(f"ema_params: {len(shadow)} tensors for {len(trainable)} trainable parameters")
     optimizer = optimizer or torch.optim.Adam(trainable)
-    state = {"optimizer": optimizer.state_dict(),
-             "model": {f"module.{k}": v for k, v in model.state_dict().items()},
-             "ema": {"decay": ema_decay, "num_updates": num_updates, "shadow_params": shadow},
-             "step": step}
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "model": {f"module.{k}": v for k, v in model.state_dict().items()},
+        "ema": {"decay": ema_decay, "num_updates": num_updates, "shadow_params": shadow},
+        "step": step,
+    }
     if extra is not None:
         state["fastsde"] = extra
     atomic_save(state, path)

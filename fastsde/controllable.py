@@ -11,6 +11,7 @@ the data perturbed to time T (upstream started it from the clean data).
 Class-conditional sampling adds the gradient of a noise-conditional classifier's log-probability to
 the score: s(x, t) + scale grad_x log p(y | x, t) (Eq. 14), as the official JAX code does.
 """
+
 import json
 
 import torch
@@ -24,9 +25,13 @@ from .sde import batch_view
 
 # The official orthonormal map from RGB to (grey, two colour-difference channels): column 0 is
 # (1, 1, 1) / sqrt(3), so decoupled channel 0 is sqrt(3) times the grey level.
-COLOR_BASIS = torch.tensor([[5.7735014e-01, -8.1649649e-01, 4.7008697e-08],
-                            [5.7735026e-01, 4.0824834e-01, 7.0710671e-01],
-                            [5.7735026e-01, 4.0824822e-01, -7.0710683e-01]])
+COLOR_BASIS = torch.tensor(
+    [
+        [5.7735014e-01, -8.1649649e-01, 4.7008697e-08],
+        [5.7735026e-01, 4.0824834e-01, 7.0710671e-01],
+        [5.7735026e-01, 4.0824822e-01, -7.0710683e-01],
+    ]
+)
 
 
 def decouple(x):
@@ -49,8 +54,8 @@ def replace_known(sde, known, mask, generator=None, to=None, back=None):
         alpha, std = sde.marginal_coef(t)
         mean = batch_view(alpha, known) * known
         noised = mean + batch_view(std, known) * _random.randn(known.shape, generator, known.device, known.dtype)
-        return (back(to(x) * (1 - mask) + noised * mask),
-                back(to(x_mean) * (1 - mask) + mean * mask))
+        return (back(to(x) * (1 - mask) + noised * mask), back(to(x_mean) * (1 - mask) + mean * mask))
+
     return constraint
 
 
@@ -61,25 +66,70 @@ def _check_images(x, name, channels=None):
         raise ValueError(f"{name} has {x.shape[1]} channels; the model takes {channels}")
 
 
-def inpaint(score_fn, sde, data, mask, predictor="reverse_diffusion", corrector="langevin", snr=0.16, n_steps=1,
-            probability_flow=False, denoise=True, eps=1e-3, generator=None, per_sample=False):
+def inpaint(
+    score_fn,
+    sde,
+    data,
+    mask,
+    predictor="reverse_diffusion",
+    corrector="langevin",
+    snr=0.16,
+    n_steps=1,
+    probability_flow=False,
+    denoise=True,
+    eps=1e-3,
+    generator=None,
+    per_sample=False,
+):
     """Fills in data [B, C, H, W] (model space) where mask is 0, keeping it where mask is 1; mask
     [B or 1, C or 1, H, W] of zeros and ones. Returns (x, nfe) as pc_sample."""
     _check_images(data, "data")
-    if mask.dim() != 4 or any(m not in (1, d) for m, d in zip(mask.shape, data.shape)) or mask.shape[2:] != data.shape[2:]:
-        raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit data of shape {tuple(data.shape)} "
-                         "(it must be [B or 1, C or 1, H, W])")
+    if (
+        mask.dim() != 4
+        or any(m not in (1, d) for m, d in zip(mask.shape, data.shape))
+        or mask.shape[2:] != data.shape[2:]
+    ):
+        raise ValueError(
+            f"mask of shape {tuple(mask.shape)} does not fit data of shape {tuple(data.shape)} "
+            "(it must be [B or 1, C or 1, H, W])"
+        )
     if not ((mask == 0) | (mask == 1)).all():
         raise ValueError("mask must hold only 0 (to fill in) and 1 (known)")
     generator = _random.as_generator(generator, data.device)
     mask = mask.to(data)
-    x, nfe = pc_sample(score_fn, sde, data.shape, predictor, corrector, snr, n_steps, probability_flow, denoise, eps,
-                       generator, data.device, per_sample, constraint=replace_known(sde, data, mask, generator))
+    x, nfe = pc_sample(
+        score_fn,
+        sde,
+        data.shape,
+        predictor,
+        corrector,
+        snr,
+        n_steps,
+        probability_flow,
+        denoise,
+        eps,
+        generator,
+        data.device,
+        per_sample,
+        constraint=replace_known(sde, data, mask, generator),
+    )
     return x * (1 - mask) + data * mask, nfe  # the known part is the data itself, not its value at eps
 
 
-def colorize(score_fn, sde, grey, predictor="reverse_diffusion", corrector="langevin", snr=0.16, n_steps=1,
-             probability_flow=False, denoise=True, eps=1e-3, generator=None, per_sample=False):
+def colorize(
+    score_fn,
+    sde,
+    grey,
+    predictor="reverse_diffusion",
+    corrector="langevin",
+    snr=0.16,
+    n_steps=1,
+    probability_flow=False,
+    denoise=True,
+    eps=1e-3,
+    generator=None,
+    per_sample=False,
+):
     """Colours grey images: grey [B, 1, H, W], or [B, 3, H, W] with equal channels (model space),
     for a model of RGB images. The result's channel mean equals the grey input. Returns (x, nfe)."""
     _check_images(grey, "grey")
@@ -94,8 +144,22 @@ def colorize(score_fn, sde, grey, predictor="reverse_diffusion", corrector="lang
     generator = _random.as_generator(generator, rgb.device)
     known = decouple(rgb)
     constraint = replace_known(sde, known, mask, generator, to=decouple, back=couple)
-    x, nfe = pc_sample(score_fn, sde, rgb.shape, predictor, corrector, snr, n_steps, probability_flow, denoise, eps,
-                       generator, rgb.device, per_sample, constraint=constraint)
+    x, nfe = pc_sample(
+        score_fn,
+        sde,
+        rgb.shape,
+        predictor,
+        corrector,
+        snr,
+        n_steps,
+        probability_flow,
+        denoise,
+        eps,
+        generator,
+        rgb.device,
+        per_sample,
+        constraint=constraint,
+    )
     return couple(decouple(x) * (1 - mask) + known * mask), nfe  # the grey level exactly as given
 
 
@@ -111,12 +175,15 @@ def classifier_score_fn(score_fn, classifier, labels, scale=1.0):
             logits = classifier(xg, t)
             if x.device not in on:
                 if labels.min() < 0 or labels.max() >= logits.shape[1]:
-                    raise ValueError(f"labels must lie in [0, {logits.shape[1]}), the classifier's classes; "
-                                     f"got {labels.min().item()}..{labels.max().item()}")
+                    raise ValueError(
+                        f"labels must lie in [0, {logits.shape[1]}), the classifier's classes; "
+                        f"got {labels.min().item()}..{labels.max().item()}"
+                    )
                 on[x.device] = labels.to(x.device)
             logp = F.log_softmax(logits.float(), dim=1).gather(1, on[x.device][:, None]).sum()
             (grad,) = torch.autograd.grad(logp, xg)
         return score_fn(x, t) + scale * grad.to(x.dtype)
+
     return conditional
 
 
@@ -125,12 +192,26 @@ def noise_conditional(net, sde):
     return lambda x, t: net(x, sde.marginal_coef(t)[1])
 
 
-def train_classifier(net, sde, images, labels, centered, steps=2000, batch_size=128, lr=1e-3, eps=1e-5, seed=0,
-                     device="cpu", log=print, log_freq=100):
+def train_classifier(
+    net,
+    sde,
+    images,
+    labels,
+    centered,
+    steps=2000,
+    batch_size=128,
+    lr=1e-3,
+    eps=1e-5,
+    seed=0,
+    device="cpu",
+    log=print,
+    log_freq=100,
+):
     """Trains a noise-conditional classifier on data perturbed by the forward SDE (App. I.4):
     t ~ U(eps, T), x_t = alpha(t) x + std(t) z, cross-entropy of net(x_t, std(t)). images: uint8
     [N, C, H, W]; labels [N]. Returns the mean loss of each log interval."""
     from .data import Batches, to_model
+
     g = torch.Generator(device).manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     batches, history, total = Batches(len(images), batch_size, seed), [], 0.0
@@ -159,8 +240,11 @@ def save_classifier(path, net, dtype=None):
     """Writes a WideResNet's weights (floating-point ones in `dtype` if given) and constructor
     arguments to .safetensors, atomically."""
     import safetensors.torch
-    state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
-             for k, v in net.state_dict().items()}
+
+    state = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
+        for k, v in net.state_dict().items()
+    }
     meta = {"fastsde_classifier": json.dumps(net.args)}
     atomic_write(path, lambda tmp: safetensors.torch.save_file(state, tmp, metadata=meta))
 
@@ -168,6 +252,7 @@ def save_classifier(path, net, dtype=None):
 def load_classifier(path, device="cpu"):
     """A WideResNet from a file written by save_classifier, in eval mode on `device`."""
     from safetensors import safe_open
+
     state, _ = read_safetensors(path)  # refuses files that are not safetensors, clearly
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}

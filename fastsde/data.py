@@ -5,6 +5,7 @@ Sources: the embedded handwritten digits (no download), a .npz array, or a folde
 Pillow). Model space is the official one: x = img / 255 in [0, 1] (or (255 img + U) / 256 with
 uniform dequantization), then 2x - 1 when `centered`.
 """
+
 import os
 
 import numpy as np
@@ -19,8 +20,18 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 # Ink colours of the RGB digits: saturated hues of different brightness, so that a grey image
 # leaves its colour open (what colorization has to recover).
-PALETTE = np.array([[1.0, 0.25, 0.2], [1.0, 0.6, 0.1], [1.0, 1.0, 0.25], [0.3, 1.0, 0.3],
-                    [0.25, 1.0, 1.0], [0.35, 0.45, 1.0], [1.0, 0.35, 1.0], [1.0, 1.0, 1.0]])
+PALETTE = np.array(
+    [
+        [1.0, 0.25, 0.2],
+        [1.0, 0.6, 0.1],
+        [1.0, 1.0, 0.25],
+        [0.3, 1.0, 0.3],
+        [0.25, 1.0, 1.0],
+        [0.35, 0.45, 1.0],
+        [1.0, 0.35, 1.0],
+        [1.0, 1.0, 1.0],
+    ]
+)
 
 
 def digits(split="train", rgb=False):
@@ -59,8 +70,9 @@ def load_npz(path, key=None):
     with open_npz(path) as f:
         keys = [key] if key else [k for k in ("images", "x", "samples", "arr_0") if k in f.files]
         if not keys or keys[0] not in f.files:
-            raise ValueError(f"{path}: no image array (looked for {keys or ['images', 'x', 'samples', 'arr_0']}; "
-                             f"has {f.files})")
+            raise ValueError(
+                f"{path}: no image array (looked for {keys or ['images', 'x', 'samples', 'arr_0']}; has {f.files})"
+            )
         return _as_nchw(f[keys[0]], path)
 
 
@@ -73,8 +85,10 @@ def _pixels(image, name):
     elif image.mode == "1":
         image = image.convert("L")
     if image.mode not in ("L", "RGB", "RGBA"):
-        raise ValueError(f"{name}: image mode {image.mode}; fastsde reads 8-bit grey, RGB or RGBA images "
-                         "(and palette, CMYK, YCbCr and bilevel ones, which it converts)")
+        raise ValueError(
+            f"{name}: image mode {image.mode}; fastsde reads 8-bit grey, RGB or RGBA images "
+            "(and palette, CMYK, YCbCr and bilevel ones, which it converts)"
+        )
     return np.asarray(image)
 
 
@@ -112,8 +126,10 @@ def load(source, split="train"):
         return load_folder(source)
     if str(source).endswith(".npz") and os.path.isfile(source):
         return load_npz(source)
-    raise ValueError(f"data: {source!r} is neither 'digits', an existing .npz file nor an image folder "
-                     "(fastsde downloads nothing: point it at local data)")
+    raise ValueError(
+        f"data: {source!r} is neither 'digits', an existing .npz file nor an image folder "
+        "(fastsde downloads nothing: point it at local data)"
+    )
 
 
 def labeled(source, split="train"):
@@ -141,8 +157,10 @@ def dataset(config, split="train", source=None, channels=True):
     the channel count open (grey images for colorization)."""
     source = source or config.data.get("path")
     if not source and config.data.dataset.upper() not in ("DIGITS", "DIGITS_RGB"):
-        raise ValueError(f"data.path is not set and dataset {config.data.dataset!r} is not embedded; set "
-                         "data.path (or --data) to a .npz file or an image folder")
+        raise ValueError(
+            f"data.path is not set and dataset {config.data.dataset!r} is not embedded; set "
+            "data.path (or --data) to a .npz file or an image folder"
+        )
     source = source or config.data.dataset
     size = config.data.image_size
     return check_images(load(source, split), source, (config.data.num_channels if channels else None, size, size))
@@ -197,7 +215,7 @@ class Batches:
     def _order(self):
         if self._cached[0] != self.epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            self._cached = (self.epoch, torch.randperm(self.n, generator=g)[self.rank::self.world])
+            self._cached = (self.epoch, torch.randperm(self.n, generator=g)[self.rank :: self.world])
         return self._cached[1]
 
     def __iter__(self):
@@ -208,7 +226,7 @@ class Batches:
         if self.pos + self.batch_size > len(order):  # drop the ragged end, as the official loader
             self.epoch, self.pos = self.epoch + 1, 0
             order = self._order()
-        batch = order[self.pos:self.pos + self.batch_size]
+        batch = order[self.pos : self.pos + self.batch_size]
         self.pos += self.batch_size
         return batch
 

@@ -7,6 +7,7 @@ drives the samplers of fastsde.sampling: each sampler writes one step as body(i,
 free of host syncs, and run_steps either calls it step by step or captures it in a CUDA graph, so
 that a whole step (network and fused update, noise included) costs one launch.
 """
+
 import copy
 
 import torch
@@ -40,6 +41,7 @@ def with_precision(score_fn, precision, device):
                 return score_fn(x, t)
             finally:
                 torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
         return tf32_score_fn
     dtype = HALF[precision]
 
@@ -48,11 +50,11 @@ def with_precision(score_fn, precision, device):
         # a CUDA graph capture would hold the graph's private memory.
         with torch.autocast(device.type, dtype=dtype, cache_enabled=False):
             return score_fn(x, t).float()
+
     return autocast_score_fn
 
 
-def fast_score_fn(model, sde, continuous, device, precision="fp32", channels_last=True, compile=False,
-                  fold=True):
+def fast_score_fn(model, sde, continuous, device, precision="fp32", channels_last=True, compile=False, fold=True):
     """score_fn(x, t) of a copy of `model` made ready for sampling (`model` is unchanged): with
     `fold`, its constants folded (models.fold_constants: fewer kernels a call, the same function up
     to rounding); channels_last weights and inputs (the convolutions run faster in that layout on
@@ -62,6 +64,7 @@ def fast_score_fn(model, sde, continuous, device, precision="fp32", channels_las
     precision=None leave the official code's path.
     x: [B, C, H, W] float32 in any layout; t: [B]. Returns the score, float32, [B, C, H, W]."""
     from .models import fold_constants, get_score_fn
+
     device = torch.device(device)
     # An inference copy: a gradient through it (the likelihood's vector-Jacobian product) is one
     # with respect to x, for which autograd then keeps and computes nothing of the weights'.
@@ -89,6 +92,7 @@ def half_weights(model, dtype):
     taps, which the op reads in float32) and other modules' parameters (the Fourier features' W, the
     noise levels) keep their dtype. Returns `model`."""
     from .models.layers import NIN, FIRConv2d, GroupNorm
+
     # Modules whose parameters only autocast's half-precision ops read (GroupNorm casts its
     # affine parameters to x's dtype itself).
     casts = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, NIN, FIRConv2d, GroupNorm)

@@ -9,13 +9,15 @@ official sample files) and a PNG grid. Each process draws its share of the sampl
 independence holds for every sampler: PC takes a per-sample Langevin step and RK45 steps each
 sample on its own.
 """
+
 import os
 import sys
 import time
 
 import torch
 
-from . import data, images as images_lib, runs, sampling, solvers
+from . import data, runs, sampling, solvers
+from . import images as images_lib
 from ._random import Philox, derive_seed
 
 SAMPLERS = ("pc", "ode", *solvers.SOLVERS)
@@ -28,14 +30,30 @@ def default_eps(sde, config=None):
     """The sampling eps: the config's sampling.eps where it has one (from a diffusers scheduler's
     sampling_eps), else the official 1e-5 for VE, 1e-3 for VP and sub-VP."""
     from .sde import VESDE
+
     if config is not None and config.sampling.get("eps") is not None:
         return config.sampling.eps
     return 1e-5 if isinstance(sde, VESDE) else 1e-3
 
 
-def sample_batch(score_fn, sde, config, indices, seed, sampler="pc", steps=None, device="cpu", eps=None,
-                 predictor=None, corrector=None, snr=None, n_steps=None, cuda_graph=False, noise="torch",
-                 schedule=None):
+def sample_batch(
+    score_fn,
+    sde,
+    config,
+    indices,
+    seed,
+    sampler="pc",
+    steps=None,
+    device="cpu",
+    eps=None,
+    predictor=None,
+    corrector=None,
+    snr=None,
+    n_steps=None,
+    cuda_graph=False,
+    noise="torch",
+    schedule=None,
+):
     """Samples `indices` (a list of sample numbers), each from its own seed: model-space
     [len(indices), C, H, W] and the number of network evaluations. sampler: 'pc' (the config's
     predictor / corrector unless given, N = sde.N steps, per-sample Langevin step sizes), 'ode'
@@ -51,34 +69,73 @@ def sample_batch(score_fn, sde, config, indices, seed, sampler="pc", steps=None,
     s = config.sampling
     shape = (len(indices), config.data.num_channels, config.data.image_size, config.data.image_size)
     seeds = [derive_seed(seed, i) for i in indices]
-    generators = (Philox(seeds, device) if noise == "philox"
-                  else [torch.Generator(device).manual_seed(k) for k in seeds])
+    generators = Philox(seeds, device) if noise == "philox" else [torch.Generator(device).manual_seed(k) for k in seeds]
     eps = default_eps(sde, config) if eps is None else eps
     if sampler == "pc":
-        return sampling.pc_sample(score_fn, sde, shape, predictor or s.predictor, corrector or s.corrector,
-                                  snr=s.snr if snr is None else snr, n_steps=n_steps or s.n_steps_each,
-                                  probability_flow=s.probability_flow, denoise=s.noise_removal, eps=eps,
-                                  generator=generators, device=device, per_sample=True, cuda_graph=cuda_graph)
+        return sampling.pc_sample(
+            score_fn,
+            sde,
+            shape,
+            predictor or s.predictor,
+            corrector or s.corrector,
+            snr=s.snr if snr is None else snr,
+            n_steps=n_steps or s.n_steps_each,
+            probability_flow=s.probability_flow,
+            denoise=s.noise_removal,
+            eps=eps,
+            generator=generators,
+            device=device,
+            per_sample=True,
+            cuda_graph=cuda_graph,
+        )
     if sampler == "ode":
-        return sampling.ode_sample(score_fn, sde, shape, "RK45", eps=eps, generator=generators, device=device,
-                                   per_sample=True)
-    return solvers.sample(score_fn, sde, shape, sampler, SOLVER_STEPS if steps is None else steps, schedule or SCHEDULE,
-                          eps, generator=generators, device=device, cuda_graph=cuda_graph)
+        return sampling.ode_sample(
+            score_fn, sde, shape, "RK45", eps=eps, generator=generators, device=device, per_sample=True
+        )
+    return solvers.sample(
+        score_fn,
+        sde,
+        shape,
+        sampler,
+        SOLVER_STEPS if steps is None else steps,
+        schedule or SCHEDULE,
+        eps,
+        generator=generators,
+        device=device,
+        cuda_graph=cuda_graph,
+    )
 
 
-def run_settings(sde, config, seed, sampler="pc", steps=None, predictor=None, corrector=None, snr=None,
-                 noise="torch", schedule=None, **extra):
+def run_settings(
+    sde,
+    config,
+    seed,
+    sampler="pc",
+    steps=None,
+    predictor=None,
+    corrector=None,
+    snr=None,
+    noise="torch",
+    schedule=None,
+    **extra,
+):
     """What the samples of sample_batch(..., sampler, steps, predictor, corrector, snr, noise, schedule)
     depend on, its defaults filled in, for runs.start; `extra` adds more (the weights' digest, ...)."""
     s = config.sampling
     pc = sampler == "pc"
     fixed = sampler in solvers.FIXED_STEP
-    return dict(config=config, seed=seed, sampler=sampler, noise=noise,
-                schedule=(schedule or SCHEDULE) if fixed else None,
-                steps=sde.N if pc else (SOLVER_STEPS if steps is None else steps) if fixed else None,
-                predictor=(predictor or s.predictor) if pc else None,
-                corrector=(corrector or s.corrector) if pc else None,
-                snr=(s.snr if snr is None else snr) if pc else None, **extra)
+    return dict(
+        config=config,
+        seed=seed,
+        sampler=sampler,
+        noise=noise,
+        schedule=(schedule or SCHEDULE) if fixed else None,
+        steps=sde.N if pc else (SOLVER_STEPS if steps is None else steps) if fixed else None,
+        predictor=(predictor or s.predictor) if pc else None,
+        corrector=(corrector or s.corrector) if pc else None,
+        snr=(s.snr if snr is None else snr) if pc else None,
+        **extra,
+    )
 
 
 class Progress:
@@ -92,8 +149,9 @@ class Progress:
         self.done += n
         rate = self.done / max(time.time() - self.start, 1e-9)
         width, filled = 30, self.done * 30 // max(self.total, 1)
-        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
-                          f"{rate:.2f} img/s")
+        self.stream.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {rate:.2f} img/s"
+        )
         if self.done >= self.total:
             self.stream.write("\n")
         self.stream.flush()
@@ -105,13 +163,12 @@ def sample_batches(score_fn, sde, config, indices, batch_size, seed=0, **kwargs)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     for k in range(0, len(indices), batch_size):
-        chunk = indices[k:k + batch_size]
+        chunk = indices[k : k + batch_size]
         x, nfe = sample_batch(score_fn, sde, config, chunk, seed, **kwargs)
         yield chunk, data.to_uint8(x, config.data.centered).cpu(), nfe
 
 
-def sample_to(out, score_fn, sde, config, indices, batch_size, seed=0, save_seconds=60, progress="sampling",
-              **kwargs):
+def sample_to(out, score_fn, sde, config, indices, batch_size, seed=0, save_seconds=60, progress="sampling", **kwargs):
     """Draws samples `indices` into the run 'samples' in folder `out` (fastsde.runs), saving what is
     drawn at least every `save_seconds` and when stopped (error, Ctrl-C, SIGTERM), so that a rerun
     resumes where it stopped. progress: the label of a progress line on stderr, or None. Returns
@@ -140,6 +197,7 @@ def merge(out, grid_size=64, scale=4):
     NHWC under 'samples') and draws <out>/samples.png (a grid of the first `grid_size`). Returns
     the samples [N, H, W, C]."""
     samples = runs.merge(out, "samples")["samples"]
-    images_lib.write_png(os.path.join(out, "samples.png"),
-                         images_lib.grid(samples[:grid_size].transpose(0, 3, 1, 2), scale=scale))
+    images_lib.write_png(
+        os.path.join(out, "samples.png"), images_lib.grid(samples[:grid_size].transpose(0, 3, 1, 2), scale=scale)
+    )
     return samples

@@ -1,5 +1,6 @@
 """Image grids and PNG files, with no imaging library: grid() tiles uint8 images, write_png() stores
 one (8-bit grey or RGB), atomically."""
+
 import math
 import struct
 import zlib
@@ -24,7 +25,7 @@ def grid(images, nrow=None, pad=1, scale=1):
     out = np.zeros((pad + rows * (h + pad), pad + nrow * (w + pad), c), np.uint8)
     for i, img in enumerate(images):
         y, x = pad + (i // nrow) * (h + pad), pad + (i % nrow) * (w + pad)
-        out[y:y + h, x:x + w] = img.transpose(1, 2, 0)
+        out[y : y + h, x : x + w] = img.transpose(1, 2, 0)
     return out
 
 
@@ -42,8 +43,12 @@ def png_bytes(image):
     h, w, c = image.shape
     rows = np.concatenate([np.zeros((h, 1), np.uint8), image.reshape(h, w * c)], axis=1)  # filter 0 per row
     header = struct.pack(">IIBBBBB", w, h, 8, 0 if c == 1 else 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows.tobytes(), 9))
-            + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(rows.tobytes(), 9))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def write_png(path, image):

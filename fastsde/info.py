@@ -1,4 +1,5 @@
 """`python -m fastsde.info`: what was built and which backends run here (and why not, for the rest)."""
+
 import platform
 
 import torch
@@ -10,9 +11,11 @@ from fastsde.ops import _backend
 def report():
     """The build and backend report as a list of lines."""
     built = _backend.build_info()
-    lines = [f"fastsde {fastsde.__version__}, Python {platform.python_version()}",
-             f"torch {torch.__version__} (CUDA {torch.version.cuda or 'none'}), "
-             f"CUDA devices visible: {torch.cuda.device_count()}"]
+    lines = [
+        f"fastsde {fastsde.__version__}, Python {platform.python_version()}",
+        f"torch {torch.__version__} (CUDA {torch.version.cuda or 'none'}), "
+        f"CUDA devices visible: {torch.cuda.device_count()}",
+    ]
     if built is None:
         lines.append(f"extension fastsde._C: not loaded: {_backend._C_ERROR}")
     else:

@@ -6,6 +6,7 @@ run code. Flax names a module by its class and a counter per class, in the order
 them; the official PyTorch port creates them in the same order, so counting fastsde's all_modules by
 their Flax class gives each one's Flax name. Parameter-free resamplers count too (_flax_names).
 """
+
 import os
 import struct
 
@@ -15,12 +16,20 @@ from torch import nn
 from . import checkpoint, configs
 from .models import create_model
 from .models.layers import NIN, FIRConv2d, GaussianFourierProjection, GroupNorm
-from .models.ncsnpp import (AttnBlockpp, Combine, Downsample, ResnetBlockBigGAN, ResnetBlockDDPM, Upsample,
-                            get_sigmas)
+from .models.ncsnpp import AttnBlockpp, Combine, Downsample, ResnetBlockBigGAN, ResnetBlockDDPM, Upsample, get_sigmas
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
-           "int32": torch.int32, "int64": torch.int64, "uint32": torch.uint32, "int8": torch.int8,
-           "uint8": torch.uint8, "bool": torch.bool}
+_DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int32": torch.int32,
+    "int64": torch.int64,
+    "uint32": torch.uint32,
+    "int8": torch.int8,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+}
 _MAX_DEPTH = 64
 
 
@@ -33,7 +42,7 @@ class _Reader:
     def take(self, n):
         if self.pos + n > len(self.data):
             raise checkpoint.CheckpointError(f"{self.path}: truncated msgpack data (wanted {n} bytes at {self.pos})")
-        out = self.data[self.pos:self.pos + n]
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -59,8 +68,18 @@ class _Reader:
         if b in sized:
             raw = self.take(self.number(sized[b]))
             return bytes(raw) if b <= 0xC6 else str(raw, "utf-8")
-        scalars = {0xCA: ">f", 0xCB: ">d", 0xCC: ">B", 0xCD: ">H", 0xCE: ">I", 0xCF: ">Q", 0xD0: ">b", 0xD1: ">h",
-                   0xD2: ">i", 0xD3: ">q"}
+        scalars = {
+            0xCA: ">f",
+            0xCB: ">d",
+            0xCC: ">B",
+            0xCD: ">H",
+            0xCE: ">I",
+            0xCF: ">Q",
+            0xD0: ">b",
+            0xD1: ">h",
+            0xD2: ">i",
+            0xD3: ">q",
+        }
         if b in scalars:
             return self.number(scalars[b])
         if b in (0xDC, 0xDD):
@@ -136,11 +155,18 @@ def read(path):
 def _flax_class(module, model_name):
     """The name of the official Flax module class that `module` (one of all_modules) ports."""
     ddpm = model_name == "ddpm"
-    for cls, name in ((ResnetBlockBigGAN, "ResnetBlockBigGANpp"),
-                      (ResnetBlockDDPM, "ResnetBlockDDPM" if ddpm else "ResnetBlockDDPMpp"),
-                      (AttnBlockpp, "AttnBlock" if ddpm else "AttnBlockpp"), (Combine, "Combine"),
-                      (Upsample, "Upsample"), (Downsample, "Downsample"), (nn.Linear, "Dense"), (nn.Conv2d, "Conv"),
-                      (GroupNorm, "GroupNorm"), (GaussianFourierProjection, "GaussianFourierProjection")):
+    for cls, name in (
+        (ResnetBlockBigGAN, "ResnetBlockBigGANpp"),
+        (ResnetBlockDDPM, "ResnetBlockDDPM" if ddpm else "ResnetBlockDDPMpp"),
+        (AttnBlockpp, "AttnBlock" if ddpm else "AttnBlockpp"),
+        (Combine, "Combine"),
+        (Upsample, "Upsample"),
+        (Downsample, "Downsample"),
+        (nn.Linear, "Dense"),
+        (nn.Conv2d, "Conv"),
+        (GroupNorm, "GroupNorm"),
+        (GaussianFourierProjection, "GaussianFourierProjection"),
+    ):
         if isinstance(module, cls):
             return name
     raise checkpoint.CheckpointError(f"no Flax counterpart of {type(module).__name__}")
@@ -157,8 +183,13 @@ def _flax_names(model, config):
     counts, names, heads = {}, [], 0
     for module in model.all_modules:
         cls = _flax_class(module, name)
-        phantom = ("Downsample" if input_skip and cls == "Combine" else
-                   "Upsample" if output_skip and cls == "GroupNorm" and heads > 0 else None)
+        phantom = (
+            "Downsample"
+            if input_skip and cls == "Combine"
+            else "Upsample"
+            if output_skip and cls == "GroupNorm" and heads > 0
+            else None
+        )
         heads += cls == "GroupNorm"
         if phantom:
             counts[phantom] = counts.get(phantom, 0) + 1
@@ -185,8 +216,9 @@ def _leaf(owner, leaf):
 def to_state_dict(params, config, path):
     """A fastsde state dict from a Flax parameter tree of the network that `config` describes."""
     if config.model.name.lower() not in ("ncsnpp", "ddpm"):
-        raise checkpoint.CheckpointError(f"{path}: fastsde reads JAX checkpoints of NCSN++ / DDPM++ and DDPM, "
-                                         f"not {config.model.name}")
+        raise checkpoint.CheckpointError(
+            f"{path}: fastsde reads JAX checkpoints of NCSN++ / DDPM++ and DDPM, not {config.model.name}"
+        )
     with torch.device("meta"):
         shell = create_model(config)
     names = _flax_names(shell, config)
@@ -206,8 +238,10 @@ def to_state_dict(params, config, path):
         used.add("/".join(route))
     unused = sorted(set(_paths(params)) - used)
     if unused:
-        raise checkpoint.CheckpointError(f"{path}: {len(unused)} parameters that the {config.model.name} of the "
-                                         f"config does not have: {', '.join(unused[:5])}")
+        raise checkpoint.CheckpointError(
+            f"{path}: {len(unused)} parameters that the {config.model.name} of the "
+            f"config does not have: {', '.join(unused[:5])}"
+        )
     state["sigmas"] = torch.tensor(get_sigmas(config))  # not a parameter in Flax: made from the config
     return state
 
@@ -227,14 +261,20 @@ def read_state(path, config=None, use_ema=True):
     ckpt = read(path)
     params = ckpt.get("params_ema") if use_ema else (ckpt.get("optimizer") or {}).get("target")
     if not isinstance(params, dict):
-        raise checkpoint.CheckpointError(f"{path}: no {'params_ema' if use_ema else 'optimizer.target'} parameter "
-                                         "tree: not a checkpoint of the official JAX code")
+        raise checkpoint.CheckpointError(
+            f"{path}: no {'params_ema' if use_ema else 'optimizer.target'} parameter "
+            "tree: not a checkpoint of the official JAX code"
+        )
     if config is None:
+
         def fits(name, candidate):
             try:
-                return checkpoint.signature(to_state_dict(params, candidate, path)) == checkpoint.official_signature(name)
+                return checkpoint.signature(to_state_dict(params, candidate, path)) == checkpoint.official_signature(
+                    name
+                )
             except checkpoint.CheckpointError:
                 return False
+
         config = configs.get(checkpoint.pick_config(fits))
     config = configs.load(config)
     return to_state_dict(params, config, path), config

@@ -4,6 +4,7 @@ log p_0(x) = log p_T(x(T)) + int_0^T div f~(x(t), t) dt, where f~ is the probabi
 the divergence is estimated with the Hutchinson-Skilling trace estimator, one probe per sample
 drawn once per call, as in the official code.
 """
+
 import math
 
 import torch
@@ -38,11 +39,11 @@ def ode_with_divergence(sde, score_fn, probe):
             (vjp,) = torch.autograd.grad((dy * probe).sum(), y)
         div = (vjp * probe).flatten(1).sum(1)
         return torch.cat([dy.detach().flatten(1), div[:, None]], dim=1)
+
     return rhs
 
 
-def log_likelihood(score_fn, sde, x, hutchinson="rademacher", rtol=1e-5, atol=1e-5, eps=1e-5,
-                   generator=None):
+def log_likelihood(score_fn, sde, x, hutchinson="rademacher", rtol=1e-5, atol=1e-5, eps=1e-5, generator=None):
     """log p(x) in nats per sample, [B], by integrating the probability-flow ODE and its divergence
     from eps to T with RK45 on x's device. Returns (logp, z, nfe): z = x(T), the latent code; each
     of the nfe evaluations is one score call plus one vector-Jacobian product."""
@@ -67,8 +68,22 @@ def bits_per_dim(score_fn, sde, x, centered=True, **kwargs):
     return -logp / math.log(2) / D + offset, z, nfe
 
 
-def dataset_bits_per_dim(score_fn, sde, images, centered, batch_size=100, repeats=1, seed=0, device="cpu",
-                         progress=None, skip=(), on_batch=None, rank=0, world=1, **kwargs):
+def dataset_bits_per_dim(
+    score_fn,
+    sde,
+    images,
+    centered,
+    batch_size=100,
+    repeats=1,
+    seed=0,
+    device="cpu",
+    progress=None,
+    skip=(),
+    on_batch=None,
+    rank=0,
+    world=1,
+    **kwargs,
+):
     """Bits/dim of uint8 images [N, C, H, W] as the official evaluation computes them: each of
     `repeats` passes dequantizes every image afresh ((img + U) / 256) and integrates with its own
     Hutchinson probes, on `device`. Item r * N + i is image i in pass r; a batch is images [k, k +
@@ -78,23 +93,28 @@ def dataset_bits_per_dim(score_fn, sde, images, centered, batch_size=100, repeat
     each batch. progress: called with the number of images after each batch. Returns (mean bpd,
     bpd of the items computed [n], their item numbers [n], network evaluations)."""
     from .data import to_model
+
     for name, v in (("batch_size", batch_size), ("repeats", repeats), ("world", world)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"dataset_bits_per_dim: {name} must be a positive integer, got {v!r}")
     skip, N = set(skip), len(images)
-    batches = [(r, k) for r in range(repeats) for k in range(0, N, batch_size)
-               if not skip.issuperset(range(r * N + k, r * N + min(k + batch_size, N)))]
+    batches = [
+        (r, k)
+        for r in range(repeats)
+        for k in range(0, N, batch_size)
+        if not skip.issuperset(range(r * N + k, r * N + min(k + batch_size, N)))
+    ]
     results, items, nfe = [], [], 0
     for r, k in batches[rank::world]:
         uniform = torch.Generator().manual_seed(_random.derive_seed(seed, r, k, 0))
         probes = torch.Generator(device).manual_seed(_random.derive_seed(seed, r, k, 1))
-        x = to_model(images[k:k + batch_size], centered, dequantize=True, generator=uniform).to(device)
+        x = to_model(images[k : k + batch_size], centered, dequantize=True, generator=uniform).to(device)
         bpd, _, n = bits_per_dim(score_fn, sde, x, centered=centered, generator=probes, **kwargs)
         results.append(bpd.cpu())
         items += range(r * N + k, r * N + k + len(x))
         nfe += n
         if on_batch:
-            on_batch(items[-len(x):], results[-1])
+            on_batch(items[-len(x) :], results[-1])
         if progress:
             progress(len(x))
     results = torch.cat(results) if results else torch.zeros(0)

@@ -1,9 +1,10 @@
 """Training objectives and optimisation with the official semantics (score_sde_pytorch losses.py,
 models/ema.py): denoising score matching for the continuous SDEs, the SMLD (VE) and DDPM (VP)
 losses for discrete models, Adam with linear warmup and gradient clipping, and the EMA."""
+
 import torch
 
-from .sde import VESDE, VPSDE, subVPSDE, batch_view
+from .sde import VESDE, VPSDE, batch_view, subVPSDE
 
 
 def _reduce(reduce_mean):
@@ -37,8 +38,8 @@ def smld_loss(model, sde, x, reduce_mean=False, generator=None):
     labels = torch.randint(0, sde.N, (x.shape[0],), device=x.device, generator=generator)
     sigmas = sde.discrete_sigmas(torch.empty(0, device=x.device, dtype=x.dtype)).flip(0)[labels]
     noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator) * batch_view(sigmas, x)
-    target = -noise / batch_view(sigmas ** 2, x)
-    losses = _reduce(reduce_mean)((model(x + noise, labels) - target) ** 2) * sigmas ** 2
+    target = -noise / batch_view(sigmas**2, x)
+    losses = _reduce(reduce_mean)((model(x + noise, labels) - target) ** 2) * sigmas**2
     return losses.mean()
 
 
@@ -49,7 +50,7 @@ def ddpm_loss(model, sde, x, reduce_mean=True, generator=None):
     labels = torch.randint(0, sde.N, (x.shape[0],), device=x.device, generator=generator)
     s1m = sde.sqrt_1m_alphas_cumprod(torch.empty(0, device=x.device, dtype=x.dtype))[labels]
     noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-    perturbed = batch_view(torch.sqrt(1 - s1m ** 2), x) * x + batch_view(s1m, x) * noise
+    perturbed = batch_view(torch.sqrt(1 - s1m**2), x) * x + batch_view(s1m, x) * noise
     return _reduce(reduce_mean)((model(perturbed, labels) - noise) ** 2).mean()
 
 
@@ -95,8 +96,12 @@ class EMA:
 
     def load_state_dict(self, state):
         shadow = state["shadow_params"]
-        if len(shadow) != len(self.shadow_params) or any(a.shape != b.shape for a, b in zip(shadow, self.shadow_params)):
-            raise ValueError(f"EMA state has {len(shadow)} shadow parameters that do not match the model's "
-                             f"{len(self.shadow_params)} trainable parameters")
+        if len(shadow) != len(self.shadow_params) or any(
+            a.shape != b.shape for a, b in zip(shadow, self.shadow_params)
+        ):
+            raise ValueError(
+                f"EMA state has {len(shadow)} shadow parameters that do not match the model's "
+                f"{len(self.shadow_params)} trainable parameters"
+            )
         self.decay, self.num_updates = state["decay"], state["num_updates"]
         self.shadow_params = [s.clone() for s in shadow]

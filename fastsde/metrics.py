@@ -7,6 +7,7 @@ uint8 images [N, 3, H, W] to pool features [N, D], or to a tuple / dict (pool fe
 Reference statistics: an official statistics file (score_sde's assets/stats/*_stats.npz, with the
 dataset's 'pool_3' features) or any .npz with 'mu' and 'sigma'.
 """
+
 import numpy as np
 import torch
 
@@ -29,7 +30,7 @@ def extract(net, images, batch_size=250, device="cpu"):
     pools, logits = [], []
     with torch.no_grad():
         for k in range(0, len(images), batch_size):
-            x = images[k:k + batch_size].to(device)
+            x = images[k : k + batch_size].to(device)
             x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
             out = net(x)
             if isinstance(out, dict):
@@ -75,8 +76,10 @@ def kid(features1, features2, max_block_size=1024):
         raise ValueError(f"kid needs features [N1, D] and [N2, D], got shapes {f1.shape} and {f2.shape}")
     blocks = -(-max(len(f1), len(f2)) // max_block_size)
     if min(len(f1), len(f2)) < 2 * blocks:
-        raise ValueError(f"kid needs at least 2 features of each set in each of its {blocks} blocks "
-                         f"(max_block_size {max_block_size}), got {len(f1)} and {len(f2)} features")
+        raise ValueError(
+            f"kid needs at least 2 features of each set in each of its {blocks} blocks "
+            f"(max_block_size {max_block_size}), got {len(f1)} and {len(f2)} features"
+        )
 
     def edges(n):
         size, larger = divmod(n, blocks)
@@ -84,10 +87,13 @@ def kid(features1, features2, max_block_size=1024):
 
     (e1, e2), d, total = (edges(len(f1)), edges(len(f2))), f1.shape[1], 0.0
     for b in range(blocks):
-        x, y = f1[e1[b]:e1[b + 1]], f2[e2[b]:e2[b + 1]]
+        x, y = f1[e1[b] : e1[b + 1]], f2[e2[b] : e2[b + 1]]
         kxx, kyy, kxy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
-        total += ((kxx.sum() - np.trace(kxx)) / (len(x) * (len(x) - 1))
-                  + (kyy.sum() - np.trace(kyy)) / (len(y) * (len(y) - 1)) - 2 * kxy.mean())
+        total += (
+            (kxx.sum() - np.trace(kxx)) / (len(x) * (len(x) - 1))
+            + (kyy.sum() - np.trace(kyy)) / (len(y) * (len(y) - 1))
+            - 2 * kxy.mean()
+        )
     return float(total / blocks)
 
 

@@ -8,6 +8,7 @@ without 'indices'). Whatever a process saved survives a crash; a rerun computes 
 missing, whichever process or batch computed the rest. One process at a time holds a run
 (.<name>.lock, see claim): a second one is refused while the first runs.
 """
+
 import contextlib
 import fcntl
 import glob
@@ -24,9 +25,11 @@ from .checkpoint import atomic_write, atomic_write_bytes
 
 def save_npz(path, compressed=True, **arrays):
     """np.savez_compressed(path, **arrays) (np.savez if not `compressed`), atomically."""
+
     def write(tmp):
         with open(tmp, "wb") as fh:
             (np.savez_compressed if compressed else np.savez)(fh, **arrays)
+
     atomic_write(path, write)
 
 
@@ -67,8 +70,10 @@ def claim(out, name):
         fh.seek(0)
         holder = fh.read().strip() or "unknown"
         fh.close()
-        raise Busy(f"{out} is in use: another process (pid {holder}) is writing its {name} now; wait until it "
-                   "ends, or use another folder") from None
+        raise Busy(
+            f"{out} is in use: another process (pid {holder}) is writing its {name} now; wait until it "
+            "ends, or use another folder"
+        ) from None
     except BaseException:
         fh.close()
         raise
@@ -135,8 +140,11 @@ def differences(there, here, known_only=False):
     a, b = _flat(there), _flat(here)
     b = {k: v for k, v in b.items() if k in a} if known_only else b
     short = lambda v: len(repr(v)) < 60  # noqa: E731
-    return [f"{k}: {a.get(k)!r} there, {b.get(k)!r} here" if short(a.get(k)) and short(b.get(k)) else f"{k} differs"
-            for k in sorted({*a, *b}) if a.get(k) != b.get(k)]
+    return [
+        f"{k}: {a.get(k)!r} there, {b.get(k)!r} here" if short(a.get(k)) and short(b.get(k)) else f"{k} differs"
+        for k in sorted({*a, *b})
+        if a.get(k) != b.get(k)
+    ]
 
 
 def _rows(path, key):
@@ -194,8 +202,12 @@ class Saver:
             arrays = {k: np.concatenate([a[k] for _, a in self.pending]) for k in self.pending[0][1]}
             # Named after its first item, which no file in `out` held: a new name, never an overwrite.
             # Not compressed: zlib runs at some 50 MB/s, seconds a minute for a fast sampler's images.
-            save_npz(os.path.join(self.out, f"{self.name}_part{indices[0]:09d}.npz"), compressed=False,
-                     indices=np.asarray(indices), **arrays)
+            save_npz(
+                os.path.join(self.out, f"{self.name}_part{indices[0]:09d}.npz"),
+                compressed=False,
+                indices=np.asarray(indices),
+                **arrays,
+            )
             self.pending.clear()
         self.saved = time.time()
 
@@ -233,8 +245,10 @@ def merge(out, name):
     indices, first = np.unique(indices, return_index=True)
     if not np.array_equal(indices, np.arange(len(indices))):
         missing = sorted(set(range(int(indices[-1]) + 1)) - set(indices.tolist()))
-        raise ValueError(f"{out}: {name} {missing[:5]}{' ...' if len(missing) > 5 else ''} are missing "
-                         f"({len(indices)} of 0..{indices[-1]} there)")
+        raise ValueError(
+            f"{out}: {name} {missing[:5]}{' ...' if len(missing) > 5 else ''} are missing "
+            f"({len(indices)} of 0..{indices[-1]} there)"
+        )
     arrays = {k: np.concatenate(v)[first] for k, v in arrays.items()}
     if parts:
         save_npz(merged, **arrays)

@@ -12,6 +12,7 @@ Each update is one fused op of fastsde.ops with per-sample coefficients taken fr
 step has no host synchronisation and no Python work beyond the score call; the loops run through
 fastsde.engine.run_steps, which can capture a whole step in a CUDA graph (cuda_graph=True).
 """
+
 import math
 import sys
 
@@ -27,17 +28,21 @@ PREDICTORS, CORRECTORS = {}, {}
 
 def register_predictor(name):
     """Decorator: make a predictor available to pc_sample under `name`."""
+
     def register(fn):
         PREDICTORS[name] = fn
         return fn
+
     return register
 
 
 def register_corrector(name):
     """Decorator: make a corrector available to pc_sample under `name`."""
+
     def register(fn):
         CORRECTORS[name] = fn
         return fn
+
     return register
 
 
@@ -61,7 +66,7 @@ def euler_maruyama(sde, score_fn, x, t, probability_flow=False, generator=None):
     """Euler-Maruyama step of the reverse SDE (Song et al. 2021, Eq. 6) with dt = -1/N."""
     k = 0.5 if probability_flow else 1.0
     g = sde.diffusion(t)
-    a, b = 1.0 - sde.drift_coef(t) / sde.N, k * g ** 2 / sde.N
+    a, b = 1.0 - sde.drift_coef(t) / sde.N, k * g**2 / sde.N
     c = None if probability_flow else g / math.sqrt(sde.N)
     return ops.predictor_step(x, score(score_fn, x, t), a, b, c, generator=generator)
 
@@ -72,7 +77,7 @@ def reverse_diffusion(sde, score_fn, x, t, probability_flow=False, generator=Non
     k = 0.5 if probability_flow else 1.0
     f, G = sde.discretize_coef(t)
     c = None if probability_flow else G
-    return ops.predictor_step(x, score(score_fn, x, t), 1.0 - f, k * G ** 2, c, generator=generator)
+    return ops.predictor_step(x, score(score_fn, x, t), 1.0 - f, k * G**2, c, generator=generator)
 
 
 @register_predictor("ancestral_sampling")
@@ -82,8 +87,8 @@ def ancestral_sampling(sde, score_fn, x, t, probability_flow=False, generator=No
         raise ValueError("ancestral_sampling has no probability-flow form")
     if isinstance(sde, VESDE):
         sigma, prev = sde.discrete_sigma_pair(t)
-        d = sigma ** 2 - prev ** 2
-        a, b, c = torch.ones_like(t), d, torch.sqrt(prev ** 2 * d / sigma ** 2)
+        d = sigma**2 - prev**2
+        a, b, c = torch.ones_like(t), d, torch.sqrt(prev**2 * d / sigma**2)
     elif isinstance(sde, VPSDE) and not isinstance(sde, subVPSDE):
         beta = sde.discrete_betas(t)[sde._index(t)]
         a = 1.0 / torch.sqrt(1.0 - beta)
@@ -106,8 +111,7 @@ def langevin(sde, score_fn, x, t, snr, n_steps=1, generator=None, per_sample=Fal
     alpha = sde.langevin_alpha(t)
     x_mean = x
     for _ in range(n_steps):
-        x, x_mean = ops.langevin_step(x, score(score_fn, x, t), alpha, snr, generator=generator,
-                                      per_sample=per_sample)
+        x, x_mean = ops.langevin_step(x, score(score_fn, x, t), alpha, snr, generator=generator, per_sample=per_sample)
     return x, x_mean
 
 
@@ -117,8 +121,7 @@ def annealed_langevin(sde, score_fn, x, t, snr, n_steps=1, generator=None, per_s
     eps = 2 * sde.langevin_alpha(t) * (snr * sde.marginal_coef(t)[1]) ** 2
     x_mean = x
     for _ in range(n_steps):
-        x, x_mean = ops.predictor_step(x, score(score_fn, x, t), 1.0, eps, torch.sqrt(2 * eps),
-                                       generator=generator)
+        x, x_mean = ops.predictor_step(x, score(score_fn, x, t), 1.0, eps, torch.sqrt(2 * eps), generator=generator)
     return x, x_mean
 
 
@@ -176,9 +179,24 @@ class _ProgressRange:
         sys.stderr.write("\n")
 
 
-def pc_sample(score_fn, sde, shape, predictor="reverse_diffusion", corrector="langevin", snr=0.16,
-              n_steps=1, probability_flow=False, denoise=True, eps=1e-3, generator=None, device=None,
-              per_sample=False, progress=False, constraint=None, cuda_graph=False):
+def pc_sample(
+    score_fn,
+    sde,
+    shape,
+    predictor="reverse_diffusion",
+    corrector="langevin",
+    snr=0.16,
+    n_steps=1,
+    probability_flow=False,
+    denoise=True,
+    eps=1e-3,
+    generator=None,
+    device=None,
+    per_sample=False,
+    progress=False,
+    constraint=None,
+    cuda_graph=False,
+):
     """Predictor-corrector sampling (Song et al. 2021, Alg. 1): at each of N times from T to eps,
     n_steps corrector steps then one predictor step, the official order.
 
@@ -211,17 +229,29 @@ def pc_sample(score_fn, sde, shape, predictor="reverse_diffusion", corrector="la
             x, x_mean = constrain(*predictor_fn(sde, score_fn, x, t, probability_flow, generator), t)
             return x, x_mean
 
-        x, x_mean = run_steps(step, (x, x_mean), _steps(sde.N, progress, "pc_sample"), cuda_graph,
-                              _generators(generator), "pc_sample", timesteps)
+        x, x_mean = run_steps(
+            step,
+            (x, x_mean),
+            _steps(sde.N, progress, "pc_sample"),
+            cuda_graph,
+            _generators(generator),
+            "pc_sample",
+            timesteps,
+        )
     per_step = (n_steps if corrector_fn is not no_corrector else 0) + (predictor_fn is not no_predictor)
     return (x_mean if denoise else x), sde.N * per_step
 
 
 # Dormand-Prince 5(4) tableau, as scipy's RK45 (the official ODE sampler's solver).
 _DP_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0)
-_DP_A = ((), (1 / 5,), (3 / 40, 9 / 40), (44 / 45, -56 / 15, 32 / 9),
-         (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
-         (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656))
+_DP_A = (
+    (),
+    (1 / 5,),
+    (3 / 40, 9 / 40),
+    (44 / 45, -56 / 15, 32 / 9),
+    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+)
 _DP_B = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84)
 _DP_E = (-71 / 57600, 0.0, 71 / 16695, -71 / 1920, 17253 / 339200, -22 / 525, 1 / 40)
 
@@ -308,8 +338,8 @@ def solve_rk45(f, y, t0, t1, rtol=1e-5, atol=1e-5, max_steps=100_000, per_sample
             raise FloatingPointError(f"solve_rk45: NaN or Inf in the state near t = {near:.6g}")
         accept = err_norm < 1
         with np.errstate(divide="ignore"):
-            grow = np.where(err_norm == 0, 10.0, np.minimum(10.0, 0.9 * err_norm ** -0.2))
-            shrink = np.maximum(0.2, 0.9 * err_norm ** -0.2)
+            grow = np.where(err_norm == 0, 10.0, np.minimum(10.0, 0.9 * err_norm**-0.2))
+            shrink = np.maximum(0.2, 0.9 * err_norm**-0.2)
         # No growth right after a rejection.
         h[active] = np.abs(dt) * np.where(accept, np.where(ra, np.minimum(1.0, grow), grow), shrink)
         t[active], rejected[active] = np.where(accept, t_new, ta), ~accept
@@ -323,7 +353,7 @@ def denoise_step(sde, score_fn, x, eps):
     """The official noise removal of the ODE sampler: the mean of a reverse-diffusion step at eps."""
     t = torch.full((x.shape[0],), eps, device=x.device)
     f, G = sde.discretize_coef(t)
-    return ops.predictor_step(x, score(score_fn, x, t), 1.0 - f, G ** 2)[1]
+    return ops.predictor_step(x, score(score_fn, x, t), 1.0 - f, G**2)[1]
 
 
 def _ode_drift(sde, score_fn):
@@ -334,6 +364,7 @@ def _ode_drift(sde, score_fn):
 
 def _check_method(method, steps, encode=False):
     from .solvers import DETERMINISTIC, ENCODERS, FIXED_STEP
+
     known = ["RK45", "scipy", *(ENCODERS if encode else DETERMINISTIC)]
     if method not in known:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(known)}")
@@ -346,6 +377,7 @@ def _solve_flow(score_fn, sde, x, t0, t1, method, rtol, atol, steps, cuda_graph,
     RK45 / scipy adaptively, or a deterministic solver of fastsde.solvers on `schedule` (run backwards
     from eps to T). Returns (x, nfe)."""
     from . import solvers  # it builds on this module
+
     if method == "RK45":
         return solve_rk45(_ode_drift(sde, score_fn), x, t0, t1, rtol, atol, per_sample=per_sample)
     if method == "scipy":
@@ -354,8 +386,23 @@ def _solve_flow(score_fn, sde, x, t0, t1, method, rtol, atol, steps, cuda_graph,
     return solvers.solve(sde, score_fn, x, method, times if t0 > t1 else times.flip(0), cuda_graph=cuda_graph)
 
 
-def ode_sample(score_fn, sde, shape, method="RK45", rtol=1e-5, atol=1e-5, steps=None, denoise=True,
-               eps=1e-3, z=None, generator=None, device=None, cuda_graph=False, per_sample=False, schedule="edm"):
+def ode_sample(
+    score_fn,
+    sde,
+    shape,
+    method="RK45",
+    rtol=1e-5,
+    atol=1e-5,
+    steps=None,
+    denoise=True,
+    eps=1e-3,
+    z=None,
+    generator=None,
+    device=None,
+    cuda_graph=False,
+    per_sample=False,
+    schedule="edm",
+):
     """Samples by solving the probability-flow ODE (Song et al. 2021, Sec. 4.3) from T to eps.
 
     method: 'RK45' (adaptive Dormand-Prince on the device, rtol/atol), 'scipy' (the official
@@ -420,9 +467,10 @@ def interpolate(score_fn, sde, x0, x1, frames, method="RK45", steps=None, eps=1e
     P = x0.shape[0]
     z, nfe_in = ode_encode(score_fn, sde, torch.cat([x0, x1]), method, steps=steps, eps=eps, cuda_graph=cuda_graph)
     w = torch.linspace(0, 1, frames, device=z.device)
-    path = torch.cat([slerp(z[p:p + 1], z[P + p:P + p + 1], w) for p in range(P)])
-    x, nfe_out = ode_sample(score_fn, sde, path.shape, method, steps=steps, denoise=False, eps=eps, z=path,
-                            cuda_graph=cuda_graph)
+    path = torch.cat([slerp(z[p : p + 1], z[P + p : P + p + 1], w) for p in range(P)])
+    x, nfe_out = ode_sample(
+        score_fn, sde, path.shape, method, steps=steps, denoise=False, eps=eps, z=path, cuda_graph=cuda_graph
+    )
     return x.reshape((P, frames) + tuple(x0.shape[1:])), nfe_in + nfe_out
 
 
@@ -437,7 +485,8 @@ def _solve_scipy(f, x, t0, t1, rtol, atol):
         state = torch.from_numpy(y).to(device=device, dtype=torch.float32).reshape(shape)
         return f(t, state).detach().cpu().double().numpy().reshape(-1)
 
-    sol = integrate.solve_ivp(rhs, (t0, t1), x.detach().cpu().double().numpy().reshape(-1),
-                              rtol=rtol, atol=atol, method="RK45")
+    sol = integrate.solve_ivp(
+        rhs, (t0, t1), x.detach().cpu().double().numpy().reshape(-1), rtol=rtol, atol=atol, method="RK45"
+    )
     y = torch.from_numpy(sol.y[:, -1]).to(device=device, dtype=torch.float32).reshape(shape)
     return y, sol.nfev

@@ -5,6 +5,7 @@ inpaint and colorize.
 Images go in and come out as .sample returns them: uint8 [B, H, W, C] (as in the official sample
 files), or float [B, C, H, W] in [0, 1].
 """
+
 import functools
 import glob
 import os
@@ -23,17 +24,23 @@ OUTPUTS = ("uint8", "float")
 def latest_checkpoint(workdir):
     """The newest checkpoints/checkpoint_<n>.pth (or, from the JAX code, checkpoint_<n>) of a training
     workdir. Raises FileNotFoundError."""
-    found = [(int(m.group(1)), p) for p in glob.glob(os.path.join(workdir, "checkpoints", "checkpoint_*"))
-             if (m := re.search(r"checkpoint_(\d+)(\.pth)?$", p))]
+    found = [
+        (int(m.group(1)), p)
+        for p in glob.glob(os.path.join(workdir, "checkpoints", "checkpoint_*"))
+        if (m := re.search(r"checkpoint_(\d+)(\.pth)?$", p))
+    ]
     if not found:
-        raise FileNotFoundError(f"{workdir}: a folder, but neither a training workdir (checkpoints/checkpoint_*) "
-                                "nor a diffusers model (config.json)")
+        raise FileNotFoundError(
+            f"{workdir}: a folder, but neither a training workdir (checkpoints/checkpoint_*) "
+            "nor a diffusers model (config.json)"
+        )
     return max(found)[1]
 
 
 def _built(state, config, path, device):
     """(model, sde, config) with the weights `state`, once they are known to fit the config's network."""
     from .models import create_model
+
     model = checkpoint.build_checked(lambda: create_model(config), state, path)
     checkpoint.load_state(model, state)
     return model.to(device).eval(), checkpoint.sde_from_config(config), config
@@ -96,8 +103,18 @@ class ScoreModel:
     """A score network with its SDE and config, ready to sample. score_fn(x [B, C, H, W], t [B]) is
     the fast path (see engine.fast_score_fn); `model` is the network as loaded."""
 
-    def __init__(self, model, sde, config, device, precision="fp32", fold=True, channels_last=True, compile=False,
-                 cuda_graph=None):
+    def __init__(
+        self,
+        model,
+        sde,
+        config,
+        device,
+        precision="fp32",
+        fold=True,
+        channels_last=True,
+        compile=False,
+        cuda_graph=None,
+    ):
         self.model, self.sde, self.config, self.device = model, sde, config, torch.device(device)
         self.continuous = bool(config.training.get("continuous", True))
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
@@ -116,8 +133,10 @@ class ScoreModel:
     def _to_model(self, images, name="images"):
         """Images as .sample returns them -> model space [B, C, H, W] on the device."""
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
-            raise ValueError(f"{name} must be a 4-D tensor: uint8 [B, H, W, C] or float [B, C, H, W] in [0, 1], "
-                             f"got {getattr(images, 'shape', type(images).__name__)}")
+            raise ValueError(
+                f"{name} must be a 4-D tensor: uint8 [B, H, W, C] or float [B, C, H, W] in [0, 1], "
+                f"got {getattr(images, 'shape', type(images).__name__)}"
+            )
         if images.dtype == torch.uint8:
             images = images.permute(0, 3, 1, 2).float() / 255
         elif not images.is_floating_point():
@@ -132,8 +151,7 @@ class ScoreModel:
             return data.to_uint8(x, self.config.data.centered).permute(0, 2, 3, 1).cpu()
         return ((x + 1) / 2 if self.config.data.centered else x).float()
 
-    def sample(self, n, sampler="pc", steps=None, seed=0, batch_size=None, output="uint8", return_nfe=False,
-               **options):
+    def sample(self, n, sampler="pc", steps=None, seed=0, batch_size=None, output="uint8", return_nfe=False, **options):
         """n samples, sample i drawn from its own seed (seed, i), as `fastsde sample` draws them.
         sampler: 'pc', 'ode' (RK45) or a solver of fastsde.solvers; steps: the PC sampler's N or a
         solver's steps; options: predictor, corrector, snr, schedule, eps, noise. Returns uint8
@@ -147,8 +165,18 @@ class ScoreModel:
         parts, counts = [], []
         for k in range(0, n, batch):
             indices = list(range(k, min(k + batch, n)))
-            x, nfe = generate.sample_batch(self.score_fn, sde, self.config, indices, seed, sampler, steps, self.device,
-                                           cuda_graph=self.cuda_graph, **options)
+            x, nfe = generate.sample_batch(
+                self.score_fn,
+                sde,
+                self.config,
+                indices,
+                seed,
+                sampler,
+                steps,
+                self.device,
+                cuda_graph=self.cuda_graph,
+                **options,
+            )
             parts.append(self._from_model(x, output))
             counts.append(torch.as_tensor(nfe, dtype=torch.long).expand(len(indices)))
         images = torch.cat(parts)
@@ -160,13 +188,21 @@ class ScoreModel:
         fastsde.log_likelihood (hutchinson, rtol, atol, eps)."""
         if isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.dim() == 4:
             _, bpd, _, _ = likelihood.dataset_bits_per_dim(
-                self.score_fn, self.sde, images.permute(0, 3, 1, 2), self.config.data.centered,
-                batch_size=batch_size or len(images), seed=seed, device=self.device, **options)
+                self.score_fn,
+                self.sde,
+                images.permute(0, 3, 1, 2),
+                self.config.data.centered,
+                batch_size=batch_size or len(images),
+                seed=seed,
+                device=self.device,
+                **options,
+            )
             return bpd
         x = self._to_model(images)
         g = torch.Generator(self.device).manual_seed(seed)
-        return likelihood.bits_per_dim(self.score_fn, self.sde, x, self.config.data.centered, generator=g,
-                                       **options)[0].cpu()
+        return likelihood.bits_per_dim(self.score_fn, self.sde, x, self.config.data.centered, generator=g, **options)[
+            0
+        ].cpu()
 
     def encode(self, images, method="RK45", steps=None, eps=None):
         """The latent codes z = x(T) [B, C, H, W] of images, by the probability-flow ODE."""
@@ -176,8 +212,9 @@ class ScoreModel:
     def decode(self, z, method="RK45", steps=None, eps=None, output="float"):
         """Images from latent codes z [B, C, H, W] (the inverse of encode, up to the solver's error)."""
         eps = generate.default_eps(self.sde, self.config) if eps is None else eps
-        x, _ = sampling.ode_sample(self.score_fn, self.sde, z.shape, method, steps=steps, denoise=False, eps=eps,
-                                   z=z.to(self.device))
+        x, _ = sampling.ode_sample(
+            self.score_fn, self.sde, z.shape, method, steps=steps, denoise=False, eps=eps, z=z.to(self.device)
+        )
         return self._from_model(x, output)
 
     def inpaint(self, images, mask, seed=0, output="uint8", **options):
@@ -185,26 +222,43 @@ class ScoreModel:
         PC sampler (options: predictor, corrector, snr, n_steps, eps)."""
         x = self._to_model(images)
         g = [torch.Generator(self.device).manual_seed(derive_seed(seed, i)) for i in range(len(x))]
-        result, _ = controllable.inpaint(self.score_fn, self.sde, x, mask.to(self.device), generator=g,
-                                         per_sample=True, **self._pc(options))
+        result, _ = controllable.inpaint(
+            self.score_fn, self.sde, x, mask.to(self.device), generator=g, per_sample=True, **self._pc(options)
+        )
         return self._from_model(result, output)
 
     def colorize(self, grey, seed=0, output="uint8", **options):
         """Colours grey images (1 channel, or 3 equal ones) of an RGB model with the PC sampler."""
         x = self._to_model(grey, "grey")
         g = [torch.Generator(self.device).manual_seed(derive_seed(seed, i)) for i in range(len(x))]
-        result, _ = controllable.colorize(self.score_fn, self.sde, x, generator=g, per_sample=True,
-                                          **self._pc(options))
+        result, _ = controllable.colorize(self.score_fn, self.sde, x, generator=g, per_sample=True, **self._pc(options))
         return self._from_model(result, output)
 
     def _pc(self, options):
         s = self.config.sampling
-        return dict(dict(predictor=s.predictor, corrector=s.corrector, snr=s.snr, n_steps=s.n_steps_each,
-                         eps=generate.default_eps(self.sde, self.config)), **options)
+        return dict(
+            dict(
+                predictor=s.predictor,
+                corrector=s.corrector,
+                snr=s.snr,
+                n_steps=s.n_steps_each,
+                eps=generate.default_eps(self.sde, self.config),
+            ),
+            **options,
+        )
 
 
-def load(source=None, config=None, device=None, precision="fp32", use_ema=True, fold=True, channels_last=True,
-         compile=False, cuda_graph=None):
+def load(
+    source=None,
+    config=None,
+    device=None,
+    precision="fp32",
+    use_ema=True,
+    fold=True,
+    channels_last=True,
+    compile=False,
+    cuda_graph=None,
+):
     """A ScoreModel from `source` (see read_model; None: the embedded digits model) on `device`
     (default: CUDA if there is one). Its score_fn is the fast path: constants folded, channels_last,
     `precision` (fp32, tf32, bf16, fp16), CUDA graphs on GPUs; each argument turns one off."""

@@ -6,6 +6,7 @@ methods (`sde`, `marginal_prob`, `discretize`) are built from them. Times t are 
 result lives on t's device and in t's dtype (no float64 leaks, no CPU buffers indexed by CUDA
 indices: the official VESDE.discretize and ancestral sampling fail there).
 """
+
 import abc
 import math
 import numbers
@@ -80,8 +81,9 @@ class SDE(abc.ABC):
     def prior_sampling(self, shape, generator=None, device=None, dtype=torch.float32):
         """A sample of the prior, [B, ...]; generator: a torch.Generator or one per sample."""
         if len(shape) < 1 or not all(isinstance(n, numbers.Integral) and n > 0 for n in shape):
-            raise ValueError(f"shape must be a batch size followed by the shape of a sample, positive integers, "
-                             f"got {tuple(shape)}")
+            raise ValueError(
+                f"shape must be a batch size followed by the shape of a sample, positive integers, got {tuple(shape)}"
+            )
         return _random.randn(shape, generator, device=device, dtype=dtype) * self.prior_std()
 
     def prior_logp(self, z):
@@ -120,13 +122,13 @@ class ReverseSDE:
     def sde(self, x, t):
         drift, g = self.forward_sde.sde(x, t)
         k = 0.5 if self.probability_flow else 1.0
-        drift = drift - batch_view(g ** 2, x) * self.score_fn(x, t) * k
+        drift = drift - batch_view(g**2, x) * self.score_fn(x, t) * k
         return drift, torch.zeros_like(g) if self.probability_flow else g
 
     def discretize(self, x, t):
         f, G = self.forward_sde.discretize(x, t)
         k = 0.5 if self.probability_flow else 1.0
-        rev_f = f - batch_view(G ** 2, x) * self.score_fn(x, t) * k
+        rev_f = f - batch_view(G**2, x) * self.score_fn(x, t) * k
         return rev_f, torch.zeros_like(G) if self.probability_flow else G
 
 
@@ -136,27 +138,40 @@ class VPSDE(SDE):
     def __init__(self, beta_min=0.1, beta_max=20.0, N=1000):
         super().__init__(N)
         if not 0 <= beta_min <= beta_max or beta_max <= 0:
-            raise ValueError(f"{type(self).__name__}: beta_min and beta_max must satisfy 0 <= beta_min <= beta_max "
-                             f"and beta_max > 0, got {beta_min!r} and {beta_max!r}")
+            raise ValueError(
+                f"{type(self).__name__}: beta_min and beta_max must satisfy 0 <= beta_min <= beta_max "
+                f"and beta_max > 0, got {beta_min!r} and {beta_max!r}"
+            )
         if beta_max >= N:  # DDPM's betas beta_i / N must stay below 1 (sqrt(1 - beta), alpha = 1 - beta > 0)
-            raise ValueError(f"N must exceed beta_max: the discrete betas run up to beta_max / N = {beta_max / N:.3g}, "
-                             f"which must be below 1 (use N > {beta_max:g} steps)")
+            raise ValueError(
+                f"N must exceed beta_max: the discrete betas run up to beta_max / N = {beta_max / N:.3g}, "
+                f"which must be below 1 (use N > {beta_max:g} steps)"
+            )
         self.beta_0, self.beta_1 = beta_min, beta_max
 
     def discrete_betas(self, t):
-        return self._table("betas", lambda dtype: torch.linspace(
-            self.beta_0 / self.N, self.beta_1 / self.N, self.N, dtype=dtype), t)
+        return self._table(
+            "betas", lambda dtype: torch.linspace(self.beta_0 / self.N, self.beta_1 / self.N, self.N, dtype=dtype), t
+        )
 
     def sqrt_1m_alphas_cumprod(self, t):
         """sqrt(1 - prod_{j<=i} (1 - beta_j)) of DDPM, as a table over the N steps (indexed by labels)."""
-        return self._table("sqrt_1m_acp", lambda dtype: torch.sqrt(1.0 - torch.cumprod(
-            1.0 - torch.linspace(self.beta_0 / self.N, self.beta_1 / self.N, self.N, dtype=dtype), 0)), t)
+        return self._table(
+            "sqrt_1m_acp",
+            lambda dtype: torch.sqrt(
+                1.0
+                - torch.cumprod(
+                    1.0 - torch.linspace(self.beta_0 / self.N, self.beta_1 / self.N, self.N, dtype=dtype), 0
+                )
+            ),
+            t,
+        )
 
     def beta(self, t):
         return self.beta_0 + t * (self.beta_1 - self.beta_0)
 
     def log_mean_coeff(self, t):
-        return -0.25 * t ** 2 * (self.beta_1 - self.beta_0) - 0.5 * t * self.beta_0
+        return -0.25 * t**2 * (self.beta_1 - self.beta_0) - 0.5 * t * self.beta_0
 
     def drift_coef(self, t):
         return -0.5 * self.beta(t)
@@ -174,11 +189,11 @@ class VPSDE(SDE):
     def _time_of_integral(self, L):
         # Solves int_0^t beta = beta_0 t + (beta_1 - beta_0) t^2 / 2 = L for t >= 0.
         d = self.beta_1 - self.beta_0
-        return 2 * L / (self.beta_0 + torch.sqrt(self.beta_0 ** 2 + 2 * d * L))
+        return 2 * L / (self.beta_0 + torch.sqrt(self.beta_0**2 + 2 * d * L))
 
     def noise_level_time(self, sigma):
         # sigma^2 = e^{int beta} - 1.
-        return self._time_of_integral(torch.log1p(sigma ** 2))
+        return self._time_of_integral(torch.log1p(sigma**2))
 
     def discretize_coef(self, t):
         # DDPM: x_{i+1} = sqrt(1 - beta_i) x_i + sqrt(beta_i) z.
@@ -194,7 +209,7 @@ class subVPSDE(VPSDE):
     """Sub-variance preserving: dx = -beta(t)/2 x dt + sqrt(beta(t) (1 - e^{-2 int_0^t beta})) dw."""
 
     def diffusion(self, t):
-        discount = 1.0 - torch.exp(-2 * self.beta_0 * t - (self.beta_1 - self.beta_0) * t ** 2)
+        discount = 1.0 - torch.exp(-2 * self.beta_0 * t - (self.beta_1 - self.beta_0) * t**2)
         return torch.sqrt(self.beta(t) * discount)
 
     def marginal_coef(self, t):
@@ -203,7 +218,7 @@ class subVPSDE(VPSDE):
 
     def noise_level_time(self, sigma):
         # sigma = (1 - u^2) / u with u = e^{-int beta / 2}.
-        u = (torch.sqrt(sigma ** 2 + 4) - sigma) / 2
+        u = (torch.sqrt(sigma**2 + 4) - sigma) / 2
         return self._time_of_integral(-2 * torch.log(u))
 
     # Euler-Maruyama discretisation: the DDPM one belongs to the VP SDE.
@@ -218,13 +233,20 @@ class VESDE(SDE):
     def __init__(self, sigma_min=0.01, sigma_max=50.0, N=1000):
         super().__init__(N)
         if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"{type(self).__name__}: sigma_min and sigma_max must satisfy 0 < sigma_min < sigma_max, "
-                             f"got {sigma_min!r} and {sigma_max!r}")
+            raise ValueError(
+                f"{type(self).__name__}: sigma_min and sigma_max must satisfy 0 < sigma_min < sigma_max, "
+                f"got {sigma_min!r} and {sigma_max!r}"
+            )
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
 
     def discrete_sigmas(self, t):
-        return self._table("sigmas", lambda dtype: torch.exp(torch.linspace(
-            math.log(self.sigma_min), math.log(self.sigma_max), self.N, dtype=dtype)), t)
+        return self._table(
+            "sigmas",
+            lambda dtype: torch.exp(
+                torch.linspace(math.log(self.sigma_min), math.log(self.sigma_max), self.N, dtype=dtype)
+            ),
+            t,
+        )
 
     def sigma(self, t):
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
@@ -253,4 +275,4 @@ class VESDE(SDE):
 
     def discretize_coef(self, t):
         sigma, prev = self.discrete_sigma_pair(t)
-        return torch.zeros_like(t), torch.sqrt(sigma ** 2 - prev ** 2)
+        return torch.zeros_like(t), torch.sqrt(sigma**2 - prev**2)

@@ -11,6 +11,7 @@ schedule's ends. Fixed-step solvers run through engine.run_steps (CUDA graphs, t
 coefficients depend on the schedule alone and are computed once, in float64, before the first step.
 Notation: alpha, std the SDE's marginals, sigma = std / alpha (EDM's noise level), lambda = -log sigma.
 """
+
 import math
 
 import numpy as np
@@ -18,14 +19,15 @@ import torch
 
 from . import _random
 from .engine import check_finite, run_steps
-from .sampling import _at, _check_eps, _device_of, _generators, denoise_step, score as _score
+from .sampling import _at, _check_eps, _device_of, _generators, denoise_step
+from .sampling import score as _score
 from .sde import batch_view
 
 
 def _denoised(sde, score_fn, x, t):
     """Tweedie's estimate of x(0) from x(t): (x + std^2 score) / alpha. t: [B]."""
     alpha, std = sde.marginal_coef(t)
-    return (x + batch_view(std ** 2, x) * _score(score_fn, x, t)) / batch_view(alpha, x)
+    return (x + batch_view(std**2, x) * _score(score_fn, x, t)) / batch_view(alpha, x)
 
 
 def _table(values, x):
@@ -34,6 +36,7 @@ def _table(values, x):
 
 
 # Step schedules: times T = t_0 > ... > t_n = eps.
+
 
 def _edm_times(sde, steps, eps, rho=7.0):
     """Noise levels sigma(t) on EDM's rho schedule (Karras et al. 2022, Eq. 5): dense near the data."""
@@ -56,7 +59,7 @@ def _uniform_times(sde, steps, eps):
 
 def _quadratic_times(sde, steps, eps):
     """Uniform in sqrt(t) (DPM-Solver's 'time_quadratic')."""
-    return torch.linspace(sde.T ** 0.5, eps ** 0.5, steps + 1, dtype=torch.float64) ** 2
+    return torch.linspace(sde.T**0.5, eps**0.5, steps + 1, dtype=torch.float64) ** 2
 
 
 SCHEDULES = {"edm": _edm_times, "logsnr": _logsnr_times, "time": _uniform_times, "quadratic": _quadratic_times}
@@ -75,8 +78,8 @@ def schedule_times(sde, name, steps, eps, device=None):
 
 # EDM's samplers: Heun on dx/dsigma in x / alpha, with optional churn.
 
-def edm(sde, score_fn, x, times, generator=None, cuda_graph=False, S_churn=40.0, S_min=0.05, S_max=50.0,
-        S_noise=1.003):
+
+def edm(sde, score_fn, x, times, generator=None, cuda_graph=False, S_churn=40.0, S_min=0.05, S_max=50.0, S_noise=1.003):
     """EDM's stochastic sampler (Karras et al. 2022, Alg. 2): each step first adds noise to raise sigma
     by gamma = min(S_churn / n, sqrt(2) - 1) where S_min <= sigma <= S_max, then takes a Heun step of
     the probability-flow ODE (the last step is Euler). Defaults: EDM's ImageNet settings."""
@@ -88,7 +91,7 @@ def edm(sde, score_fn, x, times, generator=None, cuda_graph=False, S_churn=40.0,
     sigma_hats = torch.where(churned, sigmas * (1 + gamma), sigmas)
     t_hats = torch.where(churned, sde.noise_level_time(sigma_hats), times)
     alpha_hats, std_hats = (torch.where(churned, a, b) for a, b in zip(sde.marginal_coef(t_hats), (alphas, stds)))
-    noise_stds = torch.sqrt(torch.clamp(sigma_hats ** 2 - sigmas ** 2, min=0)) * S_noise
+    noise_stds = torch.sqrt(torch.clamp(sigma_hats**2 - sigmas**2, min=0)) * S_noise
     stochastic = S_churn > 0
 
     def slope(x_hat, t, alpha, std):  # d(x/alpha)/dsigma = -sigma grad_{x/alpha} log p = -std(t) score(x, t)
@@ -106,8 +109,9 @@ def edm(sde, score_fn, x, times, generator=None, cuda_graph=False, S_churn=40.0,
         x_next = x_hat + h * d
         return (x_hat + h * (d + slope(x_next, _at(times, i + 1), _at(alphas, i + 1), _at(stds, i + 1))) / 2,)
 
-    (x_hat,) = run_steps(step, (x / alphas[0],), range(n - 1), cuda_graph, _generators(generator),
-                         "edm" if stochastic else "heun", times)
+    (x_hat,) = run_steps(
+        step, (x / alphas[0],), range(n - 1), cuda_graph, _generators(generator), "edm" if stochastic else "heun", times
+    )
     last = torch.full((), n - 1, dtype=torch.long, device=x.device)
     x_hat, d = start(last, x_hat)
     x_hat = x_hat + (sigmas[n] - _at(sigma_hats, last)) * d
@@ -121,6 +125,7 @@ def heun(sde, score_fn, x, times, generator=None, cuda_graph=False):
 
 # Multistep solvers in the data-prediction form: x_{i+1} = a_i x_i + sum_j c_ij D_{i-j} (+ noise),
 # D_k the denoised estimate at t_k.
+
 
 def _orders(n, order, lower_order_final):
     """Each step's order: as high as the history allows, and with lower_order_final (default: for
@@ -160,8 +165,9 @@ def _dpmpp_coefficients(sde, times, order, eta, lower_order_final, s_noise):
     return a, c, noise
 
 
-def dpmpp(sde, score_fn, x, times, generator=None, cuda_graph=False, order=2, eta=0.0, lower_order_final=None,
-          s_noise=1.0):
+def dpmpp(
+    sde, score_fn, x, times, generator=None, cuda_graph=False, order=2, eta=0.0, lower_order_final=None, s_noise=1.0
+):
     """DPM-Solver++ multistep of `order` 1-3 (Lu et al. 2022, Alg. 2 and its third-order form); eta > 0
     takes its SDE form, adding noise each step (eta = 1: SDE-DPM-Solver++). One evaluation a step."""
     if order not in (1, 2, 3):
@@ -180,8 +186,15 @@ def dpmpp(sde, score_fn, x, times, generator=None, cuda_graph=False, order=2, et
         return x, d0, d1
 
     zero = torch.zeros_like(x)
-    x, _, _ = run_steps(step, (x, zero, zero), range(len(times) - 1), cuda_graph, _generators(generator),
-                        f"dpmpp_{order}m{'_sde' if eta > 0 else ''}", times)
+    x, _, _ = run_steps(
+        step,
+        (x, zero, zero),
+        range(len(times) - 1),
+        cuda_graph,
+        _generators(generator),
+        f"dpmpp_{order}m{'_sde' if eta > 0 else ''}",
+        times,
+    )
     return x, len(times) - 1
 
 
@@ -199,7 +212,7 @@ def _unipc_coefficients(sde, times, order, lower_order_final):
         a[i] = std[i + 1] / std[i]
         # The order conditions: R rho = b, R's rows the powers of r_k = (lambda_{i-k} - lambda_i) / h.
         rks = np.array([(lam[i - j] - lam[i]) / h for j in range(1, k)] + [1.0])
-        R = np.stack([rks ** j for j in range(k)])
+        R = np.stack([rks**j for j in range(k)])
         b, h_phi_k, factorial = [], phi1 / hh - 1, 1
         for j in range(1, k + 1):
             b.append(h_phi_k * factorial / B_h)
@@ -243,6 +256,7 @@ def unipc(sde, score_fn, x, times, generator=None, cuda_graph=False, order=3, lo
 
 
 # Adaptive solvers: each sample its own time and step size, accepted or rejected on its own.
+
 
 def _rms_rows(v):
     return v.flatten(1).double().pow(2).mean(1).sqrt()
@@ -298,8 +312,10 @@ class _BrownianStack:
         whole = held & (h >= dt_top * (1 - 1e-12))
         dW_top = self.dW[top.to(dev), rows.to(dev)]
         r = (h / dt_top).to(dev, z.dtype)  # bridge: N(r dW_top, r (1 - r) dt_top)
-        bridge = batch_view(r, z) * dW_top + batch_view((r * (1 - r)).clamp(min=0).sqrt()
-                                                         * dt_top.to(dev, z.dtype).sqrt(), z) * z
+        bridge = (
+            batch_view(r, z) * dW_top
+            + batch_view((r * (1 - r)).clamp(min=0).sqrt() * dt_top.to(dev, z.dtype).sqrt(), z) * z
+        )
         fresh = batch_view(h.to(dev, z.dtype).sqrt(), z) * z
         dW = torch.where(batch_view(held.to(dev), z), torch.where(batch_view(whole.to(dev), z), dW_top, bridge), fresh)
         part = held & ~whole
@@ -323,8 +339,20 @@ class _BrownianStack:
         self.depth[rows] += 1
 
 
-def gotta_go_fast(sde, score_fn, x, times, generator=None, cuda_graph=False, abstol=0.0078, reltol=0.05,
-                  safety=0.9, exponent=0.9, h_init=0.01, max_attempts=100_000):
+def gotta_go_fast(
+    sde,
+    score_fn,
+    x,
+    times,
+    generator=None,
+    cuda_graph=False,
+    abstol=0.0078,
+    reltol=0.05,
+    safety=0.9,
+    exponent=0.9,
+    h_init=0.01,
+    max_attempts=100_000,
+):
     """The adaptive SDE solver of Jolicoeur-Martineau et al. 2021 ('Gotta Go Fast', Alg. 1): Euler-Maruyama
     and improved Euler with the same noise, the error between them against a mixed tolerance, the
     improved step kept; per sample, with rejection sampling with memory. abstol suits data in [-1, 1]."""
@@ -339,7 +367,7 @@ def gotta_go_fast(sde, score_fn, x, times, generator=None, cuda_graph=False, abs
 
     def reverse_drift(x, t):
         drift, g = sde.sde(x, t)
-        return drift - batch_view(g ** 2, x) * _score(score_fn, x, t), g
+        return drift - batch_view(g**2, x) * _score(score_fn, x, t), g
 
     def advance(rows, h):
         xs, ts = x[rows.to(dev)], t[rows].to(dev, x.dtype)
@@ -364,8 +392,20 @@ def gotta_go_fast(sde, score_fn, x, times, generator=None, cuda_graph=False, abs
     return x, nfe
 
 
-def dpm_adaptive(sde, score_fn, x, times, generator=None, cuda_graph=False, order=3, atol=0.0078, rtol=0.05,
-                 theta=0.9, h_init=0.05, max_attempts=100_000):
+def dpm_adaptive(
+    sde,
+    score_fn,
+    x,
+    times,
+    generator=None,
+    cuda_graph=False,
+    order=3,
+    atol=0.0078,
+    rtol=0.05,
+    theta=0.9,
+    h_init=0.05,
+    max_attempts=100_000,
+):
     """Adaptive DPM-Solver-12 (order 2) or -23 (order 3) (Lu et al. 2022, 'DPM-Solver', Sec. 3.3 and
     App. C) in DPM-Solver++'s data-prediction form: singlestep solvers of two orders sharing their
     evaluations, the step in lambda sized by their difference; per sample. A step grows at most
@@ -428,14 +468,23 @@ def dpm_adaptive(sde, score_fn, x, times, generator=None, cuda_graph=False, orde
 
 
 SOLVERS = {
-    "heun": heun, "edm": edm,
-    "dpmpp_2m": dpmpp, "dpmpp_3m": dpmpp, "dpmpp_2m_sde": dpmpp, "dpmpp_3m_sde": dpmpp,
+    "heun": heun,
+    "edm": edm,
+    "dpmpp_2m": dpmpp,
+    "dpmpp_3m": dpmpp,
+    "dpmpp_2m_sde": dpmpp,
+    "dpmpp_3m_sde": dpmpp,
     "unipc": unipc,
-    "dpm_adaptive": dpm_adaptive, "gotta_go_fast": gotta_go_fast,
+    "dpm_adaptive": dpm_adaptive,
+    "gotta_go_fast": gotta_go_fast,
 }
 # Each name's options, over its function's defaults.
-PRESETS = {"dpmpp_2m": dict(order=2), "dpmpp_3m": dict(order=3), "dpmpp_2m_sde": dict(order=2, eta=1.0),
-           "dpmpp_3m_sde": dict(order=3, eta=1.0)}
+PRESETS = {
+    "dpmpp_2m": dict(order=2),
+    "dpmpp_3m": dict(order=3),
+    "dpmpp_2m_sde": dict(order=2, eta=1.0),
+    "dpmpp_3m_sde": dict(order=3, eta=1.0),
+}
 DETERMINISTIC = ("heun", "dpmpp_2m", "dpmpp_3m", "unipc", "dpm_adaptive")  # probability-flow ODE solvers
 ADAPTIVE = ("dpm_adaptive", "gotta_go_fast")  # steps of their own: no schedule, no CUDA graph
 FIXED_STEP = tuple(s for s in SOLVERS if s not in ADAPTIVE)  # take steps and a schedule
@@ -451,8 +500,21 @@ def solve(sde, score_fn, x, name, times, generator=None, cuda_graph=False, **opt
     return SOLVERS[name](sde, score_fn, x, times, generator, cuda_graph, **{**PRESETS.get(name, {}), **options})
 
 
-def sample(score_fn, sde, shape, name, steps=20, schedule="edm", eps=1e-3, denoise=True, z=None, generator=None,
-           device=None, cuda_graph=False, **options):
+def sample(
+    score_fn,
+    sde,
+    shape,
+    name,
+    steps=20,
+    schedule="edm",
+    eps=1e-3,
+    denoise=True,
+    z=None,
+    generator=None,
+    device=None,
+    cuda_graph=False,
+    **options,
+):
     """Samples [B, ...] with solver `name` from the prior (or z) at T to eps: `steps` steps spaced by
     `schedule` (adaptive solvers choose their own), then, with `denoise`, the official noise removal
     (one more evaluation). generator: a torch.Generator, one per sample, or a Philox. Returns (x, nfe)."""
@@ -461,8 +523,11 @@ def sample(score_fn, sde, shape, name, steps=20, schedule="edm", eps=1e-3, denoi
     generator = _random.as_generator(generator, device)
     with torch.no_grad():
         x = sde.prior_sampling(shape, generator, device=device) if z is None else z
-        times = (torch.tensor([sde.T, eps], device=device) if name in ADAPTIVE  # the ends only
-                 else schedule_times(sde, schedule, steps, eps, device))
+        times = (
+            torch.tensor([sde.T, eps], device=device)
+            if name in ADAPTIVE  # the ends only
+            else schedule_times(sde, schedule, steps, eps, device)
+        )
         x, nfe = solve(sde, score_fn, x, name, times, generator, cuda_graph, **options)
         if denoise:
             x, nfe = denoise_step(sde, score_fn, x, eps), nfe + 1

@@ -9,6 +9,7 @@ last meta checkpoint. A run whose loss or weights stop being finite raises Float
 writes nothing more. Under torchrun it trains with DistributedDataParallel (NCCL on GPUs, gloo on
 CPUs), training.batch_size split over the processes, and only rank 0 writes.
 """
+
 import contextlib
 import json
 import math
@@ -19,7 +20,8 @@ import time
 import torch
 import torch.distributed as dist
 
-from . import checkpoint, configs as configs_lib, data, losses, runs
+from . import checkpoint, data, losses, runs
+from . import configs as configs_lib
 from .models import create_model, get_score_fn
 from .sde import VESDE, VPSDE, subVPSDE
 
@@ -46,9 +48,13 @@ def objective(config, sde):
     discrete models, as the official get_step_fn picks them."""
     t = config.training
     if t.continuous:
-        return lambda model, x: losses.sde_loss(get_score_fn(sde, model, train=True, continuous=True), sde, x,
-                                                reduce_mean=t.reduce_mean,
-                                                likelihood_weighting=t.likelihood_weighting)
+        return lambda model, x: losses.sde_loss(
+            get_score_fn(sde, model, train=True, continuous=True),
+            sde,
+            x,
+            reduce_mean=t.reduce_mean,
+            likelihood_weighting=t.likelihood_weighting,
+        )
     if isinstance(sde, VESDE):
         return lambda model, x: losses.smld_loss(model.train(), sde, x, reduce_mean=t.reduce_mean)
     if isinstance(sde, VPSDE) and not isinstance(sde, subVPSDE):
@@ -162,9 +168,11 @@ def _check_resume(config, workdir):
     # Keys that config.json lacks (added to the configs by a later fastsde) do not stop a resume.
     differ = runs.differences(configs_lib.load(saved), json.loads(json.dumps(config)), known_only=True)
     if differ:
-        raise ValueError(f"{workdir} holds a run of another config ({'; '.join(differ[:5])}"
-                         f"{' ...' if len(differ) > 5 else ''}): resume it with its own ({saved}), "
-                         "or use another workdir")
+        raise ValueError(
+            f"{workdir} holds a run of another config ({'; '.join(differ[:5])}"
+            f"{' ...' if len(differ) > 5 else ''}): resume it with its own ({saved}), "
+            "or use another workdir"
+        )
 
 
 def _train(config, workdir, n_iters, seed, device, precision, log, rank, world):
@@ -194,8 +202,9 @@ def _train(config, workdir, n_iters, seed, device, precision, log, rank, world):
         # Diverged weights never replace a snapshot: the loss is checked only every log_freq steps.
         # Every rank holds the same weights, so every rank raises alike, before the collective below.
         if not torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all():
-            raise FloatingPointError(f"the weights are not finite at step {step} (training diverged); "
-                                     f"{path} keeps the last finite ones")
+            raise FloatingPointError(
+                f"the weights are not finite at step {step} (training diverged); {path} keeps the last finite ones"
+            )
         states = _rng_states(world)  # collective: every rank takes part
         if rank == 0:
             extra = {"rng": states, "data": batches.state_dict(), "seed": seed, "world": world}
@@ -213,8 +222,9 @@ def _train(config, workdir, n_iters, seed, device, precision, log, rank, world):
             if caught:
                 stopped = signal.Signals(int(caught)).name
                 break
-            x = data.to_model(images[next(batches)], config.data.centered, config.data.uniform_dequantization,
-                              config.data.random_flip).to(device)
+            x = data.to_model(
+                images[next(batches)], config.data.centered, config.data.uniform_dequantization, config.data.random_flip
+            ).to(device)
             loss = train_step(net, opt, ema, loss_of, x, step, o, dtype)
             step += 1
             total, count = total + loss.detach().float(), count + 1
@@ -233,8 +243,7 @@ def _train(config, workdir, n_iters, seed, device, precision, log, rank, world):
         save(meta)
     if stopped and rank == 0:
         log(f"{stopped}: saved step {step} to {meta}")
-    return {"step": step, "loss": last, "stopped": stopped, "seconds": time.time() - start,
-            "model": model, "ema": ema}
+    return {"step": step, "loss": last, "stopped": stopped, "seconds": time.time() - start, "model": model, "ema": ema}
 
 
 def _restore(path, model, ema, opt, batches, rank, world, device):

@@ -4,6 +4,7 @@ shape stays cheap); one config under the interpreter (TRITON_INTERPRET=1), where
 nothing and every launch is slow. FASTSDE_TRITON_AUTOTUNE=0 (read at import) keeps a GPU to the
 first config: the GPU tests set it, since tuning each of their hundreds of shapes would compile
 every config of each (tests/test_triton_configs.py runs every config instead)."""
+
 import os
 
 import triton
@@ -21,6 +22,7 @@ def row_tile(ncols, block, max_cols=None):
 
 def _bench(fn, quantiles):
     import triton.testing
+
     return triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles)
 
 
@@ -31,8 +33,10 @@ def autotune(gpu, interpret, key):
     configs = lambda pairs: [triton.Config(dict(meta), num_warps=warps) for meta, warps in pairs]  # noqa: E731
 
     def decorate(fn):
-        tuner = triton.autotune(configs([interpret] if INTERPRET else gpu if TUNE else gpu[:1]), key=key,
-                                do_bench=_bench)(fn)
+        tuner = triton.autotune(
+            configs([interpret] if INTERPRET else gpu if TUNE else gpu[:1]), key=key, do_bench=_bench
+        )(fn)
         tuner.gpu_configs = configs(gpu)
         return tuner
+
     return decorate

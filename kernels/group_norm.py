@@ -18,6 +18,7 @@ stage one of the weight and bias gradients, which the caller adds in a fixed ord
 With an offset o [N, C] (HAS_OFF) every load of x is of x + o: a [1, CB] row of o per tile, o read
 where it lies (element (n, c) at n OSN + c OSC: fold_constants' time embeddings are column slices).
 """
+
 import torch
 import triton
 import triton.language as tl
@@ -52,16 +53,25 @@ def _tuned(fn):
     """Tile size BLOCK (elements) tuned per shape on a GPU (1024 under the interpreter); the tile's
     shape and the trip counts over a program's PS pixels of the group follow."""
     shape = lambda a: tile_shape(a["PS"], a["CG"], a["BLOCK"])  # noqa: E731
-    tiles = triton.heuristics({"BP": lambda a: shape(a)[0], "CB": lambda a: shape(a)[1],
-                               "P_TILES": lambda a: triton.cdiv(a["PS"], shape(a)[0]),
-                               "C_TILES": lambda a: triton.cdiv(a["CG"], shape(a)[1])})(fn)
-    return autotune(gpu=[({"BLOCK": b}, w) for b in (1024, 2048, 4096) for w in (4, 8)],
-                    interpret=({"BLOCK": 1024}, 4), key=["HW", "PS", "C", "CG", "CHANNELS_LAST"])(tiles)
+    tiles = triton.heuristics(
+        {
+            "BP": lambda a: shape(a)[0],
+            "CB": lambda a: shape(a)[1],
+            "P_TILES": lambda a: triton.cdiv(a["PS"], shape(a)[0]),
+            "C_TILES": lambda a: triton.cdiv(a["CG"], shape(a)[1]),
+        }
+    )(fn)
+    return autotune(
+        gpu=[({"BLOCK": b}, w) for b in (1024, 2048, 4096) for w in (4, 8)],
+        interpret=({"BLOCK": 1024}, 4),
+        key=["HW", "PS", "C", "CG", "CHANNELS_LAST"],
+    )(tiles)
 
 
 @triton.jit
-def _tile(n, g, p0, p1, tp, tc, C, HW, CG: tl.constexpr, BP: tl.constexpr, CB: tl.constexpr,
-          CHANNELS_LAST: tl.constexpr):
+def _tile(
+    n, g, p0, p1, tp, tc, C, HW, CG: tl.constexpr, BP: tl.constexpr, CB: tl.constexpr, CHANNELS_LAST: tl.constexpr
+):
     """Tile (tp, tc) of pixels [p0, p1) of group (n, g): storage offsets [BP, CB], channels and
     channel mask [1, CB], in-range mask [BP, CB]."""
     p = p0 + tp * BP + tl.arange(0, BP)[:, None]
@@ -84,8 +94,26 @@ def _load_x(x_ptr, o_row, OSC, offs, ch, cin, inside, acc_t, HAS_OFF: tl.constex
 
 
 @triton.jit
-def _xhat_tile(x_ptr, o_row, OSC, n, g, p0, p1, tp, tc, C, HW, mean, rstd, CG: tl.constexpr, BP: tl.constexpr,
-               CB: tl.constexpr, CHANNELS_LAST: tl.constexpr, HAS_OFF: tl.constexpr):
+def _xhat_tile(
+    x_ptr,
+    o_row,
+    OSC,
+    n,
+    g,
+    p0,
+    p1,
+    tp,
+    tc,
+    C,
+    HW,
+    mean,
+    rstd,
+    CG: tl.constexpr,
+    BP: tl.constexpr,
+    CB: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
+    HAS_OFF: tl.constexpr,
+):
     """(offsets, channels, channel mask, in-range mask, normalised x + o) of a tile of group (n, g)."""
     offs, ch, cin, inside = _tile(n, g, p0, p1, tp, tc, C, HW, CG, BP, CB, CHANNELS_LAST)
     xhat = (_load_x(x_ptr, o_row, OSC, offs, ch, cin, inside, mean.dtype, HAS_OFF) - mean) * rstd
@@ -109,8 +137,25 @@ def _silu_grad(pre):
 
 
 @triton.jit
-def _stats(x_ptr, o_row, OSC, acc_ptr, n, g, p0, p1, C, HW, CG: tl.constexpr, BP: tl.constexpr, CB: tl.constexpr,
-           P_TILES: tl.constexpr, C_TILES: tl.constexpr, CHANNELS_LAST: tl.constexpr, HAS_OFF: tl.constexpr):
+def _stats(
+    x_ptr,
+    o_row,
+    OSC,
+    acc_ptr,
+    n,
+    g,
+    p0,
+    p1,
+    C,
+    HW,
+    CG: tl.constexpr,
+    BP: tl.constexpr,
+    CB: tl.constexpr,
+    P_TILES: tl.constexpr,
+    C_TILES: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
+    HAS_OFF: tl.constexpr,
+):
     """(mean, centred sum of squares) of x + o over pixels [p0, p1) of group (n, g), in two passes,
     in the dtype acc_ptr points to."""
     acc_t = acc_ptr.dtype.element_ty
@@ -143,33 +188,95 @@ def _combine(part_ptr, ng, S, PS, HW, M, CG: tl.constexpr, S_P2: tl.constexpr):
 
 @_tuned
 @triton.jit
-def _partial_stats_kernel(x_ptr, o_ptr, OSN, OSC, part_ptr, C, HW, G, PS, S, CHANNELS_LAST: tl.constexpr,
-                          CG: tl.constexpr, HAS_OFF: tl.constexpr, BLOCK: tl.constexpr, BP: tl.constexpr,
-                          CB: tl.constexpr, P_TILES: tl.constexpr, C_TILES: tl.constexpr):
+def _partial_stats_kernel(
+    x_ptr,
+    o_ptr,
+    OSN,
+    OSC,
+    part_ptr,
+    C,
+    HW,
+    G,
+    PS,
+    S,
+    CHANNELS_LAST: tl.constexpr,
+    CG: tl.constexpr,
+    HAS_OFF: tl.constexpr,
+    BLOCK: tl.constexpr,
+    BP: tl.constexpr,
+    CB: tl.constexpr,
+    P_TILES: tl.constexpr,
+    C_TILES: tl.constexpr,
+):
     # Range s of group ng: its mean and centred sum of squares, for _combine.
     ng, s = tl.program_id(0), tl.program_id(1)
     p0 = s * PS
     o_row = o_ptr + (ng // G).to(tl.int64) * OSN
-    mean, m2 = _stats(x_ptr, o_row, OSC, part_ptr, ng // G, ng % G, p0, tl.minimum(p0 + PS, HW), C, HW, CG, BP, CB,
-                      P_TILES, C_TILES, CHANNELS_LAST, HAS_OFF)
+    mean, m2 = _stats(
+        x_ptr,
+        o_row,
+        OSC,
+        part_ptr,
+        ng // G,
+        ng % G,
+        p0,
+        tl.minimum(p0 + PS, HW),
+        C,
+        HW,
+        CG,
+        BP,
+        CB,
+        P_TILES,
+        C_TILES,
+        CHANNELS_LAST,
+        HAS_OFF,
+    )
     tl.store(part_ptr + (ng * S + s) * 2, mean)
     tl.store(part_ptr + (ng * S + s) * 2 + 1, m2)
 
 
 @_tuned
 @triton.jit
-def _forward_kernel(x_ptr, w_ptr, b_ptr, o_ptr, OSN, OSC, y_ptr, mean_ptr, rstd_ptr, part_ptr, C, HW, G, M, PS, S,
-                    eps, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_OFF: tl.constexpr, SILU: tl.constexpr,
-                    CHANNELS_LAST: tl.constexpr, CG: tl.constexpr, S_P2: tl.constexpr, BLOCK: tl.constexpr,
-                    BP: tl.constexpr, CB: tl.constexpr, P_TILES: tl.constexpr, C_TILES: tl.constexpr):
+def _forward_kernel(
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    o_ptr,
+    OSN,
+    OSC,
+    y_ptr,
+    mean_ptr,
+    rstd_ptr,
+    part_ptr,
+    C,
+    HW,
+    G,
+    M,
+    PS,
+    S,
+    eps,
+    HAS_W: tl.constexpr,
+    HAS_B: tl.constexpr,
+    HAS_OFF: tl.constexpr,
+    SILU: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
+    CG: tl.constexpr,
+    S_P2: tl.constexpr,
+    BLOCK: tl.constexpr,
+    BP: tl.constexpr,
+    CB: tl.constexpr,
+    P_TILES: tl.constexpr,
+    C_TILES: tl.constexpr,
+):
     # Program (ng, s) writes range s of group ng; whole groups (S = 1) compute their statistics
     # here, split ones combine those of _partial_stats_kernel.
     ng, s = tl.program_id(0), tl.program_id(1)
     n, g = ng // G, ng % G
     o_row = o_ptr + n.to(tl.int64) * OSN
     if S_P2 == 1:
-        mean, m2 = _stats(x_ptr, o_row, OSC, mean_ptr, n, g, 0, HW, C, HW, CG, BP, CB, P_TILES, C_TILES,
-                          CHANNELS_LAST, HAS_OFF)
+        mean, m2 = _stats(
+            x_ptr, o_row, OSC, mean_ptr, n, g, 0, HW, C, HW, CG, BP, CB, P_TILES, C_TILES, CHANNELS_LAST, HAS_OFF
+        )
     else:
         mean, m2 = _combine(part_ptr, ng, S, PS, HW, M, CG, S_P2)
     # NaN where the variance overflowed, as the reference gives (a zero would make each output its bias).
@@ -178,8 +285,9 @@ def _forward_kernel(x_ptr, w_ptr, b_ptr, o_ptr, OSN, OSC, y_ptr, mean_ptr, rstd_
     p1 = tl.minimum(p0 + PS, HW)
     for tc in range(C_TILES):
         for tp in range(P_TILES):
-            offs, ch, cin, inside, y = _xhat_tile(x_ptr, o_row, OSC, n, g, p0, p1, tp, tc, C, HW, mean, rstd, CG, BP,
-                                                  CB, CHANNELS_LAST, HAS_OFF)
+            offs, ch, cin, inside, y = _xhat_tile(
+                x_ptr, o_row, OSC, n, g, p0, p1, tp, tc, C, HW, mean, rstd, CG, BP, CB, CHANNELS_LAST, HAS_OFF
+            )
             y = _affine(y, w_ptr, b_ptr, ch, cin, HAS_W, HAS_B)
             if SILU:
                 y = y * tl.sigmoid(y)
@@ -190,8 +298,9 @@ def _forward_kernel(x_ptr, w_ptr, b_ptr, o_ptr, OSN, OSC, y_ptr, mean_ptr, rstd_
 
 
 @triton.jit
-def _dy_pre(dy_ptr, w_ptr, b_ptr, offs, ch, cin, inside, xhat, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
-            SILU: tl.constexpr):
+def _dy_pre(
+    dy_ptr, w_ptr, b_ptr, offs, ch, cin, inside, xhat, HAS_W: tl.constexpr, HAS_B: tl.constexpr, SILU: tl.constexpr
+):
     """dL/d(affine output): dy, times silu' of the pre-activation when SiLU is fused; 0 outside the group."""
     dy = tl.load(dy_ptr + offs, mask=inside, other=0.0).to(xhat.dtype)
     if SILU:
@@ -200,18 +309,49 @@ def _dy_pre(dy_ptr, w_ptr, b_ptr, offs, ch, cin, inside, xhat, HAS_W: tl.constex
 
 
 @triton.jit
-def _grad_sums(dy_ptr, x_ptr, w_ptr, b_ptr, o_row, OSC, n, g, p0, p1, mean, rstd, C, HW, HAS_W: tl.constexpr,
-               HAS_B: tl.constexpr, HAS_OFF: tl.constexpr, SILU: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-               CG: tl.constexpr, BP: tl.constexpr, CB: tl.constexpr, P_TILES: tl.constexpr, C_TILES: tl.constexpr):
+def _grad_sums(
+    dy_ptr,
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    o_row,
+    OSC,
+    n,
+    g,
+    p0,
+    p1,
+    mean,
+    rstd,
+    C,
+    HW,
+    HAS_W: tl.constexpr,
+    HAS_B: tl.constexpr,
+    HAS_OFF: tl.constexpr,
+    SILU: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
+    CG: tl.constexpr,
+    BP: tl.constexpr,
+    CB: tl.constexpr,
+    P_TILES: tl.constexpr,
+    C_TILES: tl.constexpr,
+):
     """(sum of q, sum of q xhat) over pixels [p0, p1) of group (n, g), q = dL/dxhat."""
     sum_q = tl.zeros((BP, CB), mean.dtype)
     sum_qx = tl.zeros((BP, CB), mean.dtype)
     for tc in range(C_TILES):
         for tp in range(P_TILES):
-            offs, ch, cin, inside, xhat = _xhat_tile(x_ptr, o_row, OSC, n, g, p0, p1, tp, tc, C, HW, mean, rstd, CG, BP,
-                                                     CB, CHANNELS_LAST, HAS_OFF)
-            q = _affine(_dy_pre(dy_ptr, w_ptr, b_ptr, offs, ch, cin, inside, xhat, HAS_W, HAS_B, SILU),
-                        w_ptr, b_ptr, ch, cin, HAS_W, False)
+            offs, ch, cin, inside, xhat = _xhat_tile(
+                x_ptr, o_row, OSC, n, g, p0, p1, tp, tc, C, HW, mean, rstd, CG, BP, CB, CHANNELS_LAST, HAS_OFF
+            )
+            q = _affine(
+                _dy_pre(dy_ptr, w_ptr, b_ptr, offs, ch, cin, inside, xhat, HAS_W, HAS_B, SILU),
+                w_ptr,
+                b_ptr,
+                ch,
+                cin,
+                HAS_W,
+                False,
+            )
             sum_q += q
             sum_qx += q * xhat
     return tl.sum(sum_q), tl.sum(sum_qx)
@@ -219,28 +359,103 @@ def _grad_sums(dy_ptr, x_ptr, w_ptr, b_ptr, o_row, OSC, n, g, p0, p1, mean, rstd
 
 @_tuned
 @triton.jit
-def _partial_grad_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, o_ptr, OSN, OSC, part_ptr, C, HW, G, PS, S,
-                         HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_OFF: tl.constexpr, SILU: tl.constexpr,
-                         CHANNELS_LAST: tl.constexpr, CG: tl.constexpr, BLOCK: tl.constexpr, BP: tl.constexpr,
-                         CB: tl.constexpr, P_TILES: tl.constexpr, C_TILES: tl.constexpr):
+def _partial_grad_kernel(
+    dy_ptr,
+    x_ptr,
+    mean_ptr,
+    rstd_ptr,
+    w_ptr,
+    b_ptr,
+    o_ptr,
+    OSN,
+    OSC,
+    part_ptr,
+    C,
+    HW,
+    G,
+    PS,
+    S,
+    HAS_W: tl.constexpr,
+    HAS_B: tl.constexpr,
+    HAS_OFF: tl.constexpr,
+    SILU: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
+    CG: tl.constexpr,
+    BLOCK: tl.constexpr,
+    BP: tl.constexpr,
+    CB: tl.constexpr,
+    P_TILES: tl.constexpr,
+    C_TILES: tl.constexpr,
+):
     # Range s of group ng: its sums of q and q xhat, which _backward_kernel adds over ranges.
     ng, s = tl.program_id(0), tl.program_id(1)
     p0 = s * PS
     o_row = o_ptr + (ng // G).to(tl.int64) * OSN
-    sum_q, sum_qx = _grad_sums(dy_ptr, x_ptr, w_ptr, b_ptr, o_row, OSC, ng // G, ng % G, p0, tl.minimum(p0 + PS, HW),
-                               tl.load(mean_ptr + ng), tl.load(rstd_ptr + ng), C, HW, HAS_W, HAS_B, HAS_OFF, SILU,
-                               CHANNELS_LAST, CG, BP, CB, P_TILES, C_TILES)
+    sum_q, sum_qx = _grad_sums(
+        dy_ptr,
+        x_ptr,
+        w_ptr,
+        b_ptr,
+        o_row,
+        OSC,
+        ng // G,
+        ng % G,
+        p0,
+        tl.minimum(p0 + PS, HW),
+        tl.load(mean_ptr + ng),
+        tl.load(rstd_ptr + ng),
+        C,
+        HW,
+        HAS_W,
+        HAS_B,
+        HAS_OFF,
+        SILU,
+        CHANNELS_LAST,
+        CG,
+        BP,
+        CB,
+        P_TILES,
+        C_TILES,
+    )
     tl.store(part_ptr + (ng * S + s) * 2, sum_q)
     tl.store(part_ptr + (ng * S + s) * 2 + 1, sum_qx)
 
 
 @_tuned
 @triton.jit
-def _backward_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, o_ptr, OSN, OSC, dx_ptr, dw_ptr, db_ptr,
-                     part_ptr, C, HW, G, M, PS, S, HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_OFF: tl.constexpr,
-                     SILU: tl.constexpr, CHANNELS_LAST: tl.constexpr, CG: tl.constexpr, S_P2: tl.constexpr,
-                     BLOCK: tl.constexpr, BP: tl.constexpr, CB: tl.constexpr, P_TILES: tl.constexpr,
-                     C_TILES: tl.constexpr):
+def _backward_kernel(
+    dy_ptr,
+    x_ptr,
+    mean_ptr,
+    rstd_ptr,
+    w_ptr,
+    b_ptr,
+    o_ptr,
+    OSN,
+    OSC,
+    dx_ptr,
+    dw_ptr,
+    db_ptr,
+    part_ptr,
+    C,
+    HW,
+    G,
+    M,
+    PS,
+    S,
+    HAS_W: tl.constexpr,
+    HAS_B: tl.constexpr,
+    HAS_OFF: tl.constexpr,
+    SILU: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
+    CG: tl.constexpr,
+    S_P2: tl.constexpr,
+    BLOCK: tl.constexpr,
+    BP: tl.constexpr,
+    CB: tl.constexpr,
+    P_TILES: tl.constexpr,
+    C_TILES: tl.constexpr,
+):
     # dx = rstd (q - mean(q) - xhat mean(q xhat)), q = dL/dxhat = dy' w, dy' = dL/d(pre-activation).
     # Program (ng, s) writes range s of group ng and sums dy' and dy' xhat per channel over it (db's
     # and dw's first stage). Whole groups (S = 1) sum q and q xhat here, in a pass that stores nothing,
@@ -250,8 +465,32 @@ def _backward_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, o_ptr, OSN
     mean, rstd = tl.load(mean_ptr + ng), tl.load(rstd_ptr + ng)
     o_row = o_ptr + n.to(tl.int64) * OSN
     if S_P2 == 1:
-        sum_q, sum_qx = _grad_sums(dy_ptr, x_ptr, w_ptr, b_ptr, o_row, OSC, n, g, 0, HW, mean, rstd, C, HW, HAS_W,
-                                   HAS_B, HAS_OFF, SILU, CHANNELS_LAST, CG, BP, CB, P_TILES, C_TILES)
+        sum_q, sum_qx = _grad_sums(
+            dy_ptr,
+            x_ptr,
+            w_ptr,
+            b_ptr,
+            o_row,
+            OSC,
+            n,
+            g,
+            0,
+            HW,
+            mean,
+            rstd,
+            C,
+            HW,
+            HAS_W,
+            HAS_B,
+            HAS_OFF,
+            SILU,
+            CHANNELS_LAST,
+            CG,
+            BP,
+            CB,
+            P_TILES,
+            C_TILES,
+        )
     else:
         k = tl.arange(0, S_P2)
         sum_q = tl.sum(tl.load(part_ptr + (ng * S + k) * 2, mask=k < S, other=0.0))
@@ -264,8 +503,9 @@ def _backward_kernel(dy_ptr, x_ptr, mean_ptr, rstd_ptr, w_ptr, b_ptr, o_ptr, OSN
         s_dy = tl.zeros((BP, CB), mean.dtype)
         s_dyx = tl.zeros((BP, CB), mean.dtype)
         for tp in range(P_TILES):
-            offs, ch, cin, inside, xhat = _xhat_tile(x_ptr, o_row, OSC, n, g, p0, p1, tp, tc, C, HW, mean, rstd, CG, BP,
-                                                     CB, CHANNELS_LAST, HAS_OFF)
+            offs, ch, cin, inside, xhat = _xhat_tile(
+                x_ptr, o_row, OSC, n, g, p0, p1, tp, tc, C, HW, mean, rstd, CG, BP, CB, CHANNELS_LAST, HAS_OFF
+            )
             dy = _dy_pre(dy_ptr, w_ptr, b_ptr, offs, ch, cin, inside, xhat, HAS_W, HAS_B, SILU)
             q = _affine(dy, w_ptr, b_ptr, ch, cin, HAS_W, False)
             dx = rstd * (q - mean_q - xhat * mean_qx)
@@ -302,13 +542,47 @@ def forward(x, num_groups, weight, bias, eps, silu, channels_last, acc, offset=N
     part = mean  # not read where groups are whole
     if S > 1:
         part = torch.empty((N * num_groups, S, 2), dtype=acc, device=x.device)
-        _partial_stats_kernel[(N * num_groups, S)](x, o, OSN, OSC, part, C, HW, num_groups, PS, S,
-                                                   CHANNELS_LAST=channels_last, CG=Cg, HAS_OFF=offset is not None)
-    _forward_kernel[(N * num_groups, S)](x, weight if weight is not None else x, bias if bias is not None else x, o,
-                                         OSN, OSC, y, mean, rstd, part, C, HW, num_groups, Cg * HW, PS, S, eps,
-                                         HAS_W=weight is not None, HAS_B=bias is not None,
-                                         HAS_OFF=offset is not None, SILU=silu, CHANNELS_LAST=channels_last, CG=Cg,
-                                         S_P2=triton.next_power_of_2(S))
+        _partial_stats_kernel[(N * num_groups, S)](
+            x,
+            o,
+            OSN,
+            OSC,
+            part,
+            C,
+            HW,
+            num_groups,
+            PS,
+            S,
+            CHANNELS_LAST=channels_last,
+            CG=Cg,
+            HAS_OFF=offset is not None,
+        )
+    _forward_kernel[(N * num_groups, S)](
+        x,
+        weight if weight is not None else x,
+        bias if bias is not None else x,
+        o,
+        OSN,
+        OSC,
+        y,
+        mean,
+        rstd,
+        part,
+        C,
+        HW,
+        num_groups,
+        Cg * HW,
+        PS,
+        S,
+        eps,
+        HAS_W=weight is not None,
+        HAS_B=bias is not None,
+        HAS_OFF=offset is not None,
+        SILU=silu,
+        CHANNELS_LAST=channels_last,
+        CG=Cg,
+        S_P2=triton.next_power_of_2(S),
+    )
     return y, mean, rstd
 
 
@@ -325,12 +599,39 @@ def backward(dy, x, mean, rstd, weight, bias, silu, channels_last, offset=None):
     w = weight if weight is not None else x
     b = bias if bias is not None else x
     o, OSN, OSC = _offset(offset, x)
-    flags = dict(HAS_W=weight is not None, HAS_B=bias is not None, HAS_OFF=offset is not None, SILU=silu,
-                 CHANNELS_LAST=channels_last, CG=Cg)
+    flags = dict(
+        HAS_W=weight is not None,
+        HAS_B=bias is not None,
+        HAS_OFF=offset is not None,
+        SILU=silu,
+        CHANNELS_LAST=channels_last,
+        CG=Cg,
+    )
     part = mean  # not read where groups are whole
     if S > 1:
         part = torch.empty((N * G, S, 2), dtype=mean.dtype, device=x.device)
         _partial_grad_kernel[(N * G, S)](dy, x, mean, rstd, w, b, o, OSN, OSC, part, C, HW, G, PS, S, **flags)
-    _backward_kernel[(N * G, S)](dy, x, mean, rstd, w, b, o, OSN, OSC, dx, dw_part, db_part, part, C, HW, G, Cg * HW,
-                                 PS, S, S_P2=triton.next_power_of_2(S), **flags)
+    _backward_kernel[(N * G, S)](
+        dy,
+        x,
+        mean,
+        rstd,
+        w,
+        b,
+        o,
+        OSN,
+        OSC,
+        dx,
+        dw_part,
+        db_part,
+        part,
+        C,
+        HW,
+        G,
+        Cg * HW,
+        PS,
+        S,
+        S_P2=triton.next_power_of_2(S),
+        **flags,
+    )
     return dx, dw_part.sum((0, 1)).to(x.dtype), db_part.sum((0, 1)).to(x.dtype)

@@ -9,6 +9,7 @@ half-precision data is converted on load.
 The noise is a tensor (NOISE = 1), drawn with tl.randn from a per-sample key (NOISE = 2; see
 fastsde/ops/philox.py), or absent (NOISE = 0).
 """
+
 import torch
 import triton
 import triton.language as tl
@@ -41,13 +42,34 @@ def _noise(z_ptr, key_ptr, offs, rows, p, inside, C, HW, NOISE: tl.constexpr):
     return z
 
 
-@autotune(gpu=[({"BLOCK": 1024}, 4), ({"BLOCK": 2048}, 4), ({"BLOCK": 4096}, 8)], interpret=({"BLOCK": 1024}, 4),
-          key=["B", "D"])
-@triton.heuristics({"ROWS": lambda a: row_tile(a["D"], a["BLOCK"])[0],
-                    "COLS": lambda a: row_tile(a["D"], a["BLOCK"])[1]})
+@autotune(
+    gpu=[({"BLOCK": 1024}, 4), ({"BLOCK": 2048}, 4), ({"BLOCK": 4096}, 8)],
+    interpret=({"BLOCK": 1024}, 4),
+    key=["B", "D"],
+)
+@triton.heuristics(
+    {"ROWS": lambda a: row_tile(a["D"], a["BLOCK"])[0], "COLS": lambda a: row_tile(a["D"], a["BLOCK"])[1]}
+)
 @triton.jit
-def _affine_kernel(x_ptr, s_ptr, z_ptr, key_ptr, a_ptr, b_ptr, c_ptr, new_ptr, mean_ptr, B, D, C, HW,
-                   NOISE: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
+def _affine_kernel(
+    x_ptr,
+    s_ptr,
+    z_ptr,
+    key_ptr,
+    a_ptr,
+    b_ptr,
+    c_ptr,
+    new_ptr,
+    mean_ptr,
+    B,
+    D,
+    C,
+    HW,
+    NOISE: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ROWS: tl.constexpr,
+    COLS: tl.constexpr,
+):
     rows, cols, offs = _tile(D, ROWS, COLS)
     inside = (rows < B) & (cols < D)
     a = tl.load(a_ptr + rows, mask=rows < B, other=0.0)
@@ -64,8 +86,21 @@ def _affine_kernel(x_ptr, s_ptr, z_ptr, key_ptr, a_ptr, b_ptr, c_ptr, new_ptr, m
 
 
 @triton.jit
-def _sq_norms_kernel(s_ptr, z_ptr, key_ptr, out_s_ptr, out_z_ptr, B, D, C, HW, NBLOCKS,
-                     NOISE: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
+def _sq_norms_kernel(
+    s_ptr,
+    z_ptr,
+    key_ptr,
+    out_s_ptr,
+    out_z_ptr,
+    B,
+    D,
+    C,
+    HW,
+    NBLOCKS,
+    NOISE: tl.constexpr,
+    ROWS: tl.constexpr,
+    COLS: tl.constexpr,
+):
     rows, cols, offs = _tile(D, ROWS, COLS)
     inside = (rows < B) & (cols < D)
     s = tl.load(s_ptr + offs, mask=inside, other=0.0).to(out_s_ptr.dtype.element_ty)
@@ -95,7 +130,8 @@ def affine(x, score, noise, key, a, b, c, out_format):
     D = x.numel() // B
     z, k, C, HW, mode = _noise_args(x, noise, key, out_format)
     _affine_kernel[lambda meta: (triton.cdiv(B, meta["ROWS"]), triton.cdiv(D, meta["COLS"]))](
-        x, score, z, k, a, b, c, new, mean, B, D, C, HW, NOISE=mode)
+        x, score, z, k, a, b, c, new, mean, B, D, C, HW, NOISE=mode
+    )
     return new, mean
 
 

@@ -14,6 +14,7 @@ constants; index arithmetic is 32-bit unless the tensors need 64; any input stri
 arithmetic in float32 (float64 for float64 data). The backward is this kernel with up and down
 swapped, the filter flipped and adjoint pads (fastsde/ops/upfirdn2d.py).
 """
+
 import torch
 import triton
 import triton.language as tl
@@ -29,8 +30,11 @@ def _tuned(fn):
     programs one after another in Python, few large ones. The tile's shape follows."""
     shape = lambda a: row_tile(a["NCOLS"], a["BLOCK"], MAX_COLS)  # noqa: E731
     tiles = triton.heuristics({"ROWS": lambda a: shape(a)[0], "COLS": lambda a: shape(a)[1]})(fn)
-    return autotune(gpu=[({"BLOCK": b}, w) for b in (256, 512, 1024) for w in (4, 8)],
-                    interpret=({"BLOCK": 8192}, 4), key=["NROWS", "NCOLS", "OW", "UP", "DOWN", "CHANNELS_LAST"])(tiles)
+    return autotune(
+        gpu=[({"BLOCK": b}, w) for b in (256, 512, 1024) for w in (4, 8)],
+        interpret=({"BLOCK": 8192}, 4),
+        key=["NROWS", "NCOLS", "OW", "UP", "DOWN", "CHANNELS_LAST"],
+    )(tiles)
 
 
 @triton.jit
@@ -56,11 +60,38 @@ def _tap(f_ptr, ky, kx, KH: tl.constexpr, KW: tl.constexpr, SEPARABLE: tl.conste
 
 @_tuned
 @triton.jit
-def _kernel(x_ptr, f_ptr, y_ptr, C, H, W, OH, OW, NROWS, NCOLS, px0, py0,
-            sxn, sxc, sxh, sxw, syn, syc, syh, syw,
-            UP: tl.constexpr, DOWN: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
-            SEPARABLE: tl.constexpr, CHANNELS_LAST: tl.constexpr, INDEX64: tl.constexpr,
-            BLOCK: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
+def _kernel(
+    x_ptr,
+    f_ptr,
+    y_ptr,
+    C,
+    H,
+    W,
+    OH,
+    OW,
+    NROWS,
+    NCOLS,
+    px0,
+    py0,
+    sxn,
+    sxc,
+    sxh,
+    sxw,
+    syn,
+    syc,
+    syh,
+    syw,
+    UP: tl.constexpr,
+    DOWN: tl.constexpr,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    SEPARABLE: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
+    INDEX64: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ROWS: tl.constexpr,
+    COLS: tl.constexpr,
+):
     pid = tl.program_id(0)
     col_blocks = tl.cdiv(NCOLS, COLS)
     row_block = pid // col_blocks
@@ -108,7 +139,26 @@ def upfirdn2d(x, f, up, down, pad, out_h, out_w, channels_last, acc_dtype):
     rows, cols = (N * out_h * out_w, C) if channels_last else (N * C * out_h, out_w)
     x_span = 1 + sum((size - 1) * stride for size, stride in zip(x.shape, x.stride()))
     _kernel[lambda meta: (triton.cdiv(rows, meta["ROWS"]) * triton.cdiv(cols, meta["COLS"]),)](
-        x, f.to(acc_dtype).contiguous(), y, C, H, W, out_h, out_w, rows, cols, pad[0], pad[2], *x.stride(),
-        *y.stride(), UP=up, DOWN=down, KH=kh, KW=kw, SEPARABLE=separable, CHANNELS_LAST=channels_last,
-        INDEX64=max(x_span, y.numel()) >= INDEX32_LIMIT)
+        x,
+        f.to(acc_dtype).contiguous(),
+        y,
+        C,
+        H,
+        W,
+        out_h,
+        out_w,
+        rows,
+        cols,
+        pad[0],
+        pad[2],
+        *x.stride(),
+        *y.stride(),
+        UP=up,
+        DOWN=down,
+        KH=kh,
+        KW=kw,
+        SEPARABLE=separable,
+        CHANNELS_LAST=channels_last,
+        INDEX64=max(x_span, y.numel()) >= INDEX32_LIMIT,
+    )
     return y

@@ -1,4 +1,5 @@
 """Shared test helpers: the backends under test, dtype tolerances, and output poisoning."""
+
 import importlib
 import os
 
@@ -24,9 +25,11 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")  # checkpoints ma
 GPU = torch.cuda.is_available()
 KERNEL_BACKENDS = [
     pytest.param("cpp", "cpu", id="cpp"),
-    pytest.param("cuda", "cuda", id="cuda", marks=pytest.mark.gpu) if GPU
+    pytest.param("cuda", "cuda", id="cuda", marks=pytest.mark.gpu)
+    if GPU
     else pytest.param("cuda", "cpu", id="cuda-emulated"),
-    pytest.param("triton", "cuda", id="triton", marks=pytest.mark.gpu) if GPU
+    pytest.param("triton", "cuda", id="triton", marks=pytest.mark.gpu)
+    if GPU
     else pytest.param("triton", "cpu", id="triton-interpret"),
 ]
 OP_MODULES = [importlib.import_module(f"fastsde.ops.{op}") for op in ("group_norm", "pc_update", "upfirdn2d")]
@@ -41,6 +44,7 @@ def ops_namespace(backend):
 @pytest.fixture(scope="session")
 def emulated_cuda_ops():
     import cuda_emulation
+
     return cuda_emulation.load()
 
 
@@ -55,6 +59,7 @@ def _emulated_cuda(request, monkeypatch):
     monkeypatch.setitem(_backend._reasons, ("cuda", "cpu"), None)
     for module in OP_MODULES:
         monkeypatch.setitem(module._OPS, "cuda", emulated)
+
 
 TOL = {  # (rtol, atol) for outputs of O(1) magnitude
     torch.float64: (1e-10, 1e-10),

@@ -6,6 +6,7 @@ rebuilds what changed) and registers as the CPU kernels of torch.ops.fastsde_cud
 schemas as torch.ops.fastsde, with the same fake kernels and autograd. The kernels that check the
 emulation itself (cuda_emulation_checks.cpp) register as torch.ops.fastsde_emulation_checks.
 """
+
 import glob
 import importlib
 import os
@@ -35,8 +36,14 @@ def load():
     for cu in sorted(glob.glob(os.path.join(csrc, "cuda", "*.cu"))):
         sources.append(os.path.join(build, os.path.basename(cu) + ".cpp"))
         _write(sources[-1], f'#include "{cu}"\n')
-    cpp_extension.load(name=NAMESPACE, sources=sources, extra_include_paths=[csrc], build_directory=build,
-                       extra_cflags=["-O2", "-std=c++20", "-DFASTSDE_CUDA_EMULATION"], is_python_module=False)
+    cpp_extension.load(
+        name=NAMESPACE,
+        sources=sources,
+        extra_include_paths=[csrc],
+        build_directory=build,
+        extra_cflags=["-O2", "-std=c++20", "-DFASTSDE_CUDA_EMULATION"],
+        is_python_module=False,
+    )
     for op in ("group_norm", "pc_update", "upfirdn2d"):
         importlib.import_module(f"fastsde.ops.{op}")._register(NAMESPACE)
     return getattr(torch.ops, NAMESPACE)

@@ -2,6 +2,7 @@
 data-parallel, then checks that every rank ends with the same weights and EMA.
 
     dist_worker.py WORKDIR STEPS [K]: with K, rank 1 alone gets SIGTERM during step K."""
+
 import os
 import signal
 import sys
@@ -10,9 +11,9 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(__file__))
-from tiny import tiny_config  # noqa: E402
-
 from fastsde import losses, train  # noqa: E402
+
+from tiny import tiny_config  # noqa: E402
 
 if len(sys.argv) > 3:
     optimize_step, stop_at = losses.optimize_step, int(sys.argv[3])
@@ -21,11 +22,13 @@ if len(sys.argv) > 3:
         if dist.get_rank() == 1 and step + 1 == stop_at:
             os.kill(os.getpid(), signal.SIGTERM)
         optimize_step(opt, params, step, **kwargs)
+
     losses.optimize_step = signalled_step
 
 result = train.train(tiny_config(), sys.argv[1], n_iters=int(sys.argv[2]), log=print)
-flat = torch.cat([p.detach().flatten() for p in result["model"].parameters()] +
-                 [s.flatten() for s in result["ema"].shadow_params])
+flat = torch.cat(
+    [p.detach().flatten() for p in result["model"].parameters()] + [s.flatten() for s in result["ema"].shadow_params]
+)
 gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
 dist.all_gather(gathered, flat)
 assert all(torch.equal(g, gathered[0]) for g in gathered), "the ranks' weights differ"

@@ -3,6 +3,7 @@
 Under the forward SDE each isotropic component N(mu_k, s_k^2 I) stays Gaussian:
 N(alpha(t) mu_k, (alpha(t)^2 s_k^2 + std(t)^2) I), with alpha and std from the SDE's marginals.
 """
+
 import math
 
 import torch
@@ -19,9 +20,9 @@ class GaussianMixture:
     def _components(self, x, alpha, std):
         """log(w_k N(x; alpha mu_k, v_k I)) [B, K] and the variances v_k [B, K]."""
         D = x.shape[1]
-        v = alpha[:, None] ** 2 * self.s ** 2 + std[:, None] ** 2
+        v = alpha[:, None] ** 2 * self.s**2 + std[:, None] ** 2
         diff = x[:, None, :] - alpha[:, None, None] * self.mu
-        logn = -0.5 * (diff ** 2).sum(-1) / v - 0.5 * D * torch.log(2 * math.pi * v)
+        logn = -0.5 * (diff**2).sum(-1) / v - 0.5 * D * torch.log(2 * math.pi * v)
         return torch.log(self.w) + logn, v, diff
 
     def log_prob(self, x, alpha=None, std=None):
@@ -33,11 +34,13 @@ class GaussianMixture:
 
     def score_fn(self, sde):
         """The exact score of p_t for `sde`: score_fn(x, t) -> [B, D]."""
+
         def score(x, t):
             alpha, std = (v.double().cpu() for v in sde.marginal_coef(t))
             logc, v, diff = self._components(x.double().cpu(), alpha, std)
             r = torch.softmax(logc, dim=1)
             return (-(r / v)[:, :, None] * diff).sum(1).to(device=x.device, dtype=x.dtype)
+
         return score
 
     def sample(self, n, generator):

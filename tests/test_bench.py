@@ -1,5 +1,6 @@
 """The sampling benchmark's accounting (fastsde.bench) on a tiny model: what a timed PC run of a few
 steps stands for, what a training step keeps for its backward, what the likelihood's rows measure."""
+
 import copy
 import math
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from fastsde import bench, checkpoint, models
+
 from tiny import perturb, tiny_config
 
 
@@ -21,10 +23,26 @@ def test_pc_rows_stand_for_the_configs_run(tiny, monkeypatch):
     # Off CUDA the graph flag is ignored, so a "graphed" path runs here, eagerly, timed at two
     # lengths; the timings are made up: a step costs 10 ms, a graphed run pays 0.5 s once.
     model, sde, config = tiny
-    paths = [dict(name="official loop", backend="reference", precision=None, cuda_graph=False,
-                  channels_last=False, compile=False, fold=False),
-             dict(name="graphed", backend=None, precision="fp32", cuda_graph=True, channels_last=True, compile=False,
-                  fold=True)]
+    paths = [
+        dict(
+            name="official loop",
+            backend="reference",
+            precision=None,
+            cuda_graph=False,
+            channels_last=False,
+            compile=False,
+            fold=False,
+        ),
+        dict(
+            name="graphed",
+            backend=None,
+            precision="fp32",
+            cuda_graph=True,
+            channels_last=True,
+            compile=False,
+            fold=True,
+        ),
+    ]
     monkeypatch.setattr(bench, "paths_for", lambda *args: paths)
 
     def time_runs(runs, batch, rounds, device):
@@ -33,6 +51,7 @@ def test_pc_rows_stand_for_the_configs_run(tiny, monkeypatch):
             seconds = 0.01 * n + 0.5 * (name == "graphed")
             out[name, n] = {"seconds": seconds, "first": seconds, "nfe": run(batch, 0)[1], "peak": None}
         return out
+
     monkeypatch.setattr(bench, "time_runs", time_runs)
     rows = {r["path"]: r for r in bench.throughput(model, sde, config, "cpu", (2,), ("pc",), pc_steps=3, rounds=1)}
     # The VP SDE needs N > beta_max = 20: 21 steps, not 3.
@@ -73,6 +92,7 @@ def test_likelihood_rows_time_the_likelihoods_own_right_hand_side(tiny, monkeypa
     # Each run is `evals` calls of likelihood.ode_with_divergence's rhs (the function RK45 integrates
     # in log_likelihood) on every path but the CUDA-graphed ones, for each batch size.
     from fastsde import likelihood
+
     model, sde, config = tiny
     made, calls = [], []
     real = likelihood.ode_with_divergence
@@ -84,11 +104,15 @@ def test_likelihood_rows_time_the_likelihoods_own_right_hand_side(tiny, monkeypa
         def call(t, state):
             calls.append((t, tuple(state.shape)))
             return rhs(t, state)
+
         return call
+
     monkeypatch.setattr(likelihood, "ode_with_divergence", counted)
     rows = bench.likelihood_speed(model, sde, config, "cpu", batches=(1, 3), evals=2, rounds=2)
-    assert [(r["batch"], r["path"]) for r in rows] == [(b, p) for b in (1, 3) for p in ("official loop", "fastsde fp32")]
-    n = config.data.num_channels * config.data.image_size ** 2
+    assert [(r["batch"], r["path"]) for r in rows] == [
+        (b, p) for b in (1, 3) for p in ("official loop", "fastsde fp32")
+    ]
+    n = config.data.num_channels * config.data.image_size**2
     # Per batch and path: one untimed run and two timed ones, each of 2 evaluations at t = 0.5.
     assert made == [b for b in (1, 3) for _ in range(3 * 2)]
     assert calls == [(0.5, (b, n + 1)) for b in (1, 3) for _ in range(3 * 2 * 2)]

@@ -1,5 +1,6 @@
 """The compiled extension: it loads, and registers a kernel per op for each device it was built for.
 CI runs this file against the CUDA build too (no GPU needed to check registrations)."""
+
 import os
 import runpy
 import subprocess
@@ -74,6 +75,7 @@ def built_by_setup(monkeypatch, tmp_path, flag, torch_cuda, nvcc_says):
     CUDA `torch_cuda` (None: a CPU build) and a toolkit whose nvcc prints `nvcc_says`."""
     import setuptools
     import torch.utils.cpp_extension as cpp
+
     nvcc = tmp_path / "bin" / "nvcc"
     nvcc.parent.mkdir(exist_ok=True)
     nvcc.write_text(f"#!/bin/sh\necho '{nvcc_says}'\n")

@@ -1,4 +1,5 @@
 """The `fastsde` command: each subcommand end to end on a tiny model, and its one-line errors."""
+
 import functools
 import importlib.metadata
 import json
@@ -14,9 +15,9 @@ import torch
 
 from fastsde import checkpoint, cli, generate
 from fastsde.models import create_model
+
 from conftest import FIXTURES
 from tiny import perturb, tiny_config
-
 
 
 def _save_tiny(path, config):
@@ -38,8 +39,22 @@ def tiny_rgb(tmp_path_factory):
     config = tiny_config()
     config.data.dataset, config.data.num_channels = "DIGITS_RGB", 3
     model = _save_tiny(folder / "rgb.safetensors", config)
-    assert run("train-classifier", "--config", model_config_path(folder, config), "--out", folder / "c.safetensors",
-               "--steps", 3, "--blocks", 1, "--width", 1) == 0
+    assert (
+        run(
+            "train-classifier",
+            "--config",
+            model_config_path(folder, config),
+            "--out",
+            folder / "c.safetensors",
+            "--steps",
+            3,
+            "--blocks",
+            1,
+            "--width",
+            1,
+        )
+        == 0
+    )
     return model, str(folder / "c.safetensors")
 
 
@@ -57,8 +72,21 @@ def test_the_command_is_installed_and_runs_as_a_module():
     (entry,) = importlib.metadata.entry_points(group="console_scripts", name="fastsde")
     assert entry.value == "fastsde.cli:main"
     out = subprocess.run([sys.executable, "-m", "fastsde", "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("train", "sample", "likelihood", "eval", "stats", "inpaint", "colorize", "train-classifier",
-                    "convert", "merge", "configs", "bench", "info"):
+    for command in (
+        "train",
+        "sample",
+        "likelihood",
+        "eval",
+        "stats",
+        "inpaint",
+        "colorize",
+        "train-classifier",
+        "convert",
+        "merge",
+        "configs",
+        "bench",
+        "info",
+    ):
         assert command in out
 
 
@@ -93,8 +121,9 @@ def test_sample_writes_npz_and_png_and_is_batch_independent(tiny_ckpt, tmp_path,
     # Another run into it is refused, unless told to overwrite.
     assert run("sample", "--ckpt", tiny_ckpt, "--num-samples", 2, "--seed", 1, "--out", tmp_path / "b") == 1
     assert "seed: 0 there, 1 here" in capsys.readouterr().err
-    assert run("sample", "--ckpt", tiny_ckpt, "--num-samples", 2, "--seed", 1, "--overwrite",
-               "--out", tmp_path / "b") == 0
+    assert (
+        run("sample", "--ckpt", tiny_ckpt, "--num-samples", 2, "--seed", 1, "--overwrite", "--out", tmp_path / "b") == 0
+    )
     with np.load(tmp_path / "b" / "samples.npz") as f:
         assert len(f["samples"]) == 2 and not np.array_equal(f["samples"], a[:2])
 
@@ -113,8 +142,18 @@ def test_train_then_sample_from_the_workdir(tmp_path, capsys):
     assert run("sample", "--ckpt", workdir, "--num-samples", 2, "--out", tmp_path / "b") == 1
     assert "checkpoint_10.pth: not a readable checkpoint" in capsys.readouterr().err  # last by number, not name
     os.unlink(workdir / "checkpoints" / "checkpoint_10.pth")
-    assert run("sample", "--ckpt", workdir / "checkpoints-meta" / "checkpoint.pth", "--num-samples", 2,
-               "--out", tmp_path / "c") == 0
+    assert (
+        run(
+            "sample",
+            "--ckpt",
+            workdir / "checkpoints-meta" / "checkpoint.pth",
+            "--num-samples",
+            2,
+            "--out",
+            tmp_path / "c",
+        )
+        == 0
+    )
     # A checkpoint outside a workdir's checkpoints folders takes no config.json from its surroundings.
     os.makedirs(tmp_path / "elsewhere")
     os.rename(workdir / "checkpoints" / "checkpoint_2.pth", tmp_path / "elsewhere" / "checkpoint_2.pth")
@@ -126,10 +165,12 @@ def test_train_then_sample_from_the_workdir(tmp_path, capsys):
 
 def test_sample_stopped_by_ctrl_c_resumes_to_the_samples_of_an_unbroken_run(tiny_ckpt, tmp_path):
     command = [sys.executable, "-m", "fastsde", "sample", "--ckpt", tiny_ckpt, "--num-samples", "30"]
-    subprocess.run([*command, "--batch-size", "30", "--out", str(tmp_path / "whole")], check=True,
-                   capture_output=True, timeout=300)
-    stopped = subprocess.Popen([*command, "--batch-size", "1", "--out", str(tmp_path / "cut")],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    subprocess.run(
+        [*command, "--batch-size", "30", "--out", str(tmp_path / "whole")], check=True, capture_output=True, timeout=300
+    )
+    stopped = subprocess.Popen(
+        [*command, "--batch-size", "1", "--out", str(tmp_path / "cut")], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     seen = b""
     while b"] 1/30" not in seen:  # the progress line: the first sample is drawn, 29 to go
         chunk = os.read(stopped.stderr.fileno(), 4096)
@@ -141,8 +182,13 @@ def test_sample_stopped_by_ctrl_c_resumes_to_the_samples_of_an_unbroken_run(tiny
     (part,) = [f for f in os.listdir(tmp_path / "cut") if f.startswith("samples_part")]
     with np.load(tmp_path / "cut" / part) as f:
         assert 1 <= len(f["indices"]) < 30  # saved on the way out, though not a minute old
-    resumed = subprocess.run([*command, "--batch-size", "7", "--out", str(tmp_path / "cut")], check=True,
-                             capture_output=True, text=True, timeout=300).stdout
+    resumed = subprocess.run(
+        [*command, "--batch-size", "7", "--out", str(tmp_path / "cut")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout
     assert "were there already" in resumed
     with np.load(tmp_path / "whole" / "samples.npz") as a, np.load(tmp_path / "cut" / "samples.npz") as b:
         assert np.array_equal(a["samples"], b["samples"])
@@ -153,17 +199,52 @@ def test_racing_sample_runs_never_mix_their_samples(tiny_ckpt, tmp_path):
     # runs held their folder, some tries ended with both exiting 0 and samples of both seeds in one file).
     drawn = {}
     for seed, count in ((0, 8), (1, 24)):
-        assert run("sample", "--ckpt", tiny_ckpt, "--num-samples", count, "--seed", seed, "--steps", 21,
-                   "--out", tmp_path / f"alone{seed}") == 0
+        assert (
+            run(
+                "sample",
+                "--ckpt",
+                tiny_ckpt,
+                "--num-samples",
+                count,
+                "--seed",
+                seed,
+                "--steps",
+                21,
+                "--out",
+                tmp_path / f"alone{seed}",
+            )
+            == 0
+        )
         with np.load(tmp_path / f"alone{seed}" / "samples.npz") as f:
             drawn[seed] = f["samples"]
     for attempt in range(3):
         out = str(tmp_path / f"race{attempt}")
-        procs = {seed: subprocess.Popen([sys.executable, "-m", "fastsde", "sample", "--ckpt", tiny_ckpt,
-                                         "--num-samples", str(count), "--seed", str(seed), "--steps", "21",
-                                         "--batch-size", "8", "--out", out],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for seed, count in ((0, 8), (1, 24))}
+        procs = {
+            seed: subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "fastsde",
+                    "sample",
+                    "--ckpt",
+                    tiny_ckpt,
+                    "--num-samples",
+                    str(count),
+                    "--seed",
+                    str(seed),
+                    "--steps",
+                    "21",
+                    "--batch-size",
+                    "8",
+                    "--out",
+                    out,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for seed, count in ((0, 8), (1, 24))
+        }
         codes = {seed: p.wait(timeout=300) for seed, p in procs.items()}
         (winner,) = [seed for seed, code in codes.items() if code == 0]
         loser = procs[1 - winner].stderr.read()
@@ -180,8 +261,13 @@ def test_every_sampler_refuses_a_model_that_makes_nan(tmp_path, capsys):
         next(p for p in model.parameters() if p.dim() == 4).view(-1)[0] = float("nan")
     ckpt = str(tmp_path / "nan.safetensors")
     checkpoint.save_safetensors(ckpt, model, config)
-    for argv in (["sample", "--sampler", "heun"], ["sample", "--sampler", "dpmpp_2m"], ["sample", "--steps", "21"],
-                 ["sample", "--sampler", "ode"], ["interpolate", "--sampler", "heun", "--pairs", "1"]):
+    for argv in (
+        ["sample", "--sampler", "heun"],
+        ["sample", "--sampler", "dpmpp_2m"],
+        ["sample", "--steps", "21"],
+        ["sample", "--sampler", "ode"],
+        ["interpolate", "--sampler", "heun", "--pairs", "1"],
+    ):
         assert run(*argv, "--ckpt", ckpt, "--out", tmp_path / argv[-1]) == 1, argv
         assert "NaN or Inf" in capsys.readouterr().err, argv
 
@@ -190,8 +276,24 @@ def test_sample_with_philox_noise_is_batch_independent(tiny_ckpt, tmp_path):
     # Noise drawn inside the PC kernels: reproducible per sample, and other numbers than --noise torch.
     out = {}
     for name, batch, noise in (("a", 4, "philox"), ("b", 3, "philox"), ("c", 4, "torch")):
-        assert run("sample", "--ckpt", tiny_ckpt, "--num-samples", 4, "--batch-size", batch, "--noise", noise,
-                   "--corrector", "langevin", "--out", tmp_path / name) == 0
+        assert (
+            run(
+                "sample",
+                "--ckpt",
+                tiny_ckpt,
+                "--num-samples",
+                4,
+                "--batch-size",
+                batch,
+                "--noise",
+                noise,
+                "--corrector",
+                "langevin",
+                "--out",
+                tmp_path / name,
+            )
+            == 0
+        )
         with np.load(tmp_path / name / "samples.npz") as f:
             out[name] = f["samples"]
     assert out["a"].std() > 0 and np.array_equal(out["a"], out["b"])
@@ -200,10 +302,30 @@ def test_sample_with_philox_noise_is_batch_independent(tiny_ckpt, tmp_path):
 
 @pytest.mark.parametrize("sampler", generate.SAMPLERS)
 def test_every_sampler_runs(tiny_ckpt, tmp_path, sampler, capsys):
-    extra = {"pc": ["--corrector", "langevin", "--snr", "0.1", "--steps", "30"], "ode": [], "dpm_adaptive": [],
-             "gotta_go_fast": [], "unipc": ["--steps", "4", "--schedule", "logsnr"]}.get(sampler, ["--steps", "4"])
-    assert run("sample", "--ckpt", tiny_ckpt, "--num-samples", 2, "--sampler", sampler, *extra,
-               "--precision", "bf16", "--out", tmp_path) == 0
+    extra = {
+        "pc": ["--corrector", "langevin", "--snr", "0.1", "--steps", "30"],
+        "ode": [],
+        "dpm_adaptive": [],
+        "gotta_go_fast": [],
+        "unipc": ["--steps", "4", "--schedule", "logsnr"],
+    }.get(sampler, ["--steps", "4"])
+    assert (
+        run(
+            "sample",
+            "--ckpt",
+            tiny_ckpt,
+            "--num-samples",
+            2,
+            "--sampler",
+            sampler,
+            *extra,
+            "--precision",
+            "bf16",
+            "--out",
+            tmp_path,
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert f"({sampler}, bf16)" in out
     if sampler in ("dpm_adaptive", "gotta_go_fast"):  # steps of each sample's own
@@ -217,9 +339,11 @@ def test_every_sampler_runs(tiny_ckpt, tmp_path, sampler, capsys):
 
 def test_likelihood_checks_the_data_against_the_model(tiny_ckpt, tmp_path, capsys):
     # Each failed inside the network (or printed 'nan bits/dim over 0 images' and exited 0).
-    for name, shape, said in (("big", (2, 1, 16, 16), "images of (1, 16, 16) (C, H, W); the model takes (1, 8, 8)"),
-                              ("rgb", (2, 3, 8, 8), "images of (3, 8, 8) (C, H, W); the model takes (1, 8, 8)"),
-                              ("empty", (0, 1, 8, 8), "holds no images")):
+    for name, shape, said in (
+        ("big", (2, 1, 16, 16), "images of (1, 16, 16) (C, H, W); the model takes (1, 8, 8)"),
+        ("rgb", (2, 3, 8, 8), "images of (3, 8, 8) (C, H, W); the model takes (1, 8, 8)"),
+        ("empty", (0, 1, 8, 8), "holds no images"),
+    ):
         np.savez(tmp_path / f"{name}.npz", images=np.zeros(shape, np.uint8))
         assert run("likelihood", "--ckpt", tiny_ckpt, "--data", tmp_path / f"{name}.npz") == 1
         assert f"{name}.npz: {said}" in capsys.readouterr().err
@@ -255,25 +379,58 @@ def test_likelihood_reports_bits_per_dim_and_resumes(tiny_ckpt, tmp_path, capsys
 
 def test_eval_and_convert(tmp_path, capsys):
     from test_metrics import TinyFeatures
+
     net = TinyFeatures()
     example = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
-    torch.export.save(torch.export.export(net, (example,), dynamic_shapes=({0: torch.export.Dim("b", max=512)},)),
-                      str(tmp_path / "net.pt2"))
+    torch.export.save(
+        torch.export.export(net, (example,), dynamic_shapes=({0: torch.export.Dim("b", max=512)},)),
+        str(tmp_path / "net.pt2"),
+    )
     samples = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 1), dtype=np.uint8)
     np.savez(tmp_path / "samples.npz", samples=samples)
     np.savez(tmp_path / "stats.npz", mu=np.zeros(4), sigma=np.eye(4))
-    assert run("eval", "--samples", tmp_path / "samples.npz", "--stats", tmp_path / "stats.npz",
-               "--inception", tmp_path / "net.pt2") == 0
+    assert (
+        run(
+            "eval",
+            "--samples",
+            tmp_path / "samples.npz",
+            "--stats",
+            tmp_path / "stats.npz",
+            "--inception",
+            tmp_path / "net.pt2",
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("fid ") and "inception_score" in out and "(20 samples)" in out
     # Statistics of a dataset, as the official files hold them: the samples against their own are at FID 0.
-    assert run("stats", "--data", tmp_path / "samples.npz", "--inception", tmp_path / "net.pt2",
-               "--out", tmp_path / "own.npz") == 0
+    assert (
+        run(
+            "stats",
+            "--data",
+            tmp_path / "samples.npz",
+            "--inception",
+            tmp_path / "net.pt2",
+            "--out",
+            tmp_path / "own.npz",
+        )
+        == 0
+    )
     assert "the 4-dimensional features of 20 images" in capsys.readouterr().out
     with np.load(tmp_path / "own.npz") as f:
         assert f.files == ["pool_3"] and f["pool_3"].shape == (20, 4) and f["pool_3"].dtype == np.float32
-    assert run("eval", "--samples", tmp_path / "samples.npz", "--stats", tmp_path / "own.npz",
-               "--inception", tmp_path / "net.pt2") == 0
+    assert (
+        run(
+            "eval",
+            "--samples",
+            tmp_path / "samples.npz",
+            "--stats",
+            tmp_path / "own.npz",
+            "--inception",
+            tmp_path / "net.pt2",
+        )
+        == 0
+    )
     assert abs(float(capsys.readouterr().out.split()[1])) < 1e-5
     official = os.path.join(FIXTURES, "ncsnpp_ve_cifar_small.pth")
     config = os.path.join(FIXTURES, "ncsnpp_ve_cifar_small.json")
@@ -347,8 +504,18 @@ def test_errors_are_one_line_unless_debug(tmp_path, capsys):
     assert run("likelihood", "--ckpt", tmp_path / "junk.pth") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a readable checkpoint" in err and "weights_only" not in err
-    assert run("sample", "--ckpt", FIXTURES + "/ddpmpp_vp_cifar_small.pth", "--config",
-               FIXTURES + "/ddpmpp_vp_cifar_small.json", "--steps", 10) == 1
+    assert (
+        run(
+            "sample",
+            "--ckpt",
+            FIXTURES + "/ddpmpp_vp_cifar_small.pth",
+            "--config",
+            FIXTURES + "/ddpmpp_vp_cifar_small.json",
+            "--steps",
+            10,
+        )
+        == 1
+    )
     assert "N must exceed beta_max" in capsys.readouterr().err
     assert run("merge", "--out", tmp_path) == 1
     assert "no samples.npz or samples_part*.npz to merge" in capsys.readouterr().err
@@ -359,12 +526,14 @@ def test_errors_are_one_line_unless_debug(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run("sample", "--precision", "fp8")
     # Counts and tolerances are checked where they are parsed, by name (no range() error, no silent NaN).
-    for argv, said in ((["sample", "--batch-size", 0], "argument --batch-size: must be a positive integer, got '0'"),
-                       (["sample", "--num-samples", -3], "argument --num-samples: must be a positive integer"),
-                       (["likelihood", "--repeats", 0], "argument --repeats: must be a positive integer"),
-                       (["likelihood", "--tol", "x"], "argument --tol: must be a positive number, got 'x'"),
-                       (["sample", "--snr", -0.16], "argument --snr: must be a positive number, got '-0.16'"),
-                       (["inpaint", "--snr", -1], "argument --snr: must be a positive number")):
+    for argv, said in (
+        (["sample", "--batch-size", 0], "argument --batch-size: must be a positive integer, got '0'"),
+        (["sample", "--num-samples", -3], "argument --num-samples: must be a positive integer"),
+        (["likelihood", "--repeats", 0], "argument --repeats: must be a positive integer"),
+        (["likelihood", "--tol", "x"], "argument --tol: must be a positive number, got 'x'"),
+        (["sample", "--snr", -0.16], "argument --snr: must be a positive number, got '-0.16'"),
+        (["inpaint", "--snr", -1], "argument --snr: must be a positive number"),
+    ):
         with pytest.raises(SystemExit):
             run(*argv)
         assert said in capsys.readouterr().err
@@ -378,25 +547,35 @@ def test_errors_are_one_line_unless_debug(tmp_path, capsys):
     assert run("sample", "--out", tmp_path / "a_file") == 1
     assert "a_file exists and is not a folder" in capsys.readouterr().err
     assert run("sample", "--num-samples", 10_000_000_000, "--out", tmp_path / "many") == 1  # was a MemoryError
-    assert ("--num-samples 10000000000: 1788.1 GiB of 8-bit images, more than the merge into samples.npz can hold"
-            in capsys.readouterr().err)
+    assert (
+        "--num-samples 10000000000: 1788.1 GiB of 8-bit images, more than the merge into samples.npz can hold"
+        in capsys.readouterr().err
+    )
     # A full disk: the error names the file that could not be written.
     import errno
+
     from fastsde import runs
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
+
     with pytest.MonkeyPatch.context() as m:
         m.setattr(runs.np, "savez", full)
         assert run("sample", "--num-samples", 2, "--steps", 21, "--out", tmp_path / "full") == 1
     said = capsys.readouterr().err
     assert "[Errno 28] could not write " in said and "samples_part000000000.npz: No space left on device" in said
-    for argv, said in ((["bench", "--precision", "fp32,fp8"],
-                        "--precision: takes a comma-separated list of fp32, tf32, bf16, fp16, got 'fp32,fp8'"),
-                       (["bench", "--batch-sizes", "1,x"], "--batch-sizes: must be comma-separated positive integers"),
-                       (["eval", "--samples", tmp_path / "none.npz", "--stats", "s", "--inception", "i"],
-                        f"argument --samples: no such file: '{tmp_path / 'none.npz'}'"),
-                       (["sample", "--device", "gpu"], "argument --device: not a device: 'gpu' (cpu, cuda, cuda:1")):
+    for argv, said in (
+        (
+            ["bench", "--precision", "fp32,fp8"],
+            "--precision: takes a comma-separated list of fp32, tf32, bf16, fp16, got 'fp32,fp8'",
+        ),
+        (["bench", "--batch-sizes", "1,x"], "--batch-sizes: must be comma-separated positive integers"),
+        (
+            ["eval", "--samples", tmp_path / "none.npz", "--stats", "s", "--inception", "i"],
+            f"argument --samples: no such file: '{tmp_path / 'none.npz'}'",
+        ),
+        (["sample", "--device", "gpu"], "argument --device: not a device: 'gpu' (cpu, cuda, cuda:1"),
+    ):
         with pytest.raises(SystemExit):
             run(*argv)
         assert said in capsys.readouterr().err
@@ -412,31 +591,57 @@ def test_errors_are_one_line_unless_debug(tmp_path, capsys):
 
 def test_bench_and_info(tiny_ckpt, tmp_path, capsys, monkeypatch):
     from fastsde import bench
+
     # The likelihood's accuracy at a loose tolerance: the official 1e-5 takes RK45 ~1600 evaluations
     # of this random network (a minute); test_bench checks the function itself.
     monkeypatch.setattr(bench, "likelihood_accuracy", functools.partial(bench.likelihood_accuracy, tol=1e-2))
     report = tmp_path / "bench.json"
-    assert run("bench", "--ckpt", tiny_ckpt, "--batch-sizes", "1,2", "--pc-steps", 21, "--solver-steps", 3,
-               "--repeats", 1, "--precision", "fp32,bf16", "--accuracy", "--likelihood", "--json", report) == 0
+    assert (
+        run(
+            "bench",
+            "--ckpt",
+            tiny_ckpt,
+            "--batch-sizes",
+            "1,2",
+            "--pc-steps",
+            21,
+            "--solver-steps",
+            3,
+            "--repeats",
+            1,
+            "--precision",
+            "fp32,bf16",
+            "--accuracy",
+            "--likelihood",
+            "--json",
+            report,
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "official loop" in out and "fastsde fp32" in out and "fastsde bf16" in out and "img/s" in out
     assert "ms/eval" in out
     rep = json.loads(report.read_text())
     cases = {(r["sampler"], r["batch"], r["path"]) for r in rep["rows"]}
-    assert cases == {(s, b, p) for s in ("pc", "dpmpp_2m") for b in (1, 2)
-                     for p in ("official loop", "fastsde fp32", "fastsde bf16")}
+    assert cases == {
+        (s, b, p) for s in ("pc", "dpmpp_2m") for b in (1, 2) for p in ("official loop", "fastsde fp32", "fastsde bf16")
+    }
     for r in rep["rows"]:
         # nfe as the samplers count it: PC's N = 25, the solver's 3 steps and its noise removal.
         assert r["images_per_s"] > 0 and r["nfe"] == (25 if r["sampler"] == "pc" else 4)
         assert 0 < r["of_floor"] < 1 and r["matrix_gflop_per_call"] > 0
         assert r["vs_official_loop"] == 1.0 if r["path"] == "official loop" else r["vs_official_loop"] > 0
     assert {(a["sampler"], a["variant"]) for a in rep["accuracy"]} == {
-        (s, v) for s in ("pc", "dpmpp_2m", "RK45") for v in ("fp32 channels_last", "bf16", "fp16")}
+        (s, v) for s in ("pc", "dpmpp_2m", "RK45") for v in ("fp32 channels_last", "bf16", "fp16")
+    }
     for a in rep["accuracy"]:
-        assert a["max_abs_diff_8bit"] >= a["mean_abs_diff_8bit"] >= abs(a["mean_shift_8bit"]) - 1e-3 and a["std_ratio"] > 0
+        assert (
+            a["max_abs_diff_8bit"] >= a["mean_abs_diff_8bit"] >= abs(a["mean_shift_8bit"]) - 1e-3 and a["std_ratio"] > 0
+        )
         assert a["nfe"] > 0 and (a["sampler"] == "RK45" or a["nfe"] == a["nfe_fp32"])
     assert {(r["batch"], r["path"]) for r in rep["likelihood"]} == {
-        (b, p) for b in (1, 2) for p in ("official loop", "fastsde fp32", "fastsde bf16")}
+        (b, p) for b in (1, 2) for p in ("official loop", "fastsde fp32", "fastsde bf16")
+    }
     assert all(r["ms_per_eval"] > 0 and r["evals"] == 3 for r in rep["likelihood"])
     assert [r["variant"] for r in rep["likelihood_accuracy"]] == ["fp32 channels_last", "bf16", "fp16"]
     for r in rep["likelihood_accuracy"]:  # bits/dim of the same images, dequantization and probes

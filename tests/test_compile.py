@@ -1,4 +1,5 @@
 """torch.compile over the ops: a smoke test that the fake kernels and autograd compose with Dynamo."""
+
 import torch
 
 from fastsde import ops

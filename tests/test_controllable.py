@@ -1,5 +1,6 @@
 """Inpainting, colorization and class-conditional sampling, driven by the exact score of a Gaussian
 mixture (and an exact classifier for it), must give the right conditional distributions."""
+
 import math
 
 import pytest
@@ -15,9 +16,13 @@ GMM2 = GaussianMixture(weights=[0.3, 0.7], means=[[-2.0, 0.0], [2.0, 1.0]], stds
 GMM3 = GaussianMixture(weights=[0.5, 0.5], means=[[1.5, 0.0, -0.3], [-0.5, -1.0, -0.9]], stds=[0.2, 0.2])
 N = 2000
 SDES = {"VE": lambda: VESDE(N=400), "VP": lambda: VPSDE(N=400), "subVP": lambda: subVPSDE(N=400)}
-CASES = [("VE", "reverse_diffusion", "langevin"), ("VP", "euler_maruyama", "none"),
-         ("VP", "reverse_diffusion", "langevin"), ("subVP", "reverse_diffusion", "langevin"),
-         ("subVP", "euler_maruyama", "none")]
+CASES = [
+    ("VE", "reverse_diffusion", "langevin"),
+    ("VP", "euler_maruyama", "none"),
+    ("VP", "reverse_diffusion", "langevin"),
+    ("subVP", "reverse_diffusion", "langevin"),
+    ("subVP", "euler_maruyama", "none"),
+]
 
 
 def image_score_fn(gmm, sde):
@@ -38,24 +43,34 @@ def test_inpainting_keeps_the_known_and_samples_the_conditional(name, predictor,
     known = torch.tensor([2.0, -2.0]).repeat_interleave(N // 2)  # coordinate 0 given, coordinate 1 unknown
     x_data = torch.stack([known, torch.full_like(known, 123.0)], 1)[:, :, None, None]  # 123: must be ignored
     mask = torch.tensor([1.0, 0.0]).reshape(1, 2, 1, 1)
-    x, nfe = controllable.inpaint(image_score_fn(GMM2, sde), sde, x_data, mask, predictor, corrector, snr=0.16,
-                                  eps=1e-3, generator=torch.Generator().manual_seed(0))
+    x, nfe = controllable.inpaint(
+        image_score_fn(GMM2, sde),
+        sde,
+        x_data,
+        mask,
+        predictor,
+        corrector,
+        snr=0.16,
+        eps=1e-3,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.isfinite(x).all() and nfe == sde.N * (1 + (corrector != "none"))
     assert torch.equal(x[:, 0], x_data[:, 0])  # exactly the known coordinate
     # Given x0 = 2 the point lies in the component at (2, 1) (std 0.6); given -2, in (-2, 0) (std 0.3).
     assert_gaussian(x[: N // 2, 1], 1.0, 0.6, "x1 | x0 = 2")
-    assert_gaussian(x[N // 2:, 1], 0.0, 0.3, "x1 | x0 = -2")
+    assert_gaussian(x[N // 2 :, 1], 0.0, 0.3, "x1 | x0 = -2")
 
 
 @pytest.mark.parametrize("name,predictor,corrector", CASES[:3] + CASES[3:4])
 def test_colorization_keeps_the_grey_and_finds_the_colour(name, predictor, corrector):
     sde = SDES[name]()
     grey = torch.tensor([0.4, -0.8]).repeat_interleave(N // 2).reshape(N, 1, 1, 1)  # the two components' grey
-    x, _ = controllable.colorize(image_score_fn(GMM3, sde), sde, grey, predictor, corrector, snr=0.16,
-                                 generator=torch.Generator().manual_seed(1))
+    x, _ = controllable.colorize(
+        image_score_fn(GMM3, sde), sde, grey, predictor, corrector, snr=0.16, generator=torch.Generator().manual_seed(1)
+    )
     assert x.shape == (N, 3, 1, 1) and torch.isfinite(x).all()
     torch.testing.assert_close(x.mean(1, keepdim=True), grey, rtol=0, atol=1e-5)
-    for half, k in ((x[: N // 2], 0), (x[N // 2:], 1)):
+    for half, k in ((x[: N // 2], 0), (x[N // 2 :], 1)):
         # Given its grey level, a component's colour is Gaussian around its mean with variance
         # s^2 (1 - 1/3) per channel (the grey direction is fixed).
         for c in range(3):
@@ -64,9 +79,11 @@ def test_colorization_keeps_the_grey_and_finds_the_colour(name, predictor, corre
 
 def exact_classifier(gmm, sde):
     """log p(k | x_t) of the mixture's components, as logits."""
+
     def classifier(x, t):
         alpha, std = (v.double() for v in sde.marginal_coef(t))
         return gmm._components(x.flatten(1).double(), alpha, std)[0]
+
     return classifier
 
 
@@ -76,11 +93,19 @@ def test_class_conditional_sampling_picks_the_component(name):
     labels = torch.tensor([0, 1]).repeat_interleave(N // 2)
     score_fn = controllable.classifier_score_fn(image_score_fn(GMM2, sde), exact_classifier(GMM2, sde), labels)
     from fastsde import pc_sample
-    x, _ = pc_sample(score_fn, sde, (N, 2, 1, 1), "reverse_diffusion", "langevin", snr=0.16,
-                     generator=torch.Generator().manual_seed(2))
+
+    x, _ = pc_sample(
+        score_fn,
+        sde,
+        (N, 2, 1, 1),
+        "reverse_diffusion",
+        "langevin",
+        snr=0.16,
+        generator=torch.Generator().manual_seed(2),
+    )
     x = x.flatten(1)
     assert torch.equal(GMM2.assign(x), labels)
-    for k, part in ((0, x[: N // 2]), (1, x[N // 2:])):
+    for k, part in ((0, x[: N // 2]), (1, x[N // 2 :])):
         for c in range(2):
             assert_gaussian(part[:, c], float(GMM2.mu[k, c]), float(GMM2.s[k]), (k, c))
 
@@ -123,8 +148,9 @@ def test_classifier_trains_saves_and_loads(tmp_path):
     sde = VPSDE(N=100)
     images, labels = data.digits("train")
     net = WideResNet(num_classes=10, in_ch=1, blocks_per_group=1, channel_multiplier=1, embedding_size=16)
-    history = controllable.train_classifier(net, sde, images, labels, centered=True, steps=200, batch_size=64,
-                                            lr=2e-3, log=lambda s: None, log_freq=50)
+    history = controllable.train_classifier(
+        net, sde, images, labels, centered=True, steps=200, batch_size=64, lr=2e-3, log=lambda s: None, log_freq=50
+    )
     assert history[-1] < 0.8 * history[0], history  # (much of the loss is irreducible: the noisiest inputs)
     controllable.save_classifier(tmp_path / "c.safetensors", net)
     again = controllable.load_classifier(tmp_path / "c.safetensors")
@@ -137,8 +163,13 @@ def test_classifier_trains_saves_and_loads(tmp_path):
         controllable.load_classifier(tmp_path / "m.safetensors")
     # Metadata that asks for a wider network than the weights are: refused before it is built.
     import json
+
     from safetensors.torch import save_file
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp_path / "wide.safetensors",
-              metadata={"fastsde_classifier": json.dumps({**net.args, "channel_multiplier": 1000})})
+
+    save_file(
+        {k: v.contiguous() for k, v in net.state_dict().items()},
+        tmp_path / "wide.safetensors",
+        metadata={"fastsde_classifier": json.dumps({**net.args, "channel_multiplier": 1000})},
+    )
     with pytest.raises(CheckpointError, match="wide.safetensors: the weights do not fit the WideResNet"):
         controllable.load_classifier(tmp_path / "wide.safetensors")

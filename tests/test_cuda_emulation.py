@@ -1,6 +1,7 @@
 """The host emulation of the CUDA execution model (csrc/cuda/emulation.h), which runs the CUDA kernels
 on the CPU in the tests where there is no GPU: it runs block reductions right at any block size, and
 rejects or shows what would be a bug on a GPU."""
+
 import pytest
 import torch
 
@@ -24,14 +25,20 @@ def test_missing_barrier_shows(checks):
     assert not torch.equal(checks.rotate(x + 100, False), (x + 100).roll(-1))
 
 
-@pytest.mark.parametrize("what,message", [
-    ("divergent_shuffle", "deadlocks"),
-    ("partial_warp_shuffle", "mask 4294967295 but its live lanes are 65535"),
-    ("block_too_large", r"invalid block size \(2048, 1, 1\)"),
-    ("empty_grid", r"invalid grid size \(0, 1, 1\)"),
-    ("misaligned_vector", "16-byte vector access at 0x[0-9a-f]+, which is not aligned to 16 bytes"),
-    ("shared_memory_too_large", r"49156 bytes of dynamic shared memory, more than a block gets without cudaFuncSetAttribute \(49152\)"),
-])
+@pytest.mark.parametrize(
+    "what,message",
+    [
+        ("divergent_shuffle", "deadlocks"),
+        ("partial_warp_shuffle", "mask 4294967295 but its live lanes are 65535"),
+        ("block_too_large", r"invalid block size \(2048, 1, 1\)"),
+        ("empty_grid", r"invalid grid size \(0, 1, 1\)"),
+        ("misaligned_vector", "16-byte vector access at 0x[0-9a-f]+, which is not aligned to 16 bytes"),
+        (
+            "shared_memory_too_large",
+            r"49156 bytes of dynamic shared memory, more than a block gets without cudaFuncSetAttribute \(49152\)",
+        ),
+    ],
+)
 def test_misuse_is_an_error(checks, what, message):
     with pytest.raises(RuntimeError, match=message):
         checks.misuse(what)

@@ -1,4 +1,5 @@
 """Datasets, the official scaling and augmentation, and the resumable batch stream."""
+
 import os
 
 import numpy as np
@@ -24,13 +25,19 @@ def test_embedded_digits_splits():
 
 def test_to_model_official_scaling():
     img = torch.tensor([0, 128, 255], dtype=torch.uint8).reshape(1, 1, 1, 3)
-    torch.testing.assert_close(data.to_model(img, centered=False), torch.tensor([0, 128 / 255, 1.0]).reshape(1, 1, 1, 3))
-    torch.testing.assert_close(data.to_model(img, centered=True), torch.tensor([-1, 2 * 128 / 255 - 1, 1.0]).reshape(1, 1, 1, 3))
-    x = data.to_model(img.expand(4000, 1, 1, 3), centered=False, dequantize=True, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(
+        data.to_model(img, centered=False), torch.tensor([0, 128 / 255, 1.0]).reshape(1, 1, 1, 3)
+    )
+    torch.testing.assert_close(
+        data.to_model(img, centered=True), torch.tensor([-1, 2 * 128 / 255 - 1, 1.0]).reshape(1, 1, 1, 3)
+    )
+    x = data.to_model(
+        img.expand(4000, 1, 1, 3), centered=False, dequantize=True, generator=torch.Generator().manual_seed(0)
+    )
     lo, hi = torch.tensor([0, 128, 255]) / 256, torch.tensor([1, 129, 256]) / 256
     assert (x >= lo.reshape(1, 1, 1, 3)).all() and (x < hi.reshape(1, 1, 1, 3)).all()
     assert abs(float(x[..., 1].mean()) - 128.5 / 256) < 2e-3  # uniform within the bin
-    assert abs(float((x[..., 1] * 256).std()) - 12 ** -0.5) < 0.01  # U(0, 1)'s spread, not a constant offset
+    assert abs(float((x[..., 1] * 256).std()) - 12**-0.5) < 0.01  # U(0, 1)'s spread, not a constant offset
     back = data.to_uint8(data.to_model(img, centered=True), centered=True)
     assert torch.equal(back, img)
     # Rounded, not truncated as upstream's astype(np.uint8); clipped to [0, 255].
@@ -98,7 +105,7 @@ def test_npz_and_folder_sources(tmp_path):
         data.load(str(tmp_path / "missing.npz"))
     # Files that are not what their names say: each error names the file.
     whole = (folder / "001.png").read_bytes()
-    (folder / "001.png").write_bytes(whole[:len(whole) // 2])
+    (folder / "001.png").write_bytes(whole[: len(whole) // 2])
     with pytest.raises(ValueError, match=r"001.png: not a readable image \(.*[Tt]runcated"):
         data.load(str(folder))
     (tmp_path / "text.npz").write_text("not an archive")

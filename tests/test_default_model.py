@@ -1,6 +1,7 @@
 """The model and classifier that ship inside the package: they load, their samples are recognisable
 digits (judged by a classifier trained here on the real data, which must reject noise), and every
 command that uses them by default works on them."""
+
 import os
 
 import numpy as np
@@ -24,7 +25,9 @@ def _junk(n, generator):
     ink = torch.randint(64, 256, (n, 3, 1, 1), generator=generator)
     blobs = ((torch.rand(n, 1, 8, 8, generator=generator) < 0.4) * ink).to(torch.uint8)
     kind = torch.randint(0, 3, (n,), generator=generator)
-    return torch.where((kind == 0)[:, None, None, None], shuffled, torch.where((kind == 1)[:, None, None, None], noise, blobs))
+    return torch.where(
+        (kind == 0)[:, None, None, None], shuffled, torch.where((kind == 1)[:, None, None, None], noise, blobs)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +37,14 @@ def judge():
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     images, labels = data.digits("train", rgb=True)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(32, 32, 3, padding=1),
-                              torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(32 * 64, 11))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 32, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 32, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(32 * 64, 11),
+    )
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     for step in range(600):
         idx = torch.randint(0, len(images), (128,), generator=g)
@@ -73,7 +82,7 @@ def test_the_judge_rejects_what_is_no_digit(judge):
 
 def test_shipped_model_samples_recognisable_digits(judge):
     path = os.path.join(ASSETS, "digits.safetensors")
-    assert os.path.getsize(path) < 4 * 2 ** 20  # a few MB at most
+    assert os.path.getsize(path) < 4 * 2**20  # a few MB at most
     model, sde, config = load_checkpoint(path)
     assert config.data.dataset == "DIGITS_RGB" and sde.N == config.model.num_scales
     score_fn = get_score_fn(sde, model, continuous=True)

@@ -1,6 +1,7 @@
 """The device check's report (benchmarks/device_report.py): the verdicts on the issues' performance
 targets from benchmark rows, and the report a device check leaves, on rows made up for the purpose
 (no GPU needed)."""
+
 import json
 import os
 import subprocess
@@ -17,19 +18,37 @@ PRED = "predictor_step [512, 3, 32, 32]"
 
 
 def op_row(case, candidate, ms, of_copy):
-    return {"case": case, "candidate": candidate, "median_ms": ms, "of_copy": of_copy, "GB_per_s": 4300 * of_copy,
-            "speedup_vs_baseline": 1.0, "baseline": "reference"}
+    return {
+        "case": case,
+        "candidate": candidate,
+        "median_ms": ms,
+        "of_copy": of_copy,
+        "GB_per_s": 4300 * of_copy,
+        "speedup_vs_baseline": 1.0,
+        "baseline": "reference",
+    }
 
 
-OPS = [op_row(GN, "eager F.silu(F.group_norm)", 10.0, 0.3), op_row(GN, "torch.compile(reference)", 4.0, 0.7),
-       op_row(GN, "cuda", 3.5, 0.8), op_row(GN, "cuda channels_last", 3.0, 0.9), op_row(GN, "triton", 3.2, 0.85),
-       op_row(GN, "triton channels_last", 3.6, 0.75), op_row(GN, "copy (same bytes)", 2.7, 1.0),
-       op_row(UP, "reference", 9.0, 0.2), op_row(UP, "torch.compile(reference)", 1.8, 0.6),
-       op_row(UP, "cuda separable", 2.0, 0.55), op_row(UP, "cuda 2-D filter direct kernel", 1.9, 0.58),
-       op_row(UP, "triton separable", 1.5, 0.7), op_row(UP, "copy (same bytes)", 1.0, 1.0),
-       op_row(PRED, "reference", 3.0, 0.3), op_row(PRED, "cuda", 1.0, 0.8),
-       op_row(PRED, "cuda in-kernel noise", 0.5, 1.6),
-       op_row(PRED, "torch.randn + cuda", 2.0, 0.4), op_row(PRED, "copy (same bytes)", 0.8, 1.0)]
+OPS = [
+    op_row(GN, "eager F.silu(F.group_norm)", 10.0, 0.3),
+    op_row(GN, "torch.compile(reference)", 4.0, 0.7),
+    op_row(GN, "cuda", 3.5, 0.8),
+    op_row(GN, "cuda channels_last", 3.0, 0.9),
+    op_row(GN, "triton", 3.2, 0.85),
+    op_row(GN, "triton channels_last", 3.6, 0.75),
+    op_row(GN, "copy (same bytes)", 2.7, 1.0),
+    op_row(UP, "reference", 9.0, 0.2),
+    op_row(UP, "torch.compile(reference)", 1.8, 0.6),
+    op_row(UP, "cuda separable", 2.0, 0.55),
+    op_row(UP, "cuda 2-D filter direct kernel", 1.9, 0.58),
+    op_row(UP, "triton separable", 1.5, 0.7),
+    op_row(UP, "copy (same bytes)", 1.0, 1.0),
+    op_row(PRED, "reference", 3.0, 0.3),
+    op_row(PRED, "cuda", 1.0, 0.8),
+    op_row(PRED, "cuda in-kernel noise", 0.5, 1.6),
+    op_row(PRED, "torch.randn + cuda", 2.0, 0.4),
+    op_row(PRED, "copy (same bytes)", 0.8, 1.0),
+]
 
 
 def test_op_verdicts_judge_each_backends_fastest_variant():
@@ -46,28 +65,48 @@ def test_op_verdicts_judge_each_backends_fastest_variant():
         (5, f"{UP}: triton separable faster than torch.compile of the reference", True),
         (6, f"{UP}: cuda no slower than triton", False),
         # the noise drawn in the kernel moves other bytes than the copy: the plain kernel is judged
-        (6, f"{PRED}: cuda at >= 75% of copy bandwidth", True)]
+        (6, f"{PRED}: cuda at >= 75% of copy bandwidth", True),
+    ]
 
 
 def pc_row(model, batch, path, vs, peak=None, seconds=1.0, of_floor=0.1, sampler="pc"):
-    return {"model": model, "sampler": sampler, "batch": batch, "path": path, "vs_official_loop": vs,
-            "images_per_s": batch / seconds, "seconds_per_batch": seconds, "of_floor": of_floor,
-            "peak_memory_MiB": peak}
+    return {
+        "model": model,
+        "sampler": sampler,
+        "batch": batch,
+        "path": path,
+        "vs_official_loop": vs,
+        "images_per_s": batch / seconds,
+        "seconds_per_batch": seconds,
+        "of_floor": of_floor,
+        "peak_memory_MiB": peak,
+    }
 
 
 def test_sampling_verdicts_on_a_gpu_and_on_a_cpu():
     m = device_report.NCSNPP
-    gpu = {"machine": {"gpu": "NVIDIA H200"}, "rows": [
-        pc_row(m, 512, "official loop", 1.0, 1000), pc_row(m, 512, "fastsde tf32", 1.6, 900),
-        pc_row(m, 512, "fastsde tf32 + graph", 1.4, 1100),
-        pc_row(m, 512, "fastsde bf16 + graph", 4.5, 800, of_floor=0.3),
-        pc_row(m, 512, "fastsde bf16 + graph", 9.0, sampler="dpmpp_2m"),
-        pc_row(m, 1, "official loop", 1.0, seconds=3.0), pc_row(m, 1, "fastsde bf16", 2.0, seconds=1.5),
-        pc_row(m, 1, "fastsde bf16 + graph", 6.0, seconds=0.5), pc_row(m, 64, "fastsde tf32 + graph", 4.0)],
-        "train_memory": [{"model": m, "batch": 128, "path": "official loop", "train_step_peak_MiB": 1000.0},
-                         {"model": m, "batch": 128, "path": "fastsde fp32", "train_step_peak_MiB": 790.0}]}
-    got = [(v["target"].split(", ", 1)[-1] if "PC batch 512" in v["target"] else v["target"], v["ok"])
-           for v in device_report.sampling_verdicts(gpu)]
+    gpu = {
+        "machine": {"gpu": "NVIDIA H200"},
+        "rows": [
+            pc_row(m, 512, "official loop", 1.0, 1000),
+            pc_row(m, 512, "fastsde tf32", 1.6, 900),
+            pc_row(m, 512, "fastsde tf32 + graph", 1.4, 1100),
+            pc_row(m, 512, "fastsde bf16 + graph", 4.5, 800, of_floor=0.3),
+            pc_row(m, 512, "fastsde bf16 + graph", 9.0, sampler="dpmpp_2m"),
+            pc_row(m, 1, "official loop", 1.0, seconds=3.0),
+            pc_row(m, 1, "fastsde bf16", 2.0, seconds=1.5),
+            pc_row(m, 1, "fastsde bf16 + graph", 6.0, seconds=0.5),
+            pc_row(m, 64, "fastsde tf32 + graph", 4.0),
+        ],
+        "train_memory": [
+            {"model": m, "batch": 128, "path": "official loop", "train_step_peak_MiB": 1000.0},
+            {"model": m, "batch": 128, "path": "fastsde fp32", "train_step_peak_MiB": 790.0},
+        ],
+    }
+    got = [
+        (v["target"].split(", ", 1)[-1] if "PC batch 512" in v["target"] else v["target"], v["ok"])
+        for v in device_report.sampling_verdicts(gpu)
+    ]
     assert got == [
         ("tf32 (the official loop's precision: TF32 convolutions): >= 1.5x the official loop", True),
         ("bf16 + CUDA graph: >= 4.0x the official loop", True),
@@ -78,13 +117,21 @@ def test_sampling_verdicts_on_a_gpu_and_on_a_cpu():
         ("fastsde tf32: peak memory <= the official loop's", True),
         ("fastsde tf32 + graph: peak memory <= the official loop's", False),
         ("fastsde bf16 + graph: peak memory <= the official loop's", True),
-        (f"{m} training step (batch 128): peak memory <= 0.8x the official loop's", True)]
+        (f"{m} training step (batch 128): peak memory <= 0.8x the official loop's", True),
+    ]
     f = device_report.FIXTURE
-    cpu = {"machine": {"cpu": "x86"}, "rows": [pc_row(f, 1, "fastsde fp32", 2.0), pc_row(f, 8, "fastsde fp32", 1.4),
-                                                pc_row(m, 1, "fastsde fp32", 9.0, seconds=30.0)]}
+    cpu = {
+        "machine": {"cpu": "x86"},
+        "rows": [
+            pc_row(f, 1, "fastsde fp32", 2.0),
+            pc_row(f, 8, "fastsde fp32", 1.4),
+            pc_row(m, 1, "fastsde fp32", 9.0, seconds=30.0),
+        ],
+    }
     assert [(v["target"], v["ok"]) for v in device_report.sampling_verdicts(cpu)] == [
         (f"{f} PC batch 1 on the CPU: >= 1.5x the official loop", True),
-        (f"{f} PC batch 8 on the CPU: >= 1.5x the official loop", False)]
+        (f"{f} PC batch 8 on the CPU: >= 1.5x the official loop", False),
+    ]
 
 
 def test_the_report_of_a_device_check(tmp_path):
@@ -95,18 +142,34 @@ def test_the_report_of_a_device_check(tmp_path):
         "tests/test_upfirdn2d.py::test_a[cuda] PASSED [ 1%]\n"
         "[gw1] [ 2%] FAILED tests/test_group_norm.py::test_b[triton]\n"
         "[gw0] [ 3%] SKIPPED tests/test_pc_update.py::test_c\n"
-        "FAILED tests/test_group_norm.py::test_b[triton] - AssertionError\n")
+        "FAILED tests/test_group_norm.py::test_b[triton] - AssertionError\n"
+    )
     (out / "bench_ops_cuda.json").write_text(json.dumps({"machine": {}, "rows": OPS}))
     sampling = json.load(open(os.path.join(ROOT, "benchmarks", "results", "cpu-2core-2026-12-01T1203-sampling.json")))
     (out / "bench_sampling_gpu.json").write_text(json.dumps(sampling))
-    run = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "device_report.py"), str(out), "42",
-                          "build:ok", "gpu_tests:failed(1)"], capture_output=True, text=True, cwd=ROOT)
+    run = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "device_report.py"),
+            str(out),
+            "42",
+            "build:ok",
+            "gpu_tests:failed(1)",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert run.returncode == 0, run.stderr
     report = json.load(open(out / "report.json"))
     assert report["steps"] == {"build": "ok", "gpu_tests": "failed(1)"} and report["seconds"] == 42
     assert report["gpu"] == "NVIDIA H200, 580.65, 143771 MiB"
-    assert report["gpu_tests"] == {"PASSED": 1, "FAILED": 1, "SKIPPED": 1,
-                                   "failed_or_error": ["tests/test_group_norm.py::test_b[triton]"]}
+    assert report["gpu_tests"] == {
+        "PASSED": 1,
+        "FAILED": 1,
+        "SKIPPED": 1,
+        "failed_or_error": ["tests/test_group_norm.py::test_b[triton]"],
+    }
     assert report["bench_rows"] == len(OPS) and report["bench_sampling_rows"] == len(sampling["rows"])
     verdicts = device_report.op_verdicts(OPS) + device_report.sampling_verdicts(sampling)
     assert report["targets"] == verdicts and len(verdicts) == 13
@@ -117,6 +180,10 @@ def test_the_report_of_a_device_check(tmp_path):
 
 @pytest.mark.parametrize("args", [[], ["only-a-folder"]])
 def test_the_report_says_how_to_call_it(args):
-    run = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "device_report.py"), *args],
-                         capture_output=True, text=True, cwd=ROOT)
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "device_report.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert run.returncode == 1 and "device_report.py OUTDIR SECONDS" in run.stderr

@@ -1,4 +1,5 @@
 """Two-process (gloo, CPU) data-parallel training and sharded sampling, launched with torchrun."""
+
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import torch
 
 from fastsde import checkpoint
 from fastsde.models import create_model
+
 from tiny import perturb, tiny_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -46,8 +48,12 @@ def test_sharded_sampling_matches_one_process(tmp_path):
     checkpoint.save_safetensors(tmp_path / "m.safetensors", model, config)
     common = ["sample", "--ckpt", tmp_path / "m.safetensors", "--num-samples", 7, "--steps", 30]
     torchrun("-m", "fastsde", *common, "--batch-size", 2, "--out", tmp_path / "two")
-    subprocess.run([sys.executable, "-m", "fastsde", *map(str, common), "--batch-size", "7", "--out", str(tmp_path / "one")],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "fastsde", *map(str, common), "--batch-size", "7", "--out", str(tmp_path / "one")],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     with np.load(tmp_path / "one" / "samples.npz") as a, np.load(tmp_path / "two" / "samples.npz") as b:
         assert a["samples"].shape == (7, 8, 8, 1) and np.array_equal(a["samples"], b["samples"])
     # The parts merged:
@@ -61,13 +67,29 @@ def test_sharded_likelihood_matches_one_process(tmp_path):
     torch.manual_seed(0)
     config = tiny_config()
     checkpoint.save_safetensors(tmp_path / "m.safetensors", perturb(create_model(config)), config)
-    common = ["likelihood", "--ckpt", tmp_path / "m.safetensors", "--num-samples", 5, "--batch-size", 2,
-              "--repeats", 2, "--tol", 1e-3]
+    common = [
+        "likelihood",
+        "--ckpt",
+        tmp_path / "m.safetensors",
+        "--num-samples",
+        5,
+        "--batch-size",
+        2,
+        "--repeats",
+        2,
+        "--tol",
+        1e-3,
+    ]
     out = torchrun("-m", "fastsde", *common, "--out", tmp_path / "two")
     assert "over 5 images x 2 repeats" in out
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as under torchrun: the same sums in the same order
-    subprocess.run([sys.executable, "-m", "fastsde", *map(str, common), "--out", str(tmp_path / "one")],
-                   check=True, capture_output=True, timeout=300, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "fastsde", *map(str, common), "--out", str(tmp_path / "one")],
+        check=True,
+        capture_output=True,
+        timeout=300,
+        env=env,
+    )
     with np.load(tmp_path / "one" / "bpd.npz") as a, np.load(tmp_path / "two" / "bpd.npz") as b:
         assert a["bpd"].shape == (10,) and np.isfinite(a["bpd"]).all()
         np.testing.assert_allclose(b["bpd"], a["bpd"], rtol=1e-6)

@@ -1,5 +1,6 @@
 """The sampling engine: run_steps (eager and CUDA graph), fast_score_fn (layout, precision, folded
 constants)."""
+
 import copy
 import itertools
 import os
@@ -18,8 +19,9 @@ gpu = pytest.mark.gpu
 
 
 def fixture_model(name="ncsnpp_ve_cifar_small", device="cpu"):
-    model, sde, config = checkpoint.load_checkpoint(os.path.join(FIXTURES, f"{name}.pth"),
-                                                    os.path.join(FIXTURES, f"{name}.json"), device=device)
+    model, sde, config = checkpoint.load_checkpoint(
+        os.path.join(FIXTURES, f"{name}.pth"), os.path.join(FIXTURES, f"{name}.json"), device=device
+    )
     return model, sde, configs.load(config)
 
 
@@ -35,8 +37,9 @@ def test_run_steps_passes_step_numbers_and_state():
     assert seen == [2, 3, 4, 5]
     assert torch.equal(x, torch.full((3,), 16.0)) and int(total) == 14
     # cuda_graph is ignored off CUDA: the same result, eagerly.
-    x2, total2 = engine.run_steps(body, (torch.ones(3), torch.zeros((), dtype=torch.long)), range(2, 6),
-                                  cuda_graph=True)
+    x2, total2 = engine.run_steps(
+        body, (torch.ones(3), torch.zeros((), dtype=torch.long)), range(2, 6), cuda_graph=True
+    )
     assert torch.equal(x2, x) and int(total2) == 14
 
 
@@ -47,8 +50,9 @@ def test_watch_names_the_first_bad_step_through_run_steps():
         return torch.where((t < 0.5)[:, None, None, None], torch.nan, -x / 2)
 
     with pytest.raises(FloatingPointError, match="step 5 "):
-        sampling.pc_sample(score_fn, sde, (2, 1, 4, 4), "euler_maruyama", "none", eps=1e-3,
-                           generator=torch.Generator().manual_seed(0))
+        sampling.pc_sample(
+            score_fn, sde, (2, 1, 4, 4), "euler_maruyama", "none", eps=1e-3, generator=torch.Generator().manual_seed(0)
+        )
 
 
 @pytest.mark.parametrize("name", ["ncsnpp_ve_cifar_small", "ddpmpp_vp_cifar_small"])
@@ -145,14 +149,17 @@ def class_guided(score_fn, sde, device, labels):
     (made on the host, as the command line makes them)."""
     from fastsde import controllable
     from fastsde.models.classifier import WideResNet
+
     net = WideResNet(num_classes=3, in_ch=1, blocks_per_group=1, channel_multiplier=1, embedding_size=8)
-    return controllable.classifier_score_fn(score_fn, controllable.noise_conditional(perturb(net).to(device), sde),
-                                            torch.tensor(labels))
+    return controllable.classifier_score_fn(
+        score_fn, controllable.noise_conditional(perturb(net).to(device), sde), torch.tensor(labels)
+    )
 
 
 @gpu
-@pytest.mark.parametrize("per_sample,guided", [(False, False), (True, False), (True, True)],
-                         ids=["batch", "per_sample", "class_guided"])
+@pytest.mark.parametrize(
+    "per_sample,guided", [(False, False), (True, False), (True, True)], ids=["batch", "per_sample", "class_guided"]
+)
 def test_pc_sample_cuda_graph_equals_eager(per_sample, guided):
     model, sde, config = tiny_model("cuda")
     score_fn = engine.fast_score_fn(model, sde, True, "cuda")
@@ -161,10 +168,23 @@ def test_pc_sample_cuda_graph_equals_eager(per_sample, guided):
     shape = (4, 1, 8, 8)
 
     def run(cuda_graph):
-        gen = ([torch.Generator("cuda").manual_seed(i) for i in range(4)] if per_sample
-               else torch.Generator("cuda").manual_seed(0))
-        return sampling.pc_sample(score_fn, sde, shape, "reverse_diffusion", "langevin", snr=0.16,
-                                  generator=gen, device="cuda", per_sample=per_sample, cuda_graph=cuda_graph)
+        gen = (
+            [torch.Generator("cuda").manual_seed(i) for i in range(4)]
+            if per_sample
+            else torch.Generator("cuda").manual_seed(0)
+        )
+        return sampling.pc_sample(
+            score_fn,
+            sde,
+            shape,
+            "reverse_diffusion",
+            "langevin",
+            snr=0.16,
+            generator=gen,
+            device="cuda",
+            per_sample=per_sample,
+            cuda_graph=cuda_graph,
+        )
 
     (eager, nfe), (graphed, nfe_g) = run(False), run(True)
     assert nfe == nfe_g
@@ -180,8 +200,9 @@ def test_fast_solver_cuda_graph_equals_eager(method, precision):
     score_fn = engine.fast_score_fn(model, sde, True, "cuda", precision=precision)
     z = torch.randn(4, 1, 8, 8, device="cuda", generator=torch.Generator("cuda").manual_seed(5))
     eager, nfe = solvers.sample(score_fn, sde, z.shape, method, steps=8, z=z, generator=[1, 2, 3, 4])
-    graphed, nfe_g = solvers.sample(score_fn, sde, z.shape, method, steps=8, z=z, generator=[1, 2, 3, 4],
-                                    cuda_graph=True)
+    graphed, nfe_g = solvers.sample(
+        score_fn, sde, z.shape, method, steps=8, z=z, generator=[1, 2, 3, 4], cuda_graph=True
+    )
     assert nfe == nfe_g and torch.isfinite(eager).all()
     torch.testing.assert_close(graphed, eager, rtol=1e-5, atol=1e-5)
 
@@ -190,8 +211,16 @@ aten = torch.ops.aten
 # Ops that make the host wait for the device (a value read: .item(), bool(), int(), float(); a shape
 # that depends on values) or copy between host and device. None may run inside a step that
 # run_steps captures in a CUDA graph: capture would fail, or a value read once would be replayed.
-_WAITS = {aten._local_scalar_dense, aten.nonzero, aten.masked_select, aten.equal, aten.is_nonzero,
-          aten._unique2, aten.unique_dim, aten.unique_consecutive}
+_WAITS = {
+    aten._local_scalar_dense,
+    aten.nonzero,
+    aten.masked_select,
+    aten.equal,
+    aten.is_nonzero,
+    aten._unique2,
+    aten.unique_dim,
+    aten.unique_consecutive,
+}
 
 
 def _elsewhere(device, of):
@@ -209,13 +238,25 @@ class _HostSyncs(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        masks = [a for a in (args[1] if func in (aten.index.Tensor, aten.index_put.default, aten.index_put_.default)
-                             else ()) if a is not None and a.dtype in (torch.bool, torch.uint8)]
-        to = kwargs.get("device") if func is aten._to_copy.default else \
-            args[1].device if func is aten.copy_.default else None
+        masks = [
+            a
+            for a in (args[1] if func in (aten.index.Tensor, aten.index_put.default, aten.index_put_.default) else ())
+            if a is not None and a.dtype in (torch.bool, torch.uint8)
+        ]
+        to = (
+            kwargs.get("device")
+            if func is aten._to_copy.default
+            else args[1].device
+            if func is aten.copy_.default
+            else None
+        )
         crosses = to is not None and _elsewhere(torch.device(to), tensors[0].device)
-        if func.overloadpacket in _WAITS or masks or crosses or \
-                (func.overloadpacket is aten.repeat_interleave and kwargs.get("output_size") is None):
+        if (
+            func.overloadpacket in _WAITS
+            or masks
+            or crosses
+            or (func.overloadpacket is aten.repeat_interleave and kwargs.get("output_size") is None)
+        ):
             self.seen.append(str(func))
         return func(*args, **kwargs)
 
@@ -241,7 +282,9 @@ def host_syncs(monkeypatch):
                 new = body(i, *state)
             seen.extend(mode.seen)
             return new
+
         return steps(guarded, state, *args, **kwargs)
+
     monkeypatch.setattr(sampling, "run_steps", checked)
     monkeypatch.setattr(solvers, "run_steps", checked)
     return seen, run
@@ -251,17 +294,24 @@ def test_host_syncs_are_seen(host_syncs):
     # What the check below must catch, each of which one sampler step could plausibly do.
     seen, _ = host_syncs
     x = torch.randn(4)
-    for op in (lambda: x.sum().item(), lambda: bool((x > 0).any()), lambda: x[x > 0], lambda: float(x[0]),
-               lambda: x.repeat_interleave(torch.tensor([1, 2, 1, 0])), lambda: x.to("meta"),
-               lambda: torch.empty(4, device="meta").copy_(x)):
+    for op in (
+        lambda: x.sum().item(),
+        lambda: bool((x > 0).any()),
+        lambda: x[x > 0],
+        lambda: float(x[0]),
+        lambda: x.repeat_interleave(torch.tensor([1, 2, 1, 0])),
+        lambda: x.to("meta"),
+        lambda: torch.empty(4, device="meta").copy_(x),
+    ):
         with _HostSyncs() as mode:
             op()
         assert mode.seen, "a host sync went unseen"
     with _HostSyncs() as mode:  # none of these waits for the device
         torch.where(x > 0, x, 0.5).index_select(0, torch.zeros(1, dtype=torch.long)).to(torch.float64)
     assert not mode.seen and not seen
-    assert not _elsewhere(torch.device("cuda"), torch.device("cuda:0")) and _elsewhere(torch.device("cuda:1"),
-                                                                                      torch.device("cuda:0"))
+    assert not _elsewhere(torch.device("cuda"), torch.device("cuda:0")) and _elsewhere(
+        torch.device("cuda:1"), torch.device("cuda:0")
+    )
 
 
 DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=gpu)]
@@ -274,6 +324,7 @@ def test_pc_steps_are_free_of_host_syncs(host_syncs, sde_name, noise, device):
     # What lets pc_sample(cuda_graph=True) capture a step: no predictor or corrector step, no SDE
     # and no noise source waits for the device, for every combination.
     from fastsde import Philox, subVPSDE
+
     sde = {"VE": VESDE, "VP": VPSDE, "subVP": subVPSDE}[sde_name](0.1, 1.5, N=3)  # 3 steps (VP: beta_max < N)
     model, _, _ = tiny_model(device)
     score_fn = engine.fast_score_fn(model, sde, True, device)
@@ -281,13 +332,26 @@ def test_pc_steps_are_free_of_host_syncs(host_syncs, sde_name, noise, device):
     for predictor, corrector in itertools.product(sorted(sampling.PREDICTORS), sorted(sampling.CORRECTORS)):
         if predictor == "ancestral_sampling" and sde_name == "subVP":
             continue
-        generator = {"generator": torch.Generator(device).manual_seed(0), "per_sample": [1, 2],
-                     "philox": Philox([1, 2], device)}[noise]
-        x, _ = sampling.pc_sample(score_fn, sde, (2, 1, 8, 8), predictor, corrector, generator=generator,
-                                  device=device, per_sample=noise != "generator", cuda_graph=True)
+        generator = {
+            "generator": torch.Generator(device).manual_seed(0),
+            "per_sample": [1, 2],
+            "philox": Philox([1, 2], device),
+        }[noise]
+        x, _ = sampling.pc_sample(
+            score_fn,
+            sde,
+            (2, 1, 8, 8),
+            predictor,
+            corrector,
+            generator=generator,
+            device=device,
+            per_sample=noise != "generator",
+            cuda_graph=True,
+        )
         assert torch.isfinite(x).all() and not seen, (predictor, corrector, seen)
-    assert run[0] == 2 * (len(sampling.PREDICTORS) * len(sampling.CORRECTORS) - (sde_name == "subVP") *
-                          len(sampling.CORRECTORS))  # 2 steps of 3 checked
+    assert run[0] == 2 * (
+        len(sampling.PREDICTORS) * len(sampling.CORRECTORS) - (sde_name == "subVP") * len(sampling.CORRECTORS)
+    )  # 2 steps of 3 checked
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -297,16 +361,23 @@ def test_class_guided_steps_are_free_of_host_syncs(host_syncs, device):
     sde = VESDE(N=3)
     guided = class_guided(engine.fast_score_fn(model, sde, True, device), sde, device, [0, 2])
     seen, run = host_syncs
-    x, _ = sampling.pc_sample(guided, sde, (2, 1, 8, 8), generator=[1, 2], device=device, per_sample=True,
-                              cuda_graph=True)
+    x, _ = sampling.pc_sample(
+        guided, sde, (2, 1, 8, 8), generator=[1, 2], device=device, per_sample=True, cuda_graph=True
+    )
     assert torch.isfinite(x).all() and not seen and run[0] == 2, seen
 
 
 # Every config on the CPU; on a GPU, where a copy between host and device shows too, one of each family.
 NETWORKS = [pytest.param(name, "cpu", id=f"{name}-cpu") for name in configs.names()] + [
     pytest.param(name, "cuda", id=f"{name}-cuda", marks=gpu)
-    for name in ("ve/cifar10_ncsnpp_continuous", "vp/cifar10_ddpmpp_continuous", "vp/ddpm/cifar10", "ve/ncsnv2/cifar10",
-                 "ve/ncsn/cifar10")]
+    for name in (
+        "ve/cifar10_ncsnpp_continuous",
+        "vp/cifar10_ddpmpp_continuous",
+        "vp/ddpm/cifar10",
+        "ve/ncsnv2/cifar10",
+        "ve/ncsn/cifar10",
+    )
+]
 
 
 @pytest.mark.parametrize("name,device", NETWORKS)
@@ -337,14 +408,19 @@ def test_network_calls_and_fast_solver_steps_are_free_of_host_syncs(host_syncs, 
 def test_solver_steps_are_free_of_host_syncs(host_syncs, noise, device):
     # What lets every fixed-step solver capture its steps in a CUDA graph, with each kind of noise.
     from fastsde import Philox
+
     model, sde, _ = tiny_model(device)
     score_fn = engine.fast_score_fn(model, sde, True, device)
     seen, run = host_syncs
     for name in solvers.FIXED_STEP:
-        generator = {"generator": torch.Generator(device).manual_seed(0), "per_sample": [1, 2],
-                     "philox": Philox([1, 2], device)}[noise]
-        x, _ = solvers.sample(score_fn, sde, (2, 1, 8, 8), name, steps=4, generator=generator, device=device,
-                              cuda_graph=True)
+        generator = {
+            "generator": torch.Generator(device).manual_seed(0),
+            "per_sample": [1, 2],
+            "philox": Philox([1, 2], device),
+        }[noise]
+        x, _ = solvers.sample(
+            score_fn, sde, (2, 1, 8, 8), name, steps=4, generator=generator, device=device, cuda_graph=True
+        )
         assert torch.isfinite(x).all() and not seen, (name, seen)
     # The steps after each run's first: 2 of heun's and edm's 3 in the loop, 3 of the multistep solvers' 4
     # (unipc: 2 of 3, its last step being outside the loop).
@@ -358,10 +434,16 @@ def _small(name, nf):
     return models.create_model(config).eval(), checkpoint.sde_from_config(config), config
 
 
-@pytest.mark.parametrize("make", [fixture_model, lambda: fixture_model("ddpmpp_vp_cifar_small"),
-                                  lambda: _small("vp/ddpm/cifar10_continuous", 32),
-                                  lambda: _small("ve/ncsnv2/cifar10", 16)],
-                         ids=["ncsnpp", "ddpmpp", "ddpm", "ncsnv2"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        fixture_model,
+        lambda: fixture_model("ddpmpp_vp_cifar_small"),
+        lambda: _small("vp/ddpm/cifar10_continuous", 32),
+        lambda: _small("ve/ncsnv2/cifar10", 16),
+    ],
+    ids=["ncsnpp", "ddpmpp", "ddpm", "ncsnv2"],
+)
 def test_half_weights_give_what_autocast_gives(make):
     # The half-precision path runs a copy with its weights cast once: the very numbers of autocast
     # over the float32 network, which casts them at every call; the caller's network stays float32.
@@ -390,6 +472,7 @@ def test_half_weights_give_what_autocast_gives(make):
             if func is torch.ops.aten._to_copy.default:
                 cast.append(args[0].data_ptr())
             return func(*args, **(kwargs or {}))
+
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False), Casts():
         models.get_score_fn(sde, half, continuous=True)(x.contiguous(memory_format=torch.channels_last), t)
     assert cast and not held.intersection(cast)
@@ -408,11 +491,16 @@ def _ops(model, sde, config, x, t):
         return bench.op_counts(models.get_score_fn(sde, model, continuous=True), x, t)
 
 
-@pytest.mark.parametrize("name,options", [("ve/cifar10_ncsnpp_continuous", {}),
-                                          ("vp/cifar10_ddpmpp_continuous", {}),
-                                          ("vp/cifar10_ddpmpp_continuous", {"conditional": False}),
-                                          ("vp/ddpm/cifar10_continuous", {})],
-                         ids=["ncsnpp", "ddpmpp", "ddpmpp-unconditional", "ddpm"])
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        ("ve/cifar10_ncsnpp_continuous", {}),
+        ("vp/cifar10_ddpmpp_continuous", {}),
+        ("vp/cifar10_ddpmpp_continuous", {"conditional": False}),
+        ("vp/ddpm/cifar10_continuous", {}),
+    ],
+    ids=["ncsnpp", "ddpmpp", "ddpmpp-unconditional", "ddpm"],
+)
 def test_fold_constants_keeps_the_function_with_fewer_ops(name, options):
     def make(**options):
         config = configs.get(name)
@@ -422,12 +510,14 @@ def test_fold_constants_keeps_the_function_with_fewer_ops(name, options):
             setattr(config.model, k, v)
         torch.manual_seed(0)
         return models.create_model(config).eval(), checkpoint.sde_from_config(config), config
+
     # In channels_last, the layout that sampling runs (there NIN's bias is in its GEMM, and the
     # stacked query, key and value are views of one product: no copies).
     model, sde, config = _perturbed(make, **options)
     model = model.to(memory_format=torch.channels_last)
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(7)).contiguous(
-        memory_format=torch.channels_last)
+        memory_format=torch.channels_last
+    )
     t = torch.tensor([0.3, 0.8])
     want, plain = _ops(model, sde, config, x, t)
     folded = models.fold_constants(copy.deepcopy(model))

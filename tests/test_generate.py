@@ -1,5 +1,6 @@
 """Sampling runs in a folder: saved as they go, resumed after a stop to the very samples of an
 unbroken run, guarded against mixing runs, merged once."""
+
 import os
 
 import numpy as np
@@ -8,6 +9,7 @@ import torch
 
 from fastsde import checkpoint, generate, runs
 from fastsde.sde import VESDE, subVPSDE
+
 from tiny import tiny_config
 
 CONFIG = tiny_config()
@@ -31,6 +33,7 @@ def stopping_after(calls):
         if count[0] == calls:
             raise Stop
         return score(x, t)
+
     return fn
 
 
@@ -54,8 +57,17 @@ def test_a_run_stopped_midway_resumes_to_the_samples_of_an_unbroken_one(tmp_path
     assert expected.shape == (7, 8, 8, 1) and expected.std() > 0
     # Batches of 2, nothing saved on a timer: what the stop in the third batch keeps is saved on the way out.
     with pytest.raises(Stop):
-        generate.sample_to(parts, stopping_after(2 * SDE.N + 5), SDE, CONFIG, list(range(7)), 2, seed=3,
-                           save_seconds=1e9, progress=None)
+        generate.sample_to(
+            parts,
+            stopping_after(2 * SDE.N + 5),
+            SDE,
+            CONFIG,
+            list(range(7)),
+            2,
+            seed=3,
+            save_seconds=1e9,
+            progress=None,
+        )
     assert runs.done(parts, "samples", "samples") == {0, 1, 2, 3}
     missing, total = runs.todo(parts, "samples", "samples", 7)
     assert (missing, total) == ([4, 5, 6], 7)
@@ -63,7 +75,10 @@ def test_a_run_stopped_midway_resumes_to_the_samples_of_an_unbroken_one(tmp_path
     for rank in range(2):
         generate.sample_to(parts, score, SDE, CONFIG, missing[rank::2], 3, seed=3, save_seconds=0, progress=None)
     assert sorted(f for f in os.listdir(parts) if f.startswith("samples_part")) == [
-        "samples_part000000000.npz", "samples_part000000004.npz", "samples_part000000005.npz"]
+        "samples_part000000000.npz",
+        "samples_part000000004.npz",
+        "samples_part000000005.npz",
+    ]
     assert np.array_equal(generate.merge(parts), expected)
     assert sorted(os.listdir(parts)) == ["samples.npz", "samples.png"]
     # A longer run continues from the merged file; a shorter one has nothing to draw.
@@ -75,8 +90,18 @@ def test_sample_settings_name_what_the_samples_depend_on(tmp_path):
     settings = generate.run_settings(SDE, CONFIG, seed=0, weights="abc", precision="fp32")
     assert settings["steps"] == SDE.N and settings["predictor"] == CONFIG.sampling.predictor
     # A default named outright is the same run as the default left out.
-    assert generate.run_settings(SDE, CONFIG, 0, predictor=CONFIG.sampling.predictor, snr=CONFIG.sampling.snr,
-                                 weights="abc", precision="fp32") == settings
+    assert (
+        generate.run_settings(
+            SDE,
+            CONFIG,
+            0,
+            predictor=CONFIG.sampling.predictor,
+            snr=CONFIG.sampling.snr,
+            weights="abc",
+            precision="fp32",
+        )
+        == settings
+    )
     assert generate.run_settings(SDE, CONFIG, 0, "heun")["steps"] == generate.SOLVER_STEPS
     assert generate.run_settings(SDE, CONFIG, 0, "heun", predictor="x")["predictor"] is None  # pc only
     assert generate.run_settings(SDE, CONFIG, 0, "ode", steps=5)["steps"] is None  # RK45 picks its own

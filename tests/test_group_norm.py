@@ -1,6 +1,7 @@
 """group_norm(+SiLU, of x + offset): every kernel backend against the reference, forward and backward,
 over awkward shapes, layouts and dtypes; the reference against the formula; what the backward keeps;
 gradcheck, opcheck."""
+
 import pytest
 import torch
 
@@ -9,7 +10,6 @@ from fastsde.ops import _backend
 from fastsde.ops.group_norm import group_norm_reference
 
 from conftest import KERNEL_BACKENDS, assert_close, assert_close_scaled, laid_out, ops_namespace, poison, require
-
 
 # (shape, groups): NCSN++ sizes, a single group, one channel per group, 1x1 images, odd sizes,
 # 3-D and 2-D inputs; groups that nearly fill the CUDA fused forward's 8, 16 and 32 registers per
@@ -36,8 +36,9 @@ CASES = [
 
 
 # Every 4-D case again in channels_last (the kernels have an NHWC path of their own).
-LAYOUT_CASES = [(case, "nchw") for case in CASES] + [(case, "channels_last") for case in CASES
-                                                     if len(case[0]) == 4 and case[0][2] * case[0][3] > 1]
+LAYOUT_CASES = [(case, "nchw") for case in CASES] + [
+    (case, "channels_last") for case in CASES if len(case[0]) == 4 and case[0][2] * case[0][3] > 1
+]
 
 
 def inputs(shape, groups, dtype, device, affine=True, seed=0):
@@ -99,8 +100,7 @@ def test_affine_optional(backend, device, affine):
     x, w, b = inputs((2, 8, 5, 3), 2, torch.float32, device)
     w = w if affine in ("both", "weight") else None
     b = b if affine in ("both", "bias") else None
-    assert_close(ops.group_norm(x, 2, w, b, act="silu", backend=backend),
-                 group_norm_reference(x, 2, w, b, 1e-6, True))
+    assert_close(ops.group_norm(x, 2, w, b, act="silu", backend=backend), group_norm_reference(x, 2, w, b, 1e-6, True))
 
 
 @pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
@@ -116,8 +116,9 @@ def test_backward_matches_reference(backend, device, dtype, act, offset, case, l
 
     def grads(bk):
         leaves = [t.detach().requires_grad_() for t in (laid_out(x, layout), w, b) + ((o,) if offset else ())]
-        y = ops.group_norm(leaves[0], G, leaves[1], leaves[2], 1e-6, act, offset=leaves[3] if offset else None,
-                           backend=bk)
+        y = ops.group_norm(
+            leaves[0], G, leaves[1], leaves[2], 1e-6, act, offset=leaves[3] if offset else None, backend=bk
+        )
         return torch.autograd.grad(y, leaves, grad)
 
     # Parameter gradients sum over N*H*W terms: compare relative to their size.
@@ -130,9 +131,11 @@ def test_backward_matches_reference(backend, device, dtype, act, offset, case, l
 def test_layouts(backend, device, layout):
     require(backend, device)
     base, w, b = inputs((2, 8, 6, 10), 4, torch.float32, device)
-    x = {"channels_last": base.contiguous(memory_format=torch.channels_last),
-         "transposed": base.transpose(2, 3),
-         "strided": base[:, :, ::2, 1::3]}[layout]
+    x = {
+        "channels_last": base.contiguous(memory_format=torch.channels_last),
+        "transposed": base.transpose(2, 3),
+        "strided": base[:, :, ::2, 1::3],
+    }[layout]
     xs = x.detach().requires_grad_()
     y = ops.group_norm(xs, 4, w, b, act="silu", backend=backend)
     assert y.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
@@ -154,7 +157,7 @@ def strided_offset(x, layout):
     if layout == "expanded":
         view = nan(1, C).copy_(o[:1]).expand(N, C)
     else:
-        view = (nan(N, 3 * C + 5)[:, C + 2:2 * C + 2] if layout == "slice" else nan(C, N).t()).copy_(o)
+        view = (nan(N, 3 * C + 5)[:, C + 2 : 2 * C + 2] if layout == "slice" else nan(C, N).t()).copy_(o)
     assert not view.is_contiguous()
     return view
 
@@ -195,8 +198,9 @@ def test_triton_split_groups(backend, device, dtype, layout, offset, monkeypatch
 
         def run(bk):
             leaves = [t.detach().requires_grad_() for t in (laid_out(x, layout), w, b) + ((o,) if offset else ())]
-            y = ops.group_norm(leaves[0], G, leaves[1], leaves[2], 1e-6, "silu",
-                               offset=leaves[3] if offset else None, backend=bk)
+            y = ops.group_norm(
+                leaves[0], G, leaves[1], leaves[2], 1e-6, "silu", offset=leaves[3] if offset else None, backend=bk
+            )
             return (y, *torch.autograd.grad(y, leaves, grad))
 
         for got, want in zip(run(backend), run("reference")):
@@ -233,20 +237,27 @@ def unaligned(shape, dtype, device, layout, seed):
 @pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("offset", [False, True])
-@pytest.mark.parametrize("shape,G,layout,aligned", [
-    ((2, 32, 6, 8), 8, "nchw", False),
-    ((2, 32, 6, 8), 8, "channels_last", False),
-    ((1, 2, 96, 96), 1, "nchw", False),
-    # rows of an odd length in a group of a multiple of 8 elements: vectors must not cross channels
-    ((1, 4, 65, 65), 1, "nchw", True),
-])
+@pytest.mark.parametrize(
+    "shape,G,layout,aligned",
+    [
+        ((2, 32, 6, 8), 8, "nchw", False),
+        ((2, 32, 6, 8), 8, "channels_last", False),
+        ((1, 2, 96, 96), 1, "nchw", False),
+        # rows of an odd length in a group of a multiple of 8 elements: vectors must not cross channels
+        ((1, 4, 65, 65), 1, "nchw", True),
+    ],
+)
 def test_vector_access(backend, device, dtype, offset, shape, G, layout, aligned):
     # (With an offset, a vector that runs over two channels of an NCHW group adds each its own.)
     require(backend, device)
     _, w, b = inputs(shape, G, dtype, device)
     if aligned:
-        x, grad = (laid_out(torch.randn(shape, generator=torch.Generator().manual_seed(s)), layout)
-                   .to(dtype=dtype, device=device) for s in (0, 1))
+        x, grad = (
+            laid_out(torch.randn(shape, generator=torch.Generator().manual_seed(s)), layout).to(
+                dtype=dtype, device=device
+            )
+            for s in (0, 1)
+        )
     else:
         x, grad = (unaligned(shape, dtype, device, layout, s) for s in (0, 1))
     o = offset_for(x) if offset else None
@@ -266,8 +277,9 @@ def test_gradcheck(backend, device, act):
     x, w, b = inputs((2, 6, 3, 2), 3, torch.float64, device)
     args = [t.requires_grad_() for t in (x, w, b, offset_for(x))]
     assert torch.autograd.gradcheck(lambda x, w, b: ops.group_norm(x, 3, w, b, 1e-5, act, backend=backend), args[:3])
-    assert torch.autograd.gradcheck(lambda x, w, b, o: ops.group_norm(x, 3, w, b, 1e-5, act, offset=o, backend=backend),
-                                    args)
+    assert torch.autograd.gradcheck(
+        lambda x, w, b, o: ops.group_norm(x, 3, w, b, 1e-5, act, offset=o, backend=backend), args
+    )
 
 
 @pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)

@@ -1,4 +1,5 @@
 """PNG writing and image grids, checked by decoding with Pillow."""
+
 import io
 
 import numpy as np

@@ -1,10 +1,12 @@
 """fastsde.load, the front door: every source it reads, diffusers' NCSN++ against diffusers itself, the
 conversions both ways, and the ScoreModel's methods."""
+
 import json
 import math
 import os
 import shutil
 
+import diffusers  # noqa: E402  (a test extra, never a runtime dependency)
 import numpy as np
 import pytest
 import torch
@@ -16,23 +18,36 @@ from fastsde.models import create_model
 
 from conftest import FIXTURES
 
-import diffusers  # noqa: E402  (a test extra, never a runtime dependency)
-
 # (block_out_channels, attention per level, layers_per_block, center_input_sample): diffusers computes the
 # official network where attention levels have at least 128 channels (docs/checkpoints.md).
-UNETS = [((32, 64), (False, False), 1, True), ((32, 64, 128), (False, False, True), 1, False),
-         ((32, 128), (False, True), 2, True)]
+UNETS = [
+    ((32, 64), (False, False), 1, True),
+    ((32, 64, 128), (False, False, True), 1, False),
+    ((32, 128), (False, True), 2, True),
+]
 
 
 def make_unet(channels, attention, layers, center, seed=0):
     torch.manual_seed(seed)
     unet = diffusers.UNet2DModel(
-        sample_size=16, in_channels=3, out_channels=3, center_input_sample=center, time_embedding_type="fourier",
+        sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        center_input_sample=center,
+        time_embedding_type="fourier",
         down_block_types=[("AttnSkipDownBlock2D" if a else "SkipDownBlock2D") for a in attention],
         up_block_types=[("AttnSkipUpBlock2D" if a else "SkipUpBlock2D") for a in reversed(attention)],
-        block_out_channels=channels, layers_per_block=layers, mid_block_scale_factor=math.sqrt(2), norm_eps=1e-6,
-        norm_num_groups=None, attention_head_dim=None, act_fn="silu", downsample_padding=1, flip_sin_to_cos=True,
-        freq_shift=1).eval()
+        block_out_channels=channels,
+        layers_per_block=layers,
+        mid_block_scale_factor=math.sqrt(2),
+        norm_eps=1e-6,
+        norm_num_groups=None,
+        attention_head_dim=None,
+        act_fn="silu",
+        downsample_padding=1,
+        flip_sin_to_cos=True,
+        freq_shift=1,
+    ).eval()
     with torch.no_grad():
         for p in unet.parameters():  # random everywhere: diffusers zero-initialises nothing we could miss
             p.normal_(0, 0.1)
@@ -41,6 +56,7 @@ def make_unet(channels, attention, layers, center, seed=0):
 
 def rename_to_old_attention(folder):
     from safetensors.torch import load_file, save_file
+
     path = os.path.join(folder, "diffusion_pytorch_model.safetensors")
     old = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
     state = load_file(path)
@@ -53,8 +69,12 @@ def rename_to_old_attention(folder):
     save_file(renamed, path)
 
 
-LAYOUTS = [(u, layout) for u in UNETS for layout in ("safetensors", "bin", "old-attention-names")
-           if any(u[1]) or layout != "old-attention-names"]  # old names: models with attention
+LAYOUTS = [
+    (u, layout)
+    for u in UNETS
+    for layout in ("safetensors", "bin", "old-attention-names")
+    if any(u[1]) or layout != "old-attention-names"
+]  # old names: models with attention
 
 
 @pytest.mark.parametrize("unet_args,layout", LAYOUTS, ids=[f"{u[0]}-{layout}" for u, layout in LAYOUTS])
@@ -89,26 +109,37 @@ def test_round_trip_through_diffusers_is_exact(tmp_path):
     reloaded = diffusers.UNet2DModel.from_pretrained(tmp_path / "b" / "unet").eval()
     for (k, v), (k2, v2) in zip(unet.state_dict().items(), reloaded.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
-    assert diffusers.ScoreSdeVeScheduler.from_pretrained(tmp_path / "b" / "scheduler").config.sigma_max == \
-        first.sde.sigma_max
+    assert (
+        diffusers.ScoreSdeVeScheduler.from_pretrained(tmp_path / "b" / "scheduler").config.sigma_max
+        == first.sde.sigma_max
+    )
 
 
 def test_score_sde_ve_pipeline_matches_the_official_pc_sampler(tmp_path):
     # Both run the official PC loop: a Langevin step with the batch-averaged step size, then reverse diffusion
     # with the discrete sigmas, on one generator's noise in the same order. diffusers clips its result to [0, 1].
     unet = make_unet(*UNETS[0])
-    scheduler = diffusers.ScoreSdeVeScheduler(num_train_timesteps=12, snr=0.16, sigma_min=0.01, sigma_max=20.0,
-                                              sampling_eps=1e-4)
+    scheduler = diffusers.ScoreSdeVeScheduler(
+        num_train_timesteps=12, snr=0.16, sigma_min=0.01, sigma_max=20.0, sampling_eps=1e-4
+    )
     pipe = diffusers.ScoreSdeVePipeline(unet=unet, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     pipe.save_pretrained(tmp_path)
-    theirs = pipe(batch_size=2, num_inference_steps=12, generator=torch.Generator().manual_seed(3),
-                  output_type="np").images
+    theirs = pipe(
+        batch_size=2, num_inference_steps=12, generator=torch.Generator().manual_seed(3), output_type="np"
+    ).images
     m = fastsde.load(tmp_path, device="cpu", fold=False, channels_last=False)
     assert m.sde.N == 12 and m.config.sampling.snr == 0.16 and m.config.sampling.eps == 1e-4
-    ours, nfe = fastsde.pc_sample(m.score_fn, m.sde, (2, 3, 16, 16), "reverse_diffusion", "langevin", snr=0.16,
-                                  eps=fastsde.generate.default_eps(m.sde, m.config),
-                                  generator=torch.Generator().manual_seed(3))
+    ours, nfe = fastsde.pc_sample(
+        m.score_fn,
+        m.sde,
+        (2, 3, 16, 16),
+        "reverse_diffusion",
+        "langevin",
+        snr=0.16,
+        eps=fastsde.generate.default_eps(m.sde, m.config),
+        generator=torch.Generator().manual_seed(3),
+    )
     ours = ours.clamp(0, 1).permute(0, 2, 3, 1).numpy()
     assert nfe == 24 and abs(ours - theirs).max() < 1e-4
 
@@ -116,16 +147,24 @@ def test_score_sde_ve_pipeline_matches_the_official_pc_sampler(tmp_path):
 def test_model_that_diffusers_cannot_run_still_loads_and_is_not_exported(tmp_path):
     # ffhq-1024's nf = 16: attention at 16 channels, where diffusers' GroupNorm group counts differ from
     # NCSN++'s. The weights load as the official network; exporting says why it cannot.
-    config = diffusers_format._config(dict(block_out_channels=[16, 16], layers_per_block=1, sample_size=8,
-                                           in_channels=3, center_input_sample=True,
-                                           down_block_types=["SkipDownBlock2D", "AttnSkipDownBlock2D"],
-                                           up_block_types=["AttnSkipUpBlock2D", "SkipUpBlock2D"]),
-                                      diffusers_format.SCHEDULER)
+    config = diffusers_format._config(
+        dict(
+            block_out_channels=[16, 16],
+            layers_per_block=1,
+            sample_size=8,
+            in_channels=3,
+            center_input_sample=True,
+            down_block_types=["SkipDownBlock2D", "AttnSkipDownBlock2D"],
+            up_block_types=["AttnSkipUpBlock2D", "SkipUpBlock2D"],
+        ),
+        diffusers_format.SCHEDULER,
+    )
     torch.manual_seed(0)
     model = create_model(config)
     unet = diffusers_format.unet_config(config)
-    checkpoint.write_safetensors(tmp_path / "diffusion_pytorch_model.safetensors",
-                                 diffusers_format.to_diffusers(model.state_dict(), unet))
+    checkpoint.write_safetensors(
+        tmp_path / "diffusion_pytorch_model.safetensors", diffusers_format.to_diffusers(model.state_dict(), unet)
+    )
     (tmp_path / "config.json").write_text(json.dumps(unet))
     loaded = fastsde.load(tmp_path, device="cpu")
     for (k, v), v2 in zip(model.state_dict().items(), loaded.model.state_dict().values()):
@@ -137,16 +176,25 @@ def test_model_that_diffusers_cannot_run_still_loads_and_is_not_exported(tmp_pat
 
 
 def test_diffusers_folders_that_do_not_fit_are_refused(tmp_path):
-    ddpm = diffusers.UNet2DModel(sample_size=16, block_out_channels=(32, 64), layers_per_block=1,
-                                 down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                                 up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=8)
+    ddpm = diffusers.UNet2DModel(
+        sample_size=16,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    )
     ddpm.save_pretrained(tmp_path / "ddpm")
-    with pytest.raises(CheckpointError, match="not in the NCSN\\+\\+ layout.*time_embedding_type 'positional'.*"
-                                              "down_block_types DownBlock2D, AttnDownBlock2D"):
+    with pytest.raises(
+        CheckpointError,
+        match="not in the NCSN\\+\\+ layout.*time_embedding_type 'positional'.*"
+        "down_block_types DownBlock2D, AttnDownBlock2D",
+    ):
         fastsde.load(tmp_path / "ddpm", device="cpu")
     unet = make_unet(*UNETS[0])
     unet.save_pretrained(tmp_path / "m")
     from safetensors.torch import load_file, save_file
+
     path = tmp_path / "m" / "diffusion_pytorch_model.safetensors"
     state = load_file(path)
     save_file({**state, "extra.weight": torch.zeros(1)}, path)
@@ -191,6 +239,7 @@ def test_sample_is_the_engine_path_and_independent_of_the_batch():
     whole = m.sample(5, sampler="pc", steps=25, seed=4, batch_size=5)
     assert torch.equal(images, whole)
     from fastsde import generate
+
     sde = score_model.with_steps(m.sde, m.config, 25)
     engine = fastsde.engine.fast_score_fn(m.model, sde, True, "cpu")
     x, _ = generate.sample_batch(engine, sde, m.config, list(range(5)), 4, "pc", device="cpu")
@@ -218,18 +267,36 @@ def test_likelihood_encode_decode_inpaint_colorize():
     assert torch.equal(filled[:, :, :4], images[:, :, :4])
     grey = images.float().mean(3, keepdim=True).round().to(torch.uint8)
     coloured = m.colorize(grey.permute(0, 3, 1, 2).float() / 255, output="float")
-    torch.testing.assert_close(coloured.mean(1, keepdim=True), grey.permute(0, 3, 1, 2).float() / 255, atol=1e-5,
-                               rtol=0)
+    torch.testing.assert_close(
+        coloured.mean(1, keepdim=True), grey.permute(0, 3, 1, 2).float() / 255, atol=1e-5, rtol=0
+    )
     with pytest.raises(ValueError, match="images must be a 4-D tensor"):
         m.likelihood(torch.zeros(8, 8))
 
 
 def test_cli_samples_from_and_converts_diffusers_folders(tmp_path, capsys):
     from fastsde import cli
+
     make_unet(*UNETS[0]).save_pretrained(tmp_path / "d")
     run = lambda *argv: cli.main([str(a) for a in argv])  # noqa: E731
-    assert run("sample", "--ckpt", tmp_path / "d", "--sampler", "dpmpp_2m", "--steps", 3, "--num-samples", 2,
-               "--out", tmp_path / "s", "--device", "cpu") == 0
+    assert (
+        run(
+            "sample",
+            "--ckpt",
+            tmp_path / "d",
+            "--sampler",
+            "dpmpp_2m",
+            "--steps",
+            3,
+            "--num-samples",
+            2,
+            "--out",
+            tmp_path / "s",
+            "--device",
+            "cpu",
+        )
+        == 0
+    )
     assert "2 samples" in capsys.readouterr().out
     assert run("convert", "--ckpt", tmp_path / "d", "--out", tmp_path / "w.safetensors") == 0
     assert run("convert", "--ckpt", tmp_path / "w.safetensors", "--out", tmp_path / "e") == 0
@@ -248,8 +315,9 @@ JAX_CASES = ["ncsnpp_ve_cifar_small", "ncsnpp_ve_ffhq256_small", "ddpmpp_vp_cifa
 def test_jax_checkpoint_gives_the_official_jax_output(name, which):
     # tests/fixtures/make_jax_fixtures.py ran the official JAX code (yang-song/score_sde) on these weights.
     expected = np.load(os.path.join(JAX, f"{name}.expected.npz"))
-    m = fastsde.load(os.path.join(JAX, name, "checkpoint_1"), os.path.join(JAX, f"{name}.json"), device="cpu",
-                     use_ema=which == "ema")
+    m = fastsde.load(
+        os.path.join(JAX, name, "checkpoint_1"), os.path.join(JAX, f"{name}.json"), device="cpu", use_ema=which == "ema"
+    )
     with torch.no_grad():
         out = m.model(torch.tensor(expected["x"]), torch.tensor(expected["labels"]))
     want = torch.tensor(expected[which])
@@ -283,9 +351,12 @@ def test_jax_workdir_config_detection_and_conversion(tmp_path, monkeypatch):
 
 def test_msgpack_reader(tmp_path):
     from fastsde import jax_format
-    cases = {b"\x82\xa1a\xff\xa1b\x92\xcb\x3f\xf0\x00\x00\x00\x00\x00\x00\xc3": {"a": -1, "b": [1.0, True]},
-             b"\xde\x00\x01\xd9\x01k\xd1\xff\x00": {"k": -256},
-             b"\x81\xa1z\xc0": {"z": None}}
+
+    cases = {
+        b"\x82\xa1a\xff\xa1b\x92\xcb\x3f\xf0\x00\x00\x00\x00\x00\x00\xc3": {"a": -1, "b": [1.0, True]},
+        b"\xde\x00\x01\xd9\x01k\xd1\xff\x00": {"k": -256},
+        b"\x81\xa1z\xc0": {"z": None},
+    }
     for data, want in cases.items():
         (tmp_path / "c").write_bytes(data)
         assert jax_format.is_checkpoint(tmp_path / "c") and jax_format.read(tmp_path / "c") == want

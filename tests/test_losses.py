@@ -1,5 +1,6 @@
 """Training objectives: the exact score must score better than a wrong one under every loss; the
 optimiser schedule and the EMA follow the official formulas."""
+
 import pytest
 import torch
 
@@ -21,10 +22,15 @@ def data(n=20000):
 def test_sde_loss_is_minimised_by_the_true_score(sde, weighting, reduce_mean):
     exact = GMM.score_fn(sde)
     losses = {}
-    for name, fn in [("exact", exact), ("scaled", lambda x, t: 0.8 * exact(x, t)),
-                     ("shifted", lambda x, t: exact(x, t) + 0.3)]:
+    for name, fn in [
+        ("exact", exact),
+        ("scaled", lambda x, t: 0.8 * exact(x, t)),
+        ("shifted", lambda x, t: exact(x, t) + 0.3),
+    ]:
         # The same noise for every candidate, so that only the score differs.
-        losses[name] = sde_loss(fn, sde, data(), reduce_mean, weighting, generator=torch.Generator().manual_seed(1)).item()
+        losses[name] = sde_loss(
+            fn, sde, data(), reduce_mean, weighting, generator=torch.Generator().manual_seed(1)
+        ).item()
     assert losses["exact"] < losses["scaled"] and losses["exact"] < losses["shifted"], losses
 
 
@@ -75,6 +81,7 @@ def test_discrete_losses_prefer_the_true_score():
         def model(x, labels):
             t = vp.noise_level_time(s1m[labels] / torch.sqrt(1 - s1m[labels] ** 2))
             return -scale * s1m[labels][:, None] * GMM.score_fn(vp)(x, t)
+
         return model
 
     assert ddpm_loss(vp_model(1.0), vp, x, generator=g()) < ddpm_loss(vp_model(0.8), vp, x, generator=g())

@@ -1,5 +1,6 @@
 """FID, KID and Inception score against closed forms, and the feature-extraction mechanics on a tiny
 network standing in for Inception."""
+
 import numpy as np
 import pytest
 import torch
@@ -23,11 +24,20 @@ def test_fid_matches_the_closed_form_for_diagonal_gaussians():
 def test_kid_is_tfgans_block_estimator():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(8, 3)), rng.normal(size=(7, 3)) + 0.3
-    k = lambda a, b: (a @ b / 3 + 1) ** 3
-    brute = lambda blocks: np.mean([
-        sum(k(x[i], x[j]) for i in bx for j in bx if i != j) / (len(bx) * (len(bx) - 1))
-        + sum(k(y[i], y[j]) for i in by for j in by if i != j) / (len(by) * (len(by) - 1))
-        - 2 * np.mean([k(x[i], y[j]) for i in bx for j in by]) for bx, by in blocks])
+
+    def k(a, b):
+        return (a @ b / 3 + 1) ** 3
+
+    def brute(blocks):
+        return np.mean(
+            [
+                sum(k(x[i], x[j]) for i in bx for j in bx if i != j) / (len(bx) * (len(bx) - 1))
+                + sum(k(y[i], y[j]) for i in by for j in by if i != j) / (len(by) * (len(by) - 1))
+                - 2 * np.mean([k(x[i], y[j]) for i in bx for j in by])
+                for bx, by in blocks
+            ]
+        )
+
     assert metrics.kid(x, y) == pytest.approx(brute([(range(8), range(7))]), rel=1e-12)
     # tfgan's blocks for max_block_size 3: ceil(8 / 3) = 3 of each set, the larger ones last
     three = brute([(range(0, 2), range(0, 2)), (range(2, 5), range(2, 4)), (range(5, 8), range(4, 7))])

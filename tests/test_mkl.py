@@ -1,5 +1,6 @@
 """The oneMKL first-call race (fastsde/_mkl.py): importing fastsde calls each VML function once on
 one element, in float32 and float64, so that no later multithreaded call makes MKL's first choice."""
+
 import json
 import subprocess
 import sys
@@ -30,7 +31,8 @@ def test_importing_fastsde_settles_each_vml_function_first():
     # threads off by ~1e-4 relative), too rarely for a test; what is tested is that the warm-up happens.
     names = [f.__name__ for f in _mkl.VML_FUNCTIONS]
     assert {"log", "exp", "sqrt", "cos", "sin", "tanh", "erfinv"} <= set(names)
-    out = subprocess.run([sys.executable, "-c", f"NAMES = {names!r}\n" + RECORD], capture_output=True, text=True,
-                         check=True, timeout=300).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", f"NAMES = {names!r}\n" + RECORD], capture_output=True, text=True, check=True, timeout=300
+    ).stdout
     calls = {tuple(c) for c in json.loads(out)}
     assert {(n, d, 1) for n in names for d in ("torch.float32", "torch.float64")} <= calls

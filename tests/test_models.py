@@ -1,5 +1,6 @@
 """Drop-in loading of official checkpoints: the shared fixtures (made by the official code) must give
 the official model outputs and scores; mismatches and unsafe files are refused clearly."""
+
 import json
 import math
 import os
@@ -17,9 +18,18 @@ from conftest import FIXTURES
 
 # The shared fixtures (the first two), then those of make_official_fixtures.py: every network family
 # and label convention of the official code (tests/fixtures/README.md).
-CASES = ["ncsnpp_ve_cifar_small", "ddpmpp_vp_cifar_small", "ncsnpp_ve_ffhq256_small", "ncsnpp_ve_cifar_discrete_small",
-         "ddpmpp_subvp_cifar_small", "ddpm_vp_cifar_discrete_small", "ddpm_ve_cifar_discrete_small",
-         "ncsnv2_ve_cifar_small", "ncsnv2_128_ve_bedroom_small", "ncsnv2_256_ve_small"]
+CASES = [
+    "ncsnpp_ve_cifar_small",
+    "ddpmpp_vp_cifar_small",
+    "ncsnpp_ve_ffhq256_small",
+    "ncsnpp_ve_cifar_discrete_small",
+    "ddpmpp_subvp_cifar_small",
+    "ddpm_vp_cifar_discrete_small",
+    "ddpm_ve_cifar_discrete_small",
+    "ncsnv2_ve_cifar_small",
+    "ncsnv2_128_ve_bedroom_small",
+    "ncsnv2_256_ve_small",
+]
 
 
 def fixture(name, ext):
@@ -64,7 +74,9 @@ def test_channels_last_and_autocast():
     model, _, _ = load_checkpoint(fixture(name, "pth"), fixture(name, "json"))
     e = torch.load(fixture(name, "expected.pt"), weights_only=True)
     with torch.no_grad():
-        cl = model.to(memory_format=torch.channels_last)(e["x"].contiguous(memory_format=torch.channels_last), e["labels"])
+        cl = model.to(memory_format=torch.channels_last)(
+            e["x"].contiguous(memory_format=torch.channels_last), e["labels"]
+        )
         assert rel_err(cl, e["model_out"]) < 1e-5
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = model(e["x"], e["labels"])
@@ -108,8 +120,11 @@ def test_a_config_that_does_not_fit_the_weights_builds_nothing(tmp_path, monkeyp
     real = checkpoint.create_model
     monkeypatch.setattr(checkpoint, "create_model", lambda c: built.append(torch.empty(0).device.type) or real(c))
     for path, given in ((tmp_path / "big.safetensors", None), (fixture(name, "pth"), big)):
-        with pytest.raises(CheckpointError, match=r"the weights do not fit the NCSNpp that the config describes: "
-                                                  r".*mis-shaped: all_modules.0.W: checkpoint \(16,\), model \(4096,\)"):
+        with pytest.raises(
+            CheckpointError,
+            match=r"the weights do not fit the NCSNpp that the config describes: "
+            r".*mis-shaped: all_modules.0.W: checkpoint \(16,\), model \(4096,\)",
+        ):
             load_checkpoint(path, given)
     assert built == ["meta", "meta"]
     load_checkpoint(tmp_path / "big.safetensors", config)
@@ -293,7 +308,9 @@ def test_ddpm_model(name, monkeypatch):
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name,params,keys", [("vp/ddpm/cifar10", 35_218_947, 309), ("vp/ddpm/church", 111_569_923, 431)])
+@pytest.mark.parametrize(
+    "name,params,keys", [("vp/ddpm/cifar10", 35_218_947, 309), ("vp/ddpm/church", 111_569_923, 431)]
+)
 def test_ddpm_sizes(name, params, keys):
     with torch.device("meta"):
         model = create_model(configs.get(name))
@@ -335,8 +352,10 @@ def test_ncsn_family_builds_and_runs(name):
     assert not torch.allclose(out, swapped)  # the noise level matters (conditional norms, or 1/sigma_y)
     if config.model.name != "ncsn":
         # NCSNv2 is unconditional apart from the division by sigma_y.
-        torch.testing.assert_close(out * model.sigmas[y].float()[:, None, None, None],
-                                   swapped * model.sigmas[y.flip(0)].float()[:, None, None, None])
+        torch.testing.assert_close(
+            out * model.sigmas[y].float()[:, None, None, None],
+            swapped * model.sigmas[y.flip(0)].float()[:, None, None, None],
+        )
 
 
 def test_ncsnv2_takes_the_noise_levels_as_continuous_labels():

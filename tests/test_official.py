@@ -1,5 +1,6 @@
 """get_score_fn's official label and scaling conventions, and the official-style factories, against
 outputs of the official code's own samplers and likelihood (tests/fixtures/official_samplers.pt)."""
+
 import math
 import os
 
@@ -60,8 +61,9 @@ class MixtureScoreNet(torch.nn.Module):
 
 def test_pc_sampler_factory():
     sde = VESDE(N=300)
-    sampler = fastsde.get_pc_sampler(sde, (1000, 2), "reverse_diffusion", "langevin", lambda x: x, snr=0.16,
-                                     continuous=True, device="cpu")
+    sampler = fastsde.get_pc_sampler(
+        sde, (1000, 2), "reverse_diffusion", "langevin", lambda x: x, snr=0.16, continuous=True, device="cpu"
+    )
     torch.manual_seed(0)
     x, nfe = sampler(MixtureScoreNet())
     assert nfe == 600
@@ -72,9 +74,19 @@ def test_pc_sampler_factory():
 
 def test_sampling_fn_from_config_and_likelihood_factory():
     sde = VESDE(N=100)
-    config = {"device": "cpu", "training": {"continuous": True},
-              "sampling": {"method": "ode", "noise_removal": True, "predictor": "reverse_diffusion",
-                           "corrector": "langevin", "snr": 0.16, "n_steps_each": 1, "probability_flow": False}}
+    config = {
+        "device": "cpu",
+        "training": {"continuous": True},
+        "sampling": {
+            "method": "ode",
+            "noise_removal": True,
+            "predictor": "reverse_diffusion",
+            "corrector": "langevin",
+            "snr": 0.16,
+            "n_steps_each": 1,
+            "probability_flow": False,
+        },
+    }
     x, nfe = fastsde.get_sampling_fn(config, sde, (8, 2), lambda x: x, eps=1e-5)(MixtureScoreNet())
     assert x.shape == (8, 2) and nfe > 10
     data = GMM.sample(16, torch.Generator().manual_seed(0))
@@ -100,9 +112,17 @@ def test_factories_give_what_the_official_code_gives(name):
     options = dict(e["options"])
     torch.manual_seed(e["seed"])
     if e["kind"] == "pc":
-        sampler = fastsde.get_pc_sampler(sde, shape, options.pop("predictor"), options.pop("corrector"),
-                                         lambda x: x, options.pop("snr", 0.16), continuous=config.training.continuous,
-                                         device="cpu", **options)
+        sampler = fastsde.get_pc_sampler(
+            sde,
+            shape,
+            options.pop("predictor"),
+            options.pop("corrector"),
+            lambda x: x,
+            options.pop("snr", 0.16),
+            continuous=config.training.continuous,
+            device="cpu",
+            **options,
+        )
         x, _ = sampler(model)
         torch.testing.assert_close(x, e["x"], rtol=1e-5, atol=1e-5 * e["x"].abs().max().item())
     elif e["kind"] == "ode":

@@ -1,5 +1,6 @@
 """predictor_step and langevin_step: kernel backends against the reference; the reference against
 the official update formulas; noise from generators; per-sample independence."""
+
 import math
 
 import pytest
@@ -9,7 +10,6 @@ from fastsde import ops
 from fastsde.ops.pc_update import langevin_step_reference, predictor_step_reference
 
 from conftest import KERNEL_BACKENDS, assert_close, ops_namespace, poison, require
-
 
 # The last: samples whose norms the CUDA Langevin step reduces in two chunks (in the emulation).
 SHAPES = [(3, 2, 5, 7), (1, 10), (4, 3, 8, 8), (2, 1, 1, 1), (2, 3, 50, 61)]
@@ -26,7 +26,7 @@ def test_reverse_diffusion_ve_formula():
     # Official VE reverse diffusion: x_mean = x + (sigma_i^2 - sigma_{i-1}^2) s; x = x_mean + sqrt(...) z.
     x, s, z, *_ = tensors((2, 3, 4, 4))
     sig, sig_prev = torch.tensor([5.0, 2.0]), torch.tensor([4.0, 1.5])
-    d = sig ** 2 - sig_prev ** 2
+    d = sig**2 - sig_prev**2
     x_new, x_mean = ops.predictor_step(x, s, 1.0, d, d.sqrt(), noise=z, backend="reference")
     want_mean = x + d.view(-1, 1, 1, 1) * s
     torch.testing.assert_close(x_mean, want_mean)
@@ -80,13 +80,15 @@ def test_langevin_matches_reference(backend, device, dtype, shape, per_sample):
 def test_unaligned_inputs(backend, device, dtype):
     # Tensors that start one element into their storage: no 16-byte access of them is aligned.
     require(backend, device)
-    x, s, z, a, b, c = (t if t.dim() == 1 else torch.cat([t.new_zeros(1), t.flatten()])[1:].view(t.shape)
-                        for t in tensors((2, 3, 8, 8), dtype, device))
+    x, s, z, a, b, c = (
+        t if t.dim() == 1 else torch.cat([t.new_zeros(1), t.flatten()])[1:].view(t.shape)
+        for t in tensors((2, 3, 8, 8), dtype, device)
+    )
     assert x.storage_offset() == 1
-    for got, want in [(ops.predictor_step(x, s, a, b, c, noise=z, backend=backend),
-                       predictor_step_reference(x, s, z, a, b, c)),
-                      (ops.langevin_step(x, s, a, 0.16, noise=z, backend=backend),
-                       langevin_step_reference(x, s, z, a, 0.16, False))]:
+    for got, want in [
+        (ops.predictor_step(x, s, a, b, c, noise=z, backend=backend), predictor_step_reference(x, s, z, a, b, c)),
+        (ops.langevin_step(x, s, a, 0.16, noise=z, backend=backend), langevin_step_reference(x, s, z, a, 0.16, False)),
+    ]:
         for g, e in zip(got, want):
             assert_close(g, e)
 
@@ -96,8 +98,7 @@ def test_layouts(backend, device):
     require(backend, device)
     x, s, z, a, b, c = tensors((2, 3, 6, 5), device=device)
     xc, sc, zc = (t.contiguous(memory_format=torch.channels_last) for t in (x, s, z))
-    xn, xm = ops.predictor_step(xc, sc.transpose(2, 3).contiguous().transpose(2, 3), a, b, c, noise=zc,
-                                backend=backend)
+    xn, xm = ops.predictor_step(xc, sc.transpose(2, 3).contiguous().transpose(2, 3), a, b, c, noise=zc, backend=backend)
     assert xn.is_contiguous(memory_format=torch.channels_last)
     expected = predictor_step_reference(x, s, z, a, b, c)
     assert_close(xn, expected[0])

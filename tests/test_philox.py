@@ -1,11 +1,14 @@
 """Noise drawn inside the kernels from a Philox key: the reference against Philox's published
 known answers and against Triton's tl.randn; every kernel backend against the reference (the noise
 is float32 whatever x's dtype, so the tolerance is float32's at least); the Philox stream."""
+
 import math
 import re
 
 import pytest
 import torch
+from test_pc_update import tensors
+from test_sampling import GMM, N_SAMPLES, assert_is_mixture, sdes
 
 import fastsde
 from fastsde import ops
@@ -13,19 +16,23 @@ from fastsde.ops.pc_update import langevin_step_reference, predictor_step_refere
 from fastsde.ops.philox import philox4x32, philox_normal_reference
 
 from conftest import KERNEL_BACKENDS, TOL, ops_namespace, poison, require
-from test_pc_update import tensors
-from test_sampling import GMM, N_SAMPLES, assert_is_mixture, sdes
 
-KEY = torch.tensor([[0, 0], [2 ** 40 + 3, 2 ** 33 - 5], [-7, 123456789], [1, 2 ** 62]], dtype=torch.int64)
+KEY = torch.tensor([[0, 0], [2**40 + 3, 2**33 - 5], [-7, 123456789], [1, 2**62]], dtype=torch.int64)
 
 
-@pytest.mark.parametrize("counter,key,expected", [
-    # Random123's kat_vectors for philox4x32_10 (Salmon et al. 2011).
-    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
-])
+@pytest.mark.parametrize(
+    "counter,key,expected",
+    [
+        # Random123's kat_vectors for philox4x32_10 (Salmon et al. 2011).
+        ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+        ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+        (
+            (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+            (0xA4093822, 0x299F31D0),
+            (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+        ),
+    ],
+)
 def test_philox_known_answers(counter, key, expected):
     words = philox4x32(*(torch.tensor([v], dtype=torch.int64) for v in counter + key))
     assert tuple(int(w) for w in words) == expected
@@ -59,7 +66,7 @@ def test_reference_statistics_and_independence():
     z = philox_normal_reference(key, (3, 200_000))
     for row in z:
         assert abs(float(row.mean())) < 0.01 and abs(float(row.std()) - 1) < 0.01
-        assert abs(float((row ** 4).mean()) - 3) < 0.05  # Gaussian kurtosis
+        assert abs(float((row**4).mean()) - 3) < 0.05  # Gaussian kurtosis
     assert abs(float((z[0] * z[1]).mean())) < 0.01  # other seed: independent
     assert abs(float((z[0] * z[2]).mean())) < 0.01  # same seed, next block: no overlap
     # A sample's numbers depend on its own key only, not on the batch it is drawn in.
@@ -73,8 +80,9 @@ def _tol(dtype):
 
 @pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-@pytest.mark.parametrize("shape,layout", [((4, 3, 5, 7), "nchw"), ((4, 3, 5, 7), "channels_last"),
-                                          ((4, 10), "nchw"), ((4, 1, 1, 1), "nchw")])
+@pytest.mark.parametrize(
+    "shape,layout", [((4, 3, 5, 7), "nchw"), ((4, 3, 5, 7), "channels_last"), ((4, 10), "nchw"), ((4, 1, 1, 1), "nchw")]
+)
 def test_kernels_draw_the_reference_noise(backend, device, dtype, shape, layout):
     require(backend, device)
     x, s, _, a, b, c = tensors(shape, dtype, device)
@@ -82,10 +90,19 @@ def test_kernels_draw_the_reference_noise(backend, device, dtype, shape, layout)
         x, s = x.to(memory_format=torch.channels_last), s.to(memory_format=torch.channels_last)
     key = KEY.to(device)
     rtol, atol = _tol(dtype)
-    cases = [(lambda k, bk: ops.predictor_step(x, s, a, b, c, noise_key=k, backend=bk),
-              predictor_step_reference(x, s, None, a, b, c, key))]
-    cases += [(lambda k, bk, p=p: ops.langevin_step(x, s, a, 0.16, per_sample=p, noise_key=k, backend=bk),
-               langevin_step_reference(x, s, None, a, 0.16, p, key)) for p in (False, True)]
+    cases = [
+        (
+            lambda k, bk: ops.predictor_step(x, s, a, b, c, noise_key=k, backend=bk),
+            predictor_step_reference(x, s, None, a, b, c, key),
+        )
+    ]
+    cases += [
+        (
+            lambda k, bk, p=p: ops.langevin_step(x, s, a, 0.16, per_sample=p, noise_key=k, backend=bk),
+            langevin_step_reference(x, s, None, a, 0.16, p, key),
+        )
+        for p in (False, True)
+    ]
     for call, expected in cases:
         poison(expected[0])
         got = call(key, backend)
@@ -96,12 +113,19 @@ def test_kernels_draw_the_reference_noise(backend, device, dtype, shape, layout)
 
 
 def _pc(sde, seeds, device, corrector="langevin"):
-    return fastsde.pc_sample(GMM.score_fn(sde), sde, (len(seeds), 2), corrector=corrector,
-                             generator=fastsde.Philox(seeds, device), device=device)[0].cpu()
+    return fastsde.pc_sample(
+        GMM.score_fn(sde),
+        sde,
+        (len(seeds), 2),
+        corrector=corrector,
+        generator=fastsde.Philox(seeds, device),
+        device=device,
+    )[0].cpu()
 
 
-@pytest.mark.parametrize("backend,device", [("reference", "cpu"), ("cpp", "cpu"),
-                                            pytest.param("cuda", "cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize(
+    "backend,device", [("reference", "cpu"), ("cpp", "cpu"), pytest.param("cuda", "cuda", marks=pytest.mark.gpu)]
+)
 def test_philox_stream_samples_the_mixture(backend, device, monkeypatch):
     # fastsde.Philox where a generator goes: PC sampling gives the mixture back, and repeats.
     require(backend, device)
@@ -158,11 +182,14 @@ def test_opcheck_with_key(backend, device):
 WANT_KEY = "noise_key must be a tensor of (seed, offset) pairs of shape [4, 2], dtype int64, on cpu; got "
 
 
-@pytest.mark.parametrize("key,exc,words", [
-    (KEY[:3].int(), TypeError, WANT_KEY + "shape [3, 2], dtype int32, on cpu"),
-    (KEY[:3], ValueError, WANT_KEY + "shape [3, 2], dtype int64, on cpu"),
-    (KEY.to("meta"), ValueError, WANT_KEY + "shape [4, 2], dtype int64, on meta"),
-])
+@pytest.mark.parametrize(
+    "key,exc,words",
+    [
+        (KEY[:3].int(), TypeError, WANT_KEY + "shape [3, 2], dtype int32, on cpu"),
+        (KEY[:3], ValueError, WANT_KEY + "shape [3, 2], dtype int64, on cpu"),
+        (KEY.to("meta"), ValueError, WANT_KEY + "shape [4, 2], dtype int64, on meta"),
+    ],
+)
 @pytest.mark.parametrize("backend", ["reference", "cpp"])
 def test_bad_keys(backend, key, exc, words):
     x, s, z, a, b, c = tensors((4, 3))

@@ -1,5 +1,6 @@
 """fastsde.runs: results saved in parts as they come, a rerun refused unless made alike, the gaps of
 a run cut short found, the parts merged once (and merged right if a merge was cut short)."""
+
 import json
 import os
 import signal
@@ -76,8 +77,11 @@ def test_a_run_resumes_only_when_made_alike(tmp_path):
     runs.start(out, "r", settings).close()
     part(tmp_path, [0])
     runs.start(out, "r", {"seed": 0, "precision": "fp32", "config": {"nf": 16, "mult": [1, 2]}}).close()  # JSON-equal
-    with pytest.raises(ValueError, match=r"holds r of another run \(precision: 'fp32' there, 'bf16' here; "
-                                         r"seed: 0 there, 1 here\).*--overwrite"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds r of another run \(precision: 'fp32' there, 'bf16' here; "
+        r"seed: 0 there, 1 here\).*--overwrite",
+    ):
         runs.start(out, "r", {**settings, "seed": 1, "precision": "bf16"})
     with pytest.raises(ValueError, match=r"\(config.long differs; config.nf: 16 there, 32 here\)"):
         runs.start(out, "r", {**settings, "config": {"nf": 32, "mult": [1, 2], "long": "x" * 60}})
@@ -96,7 +100,7 @@ def test_a_run_resumes_only_when_made_alike(tmp_path):
         runs.start(out, "r", settings)
     # A record that is not JSON is named, not taken for another run's.
     os.unlink(tmp_path / "r.npz")
-    for text in ("{\"seed\": 0, \"prec", "[1, 2]"):
+    for text in ('{"seed": 0, "prec', "[1, 2]"):
         (tmp_path / "r.json").write_text(text)
         with pytest.raises(ValueError, match=r"r.json: not (readable as JSON|a JSON object).*--overwrite"):
             runs.start(out, "r", settings)
@@ -123,7 +127,7 @@ def _race(out, seed, count, ready, go, results):
             missing, _ = runs.todo(out, "r", "value", count)
             for k in range(0, len(missing), 2):
                 with runs.Saver(out, "r", seconds=0) as saver:
-                    saver.add(missing[k:k + 2], value=np.full(len(missing[k:k + 2]), seed))
+                    saver.add(missing[k : k + 2], value=np.full(len(missing[k : k + 2]), seed))
             runs.merge(out, "r")
         results.put((seed, 0))
     except ValueError:
@@ -132,12 +136,14 @@ def _race(out, seed, count, ready, go, results):
 
 def test_racing_runs_with_other_settings_never_mix_their_results(tmp_path):
     import multiprocessing
+
     ctx = multiprocessing.get_context("fork")
     for attempt in range(20):
         out = str(tmp_path / str(attempt))
         ready, go, results = ctx.Barrier(3), ctx.Event(), ctx.Queue()
-        procs = [ctx.Process(target=_race, args=(out, seed, count, ready, go, results))
-                 for seed, count in ((0, 8), (1, 24))]
+        procs = [
+            ctx.Process(target=_race, args=(out, seed, count, ready, go, results)) for seed, count in ((0, 8), (1, 24))
+        ]
         for p in procs:
             p.start()
         ready.wait()

@@ -1,5 +1,6 @@
 """Samplers driven by the exact score of a Gaussian mixture must give the mixture back: mode weights,
 means and spreads within sampling error, for every SDE, predictor, corrector and ODE method."""
+
 import math
 
 import pytest
@@ -26,8 +27,16 @@ PC_CASES = [
 @pytest.mark.parametrize("name,predictor,corrector,snr", PC_CASES)
 def test_pc_sampler_recovers_mixture(name, predictor, corrector, snr):
     sde = sdes()[name]
-    x, nfe = fastsde.pc_sample(GMM.score_fn(sde), sde, (N_SAMPLES, 2), predictor=predictor, corrector=corrector,
-                               snr=snr, eps=1e-3, generator=torch.Generator().manual_seed(0))
+    x, nfe = fastsde.pc_sample(
+        GMM.score_fn(sde),
+        sde,
+        (N_SAMPLES, 2),
+        predictor=predictor,
+        corrector=corrector,
+        snr=snr,
+        eps=1e-3,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert nfe == sde.N * (1 + (corrector != "none"))
     assert_is_mixture(x)
 
@@ -36,8 +45,15 @@ def test_pc_sampler_recovers_mixture(name, predictor, corrector, snr):
 def test_pc_probability_flow_predictor(name):
     # Euler steps on the ODE overshoot the spread by O(1/N) (about 11% at N = 500 for VE): use N = 1000.
     sde = sdes(1000)[name]
-    x, _ = fastsde.pc_sample(GMM.score_fn(sde), sde, (N_SAMPLES, 2), predictor="reverse_diffusion",
-                             corrector="none", probability_flow=True, generator=torch.Generator().manual_seed(1))
+    x, _ = fastsde.pc_sample(
+        GMM.score_fn(sde),
+        sde,
+        (N_SAMPLES, 2),
+        predictor="reverse_diffusion",
+        corrector="none",
+        probability_flow=True,
+        generator=torch.Generator().manual_seed(1),
+    )
     assert_is_mixture(x)
 
 
@@ -60,14 +76,15 @@ def official_step(sde, name, score_fn, x, t, z, snr=0.0, probability_flow=False,
             f = f - col(g) ** 2 * s * k
         x_mean = x - f
         return (x_mean if probability_flow else x_mean + col(g) * z), x_mean
-    betas = None if isinstance(sde, VESDE) else torch.linspace(sde.beta_0 / sde.N, sde.beta_1 / sde.N, sde.N,
-                                                                dtype=x.dtype)
+    betas = (
+        None if isinstance(sde, VESDE) else torch.linspace(sde.beta_0 / sde.N, sde.beta_1 / sde.N, sde.N, dtype=x.dtype)
+    )
     if name == "ancestral_sampling":
         if betas is None:
             sigmas = torch.linspace(math.log(sde.sigma_min), math.log(sde.sigma_max), sde.N, dtype=x.dtype).exp()
             sigma, prev = sigmas[i], torch.where(i == 0, 0.0, sigmas[(i - 1).clamp(min=0)])
-            x_mean = x + s * col(sigma ** 2 - prev ** 2)
-            return x_mean + col(torch.sqrt(prev ** 2 * (sigma ** 2 - prev ** 2) / sigma ** 2)) * z, x_mean
+            x_mean = x + s * col(sigma**2 - prev**2)
+            return x_mean + col(torch.sqrt(prev**2 * (sigma**2 - prev**2) / sigma**2)) * z, x_mean
         beta = betas[i]
         x_mean = (x + col(beta) * s) / col(torch.sqrt(1.0 - beta))
         return x_mean + col(torch.sqrt(beta)) * z, x_mean
@@ -83,10 +100,20 @@ def official_step(sde, name, score_fn, x, t, z, snr=0.0, probability_flow=False,
     return x_mean + z * col(torch.sqrt(step * 2)), x_mean
 
 
-STEPS = [(sde, name, pf) for sde in ("VE", "VP", "subVP") for name, pf in (
-    ("euler_maruyama", False), ("euler_maruyama", True), ("reverse_diffusion", False), ("reverse_diffusion", True),
-    ("ancestral_sampling", False), ("langevin", False), ("ald", False))
-    if (sde, name) != ("subVP", "ancestral_sampling")]
+STEPS = [
+    (sde, name, pf)
+    for sde in ("VE", "VP", "subVP")
+    for name, pf in (
+        ("euler_maruyama", False),
+        ("euler_maruyama", True),
+        ("reverse_diffusion", False),
+        ("reverse_diffusion", True),
+        ("ancestral_sampling", False),
+        ("langevin", False),
+        ("ald", False),
+    )
+    if (sde, name) != ("subVP", "ancestral_sampling")
+]
 
 
 @pytest.mark.parametrize("sde_name,name,probability_flow", STEPS)
@@ -98,28 +125,46 @@ def test_each_step_is_the_official_update(sde_name, name, probability_flow):
     x = 3 * torch.randn(4, 3, 5, 5, generator=g)
     t = torch.tensor([1.0, 0.5, 0.237, 0.01])
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
-    for per_sample in ((False, True) if name == "langevin" else (False,)):
+    for per_sample in (False, True) if name == "langevin" else (False,):
         noise = torch.Generator().manual_seed(4)
         if name in fastsde.PREDICTORS:
             got = fastsde.PREDICTORS[name](sde, smooth_score, x, t, probability_flow, generator=noise)
         else:
             got = fastsde.CORRECTORS[name](sde, smooth_score, x, t, 0.16, generator=noise, per_sample=per_sample)
-        want = official_step(sde, name, smooth_score, x.double(), t.double(), z.double(), 0.16, probability_flow,
-                             per_sample)
+        want = official_step(
+            sde, name, smooth_score, x.double(), t.double(), z.double(), 0.16, probability_flow, per_sample
+        )
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b.float(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("sde_name,predictor,corrector,n_steps,denoise", [
-    ("VE", "reverse_diffusion", "langevin", 1, True), ("VE", "ancestral_sampling", "ald", 2, False),
-    ("VP", "euler_maruyama", "langevin", 1, True), ("VP", "ancestral_sampling", "none", 1, True),
-    ("subVP", "reverse_diffusion", "ald", 1, False), ("subVP", "none", "langevin", 2, True)])
+@pytest.mark.parametrize(
+    "sde_name,predictor,corrector,n_steps,denoise",
+    [
+        ("VE", "reverse_diffusion", "langevin", 1, True),
+        ("VE", "ancestral_sampling", "ald", 2, False),
+        ("VP", "euler_maruyama", "langevin", 1, True),
+        ("VP", "ancestral_sampling", "none", 1, True),
+        ("subVP", "reverse_diffusion", "ald", 1, False),
+        ("subVP", "none", "langevin", 2, True),
+    ],
+)
 def test_pc_sample_is_the_official_loop(sde_name, predictor, corrector, n_steps, denoise):
     # Upstream's pc_sampler: from the prior, at each of N times from T to eps, n_steps corrector steps
     # then a predictor step; the last x_mean (denoise) or x. The same generator draws in that order.
     sde, shape, eps = sdes(30)[sde_name], (4, 3, 5, 5), 1e-3
-    got, nfe = fastsde.pc_sample(smooth_score, sde, shape, predictor, corrector, snr=0.16, n_steps=n_steps,
-                                 denoise=denoise, eps=eps, generator=torch.Generator().manual_seed(5))
+    got, nfe = fastsde.pc_sample(
+        smooth_score,
+        sde,
+        shape,
+        predictor,
+        corrector,
+        snr=0.16,
+        n_steps=n_steps,
+        denoise=denoise,
+        eps=eps,
+        generator=torch.Generator().manual_seed(5),
+    )
     g = torch.Generator().manual_seed(5)
     x = torch.randn(shape, generator=g).double() * sde.prior_std()
     for t in torch.linspace(sde.T, eps, sde.N):
@@ -154,8 +199,9 @@ def test_ode_sample_removes_noise_as_upstream(name):
 @pytest.mark.parametrize("method,steps", [("RK45", None), ("heun", 40), ("dpmpp_2m", 40)])
 def test_ode_sampler_recovers_mixture(name, method, steps):
     sde = sdes()[name]
-    x, nfe = fastsde.ode_sample(GMM.score_fn(sde), sde, (N_SAMPLES, 2), method=method, steps=steps,
-                                generator=torch.Generator().manual_seed(2))
+    x, nfe = fastsde.ode_sample(
+        GMM.score_fn(sde), sde, (N_SAMPLES, 2), method=method, steps=steps, generator=torch.Generator().manual_seed(2)
+    )
     assert_is_mixture(x)
     if method == "heun":
         assert nfe == 2 * steps - 1 + 1  # the last step is Euler; +1 for the denoising step
@@ -182,15 +228,16 @@ def test_ode_encode_gives_the_exact_latent_of_gaussian_data(name):
     gauss = GaussianMixture(weights=[1.0], means=[mu.tolist()], stds=[s])
     x = gauss.sample(256, torch.Generator().manual_seed(8))
     (a0, s0), (aT, sT) = (sde.marginal_coef(torch.tensor([t], dtype=torch.float64)) for t in (eps, sde.T))
-    exact = aT * mu + (x - a0 * mu) * torch.sqrt((aT ** 2 * s ** 2 + sT ** 2) / (a0 ** 2 * s ** 2 + s0 ** 2))
+    exact = aT * mu + (x - a0 * mu) * torch.sqrt((aT**2 * s**2 + sT**2) / (a0**2 * s**2 + s0**2))
     # Measured: RK45 3e-5 relative at most (there and back 2e-4); the fast solvers 1.1e-2 at 40 steps
     # (second order: 4e-2 at 20).
     for method, steps, tol in (("RK45", None, 1e-4), ("heun", 40, 0.02), ("dpmpp_2m", 40, 0.02)):
         z, nfe = fastsde.ode_encode(gauss.score_fn(sde), sde, x, method=method, steps=steps, eps=eps)
         assert z.dtype == x.dtype and nfe > 0
         assert (z - exact).abs().max() / exact.abs().max() < tol, (method, (z - exact).abs().max())
-        back, _ = fastsde.ode_sample(gauss.score_fn(sde), sde, x.shape, method=method, steps=steps, eps=eps, z=z,
-                                     denoise=False)
+        back, _ = fastsde.ode_sample(
+            gauss.score_fn(sde), sde, x.shape, method=method, steps=steps, eps=eps, z=z, denoise=False
+        )
         assert (back - x).abs().max() < max(tol, 1e-3), (method, (back - x).abs().max())
 
 
@@ -256,7 +303,7 @@ def test_rk45_per_sample_is_batch_independent(name):
     z = sde.prior_sampling((16, 2), torch.Generator().manual_seed(5))
     score_fn = GMM.score_fn(sde)
     whole, _ = fastsde.ode_sample(score_fn, sde, z.shape, z=z, per_sample=True)
-    alone = [fastsde.ode_sample(score_fn, sde, (1, 2), z=z[i:i + 1], per_sample=True) for i in range(16)]
+    alone = [fastsde.ode_sample(score_fn, sde, (1, 2), z=z[i : i + 1], per_sample=True) for i in range(16)]
     torch.testing.assert_close(whole, torch.cat([x for x, _ in alone]), rtol=0, atol=0)
     three, nfe3 = fastsde.ode_sample(score_fn, sde, (3, 2), z=z[5:8], per_sample=True)
     torch.testing.assert_close(three, whole[5:8], rtol=0, atol=0)
@@ -283,15 +330,27 @@ def test_scipy_method_matches_rk45(name):
 
 def test_same_seed_same_samples():
     sde = VESDE(N=100)
-    run = lambda seed: fastsde.pc_sample(GMM.score_fn(sde), sde, (8, 2), generator=torch.Generator().manual_seed(seed))[0]  # noqa: E731
+
+    def run(seed):
+        return fastsde.pc_sample(GMM.score_fn(sde), sde, (8, 2), generator=torch.Generator().manual_seed(seed))[0]  # noqa: E731
+
     assert torch.equal(run(5), run(5))
     assert not torch.equal(run(5), run(6))
 
 
 def test_per_sample_seeds_independent_of_batch():
     sde = VPSDE(N=100)
-    run = lambda seeds: fastsde.pc_sample(GMM.score_fn(sde), sde, (len(seeds), 2), corrector="langevin",  # noqa: E731
-                                          generator=seeds, per_sample=True)[0]
+
+    def run(seeds):
+        return fastsde.pc_sample(
+            GMM.score_fn(sde),
+            sde,
+            (len(seeds), 2),
+            corrector="langevin",  # noqa: E731
+            generator=seeds,
+            per_sample=True,
+        )[0]
+
     torch.testing.assert_close(run([11, 12, 13, 14])[2:], run([13, 14]))
 
 
@@ -322,10 +381,12 @@ def test_errors():
         fastsde.log_likelihood(good, sde, torch.zeros(4, 2), atol=0)
     with pytest.raises(ValueError, match=r"shape must be a batch size followed by .* got \(0, 2\)"):
         fastsde.pc_sample(good, sde, (0, 2))
-    for make, said in ((lambda: VESDE(sigma_min=1, sigma_max=1), "VESDE: .* 0 < sigma_min < sigma_max, got 1 and 1"),
-                       (lambda: VPSDE(beta_min=-0.1), "VPSDE: .* 0 <= beta_min <= beta_max and beta_max > 0"),
-                       (lambda: subVPSDE(N=0), "subVPSDE: N must be a positive integer, got 0"),
-                       (lambda: VPSDE(N=10), r"N must exceed beta_max: .* \(use N > 20 steps\)")):
+    for make, said in (
+        (lambda: VESDE(sigma_min=1, sigma_max=1), "VESDE: .* 0 < sigma_min < sigma_max, got 1 and 1"),
+        (lambda: VPSDE(beta_min=-0.1), "VPSDE: .* 0 <= beta_min <= beta_max and beta_max > 0"),
+        (lambda: subVPSDE(N=0), "subVPSDE: N must be a positive integer, got 0"),
+        (lambda: VPSDE(N=10), r"N must exceed beta_max: .* \(use N > 20 steps\)"),
+    ):
         with pytest.raises(ValueError, match=said):
             make()
 
@@ -336,13 +397,16 @@ def test_errors():
         fastsde.pc_sample(bad, sde, (4, 2), corrector="none")
     with pytest.raises(FloatingPointError, match="NaN or Inf"):
         fastsde.ode_sample(bad, sde, (4, 2))
+
     # Every sampler checks alike: the fixed-step solvers name the first bad step, or the result when
     # only a score outside their step loop goes bad (here the noise removal's at eps).
     def bad_at_eps(x, t):
         return torch.where(t[:, None] < 0.01, torch.full_like(x, float("nan")), good(x, t))
 
     for method in ("heun", "dpmpp_2m", "dpmpp_3m", "unipc"):
-        with pytest.raises(FloatingPointError, match=rf"{method}: NaN or Inf in the state at step [1-9] \(t = 0\.[4-6]"):
+        with pytest.raises(
+            FloatingPointError, match=rf"{method}: NaN or Inf in the state at step [1-9] \(t = 0\.[4-6]"
+        ):
             fastsde.ode_sample(bad, sde, (4, 2), method=method, steps=6)
         with pytest.raises(FloatingPointError, match=rf"ode_sample \({method}\): NaN or Inf in the result"):
             fastsde.ode_sample(bad_at_eps, sde, (4, 2), method=method, steps=6)
@@ -367,8 +431,14 @@ def test_custom_predictor_registry():
         return x / 2, x / 2
 
     try:
-        x, _ = fastsde.pc_sample(GMM.score_fn(VESDE(N=3)), VESDE(N=3), (4, 2), predictor="halfway", corrector="none",
-                                 generator=torch.Generator().manual_seed(0))
+        x, _ = fastsde.pc_sample(
+            GMM.score_fn(VESDE(N=3)),
+            VESDE(N=3),
+            (4, 2),
+            predictor="halfway",
+            corrector="none",
+            generator=torch.Generator().manual_seed(0),
+        )
         z = VESDE(N=3).prior_sampling((4, 2), torch.Generator().manual_seed(0))
         torch.testing.assert_close(x, z / 8)
     finally:
@@ -396,20 +466,32 @@ def test_bits_per_dim_offset():
     torch.testing.assert_close(bpd8, bpd + 1)
 
 
-@pytest.mark.parametrize("seed", [0, -3, 2 ** 62])
+@pytest.mark.parametrize("seed", [0, -3, 2**62])
 def test_dataset_bits_per_dim_computes_any_batch_alone(seed, monkeypatch):
     # Each batch's noise comes from seeds of its own: what is skipped or shared out changes nothing else.
     from fastsde import likelihood
     from fastsde.likelihood import dataset_bits_per_dim
+
     images = torch.randint(0, 256, (5, 1, 1, 2), dtype=torch.uint8, generator=torch.Generator().manual_seed(9))
     sde, score_fn = VPSDE(), lambda x, t: GMM.score_fn(VPSDE())(x.reshape(-1, 2), t).reshape(x.shape)
-    run = lambda **kw: dataset_bits_per_dim(score_fn, sde, images, True, rtol=1e-4, atol=1e-4,  # noqa: E731
-                                            **{"batch_size": 2, "repeats": 2, "seed": seed, **kw})
+
+    def run(**kw):
+        return dataset_bits_per_dim(
+            score_fn,
+            sde,
+            images,
+            True,
+            rtol=1e-4,
+            atol=1e-4,  # noqa: E731
+            **{"batch_size": 2, "repeats": 2, "seed": seed, **kw},
+        )
+
     probe_seeds, bits_per_dim = [], likelihood.bits_per_dim
 
     def recording(*args, generator, **kwargs):
         probe_seeds.append(generator.initial_seed())
         return bits_per_dim(*args, generator=generator, **kwargs)
+
     monkeypatch.setattr(likelihood, "bits_per_dim", recording)
     mean, bpd, items, nfe = run()
     assert items.tolist() == list(range(10)) and bpd.shape == (10,) and torch.isfinite(bpd).all()
@@ -438,6 +520,15 @@ def test_pc_sampler_on_the_triton_kernels(name, predictor, corrector, snr, monke
     require("triton", device)
     monkeypatch.setenv("FASTSDE_BACKEND", "triton")
     sde = sdes(200)[name]
-    x, _ = fastsde.pc_sample(GMM.score_fn(sde), sde, (N_SAMPLES, 2), predictor=predictor, corrector=corrector,
-                             snr=snr, eps=1e-3, generator=torch.Generator(device).manual_seed(0), device=device)
+    x, _ = fastsde.pc_sample(
+        GMM.score_fn(sde),
+        sde,
+        (N_SAMPLES, 2),
+        predictor=predictor,
+        corrector=corrector,
+        snr=snr,
+        eps=1e-3,
+        generator=torch.Generator(device).manual_seed(0),
+        device=device,
+    )
     assert_is_mixture(x.cpu())

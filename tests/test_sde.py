@@ -1,4 +1,5 @@
 """The SDEs against the paper's closed forms, and the official quirks kept or fixed."""
+
 import math
 
 import pytest
@@ -18,18 +19,18 @@ def test_marginals_solve_the_moment_equations(sde):
     alpha, std = sde.marginal_coef(t)
     (ap, sp), (am, sm) = sde.marginal_coef(t + h), sde.marginal_coef(t - h)
     torch.testing.assert_close((ap - am) / (2 * h), sde.drift_coef(t) * alpha, rtol=1e-6, atol=1e-8)
-    var_rate = (sp ** 2 - sm ** 2) / (2 * h) - 2 * sde.drift_coef(t) * std ** 2
+    var_rate = (sp**2 - sm**2) / (2 * h) - 2 * sde.drift_coef(t) * std**2
     torch.testing.assert_close(var_rate, sde.diffusion(t) ** 2, rtol=1e-6, atol=1e-8)
 
 
 def test_closed_forms():
     t = torch.tensor([0.0, 0.5, 1.0])
     ve = VESDE(sigma_min=0.01, sigma_max=50.0)
-    torch.testing.assert_close(ve.marginal_coef(t)[1], 0.01 * 5000 ** t)
+    torch.testing.assert_close(ve.marginal_coef(t)[1], 0.01 * 5000**t)
     vp, svp = VPSDE(), subVPSDE()
     alpha, std = vp.marginal_coef(t)
-    torch.testing.assert_close(alpha ** 2 + std ** 2, torch.ones(3))
-    torch.testing.assert_close(svp.marginal_coef(t)[1], 1 - alpha ** 2)
+    torch.testing.assert_close(alpha**2 + std**2, torch.ones(3))
+    torch.testing.assert_close(svp.marginal_coef(t)[1], 1 - alpha**2)
     torch.testing.assert_close(alpha[2], torch.tensor(math.exp(-0.25 * 19.9 - 0.05)))
 
 
@@ -60,7 +61,7 @@ def test_discretizations_official():
     f, G = ve.discretize(x, t)
     assert torch.equal(f, torch.zeros_like(x))
     prev = torch.where(i == 0, torch.zeros(3), sig[(i - 1).clamp(min=0)])
-    torch.testing.assert_close(G, torch.sqrt(sig[i] ** 2 - prev ** 2))
+    torch.testing.assert_close(G, torch.sqrt(sig[i] ** 2 - prev**2))
     # subVP: Euler-Maruyama with dt = 1/N.
     s = subVPSDE()
     f, G = s.discretize(x, t)
@@ -84,9 +85,9 @@ def test_reverse_sde():
     s = torch.randn(4, 3)
     drift, g = vp.reverse(lambda x, t: s).sde(x, t)
     f, g_fwd = vp.sde(x, t)
-    torch.testing.assert_close(drift, f - (g_fwd ** 2)[:, None] * s)
+    torch.testing.assert_close(drift, f - (g_fwd**2)[:, None] * s)
     drift, g = vp.reverse(lambda x, t: s, probability_flow=True).sde(x, t)
-    torch.testing.assert_close(drift, f - 0.5 * (g_fwd ** 2)[:, None] * s)
+    torch.testing.assert_close(drift, f - 0.5 * (g_fwd**2)[:, None] * s)
     assert torch.equal(g, torch.zeros(4))
 
 

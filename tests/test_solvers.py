@@ -1,11 +1,13 @@
 """fastsde.solvers: convergence orders on data whose flow is exact, the mixture drawn by every stochastic
 solver, the identities between solvers, per-sample adaptive steps, schedules and bad input."""
+
 import math
 
 import pytest
 import torch
 
 from fastsde import VESDE, VPSDE, solvers
+
 from gmm import GMM, N_SAMPLES, GaussianMixture, assert_is_mixture, sdes
 
 EPS = 1e-3
@@ -16,13 +18,18 @@ GAUSS = GaussianMixture(weights=[1.0], means=[MU.tolist()], stds=[S])
 def exact_flow(sde, z):
     """x(eps) of the probability-flow ODE from x(T) = z, for data N(MU, S^2 I): the flow is linear."""
     (a0, s0), (aT, sT) = (sde.marginal_coef(torch.tensor([t], dtype=torch.float64)) for t in (EPS, sde.T))
-    return a0 * MU + (z - aT * MU) * torch.sqrt((a0 ** 2 * S ** 2 + s0 ** 2) / (aT ** 2 * S ** 2 + sT ** 2))
+    return a0 * MU + (z - aT * MU) * torch.sqrt((a0**2 * S**2 + s0**2) / (aT**2 * S**2 + sT**2))
 
 
 # (solver, options, order of convergence). UniPC's corrector raises its predictor's order by one.
-ORDERS = [("dpmpp_2m", dict(order=1), 1), ("heun", {}, 2), ("dpmpp_2m", dict(lower_order_final=False), 2),
-          ("dpmpp_3m", dict(lower_order_final=False), 3), ("unipc", dict(order=2, lower_order_final=False), 3),
-          ("unipc", dict(order=3, lower_order_final=False), 4)]
+ORDERS = [
+    ("dpmpp_2m", dict(order=1), 1),
+    ("heun", {}, 2),
+    ("dpmpp_2m", dict(lower_order_final=False), 2),
+    ("dpmpp_3m", dict(lower_order_final=False), 3),
+    ("unipc", dict(order=2, lower_order_final=False), 3),
+    ("unipc", dict(order=3, lower_order_final=False), 4),
+]
 
 
 @pytest.mark.parametrize("name", ["VE", "VP"])
@@ -52,7 +59,7 @@ def test_dpmpp_3m_takes_third_order_steps():
 
     def flow(t):  # the exact flow through z at T
         (aT, sT), (a, s) = (sde.marginal_coef(torch.tensor([v], dtype=torch.float64)) for v in (sde.T, t))
-        return a * MU + (z - aT * MU) * torch.sqrt((a ** 2 * S ** 2 + s ** 2) / (aT ** 2 * S ** 2 + sT ** 2))
+        return a * MU + (z - aT * MU) * torch.sqrt((a**2 * S**2 + s**2) / (aT**2 * S**2 + sT**2))
 
     errors = []
     for h in (0.04, 0.02, 0.01):
@@ -74,8 +81,9 @@ def test_stochastic_solvers_draw_the_mixture(name, solver, steps):
     # the noise of a rejected step failed here (spreads 1.1-1.8x too wide); its Brownian memory passes.
     sde = sdes()[name]
     n = N_SAMPLES
-    x, nfe = solvers.sample(GMM.score_fn(sde), sde, (n, 2), solver, steps,
-                            generator=[torch.Generator().manual_seed(i) for i in range(n)])
+    x, nfe = solvers.sample(
+        GMM.score_fn(sde), sde, (n, 2), solver, steps, generator=[torch.Generator().manual_seed(i) for i in range(n)]
+    )
     assert_is_mixture(x, GMM)
     if steps is None:  # per sample: 2 evaluations an attempt, then the noise removal
         assert nfe.shape == (n,) and (nfe % 2 == 1).all() and nfe.min() < nfe.max()
@@ -99,12 +107,16 @@ def test_brownian_stack_keeps_the_path():
 
 
 @pytest.mark.parametrize("name", ["VE", "VP", "subVP"])
-@pytest.mark.parametrize("solver,options", [("dpmpp_3m", dict(steps=40)), ("unipc", dict(steps=40)),
-                                            ("dpm_adaptive", dict(rtol=0.005))], ids=["dpmpp_3m", "unipc", "adaptive"])
+@pytest.mark.parametrize(
+    "solver,options",
+    [("dpmpp_3m", dict(steps=40)), ("unipc", dict(steps=40)), ("dpm_adaptive", dict(rtol=0.005))],
+    ids=["dpmpp_3m", "unipc", "adaptive"],
+)
 def test_deterministic_solvers_draw_the_mixture(name, solver, options):
     sde = sdes()[name]
-    x, _ = solvers.sample(GMM.score_fn(sde), sde, (N_SAMPLES, 2), solver, generator=torch.Generator().manual_seed(2),
-                          **options)
+    x, _ = solvers.sample(
+        GMM.score_fn(sde), sde, (N_SAMPLES, 2), solver, generator=torch.Generator().manual_seed(2), **options
+    )
     assert_is_mixture(x)
 
 
@@ -116,16 +128,18 @@ def test_identities():
     heun, nfe = solvers.solve(sde, score_fn, z, "heun", times)
     # EDM's sampler without churn is Heun's, whether S_churn is 0 or the churn's window holds no sigma.
     for options in (dict(S_churn=0.0), dict(S_churn=40.0, S_min=1e6)):
-        got, got_nfe = solvers.solve(sde, score_fn, z, "edm", times, generator=torch.Generator().manual_seed(0),
-                                     **options)
+        got, got_nfe = solvers.solve(
+            sde, score_fn, z, "edm", times, generator=torch.Generator().manual_seed(0), **options
+        )
         assert torch.equal(got, heun) and got_nfe == nfe
     churned, _ = solvers.solve(sde, score_fn, z, "edm", times, generator=torch.Generator().manual_seed(0))
     assert not torch.equal(churned, heun)
     # The SDE forms with eta = 0 are the deterministic solvers.
     for order in (2, 3):
         ode, _ = solvers.solve(sde, score_fn, z, f"dpmpp_{order}m", times)
-        sde_form, _ = solvers.solve(sde, score_fn, z, f"dpmpp_{order}m_sde", times, eta=0.0,
-                                    generator=torch.Generator().manual_seed(0))
+        sde_form, _ = solvers.solve(
+            sde, score_fn, z, f"dpmpp_{order}m_sde", times, eta=0.0, generator=torch.Generator().manual_seed(0)
+        )
         assert torch.equal(sde_form, ode)
         noisy, _ = solvers.solve(sde, score_fn, z, f"dpmpp_{order}m_sde", times, generator=torch.Generator())
         assert not torch.equal(noisy, ode)
@@ -153,17 +167,30 @@ def test_dpmpp_2m_is_lu_et_als_algorithm_2():
 @pytest.mark.parametrize("solver", solvers.ADAPTIVE)
 def test_adaptive_solvers_step_each_sample_on_its_own(solver, noise):
     from fastsde import Philox
+
     sde = VESDE(0.01, 50.0)
     z = sde.prior_sampling((6, 2), torch.Generator().manual_seed(7))
-    gens = ((lambda seeds: Philox(list(seeds))) if noise == "philox"  # noqa: E731
-            else (lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]))
+    gens = (
+        (lambda seeds: Philox(list(seeds)))
+        if noise == "philox"  # noqa: E731
+        else (lambda seeds: [torch.Generator().manual_seed(s) for s in seeds])
+    )
     whole, nfe = solvers.sample(GMM.score_fn(sde), sde, z.shape, solver, z=z, generator=gens(range(6)))
-    parts = [solvers.sample(GMM.score_fn(sde), sde, (k - j, 2), solver, z=z[j:k], generator=gens(range(j, k)))
-             for j, k in ((0, 1), (1, 4), (4, 6))]
+    parts = [
+        solvers.sample(GMM.score_fn(sde), sde, (k - j, 2), solver, z=z[j:k], generator=gens(range(j, k)))
+        for j, k in ((0, 1), (1, 4), (4, 6))
+    ]
     torch.testing.assert_close(torch.cat([x for x, _ in parts]), whole, rtol=0, atol=0)
     assert torch.equal(torch.cat([n for _, n in parts]), nfe) and len(set(nfe.tolist())) > 1
-    tight, tight_nfe = solvers.sample(GMM.score_fn(sde), sde, z.shape, solver, z=z, generator=gens(range(6)),
-                                      **{"reltol" if solver == "gotta_go_fast" else "rtol": 0.005})
+    tight, tight_nfe = solvers.sample(
+        GMM.score_fn(sde),
+        sde,
+        z.shape,
+        solver,
+        z=z,
+        generator=gens(range(6)),
+        **{"reltol" if solver == "gotta_go_fast" else "rtol": 0.005},
+    )
     assert tight_nfe.double().mean() > nfe.double().mean()  # a tighter tolerance takes more steps
 
 
@@ -194,16 +221,18 @@ def test_every_solver_raises_on_nan():
 
 def test_bad_input():
     sde, score_fn = VPSDE(), GMM.score_fn(VPSDE())
-    cases = [(dict(name="dpmpp_4m"), "unknown solver 'dpmpp_4m'; known: heun, edm"),
-             (dict(schedule="cosine"), "schedule must be one of edm, logsnr, time, quadratic, got 'cosine'"),
-             (dict(steps=0), "steps must be a positive integer, got 0"),
-             (dict(name="dpmpp_2m", order=4), "order must be 1, 2 or 3 for DPM-Solver\\+\\+, got 4"),
-             (dict(name="unipc", order=0), "order must be 1, 2 or 3 for UniPC, got 0"),
-             (dict(name="dpm_adaptive", order=1), "order must be 2 or 3 for the adaptive DPM-Solver, got 1"),
-             (dict(name="dpm_adaptive", rtol=0), "rtol must be a positive number, got 0"),
-             (dict(name="gotta_go_fast", abstol=-1.0), "abstol must be a positive number, got -1.0"),
-             (dict(name="dpmpp_2m_sde", eta=-1.0), "eta must be >= 0, got -1.0"),
-             (dict(name="gotta_go_fast", cuda_graph=True), "cuda_graph: gotta_go_fast chooses its steps on the host")]
+    cases = [
+        (dict(name="dpmpp_4m"), "unknown solver 'dpmpp_4m'; known: heun, edm"),
+        (dict(schedule="cosine"), "schedule must be one of edm, logsnr, time, quadratic, got 'cosine'"),
+        (dict(steps=0), "steps must be a positive integer, got 0"),
+        (dict(name="dpmpp_2m", order=4), "order must be 1, 2 or 3 for DPM-Solver\\+\\+, got 4"),
+        (dict(name="unipc", order=0), "order must be 1, 2 or 3 for UniPC, got 0"),
+        (dict(name="dpm_adaptive", order=1), "order must be 2 or 3 for the adaptive DPM-Solver, got 1"),
+        (dict(name="dpm_adaptive", rtol=0), "rtol must be a positive number, got 0"),
+        (dict(name="gotta_go_fast", abstol=-1.0), "abstol must be a positive number, got -1.0"),
+        (dict(name="dpmpp_2m_sde", eta=-1.0), "eta must be >= 0, got -1.0"),
+        (dict(name="gotta_go_fast", cuda_graph=True), "cuda_graph: gotta_go_fast chooses its steps on the host"),
+    ]
     for given, said in cases:
         options = {"name": "heun", "steps": 4, **given}
         with pytest.raises(ValueError, match=said):

@@ -1,5 +1,6 @@
 """The training loop: it learns, resumes exactly, stops cleanly on a signal, survives a hard kill,
 and writes checkpoints that load in fastsde and have the official layout."""
+
 import importlib.util
 import os
 import signal
@@ -25,8 +26,9 @@ def _meta(workdir):
 
 def _official_fixtures():
     # tests/fixtures/make_official_fixtures.py: how it changed the configs and fingerprinted the weights.
-    spec = importlib.util.spec_from_file_location("make_official_fixtures",
-                                                  os.path.join(FIXTURES, "make_official_fixtures.py"))
+    spec = importlib.util.spec_from_file_location(
+        "make_official_fixtures", os.path.join(FIXTURES, "make_official_fixtures.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -90,8 +92,9 @@ def test_resume_continues_the_same_run(tmp_path):
     assert checkpoint.read(tmp_path / "a" / "checkpoints" / "checkpoint_1.pth")["step"] == 6
 
 
-@pytest.mark.parametrize("log_freq,error", [(2, "training loss is nan at step 4"),
-                                            (100, "the weights are not finite at step 4")])
+@pytest.mark.parametrize(
+    "log_freq,error", [(2, "training loss is nan at step 4"), (100, "the weights are not finite at step 4")]
+)
 def test_a_diverging_run_stops_and_keeps_its_last_finite_snapshot(tmp_path, monkeypatch, log_freq, error):
     objective, calls = train.objective, [0]
 
@@ -101,7 +104,9 @@ def test_a_diverging_run_stops_and_keeps_its_last_finite_snapshot(tmp_path, monk
         def fn(model, x):
             calls[0] += 1
             return loss(model, x) * (float("nan") if calls[0] >= 3 else 1.0)
+
         return fn
+
     monkeypatch.setattr(train, "objective", diverging)
     with pytest.raises(FloatingPointError, match=error):
         train.train(tiny_config(log_freq=log_freq), str(tmp_path), n_iters=10, log=lambda s: None)
@@ -117,8 +122,9 @@ def test_checkpoints_have_the_official_layout_and_load(tmp_path):
     assert {"optimizer", "model", "ema", "step"} <= set(state) and state["step"] == 8
     assert all(k.startswith("module.") for k in state["model"])
     assert set(state["ema"]) == {"decay", "num_updates", "shadow_params"}
-    model, sde, config = checkpoint.load_checkpoint(tmp_path / "checkpoints" / "checkpoint_2.pth",
-                                                    str(tmp_path / "config.json"))
+    model, sde, config = checkpoint.load_checkpoint(
+        tmp_path / "checkpoints" / "checkpoint_2.pth", str(tmp_path / "config.json")
+    )
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert all(torch.equal(p, s) for p, s in zip(trainable, state["ema"]["shadow_params"]))
     assert config.model.nf == 16 and sde.N == 25
@@ -140,9 +146,25 @@ def test_bf16_and_discrete_objectives_train(tmp_path):
 
 def _start(workdir, steps, config_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "fastsde", "train", "--config", str(config_path),
-                             "--workdir", str(workdir), "--steps", str(steps)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fastsde",
+            "train",
+            "--config",
+            str(config_path),
+            "--workdir",
+            str(workdir),
+            "--steps",
+            str(steps),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def _wait_for_step(proc, step, timeout=120):
@@ -172,14 +194,17 @@ def test_signal_saves_and_exits_cleanly(tmp_path, sig):
 
 def test_a_run_resumes_only_with_its_own_config(tmp_path, capsys):
     from fastsde import cli
+
     config = tiny_config(snapshot_freq_for_preemption=2)
     config_path = tmp_path / "tiny.json"
     config_path.write_text(__import__("json").dumps(config))
     workdir = str(tmp_path / "w")
     assert cli.main(["train", "--config", str(config_path), "--workdir", workdir, "--steps", "2"]) == 0
     assert cli.main(["train", "--workdir", workdir, "--steps", "4", "--batch-size", "8"]) == 1
-    assert (f"w holds a run of another config (training.batch_size: {config.training.batch_size} there, 8 here): "
-            "resume it with its own") in capsys.readouterr().err
+    assert (
+        f"w holds a run of another config (training.batch_size: {config.training.batch_size} there, 8 here): "
+        "resume it with its own"
+    ) in capsys.readouterr().err
     # Without --config, the workdir's own config resumes it.
     assert cli.main(["train", "--workdir", workdir, "--steps", "4"]) == 0
     assert "resumed from" in capsys.readouterr().out and _meta(tmp_path / "w")["step"] == 4

@@ -1,6 +1,7 @@
 """The Triton kernels compile for the GPU we target (sm_90, the H200), every autotuning config of
 every dtype, layout and compile-time branch, through Triton's real compiler and ptxas
 (tests/triton_compile.py); the interpreter that runs them elsewhere in the tests compiles nothing."""
+
 import ast
 import collections
 import glob
@@ -19,11 +20,16 @@ OPS = ("group_norm", "upfirdn2d", "pc_update")
 def launched_kernels(op):
     """Names of the @triton.jit functions of kernels/<op>.py that the module launches (kernel[grid](...))."""
     tree = ast.parse(open(os.path.join(KERNELS, f"{op}.py")).read())
-    jitted = {f.name for f in tree.body if isinstance(f, ast.FunctionDef)
-              and any("jit" in ast.unparse(d) for d in f.decorator_list)}
-    launched = {n.value.func.id if isinstance(n.value, ast.Call) else n.value.id
-                for n in ast.walk(tree) if isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Load)
-                and isinstance(n.value, ast.Name)}
+    jitted = {
+        f.name
+        for f in tree.body
+        if isinstance(f, ast.FunctionDef) and any("jit" in ast.unparse(d) for d in f.decorator_list)
+    }
+    launched = {
+        n.value.func.id if isinstance(n.value, ast.Call) else n.value.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Load) and isinstance(n.value, ast.Name)
+    }
     return jitted & launched
 
 
@@ -31,8 +37,16 @@ def launched_kernels(op):
 def compiled():
     """{op: what tests/triton_compile.py printed for sm_90}, the three ops compiled side by side."""
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "FASTSDE_TRITON_AUTOTUNE")}
-    procs = {op: subprocess.Popen([sys.executable, os.path.join(HERE, "triton_compile.py"), "90", op], env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for op in OPS}
+    procs = {
+        op: subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "triton_compile.py"), "90", op],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for op in OPS
+    }
     out = {}
     for op, p in procs.items():
         stdout, stderr = p.communicate(timeout=1200)
@@ -55,5 +69,7 @@ def test_every_kernel_compiles_for_sm90(compiled, op):
 
 
 def test_every_kernel_module_is_checked():
-    assert {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(KERNELS, "*.py"))} - {"__init__", "_tuning"} \
-        == set(OPS)
+    assert {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(KERNELS, "*.py"))} - {
+        "__init__",
+        "_tuning",
+    } == set(OPS)

@@ -2,6 +2,7 @@
 run one config per kernel (the interpreter's, or on a GPU the first: conftest.py), and a config's
 tile shape decides which code paths run (rows of several samples or images, several tiles a
 group, one tile for everything), so a bug of some configs only would pass them."""
+
 import os
 
 import pytest
@@ -37,8 +38,9 @@ def distinct_configs(op):
     interpreter ignores num_warps, so there configs that differ only in it count once."""
     seen, out = set(), []
     for i in range(max(len(t.gpu_configs) for t in tuners(op))):
-        key = repr([(sorted(config(t, i).kwargs.items()), None if INTERPRET else config(t, i).num_warps)
-                    for t in tuners(op)])
+        key = repr(
+            [(sorted(config(t, i).kwargs.items()), None if INTERPRET else config(t, i).num_warps) for t in tuners(op)]
+        )
         if key not in seen:
             seen.add(key)
             out.append(i)
@@ -60,8 +62,9 @@ def check(got, want, what):
 
 def run_group_norm(x, G, w, b, o, backend):
     leaves = [t.detach().requires_grad_() for t in (x, w, b) + ((o,) if o is not None else ())]
-    y = ops.group_norm(leaves[0], G, leaves[1], leaves[2], 1e-6, "silu", offset=o if o is None else leaves[3],
-                       backend=backend)
+    y = ops.group_norm(
+        leaves[0], G, leaves[1], leaves[2], 1e-6, "silu", offset=o if o is None else leaves[3], backend=backend
+    )
     return (y, *torch.autograd.grad(y, leaves, randn(*y.shape, device=y.device, seed=1)))
 
 
@@ -118,8 +121,7 @@ def test_pc_update_every_config(backend, device, i, monkeypatch):
     hold("pc_update", i, monkeypatch)
     for shape in [(3, 3, 9, 7), (5, 1, 4, 4), (2, 3, 40, 60)]:
         x, s, z = (randn(*shape, device=device, seed=k) for k in range(3))
-        a, b, c = (torch.rand(shape[0], generator=torch.Generator().manual_seed(k)).to(device) + 0.1
-                   for k in range(3))
+        a, b, c = (torch.rand(shape[0], generator=torch.Generator().manual_seed(k)).to(device) + 0.1 for k in range(3))
         key = torch.stack([torch.arange(shape[0]), torch.full((shape[0],), 7)], 1).to(device)
         for layout in LAYOUTS:
             xl, sl, zl = (laid_out(t, layout) for t in (x, s, z))

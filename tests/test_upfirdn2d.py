@@ -1,5 +1,6 @@
 """upfirdn2d: every kernel backend against the reference over awkward shapes; the reference against
 the definition; gradients, opcheck and torch.compile."""
+
 import pytest
 import torch
 
@@ -51,17 +52,20 @@ CASES = [
 ]
 # Every case again in channels_last where that is a layout of its own (the kernels have NHWC paths).
 LAYOUT_CASES = [(case, "nchw") for case in CASES] + [
-    (case, "channels_last") for case in CASES if case[0][1] > 1 and case[0][2] * case[0][3] > 1]
+    (case, "channels_last") for case in CASES if case[0][1] > 1 and case[0][2] * case[0][3] > 1
+]
 
 
 def make_kernel(name, dtype=torch.float32, device="cpu"):
     g = torch.Generator().manual_seed(1)
-    k = {"fir1d": lambda: torch.tensor(FIR) / 8,
-         "fir2d": lambda: torch.outer(torch.tensor(FIR), torch.tensor(FIR)) / 64,
-         "rand3x2": lambda: torch.rand(3, 2, generator=g),
-         "rand4": lambda: torch.rand(4, generator=g),
-         "rand4x4": lambda: torch.rand(4, 4, generator=g),
-         "rand1d5": lambda: torch.rand(5, generator=g)}[name]()
+    k = {
+        "fir1d": lambda: torch.tensor(FIR) / 8,
+        "fir2d": lambda: torch.outer(torch.tensor(FIR), torch.tensor(FIR)) / 64,
+        "rand3x2": lambda: torch.rand(3, 2, generator=g),
+        "rand4": lambda: torch.rand(4, generator=g),
+        "rand4x4": lambda: torch.rand(4, 4, generator=g),
+        "rand1d5": lambda: torch.rand(5, generator=g),
+    }[name]()
     return k.to(dtype=dtype, device=device)
 
 
@@ -73,13 +77,13 @@ def test_reference_matches_definition():
     u = torch.zeros(3 * up, 4 * up, dtype=torch.float64)
     u[::up, ::up] = x[0, 0]
     p = torch.zeros(u.shape[0] + y0 + y1 + 2, u.shape[1] + x0 + x1 + 2, dtype=torch.float64)
-    p[y0:y0 + u.shape[0], x0:x0 + u.shape[1]] = u  # x1 = -1 crops the last column
-    p = p[:u.shape[0] + y0 + y1, :u.shape[1] + x0 + x1]
+    p[y0 : y0 + u.shape[0], x0 : x0 + u.shape[1]] = u  # x1 = -1 crops the last column
+    p = p[: u.shape[0] + y0 + y1, : u.shape[1] + x0 + x1]
     kh, kw = f.shape
     out = torch.zeros(p.shape[0] - kh + 1, p.shape[1] - kw + 1, dtype=torch.float64)
     for i in range(out.shape[0]):
         for j in range(out.shape[1]):
-            out[i, j] = (p[i:i + kh, j:j + kw] * f.flip([0, 1])).sum()
+            out[i, j] = (p[i : i + kh, j : j + kw] * f.flip([0, 1])).sum()
     expected = out[::down, ::down]
     got = ops.upfirdn2d(x, f, up, down, (x0, x1, y0, y1), backend="reference")[0, 0]
     torch.testing.assert_close(got, expected)
@@ -97,14 +101,19 @@ def test_official_upsample_border():
 def test_separable_equals_outer():
     x = torch.randn(2, 3, 6, 5)
     k = make_kernel("rand1d5")
-    torch.testing.assert_close(ops.upfirdn2d(x, k, 2, 1, (2, 2), backend="reference"),
-                               ops.upfirdn2d(x, torch.outer(k, k), 2, 1, (2, 2), backend="reference"))
+    torch.testing.assert_close(
+        ops.upfirdn2d(x, k, 2, 1, (2, 2), backend="reference"),
+        ops.upfirdn2d(x, torch.outer(k, k), 2, 1, (2, 2), backend="reference"),
+    )
 
 
 @pytest.mark.parametrize("backend,device", KERNEL_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("case,layout", LAYOUT_CASES,
-                         ids=lambda c: f"{c[0]}-up{c[1]}-down{c[2]}-pad{c[3]}-{c[4]}" if isinstance(c, tuple) else c)
+@pytest.mark.parametrize(
+    "case,layout",
+    LAYOUT_CASES,
+    ids=lambda c: f"{c[0]}-up{c[1]}-down{c[2]}-pad{c[3]}-{c[4]}" if isinstance(c, tuple) else c,
+)
 def test_matches_reference(backend, device, dtype, case, layout):
     require(backend, device)
     shape, up, down, pad, kname = case
@@ -137,9 +146,11 @@ def test_triton_64bit_indices(backend, device, layout, monkeypatch):
 def test_layouts(backend, device, layout):
     require(backend, device)
     base = torch.randn(2, 5, 9, 12, device=device)
-    x = {"channels_last": base.contiguous(memory_format=torch.channels_last),
-         "transposed": base.transpose(2, 3),
-         "strided": base[:, ::2, :, ::2]}[layout]
+    x = {
+        "channels_last": base.contiguous(memory_format=torch.channels_last),
+        "transposed": base.transpose(2, 3),
+        "strided": base[:, ::2, :, ::2],
+    }[layout]
     k = make_kernel("fir1d", device=device)
     expected = upfirdn2d_reference(x.contiguous(), k, 2, 1, (2, 1, 2, 1))
     y = ops.upfirdn2d(x, k, 2, 1, (2, 1), backend=backend)
@@ -169,7 +180,7 @@ def test_cpp_16bit_conversions_exact(dtype):
     # lanes and stores f * x back, which must round as torch's scalar conversion does, for all 65536
     # bit patterns: f = 1 (every value must come back; zeros lose their sign in 0 + x), 1/3
     # (inexact), and 1.5 (x + x/2 falls halfway between two 16-bit values for many x: ties, to even).
-    x = torch.arange(-2 ** 15, 2 ** 15, dtype=torch.int32).to(torch.int16).view(dtype)
+    x = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
     x = x.view(1, 16, 16, 256).permute(0, 3, 1, 2)
     for f in (1.0, 1 / 3, 1.5):
         y = ops.upfirdn2d(x, torch.full((1, 1), f), backend="cpp")
@@ -197,8 +208,9 @@ def test_cuda_direct_kernel_switch(backend, device, dtype, layout, monkeypatch):
 
 
 @pytest.mark.parametrize("backend,device", [("reference", "cpu")] + KERNEL_BACKENDS)
-@pytest.mark.parametrize("kname,up,down,pad", [("fir1d", 2, 1, (2, 1)), ("fir1d", 1, 2, (1, 1)),
-                                               ("rand3x2", 2, 2, (1, -1, 2, 0))])
+@pytest.mark.parametrize(
+    "kname,up,down,pad", [("fir1d", 2, 1, (2, 1)), ("fir1d", 1, 2, (1, 1)), ("rand3x2", 2, 2, (1, -1, 2, 0))]
+)
 def test_gradcheck(backend, device, kname, up, down, pad):
     require(backend, device)
     x = torch.randn(1, 2, 5, 4, dtype=torch.float64, device=device, requires_grad=True)
@@ -227,8 +239,12 @@ def test_gradient_matches_reference(backend, device, layout):
 def test_opcheck(backend, device):
     require(backend, device)
     x = torch.randn(2, 3, 5, 6, device=device, requires_grad=True)
-    for k, args in [(make_kernel("fir1d", device=device), (2, 1, [2, 1, 2, 1])),
-                    (make_kernel("rand3x2", device=device), (1, 2, [0, 1, -1, 2]))]:
+    for k, args in [
+        (make_kernel("fir1d", device=device), (2, 1, [2, 1, 2, 1])),
+        (make_kernel("rand3x2", device=device), (1, 2, [0, 1, -1, 2])),
+    ]:
         torch.library.opcheck(ops_namespace(backend).upfirdn2d.default, (x, k, *args))
     xc = torch.randn(2, 3, 5, 6, device=device).contiguous(memory_format=torch.channels_last)
-    torch.library.opcheck(ops_namespace(backend).upfirdn2d.default, (xc, make_kernel("fir1d", device=device), 1, 2, [1, 1, 1, 1]))
+    torch.library.opcheck(
+        ops_namespace(backend).upfirdn2d.default, (xc, make_kernel("fir1d", device=device), 1, 2, [1, 1, 1, 1])
+    )

@@ -16,6 +16,7 @@ its machine instructions and of its global loads by width (LDG.E.128: 16-byte ve
 a machine without a GPU can read; "autotune_configs", how many configs each autotuned kernel has.
 Must run in a process of its own: TRITON_INTERPRET must be unset when Triton is imported.
 """
+
 import collections
 import importlib
 import json
@@ -44,8 +45,12 @@ class CompileOnlyDriver:
         self.target = GPUTarget("cuda", arch, 32)
         self.cubins = []
         # Hopper's and Ampere's per-block limit (227 KiB, 163 KiB): a config over it fails as on the GPU.
-        props = {"max_shared_mem": 232448 if arch >= 90 else 166912, "multiprocessor_count": 132,
-                 "max_num_regs": 65536, "warpSize": 32}
+        props = {
+            "max_shared_mem": 232448 if arch >= 90 else 166912,
+            "multiprocessor_count": 132,
+            "max_num_regs": 65536,
+            "warpSize": 32,
+        }
         self.utils = SimpleNamespace(load_binary=self._load_binary, get_device_properties=lambda device: props)
         self.launcher_cls = self._launcher
         self._config = None
@@ -71,6 +76,7 @@ class CompileOnlyDriver:
 
     def map_python_to_cpp_type(self, ty):
         from triton.backends.nvidia.driver import ty_to_cpp
+
         return ty_to_cpp(ty)
 
     def _launcher(self, src, metadata):  # Triton makes it just before loading the cubin
@@ -95,12 +101,24 @@ def group_norm_launches(kernels):
     # Groups of 4 channels (one tile) in every dtype, with and without an offset; in float32, groups
     # of 96 channels (two channel tiles) and groups of 2304 pixels, which the forward and the
     # backward split, with and without an offset.
-    cases = [(dtype, (2, 64, 6, 6), 16, cl, silu, affine, offset) for dtype in DTYPES
-             for cl, silu, affine, offset in [(False, True, True, False), (True, True, True, False),
-                                              (False, False, False, False), (True, False, True, False),
-                                              (True, True, True, True), (False, True, True, True)]]
-    cases += [(torch.float32, shape, groups, cl, True, True, offset) for cl in (False, True) for offset in (False, True)
-              for shape, groups in [((2, 96, 6, 6), 1), ((1, 16, 48, 48), 4)]]
+    cases = [
+        (dtype, (2, 64, 6, 6), 16, cl, silu, affine, offset)
+        for dtype in DTYPES
+        for cl, silu, affine, offset in [
+            (False, True, True, False),
+            (True, True, True, False),
+            (False, False, False, False),
+            (True, False, True, False),
+            (True, True, True, True),
+            (False, True, True, True),
+        ]
+    ]
+    cases += [
+        (torch.float32, shape, groups, cl, True, True, offset)
+        for cl in (False, True)
+        for offset in (False, True)
+        for shape, groups in [((2, 96, 6, 6), 1), ((1, 16, 48, 48), 4)]
+    ]
     for dtype, shape, groups, cl, silu, affine, offset in cases:
         fmt = torch.channels_last if cl else torch.contiguous_format
         C = shape[1]
@@ -118,8 +136,13 @@ def upfirdn2d_launches(kernels):
     # The autotuner keys on up and down too, so each (up, down) builds every config; the 2-D filter,
     # a key of its own neither, builds the one that the separable case's timing picked.
     fir = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 8
-    cases = [(8, fir, 2, 1, (2, 1, 2, 1)), (32, fir, 1, 2, (1, 1, 1, 1)), (15, fir, 1, 1, (2, 2, 2, 2)),
-             (8, torch.outer(fir, fir), 2, 1, (2, 1, 2, 1)), (8, torch.rand(3, 2), 4, 2, (-1, 1, 2, -1))]
+    cases = [
+        (8, fir, 2, 1, (2, 1, 2, 1)),
+        (32, fir, 1, 2, (1, 1, 1, 1)),
+        (15, fir, 1, 1, (2, 2, 2, 2)),
+        (8, torch.outer(fir, fir), 2, 1, (2, 1, 2, 1)),
+        (8, torch.rand(3, 2), 4, 2, (-1, 1, 2, -1)),
+    ]
     for dtype in DTYPES:
         for cl in (False, True):
             for size, f, up, down, pad in cases:
@@ -155,8 +178,12 @@ def cubin_resources(cubin):
     """{'registers', 'local_bytes', 'stack_bytes', 'shared_bytes'} of a cubin, read by cuobjdump."""
     text = cuobjdump(cubin, "--dump-resource-usage")
     usage = dict(re.findall(r"\b(REG|STACK|SHARED|LOCAL):(\d+)", text.split("Function", 1)[1]))
-    return {"registers": int(usage["REG"]), "local_bytes": int(usage["LOCAL"]),
-            "stack_bytes": int(usage["STACK"]), "shared_bytes": int(usage["SHARED"])}
+    return {
+        "registers": int(usage["REG"]),
+        "local_bytes": int(usage["LOCAL"]),
+        "stack_bytes": int(usage["STACK"]),
+        "shared_bytes": int(usage["SHARED"]),
+    }
 
 
 def cubin_sass(cubin):
@@ -178,9 +205,16 @@ def main(arch, ops, sass=False):
     kernels = SimpleNamespace(**{op: importlib.import_module(f"fastsde.kernels.{op}") for op in LAUNCHES})
     for op in ops:
         LAUNCHES[op](kernels)
-    entries = [{"kernel": name, "arch": arch, "config": config, **cubin_resources(cubin),
-                **(cubin_sass(cubin) if sass else {})}
-               for name, config, cubin in driver.cubins]
+    entries = [
+        {
+            "kernel": name,
+            "arch": arch,
+            "config": config,
+            **cubin_resources(cubin),
+            **(cubin_sass(cubin) if sass else {}),
+        }
+        for name, config, cubin in driver.cubins
+    ]
     json.dump({"cubins": entries, "autotune_configs": autotune_configs(kernels, ops)}, sys.stdout)
 
 

@@ -5,6 +5,7 @@
 `get(name)` gives an official config by its upstream name ('ve/cifar10_ncsnpp_continuous') or one
 of fastsde's own ('digits', the embedded default model).
 """
+
 import copy
 import json
 import os
@@ -41,8 +42,10 @@ def load(config):
         return get(config)
     if isinstance(config, (str, os.PathLike)):
         if not os.path.isfile(config):
-            raise ValueError(f"config {str(config)!r} is neither a config name (fastsde.configs.names(), "
-                             "`fastsde configs`) nor a JSON file")
+            raise ValueError(
+                f"config {str(config)!r} is neither a config name (fastsde.configs.names(), "
+                "`fastsde configs`) nor a JSON file"
+            )
         with open(config) as fh:
             try:
                 config = json.load(fh)

@@ -1,11 +1,18 @@
 """Score networks in the official layouts, and the conversion of a network into a score function."""
+
 from .ddpm import DDPM
 from .ncsnpp import NCSNpp, fold_constants
 from .ncsnv2 import ncsn, ncsnv2_64, ncsnv2_128, ncsnv2_256
 from .utils import get_score_fn
 
-MODELS = {"ncsnpp": NCSNpp, "ddpm": DDPM, "ncsn": ncsn, "ncsnv2_64": ncsnv2_64, "ncsnv2_128": ncsnv2_128,
-          "ncsnv2_256": ncsnv2_256}
+MODELS = {
+    "ncsnpp": NCSNpp,
+    "ddpm": DDPM,
+    "ncsn": ncsn,
+    "ncsnv2_64": ncsnv2_64,
+    "ncsnv2_128": ncsnv2_128,
+    "ncsnv2_256": ncsnv2_256,
+}
 
 
 def create_model(config):

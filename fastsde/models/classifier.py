@@ -6,6 +6,7 @@ Differences from the JAX model, on purpose: GroupNorm (fastsde's fused op) inste
 that a prediction never depends on the rest of the batch, and sizes are arguments (the JAX
 CIFAR-10 classifier is blocks_per_group=4, channel_multiplier=10).
 """
+
 import torch
 from torch import nn
 
@@ -33,12 +34,18 @@ class WideResNet(nn.Module):
     """logits [B, num_classes] = net(x [B, in_ch, H, W], std [B]); three groups of blocks of width
     16k, 32k, 64k (k = channel_multiplier), the last two at stride 2."""
 
-    def __init__(self, num_classes=10, in_ch=3, blocks_per_group=4, channel_multiplier=10, embedding_size=64,
-                 fourier_scale=16.0):
+    def __init__(
+        self, num_classes=10, in_ch=3, blocks_per_group=4, channel_multiplier=10, embedding_size=64, fourier_scale=16.0
+    ):
         super().__init__()
-        self.args = dict(num_classes=num_classes, in_ch=in_ch, blocks_per_group=blocks_per_group,
-                         channel_multiplier=channel_multiplier, embedding_size=embedding_size,
-                         fourier_scale=fourier_scale)
+        self.args = dict(
+            num_classes=num_classes,
+            in_ch=in_ch,
+            blocks_per_group=blocks_per_group,
+            channel_multiplier=channel_multiplier,
+            embedding_size=embedding_size,
+            fourier_scale=fourier_scale,
+        )
         emb_dim = 2 * embedding_size
         self.fourier = GaussianFourierProjection(embedding_size, fourier_scale)
         self.emb = nn.Sequential(dense(emb_dim, emb_dim), nn.SiLU(), dense(emb_dim, emb_dim))
@@ -57,8 +64,9 @@ class WideResNet(nn.Module):
         emb = self.emb(self.fourier(torch.log(std)))
         # per-image standardisation, as the JAX classifier (tf.image.per_image_standardization)
         flat = x.flatten(1)
-        x = (x - flat.mean(1)[:, None, None, None]) / torch.clamp(
-            flat.std(1), min=flat.shape[1] ** -0.5)[:, None, None, None]
+        x = (x - flat.mean(1)[:, None, None, None]) / torch.clamp(flat.std(1), min=flat.shape[1] ** -0.5)[
+            :, None, None, None
+        ]
         h = self.conv_in(x)
         for block in self.blocks:
             h = block(h, emb)

@@ -1,6 +1,7 @@
 """The DDPM network (Ho et al. 2020) in the official layout (`ddpm`): a U-Net with 32-group
 GroupNorm, DDPM residual blocks, attention at chosen resolutions, and sinusoidal embeddings of the
 integer or continuous labels."""
+
 import torch
 import torch.nn as nn
 
@@ -19,7 +20,7 @@ class DDPM(nn.Module):
         self.nf = nf = m.nf
         self.num_res_blocks, self.attn_resolutions = m.num_res_blocks, m.attn_resolutions
         self.num_resolutions = len(m.ch_mult)
-        resolutions = [config.data.image_size // 2 ** i for i in range(self.num_resolutions)]
+        resolutions = [config.data.image_size // 2**i for i in range(self.num_resolutions)]
         self.conditional, self.centered, self.scale_by_sigma = m.conditional, config.data.centered, m.scale_by_sigma
         self.temb_projections = None  # set by fold_constants
         channels = config.data.num_channels

@@ -1,5 +1,6 @@
 """Layers of the official score networks, with the official parameter names (so state dicts load),
 routed through fastsde.ops for GroupNorm(+SiLU) and FIR resampling."""
+
 import math
 
 import torch
@@ -72,8 +73,9 @@ class Pick(nn.Module):
 
     def forward(self, outputs):
         if not isinstance(outputs, tuple):
-            raise TypeError(f"Pick({self.index}) takes a StackedLinear's outputs (a tuple), got "
-                            f"{type(outputs).__name__}")
+            raise TypeError(
+                f"Pick({self.index}) takes a StackedLinear's outputs (a tuple), got {type(outputs).__name__}"
+            )
         return outputs[self.index]
 
 
@@ -111,7 +113,9 @@ class GaussianFourierProjection(nn.Module):
 def timestep_embedding(t, dim, max_positions=10000):
     """The sinusoidal embedding of DDPM / transformers, [B, dim], sin first, zero-padded if dim is odd."""
     half = dim // 2
-    freqs = torch.exp(torch.arange(half, dtype=torch.float32, device=t.device) * -(math.log(max_positions) / (half - 1)))
+    freqs = torch.exp(
+        torch.arange(half, dtype=torch.float32, device=t.device) * -(math.log(max_positions) / (half - 1))
+    )
     emb = t.float()[:, None] * freqs[None, :]
     emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=1)
     return F.pad(emb, (0, 1)) if dim % 2 else emb

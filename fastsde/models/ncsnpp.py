@@ -3,6 +3,7 @@
 Every submodule sits in one flat nn.ModuleList `all_modules`, in the order the forward pass uses
 them, because that order is what names the official parameters (all_modules.<i>.<name>).
 """
+
 import math
 
 import numpy as np
@@ -10,8 +11,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import (NIN, FIR, FIRConv2d, GaussianFourierProjection, Pick, StackedLinear, conv, dense, get_act,
-                     group_norm, naive_downsample, naive_upsample, timestep_embedding)
+from .layers import (
+    FIR,
+    NIN,
+    FIRConv2d,
+    GaussianFourierProjection,
+    Pick,
+    StackedLinear,
+    conv,
+    dense,
+    get_act,
+    group_norm,
+    naive_downsample,
+    naive_upsample,
+    timestep_embedding,
+)
 
 SQRT2 = math.sqrt(2.0)
 
@@ -27,8 +41,20 @@ def _combine_skip(h, x, skip_rescale, folded=False):
 class ResnetBlockBigGAN(nn.Module):
     """BigGAN-style residual block, optionally resampling both paths (FIR or naive)."""
 
-    def __init__(self, act, in_ch, out_ch=None, temb_dim=None, up=False, down=False, dropout=0.1,
-                 fir=False, fir_kernel=(1, 3, 3, 1), skip_rescale=True, init_scale=0.0):
+    def __init__(
+        self,
+        act,
+        in_ch,
+        out_ch=None,
+        temb_dim=None,
+        up=False,
+        down=False,
+        dropout=0.1,
+        fir=False,
+        fir_kernel=(1, 3, 3, 1),
+        skip_rescale=True,
+        init_scale=0.0,
+    ):
         super().__init__()
         out_ch = out_ch or in_ch
         self.GroupNorm_0 = group_norm(in_ch)
@@ -63,8 +89,18 @@ class ResnetBlockDDPM(nn.Module):
     """DDPM's residual block (NCSN++'s resblock_type 'ddpm'; the DDPM model with groups=32):
     NIN or 3x3 conv shortcut."""
 
-    def __init__(self, act, in_ch, out_ch=None, temb_dim=None, conv_shortcut=False, dropout=0.1,
-                 skip_rescale=False, init_scale=0.0, groups=None):
+    def __init__(
+        self,
+        act,
+        in_ch,
+        out_ch=None,
+        temb_dim=None,
+        conv_shortcut=False,
+        dropout=0.1,
+        skip_rescale=False,
+        init_scale=0.0,
+        groups=None,
+    ):
         super().__init__()
         out_ch = out_ch or in_ch
         self.GroupNorm_0 = group_norm(in_ch, groups)
@@ -239,7 +275,7 @@ class NCSNpp(nn.Module):
         ch_mult, self.num_res_blocks = m.ch_mult, m.num_res_blocks
         self.attn_resolutions = m.attn_resolutions
         self.num_resolutions = len(ch_mult)
-        resolutions = [config.data.image_size // 2 ** i for i in range(self.num_resolutions)]
+        resolutions = [config.data.image_size // 2**i for i in range(self.num_resolutions)]
         self.conditional = m.conditional
         self.temb_projections = None  # set by fold_constants
         fir, fir_kernel, skip_rescale, init_scale = m.fir, m.fir_kernel, m.skip_rescale, m.init_scale
@@ -247,11 +283,13 @@ class NCSNpp(nn.Module):
         self.progressive, self.progressive_input = m.progressive.lower(), m.progressive_input.lower()
         self.embedding_type = m.embedding_type.lower()
         combine = m.progressive_combine.lower()
-        for name, value, allowed in [("progressive", self.progressive, ("none", "output_skip", "residual")),
-                                     ("progressive_input", self.progressive_input, ("none", "input_skip", "residual")),
-                                     ("embedding_type", self.embedding_type, ("fourier", "positional")),
-                                     ("resblock_type", self.resblock_type, ("ddpm", "biggan")),
-                                     ("progressive_combine", combine, ("cat", "sum"))]:
+        for name, value, allowed in [
+            ("progressive", self.progressive, ("none", "output_skip", "residual")),
+            ("progressive_input", self.progressive_input, ("none", "input_skip", "residual")),
+            ("embedding_type", self.embedding_type, ("fourier", "positional")),
+            ("resblock_type", self.resblock_type, ("ddpm", "biggan")),
+            ("progressive_combine", combine, ("cat", "sum")),
+        ]:
             if value not in allowed:
                 raise ValueError(f"model.{name} must be one of {', '.join(allowed)}, got {value!r}")
         channels = config.data.num_channels
@@ -261,10 +299,28 @@ class NCSNpp(nn.Module):
 
         def resblock(in_ch, out_ch=None, up=False, down=False):
             if self.resblock_type == "ddpm":
-                return ResnetBlockDDPM(act, in_ch, out_ch, temb_dim=4 * nf, dropout=m.dropout,
-                                       skip_rescale=skip_rescale, init_scale=init_scale)
-            return ResnetBlockBigGAN(act, in_ch, out_ch, temb_dim=4 * nf, up=up, down=down, dropout=m.dropout,
-                                     fir=fir, fir_kernel=fir_kernel, skip_rescale=skip_rescale, init_scale=init_scale)
+                return ResnetBlockDDPM(
+                    act,
+                    in_ch,
+                    out_ch,
+                    temb_dim=4 * nf,
+                    dropout=m.dropout,
+                    skip_rescale=skip_rescale,
+                    init_scale=init_scale,
+                )
+            return ResnetBlockBigGAN(
+                act,
+                in_ch,
+                out_ch,
+                temb_dim=4 * nf,
+                up=up,
+                down=down,
+                dropout=m.dropout,
+                fir=fir,
+                fir_kernel=fir_kernel,
+                skip_rescale=skip_rescale,
+                init_scale=init_scale,
+            )
 
         modules = []
         if self.embedding_type == "fourier":
@@ -317,8 +373,10 @@ class NCSNpp(nn.Module):
                 if level == self.num_resolutions - 1 or self.progressive == "output_skip":
                     # output_skip: a GroupNorm + conv head per level; residual: one at the lowest level.
                     head_ch = channels if self.progressive == "output_skip" else in_ch
-                    modules += [group_norm(in_ch), conv(in_ch, head_ch, init_scale=init_scale
-                                                        if self.progressive == "output_skip" else 1.0)]
+                    modules += [
+                        group_norm(in_ch),
+                        conv(in_ch, head_ch, init_scale=init_scale if self.progressive == "output_skip" else 1.0),
+                    ]
                     pyramid_ch = head_ch
                 else:
                     modules.append(Upsample(pyramid_ch, in_ch, with_conv=True, fir=fir, fir_kernel=fir_kernel))

@@ -7,6 +7,7 @@ ConditionalInstanceNorm++ over the num_scales noise levels, as in the original N
 is unconditional and divides its output by sigma_y. Blocks take an optional class index y; their
 norms condition on it only in NCSN.
 """
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -27,8 +28,8 @@ class InstanceNormPlus(nn.Module):
         if self.conditional:
             self.embed = nn.Embedding(num_classes, k * num_features)
             with torch.no_grad():
-                self.embed.weight[:, :2 * num_features].normal_(1, 0.02)
-                self.embed.weight[:, 2 * num_features:].zero_()
+                self.embed.weight[:, : 2 * num_features].normal_(1, 0.02)
+                self.embed.weight[:, 2 * num_features :].zero_()
         else:
             self.alpha = nn.Parameter(torch.empty(num_features).normal_(1, 0.02))
             self.gamma = nn.Parameter(torch.empty(num_features).normal_(1, 0.02))
@@ -191,18 +192,39 @@ class RefineBlock(nn.Module):
 # refine blocks (name, input multiples, output multiple), in upstream's registration order, plus
 # the order the forward pass fuses them in.
 _STAGES = {
-    "ncsnv2_64": [("res1", 1, 1, None, 1), ("res2", 1, 2, "down", 1), ("res3", 2, 2, "down", 2),
-                  ("res4", 2, 2, "down", 4)],
-    "ncsnv2_128": [("res1", 1, 1, None, 1), ("res2", 1, 2, "down", 1), ("res3", 2, 2, "down", 1),
-                   ("res4", 2, 4, "down", 2), ("res5", 4, 4, "down", 4)],
-    "ncsnv2_256": [("res1", 1, 1, None, 1), ("res2", 1, 2, "down", 1), ("res3", 2, 2, "down", 1),
-                   ("res31", 2, 2, "down", 1), ("res4", 2, 4, "down", 2), ("res5", 4, 4, "down", 4)],
+    "ncsnv2_64": [
+        ("res1", 1, 1, None, 1),
+        ("res2", 1, 2, "down", 1),
+        ("res3", 2, 2, "down", 2),
+        ("res4", 2, 2, "down", 4),
+    ],
+    "ncsnv2_128": [
+        ("res1", 1, 1, None, 1),
+        ("res2", 1, 2, "down", 1),
+        ("res3", 2, 2, "down", 1),
+        ("res4", 2, 4, "down", 2),
+        ("res5", 4, 4, "down", 4),
+    ],
+    "ncsnv2_256": [
+        ("res1", 1, 1, None, 1),
+        ("res2", 1, 2, "down", 1),
+        ("res3", 2, 2, "down", 1),
+        ("res31", 2, 2, "down", 1),
+        ("res4", 2, 4, "down", 2),
+        ("res5", 4, 4, "down", 4),
+    ],
 }
 _REFINES = {
     "ncsnv2_64": [("refine1", 2, 2), ("refine2", 2, 2), ("refine3", 2, 1), ("refine4", 1, 1)],
     "ncsnv2_128": [("refine1", 4, 4), ("refine2", 4, 2), ("refine3", 2, 2), ("refine4", 2, 1), ("refine5", 1, 1)],
-    "ncsnv2_256": [("refine1", 4, 4), ("refine2", 4, 2), ("refine3", 2, 2), ("refine31", 2, 2),
-                   ("refine4", 2, 1), ("refine5", 1, 1)],
+    "ncsnv2_256": [
+        ("refine1", 4, 4),
+        ("refine2", 4, 2),
+        ("refine3", 2, 2),
+        ("refine31", 2, 2),
+        ("refine4", 2, 1),
+        ("refine5", 1, 1),
+    ],
 }
 # The refine block that consumes each encoder stage, deepest first.
 _FUSE = {
@@ -234,19 +256,25 @@ class RefineNet(nn.Module):
         self.end_conv = nn.Conv2d(nf, channels, 3, padding=1)
         adjust = config.data.image_size == 28
         for i, (name, cin, cout, resample, dil) in enumerate(_STAGES[arch]):
-            first = ResidualBlock(cin * nf, cout * nf, act, num_classes, resample, dil,
-                                  adjust_padding=adjust and name == "res4")
-            setattr(self, name, nn.ModuleList([first, ResidualBlock(cout * nf, cout * nf, act, num_classes, None, dil)]))
+            first = ResidualBlock(
+                cin * nf, cout * nf, act, num_classes, resample, dil, adjust_padding=adjust and name == "res4"
+            )
+            setattr(
+                self, name, nn.ModuleList([first, ResidualBlock(cout * nf, cout * nf, act, num_classes, None, dil)])
+            )
         refines = _REFINES[arch]
         for i, (name, cin, cout) in enumerate(refines):
             in_planes = [cin * nf] if i == 0 else [cin * nf, cin * nf]
-            setattr(self, name, RefineBlock(in_planes, cout * nf, act, num_classes,
-                                            start=i == 0, end=i == len(refines) - 1))
+            setattr(
+                self, name, RefineBlock(in_planes, cout * nf, act, num_classes, start=i == 0, end=i == len(refines) - 1)
+            )
 
     def forward(self, x, y):
         if self.conditional and y.is_floating_point():
-            raise ValueError(f"ncsn: y must be integer noise-level indices (a discrete VE network: "
-                             f"continuous=False), got {y.dtype} labels")
+            raise ValueError(
+                f"ncsn: y must be integer noise-level indices (a discrete VE network: "
+                f"continuous=False), got {y.dtype} labels"
+            )
         h = x if self.centered else 2 * x - 1.0
         h = self.begin_conv(h)
         layers = []

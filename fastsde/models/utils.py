@@ -1,4 +1,5 @@
 """Turning a score network into a score function score_fn(x, t), with the official conventions."""
+
 import torch
 
 from ..sde import VESDE, VPSDE, batch_view, subVPSDE
@@ -15,6 +16,7 @@ def get_score_fn(sde, model, train=False, continuous=False):
     """
     model.train(train)
     if isinstance(sde, VPSDE):  # subVPSDE included
+
         def score_fn(x, t):
             if continuous or isinstance(sde, subVPSDE):
                 labels = t * 999
@@ -24,6 +26,7 @@ def get_score_fn(sde, model, train=False, continuous=False):
                 std = sde.sqrt_1m_alphas_cumprod(t)[labels.long()]
             return -model(x, labels) / batch_view(std, x)
     elif isinstance(sde, VESDE):
+
         def score_fn(x, t):
             labels = sde.marginal_coef(t)[1] if continuous else torch.round((sde.T - t) * (sde.N - 1)).long()
             return model(x, labels)

@@ -10,6 +10,7 @@ Backends:
 `auto` (the default, or FASTSDE_BACKEND) takes the first available of the device's preference
 list and warns once when it has to fall back.
 """
+
 import os
 import warnings
 
@@ -25,8 +26,10 @@ def torch_mismatch(built, installed):
         return None
     # torch keeps no C++ ABI from one release (or build variant) to the next: an extension built
     # against another torch may still load and then read its tensors wrongly or crash.
-    return (f"fastsde._C was built against torch {built} but torch {installed} is installed; reinstall "
-            "fastsde to rebuild it (pip install --no-build-isolation, as in its README)")
+    return (
+        f"fastsde._C was built against torch {built} but torch {installed} is installed; reinstall "
+        "fastsde to rebuild it (pip install --no-build-isolation, as in its README)"
+    )
 
 
 try:
@@ -68,6 +71,7 @@ def triton_kernels(name):
     if _triton_reason(None if _interpreting() else "cuda") is not None:
         return None
     import importlib
+
     return importlib.import_module(f"fastsde.kernels.{name}")
 
 
@@ -130,6 +134,9 @@ def resolve(backend, device):
     if name != preferred[0] and (device_type, name) not in _warned:
         _warned.add((device_type, name))
         why = unavailable_reason(preferred[0], device_type)
-        warnings.warn(f"fastsde: using the {name} backend on {device_type}: {preferred[0]} is not "
-                      f"available ({why})", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"fastsde: using the {name} backend on {device_type}: {preferred[0]} is not available ({why})",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return name

@@ -1,4 +1,5 @@
 """Rules shared by every op's reference and fake implementations (the C++ twins are in csrc/common.h)."""
+
 import torch
 
 
@@ -67,8 +68,9 @@ def register_autograd(op, backward, setup_context):
 
     # Named after the op (fastsde_group_norm, its node fastsde_group_normBackward in profiles).
     name = op._qualified_op_name.replace("::", "_")
-    _EAGER[op] = type(name, (torch.autograd.Function,),
-                      {"forward": staticmethod(forward), "backward": staticmethod(backward)})
+    _EAGER[op] = type(
+        name, (torch.autograd.Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward)}
+    )
 
 
 def call(op, *args):

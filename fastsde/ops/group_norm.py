@@ -1,6 +1,7 @@
 """GroupNorm with an optional fused SiLU and an optional per-(sample, channel) offset added to its
 input, as NCSN++ / DDPM++ use it: act(GroupNorm(x)), and act(GroupNorm(h + Dense(temb))) where a
 residual block adds the time embedding."""
+
 from typing import Optional, Tuple
 
 import torch
@@ -22,8 +23,9 @@ def group_norm_reference(x, num_groups, weight, bias, eps, silu, offset=None):
     x_in = x.to(acc)
     if offset is not None:
         x_in = x_in + offset.to(acc).reshape(offset.shape + (1,) * (x.dim() - 2))
-    y = F.group_norm(x_in, num_groups, None if weight is None else weight.to(acc),
-                     None if bias is None else bias.to(acc), eps)
+    y = F.group_norm(
+        x_in, num_groups, None if weight is None else weight.to(acc), None if bias is None else bias.to(acc), eps
+    )
     if silu:
         y = F.silu(y)
     return y.to(x.dtype).contiguous(memory_format=output_format(x))
@@ -33,8 +35,10 @@ def _check(x, num_groups, weight, bias, eps, act, offset):
     check_tensor("group_norm", "x", x, "[N, C, ...]", FLOATS, what="a non-empty tensor")
     C = x.shape[1]
     if not isinstance(num_groups, int) or num_groups < 1 or C % num_groups:
-        raise ValueError(f"group_norm: num_groups ({num_groups!r}) must be a positive integer that "
-                         f"divides the number of channels ({C})")
+        raise ValueError(
+            f"group_norm: num_groups ({num_groups!r}) must be a positive integer that "
+            f"divides the number of channels ({C})"
+        )
     for name, t, shape in (("weight", weight, (C,)), ("bias", bias, (C,)), ("offset", offset, (x.shape[0], C))):
         if t is not None:
             check_tensor("group_norm", name, t, shape, x.dtype, x.device)
@@ -104,27 +108,56 @@ if _backend._C is not None:
 
 _triton = _backend.triton_kernels("group_norm")
 if _triton is not None:
+
     def _dense(t, fmt):
         return None if t is None else t.contiguous(memory_format=fmt)
 
     @torch.library.custom_op("fastsde_triton::group_norm", mutates_args=())
-    def _triton_group_norm(x: torch.Tensor, num_groups: int, weight: Optional[torch.Tensor],
-                           bias: Optional[torch.Tensor], eps: float, silu: bool,
-                           offset: Optional[torch.Tensor] = None
-                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _triton_group_norm(
+        x: torch.Tensor,
+        num_groups: int,
+        weight: Optional[torch.Tensor],
+        bias: Optional[torch.Tensor],
+        eps: float,
+        silu: bool,
+        offset: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         fmt, dense = output_format(x), torch.contiguous_format
-        return _triton.forward(_dense(x, fmt), num_groups, _dense(weight, dense), _dense(bias, dense), eps, silu,
-                               fmt == torch.channels_last, acc_dtype(x), offset)
+        return _triton.forward(
+            _dense(x, fmt),
+            num_groups,
+            _dense(weight, dense),
+            _dense(bias, dense),
+            eps,
+            silu,
+            fmt == torch.channels_last,
+            acc_dtype(x),
+            offset,
+        )
 
     @torch.library.custom_op("fastsde_triton::group_norm_backward", mutates_args=())
-    def _triton_group_norm_backward(grad_y: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
-                                    weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], silu: bool,
-                                    offset: Optional[torch.Tensor] = None
-                                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _triton_group_norm_backward(
+        grad_y: torch.Tensor,
+        x: torch.Tensor,
+        mean: torch.Tensor,
+        rstd: torch.Tensor,
+        weight: Optional[torch.Tensor],
+        bias: Optional[torch.Tensor],
+        silu: bool,
+        offset: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         fmt, dense = output_format(x), torch.contiguous_format
-        return _triton.backward(_dense(grad_y, fmt), _dense(x, fmt), mean.contiguous(), rstd.contiguous(),
-                                _dense(weight, dense), _dense(bias, dense), silu, fmt == torch.channels_last,
-                                offset)
+        return _triton.backward(
+            _dense(grad_y, fmt),
+            _dense(x, fmt),
+            mean.contiguous(),
+            rstd.contiguous(),
+            _dense(weight, dense),
+            _dense(bias, dense),
+            silu,
+            fmt == torch.channels_last,
+            offset,
+        )
 
     _register("fastsde_triton")
     _OPS["triton"] = torch.ops.fastsde_triton

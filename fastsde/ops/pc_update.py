@@ -6,6 +6,7 @@ its SDE: x_mean = a x + b score, x_new = x_mean + c z. The Langevin corrector al
 score and the noise before it can step, so it has its own op. The noise z is a tensor, or drawn
 inside the kernel from a per-sample Philox key (philox.py), so that no noise tensor is written or read.
 """
+
 from typing import Optional, Tuple
 
 import torch
@@ -64,8 +65,9 @@ def _noise(op, x, noise, generator, noise_key):
     if noise_key is not None:
         if noise is not None or generator is not None:
             raise ValueError(f"{op}: pass noise, generator or noise_key, not more than one")
-        check_tensor(op, "noise_key", noise_key, (x.shape[0], 2), torch.int64, x.device,
-                     what="a tensor of (seed, offset) pairs")
+        check_tensor(
+            op, "noise_key", noise_key, (x.shape[0], 2), torch.int64, x.device, what="a tensor of (seed, offset) pairs"
+        )
         return None, noise_key
     if noise is None:
         if isinstance(generator, _random.Philox):
@@ -97,8 +99,7 @@ def predictor_step(x, score, a, b, c=None, noise=None, generator=None, noise_key
     return call(_OPS[name].predictor_step, x, score, noise, a, b, c, key)
 
 
-def langevin_step(x, score, alpha, snr, noise=None, generator=None, per_sample=False, noise_key=None,
-                  backend=None):
+def langevin_step(x, score, alpha, snr, noise=None, generator=None, per_sample=False, noise_key=None, backend=None):
     """One Langevin corrector step (Song et al. 2021, Alg. 4). Returns (x_new, x_mean).
 
     eps = 2 alpha (snr |noise| / |score|)^2; x_mean = x + eps score; x_new = x_mean + sqrt(2 eps) noise.
@@ -133,15 +134,21 @@ def _predictor_backward(ctx, g_new, g_mean):
     col = (-1,) + (1,) * (x.dim() - 1)
     g = g_new + g_mean
     per_sample = lambda t: t.flatten(1).sum(1)  # noqa: E731
-    return (g * a.view(col).to(g.dtype), g * b.view(col).to(g.dtype),
-            None if noise is None else g_new * c.view(col).to(g.dtype),
-            per_sample(g * x).to(a.dtype), per_sample(g * score).to(b.dtype),
-            None if z is None else per_sample(g_new * z).to(c.dtype), None)
+    return (
+        g * a.view(col).to(g.dtype),
+        g * b.view(col).to(g.dtype),
+        None if noise is None else g_new * c.view(col).to(g.dtype),
+        per_sample(g * x).to(a.dtype),
+        per_sample(g * score).to(b.dtype),
+        None if z is None else per_sample(g_new * z).to(c.dtype),
+        None,
+    )
 
 
 def _langevin_backward(ctx, *grads):
-    raise NotImplementedError("langevin_step has no derivative in the compiled backends; "
-                              "use backend='reference' to differentiate through it")
+    raise NotImplementedError(
+        "langevin_step has no derivative in the compiled backends; use backend='reference' to differentiate through it"
+    )
 
 
 def _register(namespace):
@@ -159,20 +166,41 @@ if _backend._C is not None:
 
 _triton = _backend.triton_kernels("pc_update")
 if _triton is not None:
+
     @torch.library.custom_op("fastsde_triton::predictor_step", mutates_args=())
-    def _triton_predictor_step(x: torch.Tensor, score: torch.Tensor, noise: Optional[torch.Tensor],
-                               a: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
-                               noise_key: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _triton_predictor_step(
+        x: torch.Tensor,
+        score: torch.Tensor,
+        noise: Optional[torch.Tensor],
+        a: torch.Tensor,
+        b: torch.Tensor,
+        c: torch.Tensor,
+        noise_key: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         fmt, acc = output_format(x), acc_dtype(x)
         dense = lambda t: None if t is None else t.contiguous(memory_format=fmt)  # noqa: E731
         key = None if noise_key is None else noise_key.contiguous()
-        return _triton.affine(dense(x), dense(score), dense(noise), key, a.to(acc).contiguous(),
-                              b.to(acc).contiguous(), c.to(acc).contiguous(), fmt)
+        return _triton.affine(
+            dense(x),
+            dense(score),
+            dense(noise),
+            key,
+            a.to(acc).contiguous(),
+            b.to(acc).contiguous(),
+            c.to(acc).contiguous(),
+            fmt,
+        )
 
     @torch.library.custom_op("fastsde_triton::langevin_step", mutates_args=())
-    def _triton_langevin_step(x: torch.Tensor, score: torch.Tensor, noise: Optional[torch.Tensor], alpha: torch.Tensor,
-                              snr: float, per_sample: bool,
-                              noise_key: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _triton_langevin_step(
+        x: torch.Tensor,
+        score: torch.Tensor,
+        noise: Optional[torch.Tensor],
+        alpha: torch.Tensor,
+        snr: float,
+        per_sample: bool,
+        noise_key: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         fmt, acc = output_format(x), acc_dtype(x)
         x, score = (t.contiguous(memory_format=fmt) for t in (x, score))
         noise = None if noise is None else noise.contiguous(memory_format=fmt)
@@ -182,8 +210,9 @@ if _triton is not None:
         if not per_sample:
             grad_norm, noise_norm = grad_norm.mean().expand_as(grad_norm), noise_norm.mean().expand_as(noise_norm)
         eps = 2 * alpha.double() * (snr * noise_norm / grad_norm) ** 2
-        return _triton.affine(x, score, noise, key, torch.ones_like(eps, dtype=acc), eps.to(acc),
-                              (2 * eps).sqrt().to(acc), fmt)
+        return _triton.affine(
+            x, score, noise, key, torch.ones_like(eps, dtype=acc), eps.to(acc), (2 * eps).sqrt().to(acc), fmt
+        )
 
     _register("fastsde_triton")
     _OPS["triton"] = torch.ops.fastsde_triton

@@ -8,6 +8,7 @@ whatever the memory layout) is tl.randn(seed_b, offset_b + j): the counter (lo, 
 two 32-bit outputs become uniforms u = |int32| * 4.6566127342e-10 and one Box-Muller normal
 sqrt(-2 ln max(u1, 1e-7)) cos(2 pi u2), all in float32.
 """
+
 import torch
 
 _MASK = 0xFFFFFFFF
@@ -36,7 +37,7 @@ def philox4x32(c0, c1, c2, c3, k0, k1, rounds=10):
 
 def _uniform(x):
     """uint32 words -> float32 uniforms in [0, 1), as tl's uint_to_uniform_float."""
-    v = torch.where(x >= 2 ** 31, _MASK - x, x)  # int32 v < 0 becomes -v - 1
+    v = torch.where(x >= 2**31, _MASK - x, x)  # int32 v < 0 becomes -v - 1
     return v.to(torch.float32) * torch.tensor(4.6566127342e-10, dtype=torch.float32)
 
 
@@ -50,8 +51,14 @@ def philox_normal_reference(key, shape):
     seed, offset = key[:, :1], key[:, 1:]
     counter = offset + torch.arange(D, dtype=torch.int64, device=key.device)
     zero = torch.zeros_like(counter)
-    w0, w1, _, _ = philox4x32(counter & _MASK, (counter >> 32) & _MASK, zero, zero,
-                              (seed & _MASK).expand_as(counter), ((seed >> 32) & _MASK).expand_as(counter))
+    w0, w1, _, _ = philox4x32(
+        counter & _MASK,
+        (counter >> 32) & _MASK,
+        zero,
+        zero,
+        (seed & _MASK).expand_as(counter),
+        ((seed >> 32) & _MASK).expand_as(counter),
+    )
     u1 = torch.clamp_min(_uniform(w0), 1e-7)
     theta = torch.tensor(6.283185307179586, dtype=torch.float32) * _uniform(w1)
     return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(theta)).reshape(shape)

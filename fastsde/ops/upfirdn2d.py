@@ -5,6 +5,7 @@ along H and W, (2) pad by (x0, x1, y0, y1) samples, a negative pad crops, (3) a 
 with the filter (flipped, then correlated), 'valid', per channel, (4) keep every down-th sample.
 Output extent per axis: (in*up + p0 + p1 - k) // down + 1.
 """
+
 from typing import List
 
 import torch
@@ -25,7 +26,7 @@ def upfirdn2d_reference(x, f, up, down, pad):
     u = x.new_zeros(N, C, H * up, W * up, dtype=acc)
     u[:, :, ::up, ::up] = x
     u = F.pad(u, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
-    u = u[:, :, max(-y0, 0):u.shape[2] - max(-y1, 0), max(-x0, 0):u.shape[3] - max(-x1, 0)]
+    u = u[:, :, max(-y0, 0) : u.shape[2] - max(-y1, 0), max(-x0, 0) : u.shape[3] - max(-x1, 0)]
     w = f.flip([0, 1])[None, None].expand(C, 1, -1, -1)
     y = F.conv2d(u, w, stride=down, groups=C)  # only the kept samples: [::down, ::down] of stride 1
     return y.to(x.dtype).contiguous(memory_format=output_format(x))
@@ -39,17 +40,20 @@ def _check(x, f, up, down, pad):
     check_tensor("upfirdn2d", "x", x, "[N, C, H, W]", FLOATS, what="a non-empty tensor")
     if not isinstance(f, torch.Tensor) or f.dim() not in (1, 2):
         raise ValueError(f"upfirdn2d: kernel must be a tensor of shape [k] (separable) or [kh, kw]; got {describe(f)}")
-    check_tensor("upfirdn2d", "kernel", f, "[k]" if f.dim() == 1 else "[kh, kw]", FLOATS, x.device,
-                 what="a non-empty tensor")
+    check_tensor(
+        "upfirdn2d", "kernel", f, "[k]" if f.dim() == 1 else "[kh, kw]", FLOATS, x.device, what="a non-empty tensor"
+    )
     for name, v in (("up", up), ("down", down)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"upfirdn2d: {name} must be an integer >= 1, got {v!r}")
     oh = _out_size(x.shape[2], up, down, pad[2], pad[3], f.shape[0])
     ow = _out_size(x.shape[3], up, down, pad[0], pad[1], f.shape[-1])
     if oh < 1 or ow < 1:
-        raise ValueError(f"upfirdn2d: pad {list(pad)} with up={up}, down={down} and a "
-                         f"{f.shape[0]}x{f.shape[-1]} kernel leaves an empty output for a "
-                         f"{x.shape[2]}x{x.shape[3]} input")
+        raise ValueError(
+            f"upfirdn2d: pad {list(pad)} with up={up}, down={down} and a "
+            f"{f.shape[0]}x{f.shape[-1]} kernel leaves an empty output for a "
+            f"{x.shape[2]}x{x.shape[3]} input"
+        )
     return oh, ow
 
 
@@ -120,12 +124,14 @@ if _backend._C is not None:
 
 _triton = _backend.triton_kernels("upfirdn2d")
 if _triton is not None:
+
     @torch.library.custom_op("fastsde_triton::upfirdn2d", mutates_args=())
     def _triton_upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int, down: int, pad: List[int]) -> torch.Tensor:
         oh = _out_size(x.shape[2], up, down, pad[2], pad[3], kernel.shape[0])
         ow = _out_size(x.shape[3], up, down, pad[0], pad[1], kernel.shape[-1])
-        return _triton.upfirdn2d(x, kernel, up, down, pad, oh, ow, output_format(x) == torch.channels_last,
-                                 acc_dtype(x))
+        return _triton.upfirdn2d(
+            x, kernel, up, down, pad, oh, ow, output_format(x) == torch.channels_last, acc_dtype(x)
+        )
 
     _register("fastsde_triton")
     _OPS["triton"] = torch.ops.fastsde_triton
