@@ -165,22 +165,24 @@ def colorize(
 
 def classifier_score_fn(score_fn, classifier, labels, scale=1.0):
     """score_fn(x, t) + scale grad_x log p(labels | x, t), a score function for any sampler.
-    classifier(x, t) -> logits [B, K]; labels: [B] class indices."""
+    classifier(x, t) -> logits [B, K]; labels: [B] class indices, or one class (an int) for every
+    sample of any batch."""
     labels = torch.as_tensor(labels)
-    on = {}  # device -> the labels there, checked and copied once: a copy at every call waits for the device
+    on = {}  # (device, batch) -> the labels there, checked and copied once: a copy at every call waits for the device
 
     def conditional(x, t):
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             logits = classifier(xg, t)
-            if x.device not in on:
+            key = (x.device, len(x))
+            if key not in on:
                 if labels.min() < 0 or labels.max() >= logits.shape[1]:
                     raise ValueError(
                         f"labels must lie in [0, {logits.shape[1]}), the classifier's classes; "
                         f"got {labels.min().item()}..{labels.max().item()}"
                     )
-                on[x.device] = labels.to(x.device)
-            logp = F.log_softmax(logits.float(), dim=1).gather(1, on[x.device][:, None]).sum()
+                on[key] = (labels.expand(len(x)) if labels.dim() == 0 else labels).to(x.device)
+            logp = F.log_softmax(logits.float(), dim=1).gather(1, on[key][:, None]).sum()
             (grad,) = torch.autograd.grad(logp, xg)
         return score_fn(x, t) + scale * grad.to(x.dtype)
 
