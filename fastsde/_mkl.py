@@ -3,7 +3,8 @@
 at its first call, and when that first call runs on several intra-op threads at once, one thread
 can run a low-accuracy kernel for its whole chunk (errors of ~1000 ulp; seen here in one process
 of ten for a float32 log of 12,000 elements). Sample i must come out the same in every process,
-so each function is called once on one element, on one thread, before anything else."""
+so each function is called once on one element, on one thread, before anything else. It costs
+about 2 ms of the 230 ms that  takes on two CPU cores, so it always runs."""
 
 import torch
 
