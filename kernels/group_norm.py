@@ -1,22 +1,6 @@
 """Triton kernels of GroupNorm with an optional fused SiLU, forward and backward.
 
-One program per (sample, group), the groups of a sample in consecutive programs (in channels_last
-they share each pixel's cache sectors); where that makes too few programs for a GPU, the forward
-gives each program a range of a group's pixels, after a kernel that computes each range's
-statistics, which the programs combine (Chan et al.); the backward splits alike, after a kernel
-that sums each range's share of the group means of dx. A group is an [HW, Cg] array of pixels x
-channels, at a pixel stride of C (channels_last) or 1 (NCHW, channels HW apart); programs walk it
-in [BP, CB] tiles, contiguous along the channels or along the pixels, which Triton turns into
-16-byte accesses in either layout. Cg is a compile-time constant, so that the channel offset g Cg keeps
-channels_last vectors aligned. Loops run over a constexpr number of tiles: Triton's interpreter
-cannot loop to a runtime bound under NumPy >= 2.4 (it calls int() on a one-element array).
-Statistics are two-pass (mean, then the mean squared deviation) in float32 (float64 for float64
-data); a group that fits one tile is loaded once (the passes share their loads). The forward
-saves only mean and rstd. The backward's first pass sums what the group means of dx need; the
-second writes dx and sums dL/d(pre-activation) and it times xhat per (sample, range, channel),
-stage one of the weight and bias gradients, which the caller adds in a fixed order (no atomics).
-With an offset o [N, C] (HAS_OFF) every load of x is of x + o: a [1, CB] row of o per tile, o read
-where it lies (element (n, c) at n OSN + c OSC: fold_constants' time embeddings are column slices).
+How it works, and why: docs/ops.md, "How the Triton kernels work".
 """
 
 import torch

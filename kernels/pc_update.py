@@ -1,13 +1,6 @@
-"""Triton kernels of the predictor-corrector updates: one pass that reads x, the score and the noise
-once and writes x_new and x_mean once, and the per-sample squared norms of the Langevin step.
+"""Triton kernels of the predictor-corrector updates and the Langevin step's norms.
 
-Tensors arrive dense (contiguous or channels_last) with the same strides, so sample b is the
-contiguous block [b D, (b + 1) D) of storage in either layout; both kernels take [ROWS samples,
-COLS positions] tiles of that [B, D] array on a 2-D grid (so D / COLS is at most 65535).
-Arithmetic runs in the dtype of the coefficients (float32, or float64 for float64 data);
-half-precision data is converted on load.
-The noise is a tensor (NOISE = 1), drawn with tl.randn from a per-sample key (NOISE = 2; see
-fastsde/ops/philox.py), or absent (NOISE = 0).
+How it works, and why: docs/ops.md, "How the Triton kernels work".
 """
 
 import torch

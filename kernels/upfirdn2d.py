@@ -1,18 +1,6 @@
-"""Triton kernel of upfirdn2d: zero-insertion upsampling, padding, FIR filtering and downsampling in
-one pass, with no upsampled or padded intermediate.
+"""Triton kernel of upfirdn2d: upsampling, padding, FIR filtering and downsampling in one pass.
 
-Output sample o of an axis reads the taps k = 0..K-1 at upsampled-and-padded position
-o DOWN + k, that is upsampled position u = o DOWN + k - p0, an input sample (u / UP) when UP
-divides u and 0 <= u < in UP, a zero otherwise; the filter is applied flipped (a true convolution).
-Polyphase: only the taps k = k0, k0 + UP, ... with k0 = (p0 - o DOWN) mod UP meet input samples,
-so an output reads ceil(K / UP) taps per axis (4 of the 16 of a [1, 3, 3, 1] filter at up 2).
-Programs take [ROWS, COLS] tiles of the output in its memory order, the columns contiguous: rows
-(n, c, y) and columns x in NCHW, rows (n, y, x) and columns c in channels_last, so that a warp's
-lanes read and write consecutive addresses and the row's coordinates and taps are worked out once
-per thread, not per element. Up, down, the filter size and the separable form are compile-time
-constants; index arithmetic is 32-bit unless the tensors need 64; any input strides are followed;
-arithmetic in float32 (float64 for float64 data). The backward is this kernel with up and down
-swapped, the filter flipped and adjoint pads (fastsde/ops/upfirdn2d.py).
+How it works, and why: docs/ops.md, "How the Triton kernels work".
 """
 
 import torch
