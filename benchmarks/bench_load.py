@@ -28,15 +28,7 @@ def runs(steps, device):
     front = fastsde.load(FIXTURE + ".pth", FIXTURE + ".json", device=device)
     model, sde, config = front.model, checkpoint.sde_from_config(front.config, steps), front.config
     s = config.sampling
-    official = dict(
-        name="official loop",
-        backend="reference",
-        precision=None,
-        cuda_graph=False,
-        channels_last=False,
-        compile=False,
-        fold=False,
-    )
+    official = next(p for p in bench.paths_for(device) if p["name"] == "official loop")
     documented = fastsde.get_score_fn(sde, model, continuous=True)
 
     def readme(batch, seed):

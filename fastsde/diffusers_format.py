@@ -7,6 +7,7 @@ parameters. The SDE comes from the pipeline's scheduler (ScoreSdeVeScheduler). d
 says where diffusers computes something else than the official network.
 """
 
+import copy
 import json
 import math
 import os
@@ -47,7 +48,29 @@ _PARAMS = {
         for p in ("weight", "bias")
     ],
 }
+# The NCSN++ architecture that diffusers' layout fixes (the rest comes from its config.json).
+LAYOUT = dict(
+    name="ncsnpp",
+    resblock_type="biggan",
+    progressive="output_skip",
+    progressive_input="input_skip",
+    progressive_combine="sum",
+    embedding_type="fourier",
+    fourier_scale=16,
+    fir=True,
+    fir_kernel=[1, 3, 3, 1],
+    skip_rescale=True,
+    scale_by_sigma=True,
+    conditional=True,
+    nonlinearity="swish",
+)
 _OLD_ATTENTION = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}  # diffusers < 0.14
+
+
+def _nin_layout(ours, value):
+    """A weight in the other library's layout: NIN's W [in, out] is a Linear's weight [out, in], and
+    the transpose is its own inverse; every other tensor is shared as it is."""
+    return value.t() if ours.endswith(".W") and value.dim() == 2 else value
 
 
 def is_folder(path):
@@ -162,23 +185,11 @@ def _config(unet, scheduler):
         image_size=size, num_channels=unet["in_channels"], centered=not unet["center_input_sample"], dataset="diffusers"
     )
     config.model.update(
-        name="ncsnpp",
         nf=nf,
         ch_mult=[c // nf for c in channels],
         num_res_blocks=unet["layers_per_block"],
         attn_resolutions=[size // 2**i for i, t in enumerate(unet["down_block_types"]) if DOWN[t]],
-        resblock_type="biggan",
-        progressive="output_skip",
-        progressive_input="input_skip",
-        progressive_combine="sum",
-        embedding_type="fourier",
-        fourier_scale=16,
-        fir=True,
-        fir_kernel=[1, 3, 3, 1],
-        skip_rescale=True,
-        scale_by_sigma=True,
-        conditional=True,
-        nonlinearity="swish",
+        **copy.deepcopy(LAYOUT),
         dropout=0.0,
         sigma_min=scheduler["sigma_min"],
         sigma_max=scheduler["sigma_max"],
@@ -225,7 +236,7 @@ def read(path):
             if key not in weights:
                 continue  # a block without a shortcut conv; build_checked names what is really missing
             value = weights[key]
-            state[f"all_modules.{i}.{ours}"] = value.t() if ours.split(".")[-1] == "W" and value.dim() == 2 else value
+            state[f"all_modules.{i}.{ours}"] = _nin_layout(ours, value)
             used.add(key)
     extra = sorted(set(weights) - used)
     if extra:
@@ -237,31 +248,20 @@ def read(path):
     return state, config
 
 
+def _same(a, b):
+    """Whether two config values agree: numbers by value, names whatever their case, sequences
+    whatever their type."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    return str(a).lower() == str(b).lower()
+
+
 def _exportable(config):
     """Why diffusers cannot build or run this network as fastsde does; None if it can."""
     m, d = config.model, config.data
-    wanted = dict(
-        name="ncsnpp",
-        resblock_type="biggan",
-        progressive="output_skip",
-        progressive_input="input_skip",
-        progressive_combine="sum",
-        embedding_type="fourier",
-        fir=True,
-        skip_rescale=True,
-        scale_by_sigma=True,
-        conditional=True,
-        nonlinearity="swish",
-    )
-    wrong = [
-        f"model.{k} {m.get(k)!r} (diffusers: {v!r})"
-        for k, v in wanted.items()
-        if str(m.get(k)).lower() != str(v).lower()
-    ]
-    if list(m.get("fir_kernel", [])) != [1, 3, 3, 1]:
-        wrong.append(f"model.fir_kernel {m.get('fir_kernel')} (diffusers: [1, 3, 3, 1])")
-    if m.get("fourier_scale") != 16:
-        wrong.append(f"model.fourier_scale {m.get('fourier_scale')} (diffusers: 16)")
+    wrong = [f"model.{k} {m.get(k)!r} (diffusers: {v!r})" for k, v in LAYOUT.items() if not _same(m.get(k), v)]
     if d.num_channels != 3:
         wrong.append(f"data.num_channels {d.num_channels} (diffusers' skip convolutions take 3)")
     if config.training.get("sde", "vesde").lower() != "vesde":
@@ -315,8 +315,7 @@ def to_diffusers(state, unet):
         for theirs, ours in _PARAMS[kind]:
             key = f"all_modules.{i}.{ours}"
             if key in state:
-                value = state[key]
-                weights[f"{prefix}.{theirs}"] = value.t() if ours.split(".")[-1] == "W" and value.dim() == 2 else value
+                weights[f"{prefix}.{theirs}"] = _nin_layout(ours, state[key])
     return weights
 
 

@@ -7,6 +7,7 @@ them; the official PyTorch port creates them in the same order, so counting fast
 their Flax class gives each one's Flax name. Parameter-free resamplers count too (_flax_names).
 """
 
+import math
 import os
 import struct
 
@@ -115,7 +116,7 @@ def _tensor(buffer, dtype, shape, path):
     if dtype not in _DTYPES:
         raise checkpoint.CheckpointError(f"{path}: arrays of dtype {dtype!r} are not read")
     t = torch.frombuffer(bytearray(buffer), dtype=_DTYPES[dtype]) if buffer else torch.zeros(0, dtype=_DTYPES[dtype])
-    if t.numel() != int(torch.tensor(shape, dtype=torch.long).prod()):
+    if t.numel() != math.prod(shape):
         raise checkpoint.CheckpointError(f"{path}: an array of shape {tuple(shape)} holds {t.numel()} values")
     return t.reshape(shape)
 
@@ -266,15 +267,16 @@ def read_state(path, config=None, use_ema=True):
             "tree: not a checkpoint of the official JAX code"
         )
     if config is None:
+        mapped = {}  # name -> its state dict, kept for the one that fits
 
         def fits(name, candidate):
             try:
-                return checkpoint.signature(to_state_dict(params, candidate, path)) == checkpoint.official_signature(
-                    name
-                )
+                mapped[name] = to_state_dict(params, candidate, path)
             except checkpoint.CheckpointError:
                 return False
+            return checkpoint.signature(mapped[name]) == checkpoint.official_signature(name)
 
-        config = configs.get(checkpoint.pick_config(fits))
+        name = checkpoint.pick_config(fits)
+        return mapped[name], configs.get(name)
     config = configs.load(config)
     return to_state_dict(params, config, path), config

@@ -221,7 +221,7 @@ class ScoreModel:
         """Fills in images where mask [B or 1, 1 or C, H, W] is 0, keeping them where it is 1, with the
         PC sampler (options: predictor, corrector, snr, n_steps, eps)."""
         x = self._to_model(images)
-        g = [torch.Generator(self.device).manual_seed(derive_seed(seed, i)) for i in range(len(x))]
+        g = [derive_seed(seed, i) for i in range(len(x))]  # seeds: the sampler makes generators on x's device
         result, _ = controllable.inpaint(
             self.score_fn, self.sde, x, mask.to(self.device), generator=g, per_sample=True, **self._pc(options)
         )
@@ -230,7 +230,7 @@ class ScoreModel:
     def colorize(self, grey, seed=0, output="uint8", **options):
         """Colours grey images (1 channel, or 3 equal ones) of an RGB model with the PC sampler."""
         x = self._to_model(grey, "grey")
-        g = [torch.Generator(self.device).manual_seed(derive_seed(seed, i)) for i in range(len(x))]
+        g = [derive_seed(seed, i) for i in range(len(x))]  # seeds: the sampler makes generators on x's device
         result, _ = controllable.colorize(self.score_fn, self.sde, x, generator=g, per_sample=True, **self._pc(options))
         return self._from_model(result, output)
 
