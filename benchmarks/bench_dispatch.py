@@ -5,12 +5,11 @@ private API. The public way calls the op through its Autograd kernel (torch.libr
 which redispatches. This times both, per op call and per network call at batch 1 (where dispatch
 counts most), interleaved; medians.
 
-    python benchmarks/bench_dispatch.py [--json FILE]
+    python benchmarks/bench_dispatch.py [--record]
 """
 
 import argparse
 import importlib
-import json
 import os
 import statistics
 import time
@@ -18,8 +17,9 @@ import time
 import torch
 
 import fastsde
-from fastsde import bench, checkpoint
 from fastsde.ops import _common
+
+import table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPS = [importlib.import_module(f"fastsde.ops.{name}") for name in ("group_norm", "upfirdn2d", "pc_update")]
@@ -50,19 +50,26 @@ def median_ms(fn, inner, rounds):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=11)
-    p.add_argument("--json")
+    p.add_argument(
+        "--record", action="store_true", help="write the results into benchmarks/results/dispatch-<machine>.csv"
+    )
     args = p.parse_args()
     x = torch.randn(1, 64, 8, 8)
     weight, bias = torch.ones(64), torch.zeros(64)
-    cases = {"group_norm op, [1, 64, 8, 8]": (lambda: fastsde.ops.group_norm(x, 16, weight, bias, act="silu"), 2000)}
+    cases = {
+        table.case(call="group_norm_op", shape="1x64x8x8"): (
+            lambda: fastsde.ops.group_norm(x, 16, weight, bias, act="silu"),
+            2000,
+        )
+    }
     fixture = os.path.join(ROOT, "tests", "fixtures", "ncsnpp_ve_cifar_small")
     for label, model in (
-        ("digits model call", fastsde.load(device="cpu")),
-        ("NCSN++ fixture call", fastsde.load(fixture + ".pth", fixture + ".json", device="cpu")),
+        ("digits", fastsde.load(device="cpu")),
+        ("ncsnpp_ve_cifar_small", fastsde.load(fixture + ".pth", fixture + ".json", device="cpu")),
     ):
         c, h, w = model.shape
         z, t = torch.randn(1, c, h, w), torch.tensor([0.5])
-        cases[f"{label}, batch 1"] = (lambda m=model, z=z, t=t: m.score_fn(z, t), 50)
+        cases[table.case(call="network", model=label, batch=1)] = (lambda m=model, z=z, t=t: m.score_fn(z, t), 50)
     rows = []
     with torch.no_grad():
         for name, (fn, inner) in cases.items():
@@ -75,15 +82,11 @@ def main():
             use(_common.call)
             base = statistics.median(result["below autograd"])
             public = statistics.median(result["public"])
-            rows.append(dict(case=name, below_autograd_ms=base, public_ms=public, public_cost=public / base))
-    lines = [f"{'case':34s} {'below autograd':>14s} {'public':>10s} {'public / below':>14s}"]
-    lines += [
-        f"{r['case']:34s} {r['below_autograd_ms']:12.4f}ms {r['public_ms']:8.4f}ms {r['public_cost']:13.2f}x"
-        for r in rows
-    ]
-    print("\n".join(lines))
-    if args.json:
-        checkpoint.atomic_write_bytes(args.json, json.dumps(dict(machine=bench.machine("cpu"), rows=rows), indent=1))
+            rows.append(dict(case=name, path="below autograd", ms=base, vs_below_autograd=1.0))
+            rows.append(dict(case=name, path="public", ms=public, vs_below_autograd=public / base))
+    print(table.text(table.melt(rows)))
+    if args.record:
+        table.record("dispatch", "cpu", rows)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,25 @@
 """The front door's speed: fastsde.load(...).sample against the official loop and the old documented path.
 
 On the NCSN++ fixture (tests/fixtures/ncsnpp_ve_cifar_small), one run times, interleaved, the PC
-sampler on three paths: the official loop (fastsde.bench's faithful eager re-creation of the official
+sampler on three paths: the official loop (the harness's faithful eager re-creation of the official
 code path), load_checkpoint + get_score_fn + pc_sample (what the README showed before fastsde.load),
 and fastsde.load(...).sample. Medians over rounds; ratios against the official loop.
 
-    python benchmarks/bench_load.py [--batches 1 4 16 64] [--steps 20] [--rounds 7] [--json FILE]
+    python benchmarks/bench_load.py [--batches 1 4 16 64] [--steps 20] [--rounds 7] [--record]
 """
 
 import argparse
-import json
 import os
 import sys
 
 import torch
 
 import fastsde
-from fastsde import bench, checkpoint, sampling
+from fastsde import checkpoint, sampling, timing
 from fastsde.generate import default_eps
+
+import harness
+import table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "ncsnpp_ve_cifar_small")
@@ -28,7 +30,7 @@ def runs(steps, device):
     front = fastsde.load(FIXTURE + ".pth", FIXTURE + ".json", device=device)
     model, sde, config = front.model, checkpoint.sde_from_config(front.config, steps), front.config
     s = config.sampling
-    official = next(p for p in bench.paths_for(device) if p["name"] == "official loop")
+    official = next(p for p in harness.paths_for(device) if p["name"] == "official loop")
     documented = fastsde.get_score_fn(sde, model, continuous=True)
 
     def readme(batch, seed):
@@ -51,7 +53,7 @@ def runs(steps, device):
         return x, int(nfe[0])
 
     return {
-        "official loop": bench.fastsde_sampler(model, sde, config, device, official)("pc", steps),
+        "official loop": harness.fastsde_sampler(model, sde, config, device, official)("pc", steps),
         "get_score_fn + pc_sample": readme,
         "fastsde.load().sample": load_sample,
     }
@@ -63,19 +65,19 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", help="write the results here")
+    p.add_argument("--record", action="store_true", help="write the results into benchmarks/results/load-<machine>.csv")
     args = p.parse_args()
     paths, rows = runs(args.steps, args.device), []
     for batch in args.batches:
-        timed = bench.time_runs(paths, batch, args.rounds, args.device)
+        timed = timing.time_runs(paths, batch, args.rounds, args.device)
         base = timed["official loop"]["seconds"]
         rows += [
             dict(
                 batch=batch,
                 path=k,
                 seconds=v["seconds"],
-                img_per_s=batch / v["seconds"],
-                speedup=base / v["seconds"],
+                images_per_s=batch / v["seconds"],
+                vs_official_loop=base / v["seconds"],
                 nfe=v["nfe"],
             )
             for k, v in timed.items()
@@ -85,16 +87,13 @@ def main():
         f"{'batch':>5s} {'path':28s} {'seconds':>8s} {'img/s':>7s} {'vs official':>11s}",
     ]
     lines += [
-        f"{r['batch']:5d} {r['path']:28s} {r['seconds']:8.3f} {r['img_per_s']:7.2f} {r['speedup']:10.2f}x" for r in rows
+        f"{r['batch']:5d} {r['path']:28s} {r['seconds']:8.3f} {r['images_per_s']:7.2f} {r['vs_official_loop']:10.2f}x"
+        for r in rows
     ]
     print("\n".join(lines))
-    if args.json:
-        checkpoint.atomic_write_bytes(
-            args.json,
-            json.dumps(
-                dict(machine=bench.machine(args.device), steps=args.steps, rounds=args.rounds, rows=rows), indent=1
-            ),
-        )
+    if args.record:
+        rows = [dict(r, model="ncsnpp_ve_cifar_small", sampler="pc", steps=args.steps) for r in rows]
+        table.record("load", args.device, table.rows_of(rows, "sampling", ("model", "sampler", "steps", "batch")))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""End-to-end sampling benchmark (fastsde.bench) on preset models, with a JSON report and the table last.
+"""End-to-end sampling benchmark (harness.py) on preset models: tables printed, recorded with --record.
 
-    python benchmarks/bench_sampling.py --preset cpu [--official PATH] [--json FILE]   # the shared fixtures
-    python benchmarks/bench_sampling.py --preset gpu [--official PATH] [--json FILE]   # CIFAR-10 NCSN++ / DDPM++
+    python benchmarks/bench_sampling.py --preset cpu [--official PATH] [--record]      # the shared fixtures
+    python benchmarks/bench_sampling.py --preset gpu [--official PATH] [--record]      # CIFAR-10 NCSN++ / DDPM++
     python benchmarks/bench_sampling.py --preset smoke                                  # CI: seconds, no timing claims
     python benchmarks/bench_sampling.py --preset gpu --device cpu --dry-run             # CI: the gpu code paths
-    python benchmarks/plot_sampling.py FILE.json PLOT.png                                # throughput against batch size
+    python benchmarks/plot_sampling.py results/sampling-cpu-2core.csv PLOT.png           # throughput against batch size
 
 Presets: cpu: the two official-format fixtures of tests/fixtures (NCSN++ VE and DDPM++ VP, 16x16,
 trained weights not needed for speed), batch 1 and 8, and the training-step memory of the CIFAR-10
@@ -21,17 +21,29 @@ embedded digits model (trained), whose samples mean something.
 """
 
 import argparse
-import json
 import os
 import sys
 
 import torch
 
-from fastsde import bench, checkpoint, configs, models
+from fastsde import checkpoint, configs, models, timing
+
+import harness
+import table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 DIGITS = os.path.join(ROOT, "fastsde", "assets", "digits.safetensors")
+
+
+# measure: (the report's key, the fields that make a row's case, the field that names its path)
+MEASURES = {
+    "throughput": ("rows", ("model", "sampler", "batch"), "path"),
+    "accuracy": ("accuracy", ("model", "sampler"), "variant"),
+    "train_memory": ("train_memory", ("model", "batch"), "path"),
+    "likelihood": ("likelihood", ("model", "batch"), "path"),
+    "likelihood_accuracy": ("likelihood_accuracy", ("model",), "variant"),
+}
 
 
 def fixture(name, device):
@@ -109,7 +121,9 @@ def main():
         "the preset's; fp32 on CPUs, where bf16 pays only with AMX and large networks)",
     )
     p.add_argument("--compile", action="store_true", help="also time the network under torch.compile")
-    p.add_argument("--json", help="write the report here")
+    p.add_argument(
+        "--record", action="store_true", help="write the results into benchmarks/results/sampling-<machine>.csv"
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -135,46 +149,34 @@ def main():
     rounds = args.rounds or preset["rounds"]
     precisions = tuple(args.precision.split(",")) if args.precision else preset.get("precisions")
     samplers = tuple(args.samplers.split(","))
-    report = {
-        "machine": bench.machine(device),
-        "preset": args.preset,
-        "official": bool(args.official),
-        "rows": [],
-        "train_memory": [],
-        "accuracy": [],
-        "likelihood_accuracy": [],
-        "likelihood": [],
-    }
+    report = {key: [] for key, _, _ in MEASURES.values()}
 
-    def save():  # after every measurement, so that a run cut short still leaves what it measured
-        if args.json:
-            checkpoint.atomic_write_bytes(args.json, json.dumps(report, indent=1))
+    def add(measure):  # each measurement recorded as it comes: a run cut short keeps what it measured
+        key, fields, path = MEASURES[measure]
 
-    def adder(key):  # progress callbacks: a measurement's rows saved as they come
-        def add(rows):
+        def add_rows(rows):
             report[key] += rows
-            save()
+            if args.record:
+                table.record("sampling", device, table.rows_of(rows, measure, fields, path))
 
-        return add
+        return add_rows
 
     # First, as it takes seconds: a run cut short (the device check's time limit) still has it.
     print("accuracy of the fast paths (digits model) ...", file=sys.stderr)
     model, sde, config = checkpoint.load_checkpoint(DIGITS, device=device)
     digits = model, sde, configs.load(config)
-    report["accuracy"] = bench.accuracy(*digits, device, **preset["accuracy"])
-    save()
+    add("accuracy")([dict(r, model="digits") for r in harness.accuracy(*digits, device, **preset["accuracy"])])
     # Training memory (seconds, so before the throughput): of the preset's models, or of those named
     # for it (the CPU preset's CIFAR-10 configs, too slow there to sample from).
     for name, model, sde, config in preset.get("train_models", preset["models"])(device):
         print(f"training step memory of {name} ...", file=sys.stderr)
-        report["train_memory"] += bench.train_memory(
-            model, sde, config, device, preset["train_batch"], args.official, label=name
+        add("train_memory")(
+            harness.train_memory(model, sde, config, device, preset["train_batch"], args.official, label=name)
         )
-        save()
     nets = preset["models"](device)
     for name, model, sde, config in nets:
         print(f"benchmarking {name} ...", file=sys.stderr)
-        bench.throughput(
+        harness.throughput(
             model,
             sde,
             config,
@@ -188,12 +190,11 @@ def main():
             precisions,
             args.compile,
             label=name,
-            progress=adder("rows"),
+            progress=add("throughput"),
         )
-        save()
     for name, model, sde, config in nets:
         print(f"likelihood evaluations of {name} ...", file=sys.stderr)
-        bench.likelihood_speed(
+        harness.likelihood_speed(
             model,
             sde,
             config,
@@ -202,16 +203,16 @@ def main():
             precisions=precisions,
             compile=args.compile,
             label=name,
-            progress=adder("likelihood"),
+            progress=add("likelihood"),
             **preset["likelihood"],
         )
     # Tens of seconds (RK45 to 1e-5 in each precision), so after the throughput rows.
     print("accuracy of the likelihood in each precision (digits model) ...", file=sys.stderr)
-    report["likelihood_accuracy"] = bench.likelihood_accuracy(*digits, device, batch=preset["accuracy"]["batch"])
-    save()
+    lik = harness.likelihood_accuracy(*digits, device, batch=preset["accuracy"]["batch"])
+    add("likelihood_accuracy")([dict(r, model="digits") for r in lik])
     for name, model, sde, config in preset.get("scaling", lambda d: [])(device):
         print(f"benchmarking {name} (image size {config.data.image_size}) ...", file=sys.stderr)
-        bench.throughput(
+        harness.throughput(
             model,
             sde,
             config,
@@ -224,14 +225,14 @@ def main():
             None,
             ("bf16",),
             label=name,
-            progress=adder("rows"),
+            progress=add("throughput"),
         )
-    m = report["machine"]
+    m = timing.machine(device)
     print(f"# {m.get('gpu') or m['cpu']}, {m['threads']} threads, torch {m['torch']}, {m['date']}")
-    print(bench.table(report["rows"], report["accuracy"]))
-    print(bench.train_memory_table(report["train_memory"]))
-    print(bench.likelihood_table(report["likelihood"]))
-    print(bench.likelihood_accuracy_table(report["likelihood_accuracy"]))
+    print(harness.table(report["rows"], report["accuracy"]))
+    print(harness.train_memory_table(report["train_memory"]))
+    print(harness.likelihood_table(report["likelihood"]))
+    print(harness.likelihood_accuracy_table(report["likelihood_accuracy"]))
 
 
 if __name__ == "__main__":

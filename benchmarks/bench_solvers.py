@@ -1,6 +1,6 @@
 """Accuracy per network evaluation (NFE): fastsde's solvers against k-diffusion's, same model, same noise.
 
-    python benchmarks/bench_solvers.py [--json FILE]      # the embedded digits model, on this machine
+    python benchmarks/bench_solvers.py [--record]         # the embedded digits model, on this machine
     python benchmarks/bench_solvers.py --smoke            # CI: the code paths at the smallest sizes
 
 ODE: from one batch of prior noise, each deterministic solver's samples against RK45 at rtol = atol =
@@ -18,7 +18,6 @@ evaluation dependencies: pip install --no-deps k-diffusion torchsde torchdiffeq 
 
 import argparse
 import importlib.util
-import json
 import os
 import sys
 import time
@@ -27,8 +26,10 @@ import warnings
 
 import torch
 
-from fastsde import bench, checkpoint, engine, metrics, sampling, solvers
+from fastsde import checkpoint, engine, metrics, sampling, solvers
 from fastsde.generate import default_eps
+
+import table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = os.path.join(ROOT, "fastsde", "assets", "digits.safetensors")
@@ -333,7 +334,7 @@ def mixture_table(rows, n):
     return "\n".join(lines)
 
 
-def table(report):
+def text(report):
     lines = [
         f"ODE: 8-bit levels against RK45 at 1e-7 ({report['ode_reference_nfe']} NFE), batch {report['ode_batch']}",
         f"{'library':12s} {'solver':26s} {'schedule':12s} {'NFE':>6s} {'RMSE':>8s} {'max':>8s}",
@@ -356,16 +357,20 @@ def main():
     p.add_argument("--smoke", action="store_true", help="the smallest sizes, for CI (no claims)")
     p.add_argument("--ode-batch", type=int, default=64)
     p.add_argument("--sde-samples", type=int, default=1000)
-    p.add_argument("--json", help="write the report here")
+    p.add_argument(
+        "--record", action="store_true", help="write the results into benchmarks/results/solvers-<machine>.csv"
+    )
     p.add_argument("--mixture", action="store_true", help="only the SDE solvers on an exact 64-D mixture")
     p.add_argument("--mixture-samples", type=int, default=10000)
     args = p.parse_args()
     if args.mixture:
         n = 200 if args.smoke else args.mixture_samples
         rows = mixture_rows(n, args.smoke)
-        if args.json:
-            checkpoint.atomic_write_bytes(
-                args.json, json.dumps({"machine": bench.machine("cpu"), "samples": n, "mixture": rows}, indent=1)
+        if args.record:
+            table.record(
+                "solvers",
+                "cpu",
+                table.rows_of([dict(r, samples=n) for r in rows], "mixture", ("sde", "samples"), "solver"),
             )
         print(mixture_table(rows, n))
         return
@@ -386,18 +391,21 @@ def main():
         ode = ode_rows(sde, score_fn, z, eps, levels, ref, args.smoke)
         ode += k_ode_rows(k, sde, score_fn, z, eps, levels, ref, args.smoke)
         sde_part = sde_rows(k, sde, score_fn, config, n, eps, args.smoke)
-    report = {
-        "machine": bench.machine("cpu"),
-        "model": "digits (embedded)",
-        "ode_batch": batch,
-        "ode_reference_nfe": ref_nfe,
-        "ode": ode,
-        "sde_samples": n,
-        "sde": sde_part,
-    }
-    if args.json:
-        checkpoint.atomic_write_bytes(args.json, json.dumps(report, indent=1))
-    print(table(report))
+    report = {"ode_batch": batch, "ode_reference_nfe": ref_nfe, "ode": ode, "sde_samples": n, "sde": sde_part}
+    if args.record:
+        named = lambda rows, **more: [  # noqa: E731
+            dict(r, model="digits", path=" ".join(filter(None, (r["library"], r["solver"], r.get("schedule")))), **more)
+            for r in rows
+        ]
+        rows = table.rows_of(named(ode, batch=batch), "ode", ("model", "batch", "budget"))
+        rows += table.rows_of(
+            named([dict(library="fastsde", solver="RK45 rtol=atol=1e-7", nfe=ref_nfe)], batch=batch, budget=None),
+            "ode",
+            ("model", "batch", "budget"),
+        )
+        rows += table.rows_of(named(sde_part, samples=n), "sde", ("model", "samples", "budget"))
+        table.record("solvers", "cpu", rows)
+    print(text(report))
 
 
 if __name__ == "__main__":

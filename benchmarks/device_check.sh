@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # One call on a machine with an NVIDIA GPU (no network needed): build the extension with CUDA, run
 # the GPU tests (every CUDA and Triton kernel against the reference, CUDA-graphed sampling against
-# eager), the op benchmarks, the end-to-end sampling benchmark (benchmarks/bench_sampling.py --preset
-# gpu), a per-op profile of a network call (benchmarks/profile_network.py), compute-sanitizer
-# memcheck on a small subset, and write report.json (benchmarks/device_report.py). Prints the
-# tables, then a verdict on each performance target of the kernel and sampling-engine issues.
+# eager), the op benchmarks (pytest-benchmark), the end-to-end sampling benchmark
+# (bench_sampling.py --preset gpu), a per-op profile of a network call (profile_network.py),
+# compute-sanitizer memcheck on a small subset, and write report.json (device_report.py). The
+# benchmarks update the GPU's tables in benchmarks/results/, copied to OUTDIR. Prints the
+# tables, then a verdict on each performance target.
 # Each step after the build has a time limit (seconds, from the environment: TESTS_SECONDS,
 # BENCH_SECONDS, SAMPLING_SECONDS, PROFILE_SECONDS, MEMCHECK_SECONDS) so that the whole stays within
 # about 8 minutes on one H200; the benchmarks save what they measured as they go, so a step cut short
@@ -12,7 +13,7 @@
 #
 #     bash benchmarks/device_check.sh OUTDIR
 #
-# Copy OUTDIR to benchmarks/results/<gpu>-<date>/ and commit it.
+# Copy OUTDIR/*.csv over benchmarks/results/ and commit them; report.json and the logs stay out.
 set -uo pipefail
 out=${1:?usage: bash benchmarks/device_check.sh OUTDIR}
 mkdir -p "$out"
@@ -51,13 +52,15 @@ python3 -c "import xdist" 2> /dev/null && plugins+=(-n 8)
 python3 -c "import pytest_timeout" 2> /dev/null && plugins+=(--timeout 60)
 step gpu_tests "${TESTS_SECONDS:-120}" python3 -m pytest -v -m gpu "${plugins[@]}" tests \
   --junitxml="$out/gpu_tests.xml"
-step bench "${BENCH_SECONDS:-90}" python3 benchmarks/bench_ops.py --device cuda --rounds 20 --inner 5 \
-  --json "$out/bench_ops_cuda.json"
-step bench_sampling "${SAMPLING_SECONDS:-120}" python3 benchmarks/bench_sampling.py --preset gpu \
-  --json "$out/bench_sampling_gpu.json"
+step bench "${BENCH_SECONDS:-90}" python3 -m pytest -q -p no:cacheprovider benchmarks/bench_ops.py --device cuda \
+  --rounds 20 --inner 5 --benchmark-json "$out/ops.json"
+[ -f "$out/ops.json" ] && python3 benchmarks/table.py --from-pytest-benchmark "$out/ops.json" --device cuda
+step bench_sampling "${SAMPLING_SECONDS:-120}" python3 benchmarks/bench_sampling.py --preset gpu --record
 # Which ops a call's time goes to, at batch 1 (launches) and 512 (bandwidth, arithmetic).
 step profile "${PROFILE_SECONDS:-30}" python3 benchmarks/profile_network.py --device cuda --batches 1,512 \
-  --precision bf16 --json "$out/profile_gpu.json"
+  --precision bf16 --record
+kind=$(cd benchmarks && python3 -c 'import table; print(table.kind("cuda"))')
+cp benchmarks/results/*-"$kind".csv "$out"/ 2> /dev/null
 if command -v compute-sanitizer > /dev/null; then
   step memcheck "${MEMCHECK_SECONDS:-30}" compute-sanitizer --tool memcheck --error-exitcode 1 \
     python3 -m pytest -q -m gpu tests/test_upfirdn2d.py tests/test_group_norm.py tests/test_pc_update.py \

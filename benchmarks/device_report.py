@@ -1,56 +1,62 @@
 """The device check's report (benchmarks/device_check.sh calls it last): the outcome of each step, the
-GPU tests' results, the benchmark tables, and a verdict on each performance target of the kernel and
-sampling-engine issues, judged from the rows measured. Writes OUTDIR/report.json; the tables print,
-the verdicts last.
+GPU tests' results, the results tables, and a verdict on each performance target, judged from the
+rows this check measured. Writes OUTDIR/report.json; the tables print, the verdicts last.
 
     python benchmarks/device_report.py OUTDIR SECONDS STEP:OUTCOME ...
-    python benchmarks/device_report.py --targets OPS.json|SAMPLING.json ...   # verdicts of recorded results
+    python benchmarks/device_report.py --targets results/ops-nvidia-h200.csv ...   # verdicts of a table
 
 A target whose rows are absent (another device, a run cut short) is left out, not failed.
 """
 
 import collections
+import datetime
+import glob
 import json
 import os
 import platform
 import re
 import sys
 
+import table
+
+# The fraction of copy bandwidth each op's kernels aim at.
 COPY_TARGETS = (("group_norm", 0.75), ("predictor_step", 0.75), ("langevin_step", 0.75), ("upfirdn2d", 0.60))
 NCSNPP = "ve/cifar10_ncsnpp_continuous"
 FIXTURE = "ncsnpp_ve_cifar_small"
+KERNELS, SAMPLING = "fused kernels", "sampling engine"
 
 
-def _verdict(issue, target, measured, ok):
-    return {"issue": issue, "target": target, "measured": measured, "ok": bool(ok)}
+def _verdict(area, target, measured, ok):
+    return {"area": area, "target": target, "measured": measured, "ok": bool(ok)}
 
 
 def op_verdicts(rows):
-    """Verdicts of the op benchmark's rows on a GPU: per case and kernel backend (cuda: issue 6,
-    triton: issue 5; the fastest of its variants: layout, separable filter, tiled or direct), its
-    fraction of copy bandwidth against the op's target, its speed against torch.compile of the
-    reference, and the CUDA kernel's against its Triton twin."""
+    """Verdicts of the op benchmark's rows (table.records) on a GPU: per case and kernel backend (the
+    fastest of its variants: layout, separable filter, tiled or direct), its fraction of copy
+    bandwidth against the op's target, its speed against torch.compile of the reference, and the
+    CUDA kernel's against its Triton twin."""
     cases = collections.defaultdict(dict)
     for r in rows:
-        cases[r["case"]][r["candidate"]] = r
+        cases[r["case"]][r["path"]] = r
     out = []
     for case, cands in cases.items():
-        target = next((t for prefix, t in COPY_TARGETS if case.startswith(prefix)), None)
+        op = table.fields(case)["op"]
+        target = next((t for prefix, t in COPY_TARGETS if op.startswith(prefix)), None)
         if target is None:
             continue
-        pc = case.startswith(("predictor_step", "langevin_step"))
+        pc = op.startswith(("predictor_step", "langevin_step"))
         best = {}
-        for backend, issue in (("cuda", 6), ("triton", 5)):
+        for backend in ("cuda", "triton"):
             # The PC steps' other variants draw their noise (in the kernel, or with torch first): their
             # bytes differ from those the copy moved.
             mine = [r for name, r in cands.items() if name == backend or (not pc and name.startswith(backend + " "))]
             if not mine:
                 continue
             r = best[backend] = min(mine, key=lambda r: r["median_ms"])
-            name = f"{case}: {r['candidate']}"
+            name = f"{case}: {r['path']}"
             out.append(
                 _verdict(
-                    issue,
+                    KERNELS,
                     f"{name} at >= {target:.0%} of copy bandwidth",
                     f"{r['of_copy']:.0%} ({r['GB_per_s']:.0f} GB/s)",
                     r["of_copy"] >= target,
@@ -60,27 +66,27 @@ def op_verdicts(rows):
             if compiled:
                 ratio = compiled["median_ms"] / r["median_ms"]
                 out.append(
-                    _verdict(issue, f"{name} faster than torch.compile of the reference", f"{ratio:.2f}x", ratio > 1)
+                    _verdict(KERNELS, f"{name} faster than torch.compile of the reference", f"{ratio:.2f}x", ratio > 1)
                 )
         if "cuda" in best and "triton" in best:
             ratio = best["triton"]["median_ms"] / best["cuda"]["median_ms"]
-            out.append(_verdict(6, f"{case}: cuda no slower than triton", f"{ratio:.2f}x", ratio >= 1))
+            out.append(_verdict(KERNELS, f"{case}: cuda no slower than triton", f"{ratio:.2f}x", ratio >= 1))
     return out
 
 
-def sampling_verdicts(report):
-    """Verdicts of the sampling benchmark's report (bench_sampling.py --json): issue 9's targets for
-    the CIFAR-10 NCSN++ PC sampler where it ran on a GPU, for the NCSN++ fixture where on a CPU."""
-    rows = [r for r in report.get("rows", []) if r["sampler"] == "pc"]
-    at = lambda model, batch: {r["path"]: r for r in rows if r["model"] == model and r["batch"] == batch}  # noqa: E731
+def sampling_verdicts(rows, gpu):
+    """Verdicts of the sampling benchmark's rows (table.records): the CIFAR-10 NCSN++ PC sampler's
+    targets on a GPU, the NCSN++ fixture's on a CPU."""
+    pc = [r for r in rows if r["measure"] == "throughput" and r["sampler"] == "pc"]
+    at = lambda model, batch: {r["path"]: r for r in pc if r["model"] == model and r["batch"] == batch}  # noqa: E731
     out = []
-    if not report.get("machine", {}).get("gpu"):
-        for batch in sorted({r["batch"] for r in rows if r["model"] == FIXTURE}):
+    if not gpu:
+        for batch in sorted({r["batch"] for r in pc if r["model"] == FIXTURE}):
             r = at(FIXTURE, batch).get("fastsde fp32")
             if r:
                 out.append(
                     _verdict(
-                        9,
+                        SAMPLING,
                         f"{FIXTURE} PC batch {batch} on the CPU: >= 1.5x the official loop",
                         f"{r['vs_official_loop']:.2f}x",
                         r["vs_official_loop"] >= 1.5,
@@ -102,7 +108,7 @@ def sampling_verdicts(report):
         if r:
             out.append(
                 _verdict(
-                    9,
+                    SAMPLING,
                     f"{NCSNPP} PC batch 512, {what}: >= {need}x the official loop",
                     f"{r['vs_official_loop']:.2f}x ({r['path']}, {r['images_per_s']:.3g} img/s)",
                     r["vs_official_loop"] >= need,
@@ -111,7 +117,7 @@ def sampling_verdicts(report):
     if bf16:
         out.append(
             _verdict(
-                9,
+                SAMPLING,
                 f"{NCSNPP} PC batch 512, bf16 + CUDA graph: half the arithmetic floor (an aim)",
                 f"{bf16['of_floor']:.0%} of the floor",
                 bf16["of_floor"] >= 0.5,
@@ -122,7 +128,7 @@ def sampling_verdicts(report):
         if r:
             out.append(
                 _verdict(
-                    9,
+                    SAMPLING,
                     f"{NCSNPP} PC batch {batch}, CUDA graph: >= 5x the official loop",
                     f"{r['vs_official_loop']:.2f}x ({r['path']})",
                     r["vs_official_loop"] >= 5,
@@ -132,30 +138,30 @@ def sampling_verdicts(report):
     if r:
         out.append(
             _verdict(
-                9,
+                SAMPLING,
                 f"{NCSNPP} PC batch 1: under 1 s an image",
                 f"{r['seconds_per_batch']:.2f} s ({r['path']})",
                 r["seconds_per_batch"] < 1,
             )
         )
     base = big.get("official loop")
-    if base and base["peak_memory_MiB"]:
+    if base and base.get("peak_memory_MiB"):
         for name, r in big.items():
-            if name.startswith("fastsde") and r["peak_memory_MiB"]:
+            if name.startswith("fastsde") and r.get("peak_memory_MiB"):
                 out.append(
                     _verdict(
-                        9,
+                        SAMPLING,
                         f"{NCSNPP} PC batch 512, {name}: peak memory <= the official loop's",
                         f"{r['peak_memory_MiB']:.0f} / {base['peak_memory_MiB']:.0f} MiB",
                         r["peak_memory_MiB"] <= base["peak_memory_MiB"],
                     )
                 )
-    train = {r["path"]: r for r in report.get("train_memory", []) if r["model"] == NCSNPP}
-    if "official loop" in train and "fastsde fp32" in train and train["official loop"]["train_step_peak_MiB"]:
+    train = {r["path"]: r for r in rows if r["measure"] == "train_memory" and r["model"] == NCSNPP}
+    if "official loop" in train and "fastsde fp32" in train and train["official loop"].get("train_step_peak_MiB"):
         ours, theirs = train["fastsde fp32"]["train_step_peak_MiB"], train["official loop"]["train_step_peak_MiB"]
         out.append(
             _verdict(
-                9,
+                SAMPLING,
                 f"{NCSNPP} training step (batch {train['official loop']['batch']}): peak memory "
                 "<= 0.8x the official loop's",
                 f"{ours / theirs:.2f}x ({ours:.0f} / {theirs:.0f} MiB)",
@@ -165,17 +171,20 @@ def sampling_verdicts(report):
     return out
 
 
-def verdicts_of(results):
-    """The verdicts of one benchmark's JSON results: bench_sampling.py's (they name their preset) or
-    bench_ops.py's."""
-    return sampling_verdicts(results) if "preset" in results else op_verdicts(results["rows"])
+def verdicts_of(csv, since=""):
+    """The verdicts of a results table (ops-* or sampling-*), from its rows dated `since` or later."""
+    benchmark, kind = os.path.basename(csv)[: -len(".csv")].split("-", 1)
+    rows = table.records([r for r in table.read(csv) if r["date"] >= since])
+    if benchmark == "ops":
+        return op_verdicts(rows) if not kind.startswith("cpu") else []
+    return sampling_verdicts(rows, gpu=not kind.startswith("cpu")) if benchmark == "sampling" else []
 
 
 def verdict_table(verdicts):
     """The verdicts as text, one a line, with a count of those met."""
-    lines = [f"{'issue':>5s} {'':4s} {'target':96s} measured"]
+    lines = [f"{'area':15s} {'':4s} {'target':96s} measured"]
     lines += [
-        f"{v['issue']:5d} {'ok' if v['ok'] else 'MISS':4s} {v['target'][:96]:96s} {v['measured']}" for v in verdicts
+        f"{v['area']:15s} {'ok' if v['ok'] else 'MISS':4s} {v['target'][:96]:96s} {v['measured']}" for v in verdicts
     ]
     lines.append(f"targets met: {sum(v['ok'] for v in verdicts)} of {len(verdicts)}")
     return "\n".join(lines)
@@ -200,16 +209,11 @@ def outcomes(log):
 
 
 def report(out, seconds, steps):
-    """Writes OUTDIR/report.json from what the device check left in `out`, prints the tables and
-    the verdicts last; returns the report."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bench_ops import table as ops_table
-
-    from fastsde import bench
-
+    """Writes OUTDIR/report.json from what the device check left in `out` (its logs and its copies of
+    the results tables), prints this check's rows and the verdicts last; returns the report."""
     rep = {"seconds": seconds, "steps": dict(s.split(":", 1) for s in steps), "python": platform.python_version()}
-    gpu = os.path.join(out, "gpu.txt")
-    rep["gpu"] = open(gpu).read().strip() if os.path.exists(gpu) else None
+    path = lambda name: os.path.join(out, name)  # noqa: E731
+    rep["gpu"] = open(path("gpu.txt")).read().strip() if os.path.exists(path("gpu.txt")) else None
     try:
         import torch
         import triton
@@ -217,27 +221,20 @@ def report(out, seconds, steps):
         rep.update(torch=torch.__version__, cuda=torch.version.cuda, triton=triton.__version__)
     except ImportError as e:
         rep["versions_error"] = str(e)
-    path = lambda name: os.path.join(out, name)  # noqa: E731
     if os.path.exists(path("gpu_tests.log")):
         rep["gpu_tests"] = outcomes(path("gpu_tests.log"))
-    # Read and judged first, report.json written, then the tables printed: a table that fails to
-    # print loses nothing.
-    load = lambda name: json.load(open(path(name))) if os.path.exists(path(name)) else None  # noqa: E731
-    ops, e2e = load("bench_ops_cuda.json"), load("bench_sampling_gpu.json")
-    if ops is not None:
-        rep["bench_rows"] = len(ops["rows"])
-    if e2e is not None:
-        rep["bench_sampling_rows"] = len(e2e["rows"])
-    verdicts = rep["targets"] = [v for results in (ops, e2e) if results is not None for v in verdicts_of(results)]
+    # This check's rows: those dated since it started.
+    start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds + 1)
+    since = start.isoformat(timespec="seconds")
+    tables = sorted(glob.glob(path("*.csv")))
+    rep["rows"] = {os.path.basename(t): sum(r["date"] >= since for r in table.read(t)) for t in tables}
+    # Judged first, report.json written, then the tables printed: a table that fails to print loses nothing.
+    verdicts = rep["targets"] = [v for t in tables for v in verdicts_of(t, since)]
     with open(path("report.json"), "w") as fh:
         json.dump(rep, fh, indent=1)
-    if ops is not None:
-        print(ops_table(ops["rows"]))
-    if e2e is not None:
-        print(bench.table(e2e["rows"], e2e["accuracy"]))
-        print(bench.train_memory_table(e2e["train_memory"]))
-        print(bench.likelihood_table(e2e.get("likelihood", [])))
-        print(bench.likelihood_accuracy_table(e2e.get("likelihood_accuracy", [])))
+    for t in tables:
+        print(f"# {os.path.basename(t)}")
+        print(table.text([r for r in table.read(t) if r["date"] >= since]))
     print(json.dumps({k: v for k, v in rep.items() if k != "targets"}))
     print(verdict_table(verdicts))
     return rep
@@ -245,7 +242,7 @@ def report(out, seconds, steps):
 
 def main(argv):
     if argv[:1] == ["--targets"]:
-        print(verdict_table([v for f in argv[1:] for v in verdicts_of(json.load(open(f)))]))
+        print(verdict_table([v for t in argv[1:] for v in verdicts_of(t)]))
         return
     if len(argv) < 2:
         sys.exit(__doc__)

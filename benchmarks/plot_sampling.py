@@ -1,28 +1,34 @@
-"""Plots a bench_sampling.py report: images per second against batch size, one panel per model and
-sampler, one line per path. Needs matplotlib (pip install -e '.[bench]').
+"""Plots a sampling results table: images per second against batch size, one panel per model and
+sampler, one line per path, for the machine and torch of the newest row. Needs matplotlib
+(pip install -e '.[bench]').
 
-    python benchmarks/plot_sampling.py REPORT.json PLOT.png
+    python benchmarks/plot_sampling.py benchmarks/results/sampling-cpu-2core.csv PLOT.png
 """
 
-import json
 import sys
 from collections import defaultdict
 
+import table
 
-def main(report, out):
+
+def main(csv, out):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(report) as fh:
-        rep = json.load(fh)
+    rows = [r for r in table.read(csv) if r["metric"] == "images_per_s"]
+    if not rows:
+        raise SystemExit(f"{csv}: no throughput rows")
+    newest = max(rows, key=lambda r: r["date"])
+    rows = [r for r in rows if (r["machine"], r["torch"]) == (newest["machine"], newest["torch"])]
     panels = defaultdict(lambda: defaultdict(list))  # (model, sampler) -> path -> [(batch, img/s)]
-    for r in rep["rows"]:
-        panels[(r["model"], r["sampler"])][r["path"]].append((r["batch"], r["images_per_s"]))
+    for r in rows:
+        f = table.fields(r["case"])
+        panels[f["model"], f["sampler"]][r["path"]].append((int(f["batch"]), r["value"]))
     panels = {k: v for k, v in panels.items() if any(len(p) > 1 for p in v.values())}  # lines need two batches
     if not panels:
-        raise SystemExit(f"{report}: no case was run at more than one batch size")
+        raise SystemExit(f"{csv}: no case was run at more than one batch size")
     names = sorted({path for paths in panels.values() for path in paths})
     colour = {name: f"C{i}" for i, name in enumerate(names)}  # one colour per path in every panel
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
@@ -36,10 +42,7 @@ def main(report, out):
         ax.minorticks_off()
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    m = rep["machine"]
-    fig.suptitle(
-        f"{m.get('gpu') or m['cpu']} ({m['threads']} threads), torch {m['torch']}, {m['date'][:10]}", fontsize=9
-    )
+    fig.suptitle(f"{newest['machine']}, torch {newest['torch']}, {newest['date'][:10]}", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
 

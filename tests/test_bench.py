@@ -1,14 +1,19 @@
-"""The sampling benchmark's accounting (fastsde.bench) on a tiny model: what a timed PC run of a few
-steps stands for, what a training step keeps for its backward, what the likelihood's rows measure."""
+"""The benchmarks' harness (benchmarks/harness.py) on a tiny model: what a timed PC run of a few steps
+stands for, what a training step keeps for its backward, what the likelihood's rows measure; and the
+results tables (benchmarks/table.py)."""
 
 import copy
+import json
 import math
+import os
 
 import pytest
 import torch
 
-from fastsde import bench, checkpoint, models
+from fastsde import checkpoint, models
 
+import harness
+import table
 from tiny import perturb, tiny_config
 
 
@@ -43,7 +48,7 @@ def test_pc_rows_stand_for_the_configs_run(tiny, monkeypatch):
             fold=True,
         ),
     ]
-    monkeypatch.setattr(bench, "paths_for", lambda *args: paths)
+    monkeypatch.setattr(harness, "paths_for", lambda *args: paths)
 
     def time_runs(runs, batch, rounds, device):
         out = {}
@@ -52,8 +57,8 @@ def test_pc_rows_stand_for_the_configs_run(tiny, monkeypatch):
             out[name, n] = {"seconds": seconds, "first": seconds, "nfe": run(batch, 0)[1], "peak": None}
         return out
 
-    monkeypatch.setattr(bench, "time_runs", time_runs)
-    rows = {r["path"]: r for r in bench.throughput(model, sde, config, "cpu", (2,), ("pc",), pc_steps=3, rounds=1)}
+    monkeypatch.setattr(harness, "time_runs", time_runs)
+    rows = {r["path"]: r for r in harness.throughput(model, sde, config, "cpu", (2,), ("pc",), pc_steps=3, rounds=1)}
     # The VP SDE needs N > beta_max = 20: 21 steps, not 3.
     assert rows["official loop"]["timed_steps"] == [21] and rows["graphed"]["timed_steps"] == [21, 42]
     assert rows["official loop"]["seconds_per_batch"] == pytest.approx(0.01 * sde.N)
@@ -63,7 +68,7 @@ def test_pc_rows_stand_for_the_configs_run(tiny, monkeypatch):
 
 def test_fused_training_step_keeps_less(tiny):
     model, sde, config = tiny
-    rows = {r["path"]: r for r in bench.train_memory(model, sde, config, "cpu", batch=2)}
+    rows = {r["path"]: r for r in harness.train_memory(model, sde, config, "cpu", batch=2)}
     assert set(rows) == {"official loop", "fastsde fp32"}
     assert 0 < rows["fastsde fp32"]["saved_MiB"] < rows["official loop"]["saved_MiB"]
     assert all(r["train_step_peak_MiB"] is None for r in rows.values())  # measured on CUDA only
@@ -71,7 +76,7 @@ def test_fused_training_step_keeps_less(tiny):
 
 def test_op_profile_shows_each_paths_kernels(tiny):
     model, sde, config = tiny
-    profiles = {p["path"]: p for p in bench.op_profile(model, sde, config, "cpu", batch=2, calls=1)}
+    profiles = {p["path"]: p for p in harness.op_profile(model, sde, config, "cpu", batch=2, calls=1)}
     assert set(profiles) == {"official loop", "fastsde fp32"}
     ops = {path: {name: n for name, n, _, _ in p["ops"]} for path, p in profiles.items()}
     # The tiny DDPM++'s GroupNorms: torch's on the loop, the fused kernel on fastsde, as many.
@@ -85,7 +90,7 @@ def test_op_profile_shows_each_paths_kernels(tiny):
         assert [ms for _, _, ms, _ in p["ops"]] == sorted((ms for _, _, ms, _ in p["ops"]), reverse=True)
     # The ops a call dispatches: the loop's, fewer on fastsde's (fused GroupNorm+SiLU, folded constants).
     assert 0 < profiles["fastsde fp32"]["ops_per_call"] < profiles["official loop"]["ops_per_call"]
-    assert "fastsde::group_norm" in bench.op_profile_table([dict(profiles["fastsde fp32"], model="tiny")])
+    assert "fastsde::group_norm" in harness.op_profile_table([dict(profiles["fastsde fp32"], model="tiny")])
 
 
 def test_likelihood_rows_time_the_likelihoods_own_right_hand_side(tiny, monkeypatch):
@@ -108,7 +113,7 @@ def test_likelihood_rows_time_the_likelihoods_own_right_hand_side(tiny, monkeypa
         return call
 
     monkeypatch.setattr(likelihood, "ode_with_divergence", counted)
-    rows = bench.likelihood_speed(model, sde, config, "cpu", batches=(1, 3), evals=2, rounds=2)
+    rows = harness.likelihood_speed(model, sde, config, "cpu", batches=(1, 3), evals=2, rounds=2)
     assert [(r["batch"], r["path"]) for r in rows] == [
         (b, p) for b in (1, 3) for p in ("official loop", "fastsde fp32")
     ]
@@ -119,18 +124,83 @@ def test_likelihood_rows_time_the_likelihoods_own_right_hand_side(tiny, monkeypa
     for r in rows:
         assert r["evals"] == 2 and r["ms_per_eval"] > 0 and r["peak_memory_MiB"] is None
         assert r["vs_official_loop"] == 1.0 if r["path"] == "official loop" else r["vs_official_loop"] > 0
-    assert "ms/eval" in bench.likelihood_table(rows)
+    assert "ms/eval" in harness.likelihood_table(rows)
 
 
 def test_likelihood_accuracy_measures_every_path_on_the_same_images_and_probes(tiny):
     model, sde, config = tiny
     torch.manual_seed(1)
     model = perturb(copy.deepcopy(model))  # a zero last layer would give every path the same bits/dim
-    rows = bench.likelihood_accuracy(model, sde, config, "cpu", batch=2, tol=1e-2)  # loose: seconds
+    rows = harness.likelihood_accuracy(model, sde, config, "cpu", batch=2, tol=1e-2)  # loose: seconds
     assert [r["variant"] for r in rows] == ["fp32 channels_last", "bf16", "fp16"]
     assert len({r["bpd_fp32"] for r in rows}) == 1 and len({r["nfe_fp32"] for r in rows}) == 1
     for r in rows:
         assert math.isfinite(r["bpd"]) and r["nfe"] > 0
         assert r["max_abs_diff_bpd"] >= r["mean_abs_diff_bpd"] >= abs(r["bpd"] - r["bpd_fp32"]) - 1e-9
-    assert rows == bench.likelihood_accuracy(model, sde, config, "cpu", batch=2, tol=1e-2)  # seeded throughout
-    assert "likelihood (vs fp32 eager)" in bench.likelihood_accuracy_table(rows)
+    assert rows == harness.likelihood_accuracy(model, sde, config, "cpu", batch=2, tol=1e-2)  # seeded throughout
+    assert "likelihood (vs fp32 eager)" in harness.likelihood_accuracy_table(rows)
+
+
+def test_throughput_and_accuracy_rows(tiny):
+    model, sde, config = tiny
+    rows = harness.throughput(model, sde, config, "cpu", (1, 2), ("pc", "dpmpp_2m"), 21, 3, 1, None, ("fp32", "bf16"))
+    assert {(r["sampler"], r["batch"], r["path"]) for r in rows} == {
+        (s, b, p) for s in ("pc", "dpmpp_2m") for b in (1, 2) for p in ("official loop", "fastsde fp32", "fastsde bf16")
+    }
+    for r in rows:
+        # nfe as the samplers count it: PC's N = 25, the solver's 3 steps and its noise removal.
+        assert r["images_per_s"] > 0 and r["nfe"] == (25 if r["sampler"] == "pc" else 4)
+        assert 0 < r["of_floor"] < 1 and r["matrix_gflop_per_call"] > 0
+        assert r["vs_official_loop"] == 1.0 if r["path"] == "official loop" else r["vs_official_loop"] > 0
+    assert "official loop" in harness.table(rows)
+    accuracy = harness.accuracy(model, sde, config, "cpu", batch=2, solver_steps=3, pc_steps=25)
+    assert {(a["sampler"], a["variant"]) for a in accuracy} == {
+        (s, v) for s in ("pc", "dpmpp_2m", "RK45") for v in ("fp32 channels_last", "bf16", "fp16")
+    }
+    for a in accuracy:
+        assert (
+            a["max_abs_diff_8bit"] >= a["mean_abs_diff_8bit"] >= abs(a["mean_shift_8bit"]) - 1e-3 and a["std_ratio"] > 0
+        )
+        assert a["nfe"] > 0 and (a["sampler"] == "RK45" or a["nfe"] == a["nfe_fp32"])
+
+
+def test_a_table_is_updated_in_place(tmp_path):
+    first = [dict(case=table.case(model="m", batch=1), path="a", ms=2.0, label="text", peak=None)]
+    first.append(dict(case=table.case(model="m", batch=2), path="a", ms=3.0))
+    path = table.record("demo", "cpu", first, tmp_path)
+    assert os.path.basename(path) == f"demo-cpu-{os.cpu_count()}core.csv"
+    rows = table.read(path)
+    assert [(r["case"], r["metric"], r["value"]) for r in rows] == [
+        ("model=m batch=1", "ms", 2.0),  # text and None are no metrics
+        ("model=m batch=2", "ms", 3.0),
+    ]
+    assert rows[0]["torch"] == torch.__version__ and rows[0]["machine"].endswith("threads)")
+    table.record(
+        "demo", "cpu", [dict(case="model=m batch=1", path="a", ms=1.5), dict(case="x=1", path="b", n=4)], tmp_path
+    )
+    rows = table.read(path)
+    assert [(r["case"], r["path"], r["value"]) for r in rows] == [
+        ("model=m batch=1", "a", 1.5),  # replaced where it stood
+        ("model=m batch=2", "a", 3.0),
+        ("x=1", "b", 4.0),
+    ]
+    assert table.records(rows)[0] == dict(model="m", batch=1, case="model=m batch=1", path="a", ms=1.5)
+    assert table.fields("model=ve/cifar10 batch=8") == {"model": "ve/cifar10", "batch": "8"}
+    with pytest.raises(ValueError, match="case field model='a b'"):
+        table.case(model="a b")
+    rows = table.rows_of(
+        [dict(model="m", sampler="pc", variant="bf16", nfe=5)], "accuracy", ("model", "sampler"), "variant"
+    )
+    assert rows == [dict(nfe=5, case="measure=accuracy model=m sampler=pc", path="bf16")]
+
+
+def test_pytest_benchmark_results_become_op_rows(tmp_path):
+    def bench(candidate, median):
+        info = dict(case="op=x", candidate=candidate, baseline="eager", copy="copy", bytes=8e6, inner=2)
+        return {"extra_info": info, "stats": {"median": median}}
+
+    report = {"benchmarks": [bench("eager", 0.008), bench("cpp", 0.002), bench("copy", 0.001)]}
+    rows = {r["path"]: r for r in table.from_pytest_benchmark(json.loads(json.dumps(report)))}
+    assert rows["cpp"]["median_ms"] == pytest.approx(1.0)  # a round is `inner` calls
+    assert rows["cpp"]["vs_baseline"] == pytest.approx(4.0) and rows["cpp"]["of_copy"] == pytest.approx(0.5)
+    assert rows["cpp"]["GB_per_s"] == pytest.approx(8.0)

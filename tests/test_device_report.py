@@ -1,7 +1,8 @@
-"""The device check's report (benchmarks/device_report.py): the verdicts on the issues' performance
-targets from benchmark rows, and the report a device check leaves, on rows made up for the purpose
-(no GPU needed)."""
+"""The device check's report (benchmarks/device_report.py): the verdicts on the performance targets
+from results rows, and the report a device check leaves, on rows made up for the purpose (no GPU
+needed)."""
 
+import datetime
 import json
 import os
 import subprocess
@@ -9,24 +10,18 @@ import sys
 
 import pytest
 
+import device_report
+import table
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-import device_report  # noqa: E402
 
-GN, UP = "group_norm+silu [512, 128, 32, 32]", "upfirdn2d up2 pad(2,1) [512, 256, 16, 16]"
-PRED = "predictor_step [512, 3, 32, 32]"
+GN = table.case(op="group_norm+silu", shape="512x128x32x32", dtype="float32")
+UP = table.case(op="upfirdn2d_up2", shape="512x256x16x16", dtype="float32")
+PRED = table.case(op="predictor_step", shape="512x3x32x32", dtype="float32")
 
 
-def op_row(case, candidate, ms, of_copy):
-    return {
-        "case": case,
-        "candidate": candidate,
-        "median_ms": ms,
-        "of_copy": of_copy,
-        "GB_per_s": 4300 * of_copy,
-        "speedup_vs_baseline": 1.0,
-        "baseline": "reference",
-    }
+def op_row(case, path, ms, of_copy):
+    return {"case": case, "path": path, "median_ms": ms, "of_copy": of_copy, "GB_per_s": 4300 * of_copy}
 
 
 OPS = [
@@ -52,25 +47,27 @@ OPS = [
 
 
 def test_op_verdicts_judge_each_backends_fastest_variant():
-    got = [(v["issue"], v["target"], v["ok"]) for v in device_report.op_verdicts(OPS)]
+    got = [(v["target"], v["ok"]) for v in device_report.op_verdicts(OPS)]
     assert got == [
-        (6, f"{GN}: cuda channels_last at >= 75% of copy bandwidth", True),
-        (6, f"{GN}: cuda channels_last faster than torch.compile of the reference", True),
-        (5, f"{GN}: triton at >= 75% of copy bandwidth", True),
-        (5, f"{GN}: triton faster than torch.compile of the reference", True),
-        (6, f"{GN}: cuda no slower than triton", True),
-        (6, f"{UP}: cuda 2-D filter direct kernel at >= 60% of copy bandwidth", False),
-        (6, f"{UP}: cuda 2-D filter direct kernel faster than torch.compile of the reference", False),
-        (5, f"{UP}: triton separable at >= 60% of copy bandwidth", True),
-        (5, f"{UP}: triton separable faster than torch.compile of the reference", True),
-        (6, f"{UP}: cuda no slower than triton", False),
+        (f"{GN}: cuda channels_last at >= 75% of copy bandwidth", True),
+        (f"{GN}: cuda channels_last faster than torch.compile of the reference", True),
+        (f"{GN}: triton at >= 75% of copy bandwidth", True),
+        (f"{GN}: triton faster than torch.compile of the reference", True),
+        (f"{GN}: cuda no slower than triton", True),
+        (f"{UP}: cuda 2-D filter direct kernel at >= 60% of copy bandwidth", False),
+        (f"{UP}: cuda 2-D filter direct kernel faster than torch.compile of the reference", False),
+        (f"{UP}: triton separable at >= 60% of copy bandwidth", True),
+        (f"{UP}: triton separable faster than torch.compile of the reference", True),
+        (f"{UP}: cuda no slower than triton", False),
         # the noise drawn in the kernel moves other bytes than the copy: the plain kernel is judged
-        (6, f"{PRED}: cuda at >= 75% of copy bandwidth", True),
+        (f"{PRED}: cuda at >= 75% of copy bandwidth", True),
     ]
+    assert {v["area"] for v in device_report.op_verdicts(OPS)} == {device_report.KERNELS}
 
 
 def pc_row(model, batch, path, vs, peak=None, seconds=1.0, of_floor=0.1, sampler="pc"):
     return {
+        "measure": "throughput",
         "model": model,
         "sampler": sampler,
         "batch": batch,
@@ -85,27 +82,22 @@ def pc_row(model, batch, path, vs, peak=None, seconds=1.0, of_floor=0.1, sampler
 
 def test_sampling_verdicts_on_a_gpu_and_on_a_cpu():
     m = device_report.NCSNPP
-    gpu = {
-        "machine": {"gpu": "NVIDIA H200"},
-        "rows": [
-            pc_row(m, 512, "official loop", 1.0, 1000),
-            pc_row(m, 512, "fastsde tf32", 1.6, 900),
-            pc_row(m, 512, "fastsde tf32 + graph", 1.4, 1100),
-            pc_row(m, 512, "fastsde bf16 + graph", 4.5, 800, of_floor=0.3),
-            pc_row(m, 512, "fastsde bf16 + graph", 9.0, sampler="dpmpp_2m"),
-            pc_row(m, 1, "official loop", 1.0, seconds=3.0),
-            pc_row(m, 1, "fastsde bf16", 2.0, seconds=1.5),
-            pc_row(m, 1, "fastsde bf16 + graph", 6.0, seconds=0.5),
-            pc_row(m, 64, "fastsde tf32 + graph", 4.0),
-        ],
-        "train_memory": [
-            {"model": m, "batch": 128, "path": "official loop", "train_step_peak_MiB": 1000.0},
-            {"model": m, "batch": 128, "path": "fastsde fp32", "train_step_peak_MiB": 790.0},
-        ],
-    }
+    gpu = [
+        pc_row(m, 512, "official loop", 1.0, 1000),
+        pc_row(m, 512, "fastsde tf32", 1.6, 900),
+        pc_row(m, 512, "fastsde tf32 + graph", 1.4, 1100),
+        pc_row(m, 512, "fastsde bf16 + graph", 4.5, 800, of_floor=0.3),
+        pc_row(m, 512, "fastsde bf16 + graph", 9.0, sampler="dpmpp_2m"),
+        pc_row(m, 1, "official loop", 1.0, seconds=3.0),
+        pc_row(m, 1, "fastsde bf16", 2.0, seconds=1.5),
+        pc_row(m, 1, "fastsde bf16 + graph", 6.0, seconds=0.5),
+        pc_row(m, 64, "fastsde tf32 + graph", 4.0),
+        {"measure": "train_memory", "model": m, "batch": 128, "path": "official loop", "train_step_peak_MiB": 1000.0},
+        {"measure": "train_memory", "model": m, "batch": 128, "path": "fastsde fp32", "train_step_peak_MiB": 790.0},
+    ]
     got = [
         (v["target"].split(", ", 1)[-1] if "PC batch 512" in v["target"] else v["target"], v["ok"])
-        for v in device_report.sampling_verdicts(gpu)
+        for v in device_report.sampling_verdicts(gpu, gpu=True)
     ]
     assert got == [
         ("tf32 (the official loop's precision: TF32 convolutions): >= 1.5x the official loop", True),
@@ -120,18 +112,25 @@ def test_sampling_verdicts_on_a_gpu_and_on_a_cpu():
         (f"{m} training step (batch 128): peak memory <= 0.8x the official loop's", True),
     ]
     f = device_report.FIXTURE
-    cpu = {
-        "machine": {"cpu": "x86"},
-        "rows": [
-            pc_row(f, 1, "fastsde fp32", 2.0),
-            pc_row(f, 8, "fastsde fp32", 1.4),
-            pc_row(m, 1, "fastsde fp32", 9.0, seconds=30.0),
-        ],
-    }
-    assert [(v["target"], v["ok"]) for v in device_report.sampling_verdicts(cpu)] == [
+    cpu = [
+        pc_row(f, 1, "fastsde fp32", 2.0),
+        pc_row(f, 8, "fastsde fp32", 1.4),
+        pc_row(m, 1, "fastsde fp32", 9.0, seconds=30.0),
+    ]
+    assert [(v["target"], v["ok"]) for v in device_report.sampling_verdicts(cpu, gpu=False)] == [
         (f"{f} PC batch 1 on the CPU: >= 1.5x the official loop", True),
         (f"{f} PC batch 8 on the CPU: >= 1.5x the official loop", False),
     ]
+
+
+def write_table(path, results, date):
+    """Writes result dicts as a results table, every row dated `date`."""
+    keys = ("measure", "model", "sampler", "batch")
+    rows = table.melt(
+        dict({k: v for k, v in r.items() if k not in keys}, case=r.get("case") or table.case(**{k: r[k] for k in keys}))
+        for r in results
+    )
+    table.write(path, [dict(r, machine="NVIDIA H200", torch="2.11.0", date=date) for r in rows])
 
 
 def test_the_report_of_a_device_check(tmp_path):
@@ -144,9 +143,17 @@ def test_the_report_of_a_device_check(tmp_path):
         "[gw0] [ 3%] SKIPPED tests/test_pc_update.py::test_c\n"
         "FAILED tests/test_group_norm.py::test_b[triton] - AssertionError\n"
     )
-    (out / "bench_ops_cuda.json").write_text(json.dumps({"machine": {}, "rows": OPS}))
-    sampling = json.load(open(os.path.join(ROOT, "benchmarks", "results", "cpu-2core-2026-12-01T1203-sampling.json")))
-    (out / "bench_sampling_gpu.json").write_text(json.dumps(sampling))
+    m = device_report.NCSNPP
+    sampling = [pc_row(m, 512, "official loop", 1.0, 1000), pc_row(m, 512, "fastsde bf16 + graph", 4.5, 800)]
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    write_table(out / "ops-nvidia-h200.csv", OPS, now)
+    # An earlier check's row: shown in no table or verdict of this check.
+    write_table(out / "sampling-nvidia-h200.csv", sampling, now)
+    earlier = [pc_row(m, 512, "fastsde tf32", 0.5)]
+    write_table(out / "old.csv", earlier, "2026-01-01T00:00:00+00:00")
+    with open(out / "sampling-nvidia-h200.csv", "a") as fh:
+        fh.writelines((out / "old.csv").read_text().splitlines(keepends=True)[1:])
+    os.remove(out / "old.csv")
     run = subprocess.run(
         [
             sys.executable,
@@ -170,12 +177,12 @@ def test_the_report_of_a_device_check(tmp_path):
         "SKIPPED": 1,
         "failed_or_error": ["tests/test_group_norm.py::test_b[triton]"],
     }
-    assert report["bench_rows"] == len(OPS) and report["bench_sampling_rows"] == len(sampling["rows"])
-    verdicts = device_report.op_verdicts(OPS) + device_report.sampling_verdicts(sampling)
-    assert report["targets"] == verdicts and len(verdicts) == 13
+    assert report["rows"] == {"ops-nvidia-h200.csv": 3 * len(OPS), "sampling-nvidia-h200.csv": 5 * len(sampling)}
+    verdicts = device_report.op_verdicts(OPS) + device_report.sampling_verdicts(sampling, gpu=True)
+    assert report["targets"] == verdicts and len(verdicts) == 14
     lines = run.stdout.strip().splitlines()
-    assert lines[-1] == f"targets met: {sum(v['ok'] for v in verdicts)} of 13"
-    assert any(line.startswith(GN) for line in lines) and any("likelihood" in line for line in lines)
+    assert lines[-1] == f"targets met: {sum(v['ok'] for v in verdicts)} of 14"
+    assert any(line.startswith(GN) for line in lines) and not any("fastsde tf32" in line for line in lines)
 
 
 @pytest.mark.parametrize("args", [[], ["only-a-folder"]])

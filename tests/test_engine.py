@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fastsde import bench, checkpoint, configs, engine, models, sampling, solvers
+from fastsde import checkpoint, configs, engine, models, sampling, solvers
 from fastsde.sde import VESDE, VPSDE
 
+import harness
 from conftest import FIXTURES, assert_close
 from tiny import perturb, tiny_config
 
@@ -488,7 +489,7 @@ def _perturbed(make, **model_options):
 def _ops(model, sde, config, x, t):
     """The score of one call and the ops it dispatched, counted by name (views left out)."""
     with torch.no_grad():
-        return bench.op_counts(models.get_score_fn(sde, model, continuous=True), x, t)
+        return harness.op_counts(models.get_score_fn(sde, model, continuous=True), x, t)
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,11 @@ gradcheck, opcheck."""
 import pytest
 import torch
 
-from fastsde import bench, ops
+from fastsde import ops
 from fastsde.ops import _backend
 from fastsde.ops.group_norm import group_norm_reference
 
+import harness
 from conftest import KERNEL_BACKENDS, assert_close, assert_close_scaled, laid_out, ops_namespace, poison, require
 
 # (shape, groups): NCSN++ sizes, a single group, one channel per group, 1x1 images, odd sizes,
@@ -308,12 +309,12 @@ def test_backward_keeps_only_input_and_statistics(backend, device, dtype, layout
     require(backend, device)
     x, w, b = inputs((2, 8, 6, 6), 4, dtype, device)
     x, w, b = (t.requires_grad_() for t in (laid_out(x, layout), w, b))
-    with bench.saved_for_backward([w, b]) as saved:
+    with harness.saved_for_backward([w, b]) as saved:
         ops.group_norm(x, 4, w, b, act="silu", backend=backend)
     assert sum(saved.values()) == x.numel() * x.element_size() + 2 * (2 * 4) * 4  # x; mean, rstd [N, G] fp32
     # With an offset: x (not x + offset, which is never formed), the offset, the statistics.
     o = offset_for(x).requires_grad_()
-    with bench.saved_for_backward([w, b]) as saved:
+    with harness.saved_for_backward([w, b]) as saved:
         ops.group_norm(x, 4, w, b, act="silu", offset=o, backend=backend)
     assert sum(saved.values()) == (x.numel() + o.numel()) * x.element_size() + 2 * (2 * 4) * 4
 

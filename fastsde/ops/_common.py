@@ -79,7 +79,7 @@ def call(op, *args):
     the op's derivative (register_autograd)."""
     # _AutoDispatchBelowAutograd is private API. The public path (the op's Autograd kernel, which
     # redispatches) costs 1.4x per op and 1.16-1.19x per network call at batch 1 on two CPU cores
-    # (benchmarks/bench_dispatch.py, results/cpu-2core-2026-12-07T0114-dispatch.txt): kept.
+    # (benchmarks/bench_dispatch.py, results/dispatch-cpu-2core.csv): kept.
     if torch.compiler.is_compiling():
         return op(*args)
     if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):

@@ -1,30 +1,15 @@
-"""End-to-end sampling benchmark: images per second of fastsde's fast paths against the official code
-path, side by side in one run, what each fast path costs in accuracy, and the cost of an evaluation
-of the likelihood's ODE on each path.
+"""The benchmarks' shared harness: the paths compared, the official code's import, and the accounting.
 
-Paths (one network's weights, copied into each):
-  official loop   the faithful eager re-creation of the official code path: the reference backend
-                  (pure PyTorch ops), NCHW, float32 under torch's precision settings (by default TF32
-                  convolutions on GPUs, as the official code runs), the official PC loop with its
-                  batch-averaged Langevin step; the baseline of every ratio.
-  official code   the official score_sde_pytorch code itself, from a local checkout (official=PATH).
-  fastsde ...     the compiled kernels (backend auto), channels_last, CUDA graphs on GPUs, and
-                  the precision named.
-PC sampling is timed over `pc_steps` steps (for a VP or sub-VP SDE at least the beta_max + 1 its
-discretisation admits) and reported for the config's full N steps (a PC step costs the same at
-every t); a CUDA-graphed path is timed at twice that length too, and its N-step run is the shorter
-run plus the remaining steps at the cost per step the two lengths' difference gives, so that its
-graph capture counts once. The fast solvers run whole. Medians over `rounds`, runs interleaved.
+Every path runs one network's weights. The official loop (reference ops, NCHW, torch's precision
+settings, the official PC loop) is the baseline of every ratio; docs/benchmarks.md describes the rest.
 """
 
 import collections
 import contextlib
 import copy
-import datetime
 import functools
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -32,11 +17,11 @@ import types
 
 import torch
 
-from . import checkpoint, data, sampling
-from ._random import Philox
-from .engine import fast_score_fn
-from .generate import default_eps
-from .sde import VPSDE
+from fastsde import Philox, checkpoint, data, sampling
+from fastsde.engine import fast_score_fn
+from fastsde.generate import default_eps
+from fastsde.sde import VPSDE
+from fastsde.timing import sync, time_runs
 
 
 def paths_for(device, official=None, precisions=None, compile=False):
@@ -123,11 +108,6 @@ def _backend(name):
         yield
     finally:
         os.environ.pop("FASTSDE_BACKEND", None) if saved is None else os.environ.update(FASTSDE_BACKEND=saved)
-
-
-def _sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def path_score_fn(model, sde, config, device, path):
@@ -270,40 +250,12 @@ def official_sampler(model, sde, config, device, path, steps):
     return run
 
 
-def time_runs(runs, batch, rounds, device):
-    """For each of `runs` (a dict of run(batch, seed) -> (samples, nfe)), interleaved over rounds:
-    the median seconds, the seconds of the untimed first run (kernels picked, graphs captured,
-    torch.compile), its network evaluations, and the peak memory allocated (CUDA; None elsewhere)."""
-    cuda = torch.device(device).type == "cuda"
-    out = {k: {"times": [], "peak": None} for k in runs}
-    for k, run in runs.items():
-        _sync(device)
-        start = time.perf_counter()
-        out[k]["nfe"] = run(batch, 0)[1]
-        _sync(device)
-        out[k]["first"] = time.perf_counter() - start
-    for r in range(rounds):
-        for k, run in runs.items():
-            if cuda:
-                torch.cuda.reset_peak_memory_stats(device)
-            _sync(device)
-            start = time.perf_counter()
-            run(batch, r + 1)
-            _sync(device)
-            out[k]["times"].append(time.perf_counter() - start)
-            if cuda:
-                out[k]["peak"] = max(out[k]["peak"] or 0, torch.cuda.max_memory_allocated(device))
-    for v in out.values():
-        v["seconds"] = statistics.median(v.pop("times"))
-    return out
-
-
 def matrix_flops(model, sde, config, device):
     """FLOPs of one network call on one image in its matrix products (convolutions, linear layers,
     attention), as torch's FlopCounterMode counts them: what the arithmetic floor is made of."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .models import get_score_fn
+    from fastsde.models import get_score_fn
 
     training = model.training
     x = torch.zeros(1, config.data.num_channels, config.data.image_size, config.data.image_size, device=device)
@@ -327,11 +279,11 @@ def matrix_rate(device, rounds=5):
         a @ b
         times = []
         for _ in range(rounds):
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             for _ in range(4):
                 a @ b
-            _sync(device)
+            sync(device)
             times.append((time.perf_counter() - start) / 4)
         rates.append(2 * n**3 / statistics.median(times))
     return max(rates)
@@ -462,16 +414,16 @@ def op_profile(model, sde, config, device, batch, precisions=("fp32",), calls=3)
         with _backend(path["backend"]), torch.no_grad():
             walls = []
             for _ in range(2 + calls):
-                _sync(device)
+                sync(device)
                 start = time.perf_counter()
                 score_fn(x, t)
-                _sync(device)
+                sync(device)
                 walls.append(time.perf_counter() - start)
             activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
             with profile(activities=activities) as prof:
                 for _ in range(calls):
                     score_fn(x, t)
-                _sync(device)
+                sync(device)
             dispatched = sum(op_counts(score_fn, x, t)[1].values())
         self_us = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
         ops = sorted(
@@ -537,7 +489,7 @@ def train_memory(model, sde, config, device, batch, official=None, label="model"
     CPU it runs its pure-PyTorch upfirdn2d, which saves more than its CUDA kernel) and fastsde's
     kernels: MiB of activations that autograd saves for the backward (any device) and the peak
     allocated (CUDA; None elsewhere). The second step is measured, once the optimizer state exists."""
-    from . import losses, train
+    from fastsde import losses, train
 
     cuda = torch.device(device).type == "cuda"
     t = config.training
@@ -634,7 +586,7 @@ def likelihood_speed(
     evaluations of data-like x; a bits/dim evaluation takes as many of them as RK45 needs, alike on
     every path. Medians over `rounds`, interleaved; peak memory on CUDA. progress(rows) as in
     throughput."""
-    from . import likelihood
+    from fastsde import likelihood
 
     paths = [p for p in paths_for(device, precisions=precisions, compile=compile) if not p.get("cuda_graph")]
     shape = (config.data.num_channels, config.data.image_size, config.data.image_size)
@@ -775,7 +727,7 @@ def likelihood_accuracy(model, sde, config, device, batch=16, seed=0, tol=1e-5):
     against fp32 eager NCHW unfolded: the mean bits/dim, the mean and largest difference of an
     image's, and the network evaluations RK45 needed (its step control meets the score's rounding).
     No CUDA graphs: autograd, which the divergence needs, is not captured."""
-    from . import likelihood
+    from fastsde import likelihood
 
     cuda = torch.device(device).type == "cuda"
     centered, continuous = config.data.centered, bool(config.training.continuous)
@@ -841,32 +793,6 @@ def likelihood_accuracy_table(rows):
             f"{r['max_abs_diff_bpd']:9.4f} {r['nfe']:4d}/{r['nfe_fp32']:<4d}"
         )
     return "\n".join(lines)
-
-
-def machine(device):
-    """Where the benchmark ran: CPU or GPU, versions, date."""
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError, StopIteration):
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    import fastsde
-
-    info = {
-        "device": str(device),
-        "cpu": cpu,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "fastsde": fastsde.__version__,
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if torch.device(device).type == "cuda":
-        info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
-        with contextlib.suppress(ImportError):
-            import triton
-
-            info["triton"] = triton.__version__
-    return info
 
 
 def table(rows, accuracy_rows=()):
