@@ -227,10 +227,13 @@ def save_safetensors(path, model, config=None, dtype=None):
 
 
 def load_checkpoint(path, config=None, use_ema=True, device="cpu"):
-    """(model, sde, config) from an official checkpoint, a plain state dict, or a .safetensors file,
-    and its config (a Config, dict, JSON path or official config name; None: the one embedded in a
-    .safetensors file, else recognised from the checkpoint's keys and shapes). use_ema: the EMA
-    weights (what upstream samples with), else the raw ones. Returns the model in eval mode on `device`."""
+    """(model, sde, config) of an official checkpoint, a plain state dict, or a .safetensors file.
+
+    config: a Config, dict, JSON path or official config name. None: the one embedded in a
+    .safetensors file, else recognised from the checkpoint's keys and shapes.
+    use_ema: the EMA weights (what upstream samples with), else the raw ones.
+    Returns the model in eval mode on `device`.
+    """
     if str(path).endswith(".safetensors"):
         ckpt, embedded = read_safetensors(path)
         config = embedded if config is None else config

@@ -1,15 +1,10 @@
 """Controllable generation with an unconditional score model (Song et al. 2021, Sec. 5, App. I).
 
-Inpainting and colorization run the PC sampler and, after every update, replace the known part of
-x with the known data perturbed to the current time (official controllable_generation.py); for
-colorization the known part is the grey channel of an orthonormal colour space. Two fixes to the
-official code: x_mean keeps the update's own x_mean in the unknown part (upstream mixed the noised
-x into it, so the final denoised sample was not denoised there), and any SDE works, sub-VP
-included (upstream's Langevin corrector fails on it). The known part of the prior sample is also
-the data perturbed to time T (upstream started it from the clean data).
-
-Class-conditional sampling adds the gradient of a noise-conditional classifier's log-probability to
-the score: s(x, t) + scale grad_x log p(y | x, t) (Eq. 14), as the official JAX code does.
+Inpainting and colorization run the PC sampler and, after every update, replace the known part of x
+with the known data perturbed to the current time. Colorization knows the grey channel of an
+orthonormal colour space. Class-conditional sampling adds a noise-conditional classifier's gradient
+to the score: s(x, t) + scale grad_x log p(y | x, t) (Eq. 14). docs/upstream.md lists the fixes to
+the official code.
 """
 
 import json

@@ -44,9 +44,11 @@ def ode_with_divergence(sde, score_fn, probe):
 
 
 def log_likelihood(score_fn, sde, x, hutchinson="rademacher", rtol=1e-5, atol=1e-5, eps=1e-5, generator=None):
-    """log p(x) in nats per sample, [B], by integrating the probability-flow ODE and its divergence
-    from eps to T with RK45 on x's device. Returns (logp, z, nfe): z = x(T), the latent code; each
-    of the nfe evaluations is one score call plus one vector-Jacobian product."""
+    """log p(x) in nats per sample, [B], from the probability-flow ODE and its divergence.
+
+    RK45 integrates from eps to T on x's device. Returns (logp, z, nfe): z = x(T), the latent code;
+    each of the nfe evaluations is one score call plus one vector-Jacobian product.
+    """
     _check_eps(eps, sde)
     probe = hutchinson_probe(x, hutchinson, _random.as_generator(generator, x.device))
     B, n = x.shape[0], x[0].numel()
@@ -57,11 +59,13 @@ def log_likelihood(score_fn, sde, x, hutchinson="rademacher", rtol=1e-5, atol=1e
 
 
 def bits_per_dim(score_fn, sde, x, centered=True, **kwargs):
-    """Bits per dimension of 8-bit data, [B], with the official convention: x is the uniformly
-    dequantized image in model space ((U + 255 img) / 256 in [0, 1), then 2x - 1 when `centered`),
-    and the density is moved to [0, 256) pixel units by log2(256 / width of the data range), i.e.
-    +7 for centered data and +8 for [0, 1) data (the official `7 - inverse_scaler(-1)`).
-    Returns (bpd, z, nfe); kwargs go to log_likelihood."""
+    """Bits per dimension of 8-bit data, [B], with the official convention.
+
+    x: the uniformly dequantized image in model space: (U + 255 img) / 256 in [0, 1), then 2x - 1
+    when `centered`. The density moves to [0, 256) pixel units by log2(256 / the data range's
+    width): +7 for centered data, +8 for [0, 1) data (the official `7 - inverse_scaler(-1)`).
+    Returns (bpd, z, nfe); kwargs go to log_likelihood.
+    """
     logp, z, nfe = log_likelihood(score_fn, sde, x, **kwargs)
     D = x[0].numel()
     offset = 7.0 if centered else 8.0

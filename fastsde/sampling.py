@@ -197,18 +197,17 @@ def pc_sample(
     constraint=None,
     cuda_graph=False,
 ):
-    """Predictor-corrector sampling (Song et al. 2021, Alg. 1): at each of N times from T to eps,
-    n_steps corrector steps then one predictor step, the official order.
+    """Predictor-corrector sampling (Song et al. 2021, Alg. 1), the official order of steps.
 
-    constraint(x, x_mean, t) -> (x, x_mean), if given, is applied to the prior sample and after
-    every corrector and predictor update (how inpainting and colorization impose what is known).
-
-    shape: [B, ...]. generator: a torch.Generator, or one per sample (a list of generators or of
-    integer seeds) so that each sample is the same whatever the batch; with the official
-    batch-averaged Langevin step that cannot hold, so pass per_sample=True as well.
-    cuda_graph: on CUDA, run each step as one replay of a captured CUDA graph (same results).
-    Returns (x, nfe): the last x_mean when `denoise` (the official noise removal), else the last x;
-    nfe = N (n_steps + 1), less what a 'none' predictor or corrector does not evaluate.
+    At each of N times from T to eps: n_steps corrector steps, then one predictor step.
+    shape: [B, ...]. generator: a torch.Generator, or one per sample (generators or integer seeds),
+    so that each sample is the same whatever the batch; then pass per_sample=True too, since the
+    official batch-averaged Langevin step mixes the batch.
+    constraint(x, x_mean, t) -> (x, x_mean): applied to the prior sample and after every update
+    (how inpainting and colorization impose what is known).
+    cuda_graph: on CUDA, each step is one replay of a captured graph (same results).
+    Returns (x, nfe): the last x_mean with `denoise` (the official noise removal), else the last x;
+    nfe = N (n_steps + 1), less what a 'none' predictor or corrector skips.
     """
     predictor_fn = _lookup(PREDICTORS, "predictor", predictor)
     corrector_fn = _lookup(CORRECTORS, "corrector", corrector)
@@ -429,10 +428,12 @@ def ode_sample(
 
 
 def ode_encode(score_fn, sde, x, method="RK45", rtol=1e-5, atol=1e-5, steps=None, eps=1e-3, cuda_graph=False):
-    """The latent code z = x(T) of data x = x(eps) [B, ...]: the probability-flow ODE solved forward from
-    eps to T (Song et al. 2021, Sec. 4.3, "manipulating latent representations"), with the methods of
-    ode_sample but the adaptive solvers; ode_sample(z=z, denoise=False) with the same method and eps
-    maps it back to x, up to the solvers' error. Returns (z, nfe)."""
+    """The latent code z = x(T) of data x = x(eps), both [B, ...] (Song et al. 2021, Sec. 4.3).
+
+    The probability-flow ODE runs forward from eps to T, with ode_sample's methods but the adaptive
+    solvers. ode_sample(z=z, denoise=False) with the same method and eps maps z back to x, up to the
+    solvers' error. Returns (z, nfe).
+    """
     _check_eps(eps, sde)
     _check_method(method, steps, encode=True)
     with torch.no_grad():
@@ -442,9 +443,11 @@ def ode_encode(score_fn, sde, x, method="RK45", rtol=1e-5, atol=1e-5, steps=None
 
 
 def slerp(z0, z1, w):
-    """Spherical interpolation between latent codes z0 and z1 [B, ...] at weights w in [0, 1] (a float,
-    or [B] or [F] for codes [1, ...]: F frames): for Gaussian latents it keeps a norm typical of the
-    prior, which the straight line between two codes does not. Parallel codes are interpolated linearly."""
+    """Spherical interpolation between latent codes z0 and z1, [B, ...], at weights w in [0, 1].
+
+    w: a float, or [B], or [F] for codes [1, ...] (F frames). For Gaussian latents it keeps a norm
+    typical of the prior, which a straight line does not. Parallel codes are interpolated linearly.
+    """
     a, b = z0.flatten(1).double(), z1.flatten(1).double()
     w = torch.as_tensor(w, dtype=torch.float64, device=z0.device).reshape(-1, 1)
     cos = ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).clamp(-1, 1)[:, None]
@@ -456,10 +459,12 @@ def slerp(z0, z1, w):
 
 
 def interpolate(score_fn, sde, x0, x1, frames, method="RK45", steps=None, eps=1e-3, cuda_graph=False):
-    """The images along the path between data x0 and x1 [P, ...] in latent space (Song et al. 2021,
-    Fig. 3): both encoded with ode_encode, their codes joined by slerp at `frames` evenly spaced
-    weights (both ends included), each decoded with ode_sample(denoise=False); the ends are thus
-    x0 and x1 reconstructed. Returns ([P, frames, ...], nfe per image: encoding plus decoding)."""
+    """The images along the path between data x0 and x1, [P, ...], in latent space (Song et al. 2021, Fig. 3).
+
+    Both are encoded with ode_encode, their codes joined by slerp at `frames` evenly spaced weights,
+    and each decoded with ode_sample(denoise=False). The ends are x0 and x1 reconstructed.
+    Returns ([P, frames, ...], nfe per image: encoding plus decoding).
+    """
     if not isinstance(frames, int) or frames < 2:
         raise ValueError(f"frames must be an integer of at least 2 (the two ends), got {frames!r}")
     if x0.shape != x1.shape:

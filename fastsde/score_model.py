@@ -153,10 +153,12 @@ class ScoreModel:
 
     def sample(self, n, sampler="pc", steps=None, seed=0, batch_size=None, output="uint8", return_nfe=False, **options):
         """n samples, sample i drawn from its own seed (seed, i), as `fastsde sample` draws them.
-        sampler: 'pc', 'ode' (RK45) or a solver of fastsde.solvers; steps: the PC sampler's N or a
-        solver's steps; options: predictor, corrector, snr, schedule, eps, noise. Returns uint8
-        [n, H, W, C] or float [n, C, H, W] in [0, 1] (output='float', not clipped); with
-        return_nfe, also the network evaluations of each sample [n]."""
+
+        sampler: 'pc', 'ode' (RK45) or a solver of fastsde.solvers. steps: the PC sampler's N or a solver's.
+        options: predictor, corrector, snr, schedule, eps, noise.
+        Returns uint8 [n, H, W, C], or float [n, C, H, W] in [0, 1] with output='float' (not clipped).
+        With return_nfe, also the network evaluations of each sample, [n].
+        """
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         sde = with_steps(self.sde, self.config, steps if sampler == "pc" else None)
@@ -183,9 +185,11 @@ class ScoreModel:
         return (images, torch.cat(counts)) if return_nfe else images
 
     def likelihood(self, images, seed=0, batch_size=None, **options):
-        """Bits per dimension of each image [B] with the official convention: uint8 images are
-        dequantized uniformly first, float ones (in [0, 1]) taken as they are. options go to
-        fastsde.log_likelihood (hutchinson, rtol, atol, eps)."""
+        """Bits per dimension of each image, [B], with the official convention.
+
+        images: uint8 [B, H, W, C], dequantized uniformly first; or float [B, C, H, W] in [0, 1], as they are.
+        options go to fastsde.log_likelihood (hutchinson, rtol, atol, eps).
+        """
         if isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.dim() == 4:
             _, bpd, _, _ = likelihood.dataset_bits_per_dim(
                 self.score_fn,
@@ -259,9 +263,12 @@ def load(
     compile=False,
     cuda_graph=None,
 ):
-    """A ScoreModel from `source` (see read_model; None: the embedded digits model) on `device`
-    (default: CUDA if there is one). Its score_fn is the fast path: constants folded, channels_last,
-    `precision` (fp32, tf32, bf16, fp16), CUDA graphs on GPUs; each argument turns one off."""
+    """A ScoreModel of `source`, its score function on the fast path.
+
+    source: any checkpoint read_model reads; None: the embedded digits model.
+    device: default CUDA if there is one. precision: fp32, tf32, bf16 or fp16.
+    fold, channels_last, compile, cuda_graph: the fast path's parts; each False turns one off.
+    """
     device = default_device() if device is None else torch.device(device)
     model, sde, config = read_model(source, config, use_ema, device)
     return ScoreModel(model, sde, config, device, precision, fold, channels_last, compile, cuda_graph)

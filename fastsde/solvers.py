@@ -515,9 +515,12 @@ def sample(
     cuda_graph=False,
     **options,
 ):
-    """Samples [B, ...] with solver `name` from the prior (or z) at T to eps: `steps` steps spaced by
-    `schedule` (adaptive solvers choose their own), then, with `denoise`, the official noise removal
-    (one more evaluation). generator: a torch.Generator, one per sample, or a Philox. Returns (x, nfe)."""
+    """Samples [B, ...] with solver `name`, from the prior (or z) at T to eps.
+
+    steps: steps spaced by `schedule` (the adaptive solvers choose their own).
+    denoise: the official noise removal at the end (one more evaluation).
+    generator: a torch.Generator, one per sample, or a Philox. Returns (x, nfe).
+    """
     _check_eps(eps, sde)
     device = _device_of(generator, device) if z is None else z.device
     generator = _random.as_generator(generator, device)
