@@ -14,6 +14,12 @@ if not torch.cuda.is_available():
 else:
     os.environ.setdefault("FASTSDE_TRITON_AUTOTUNE", "0")
 
+# Under pytest-xdist (the README's `-n auto`) each worker is one process of several: one thread each,
+# for torch and for the subprocesses that tests start, so that the workers do not oversubscribe the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 from fastsde.ops import _backend  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")  # checkpoints made by the official code
