@@ -55,14 +55,15 @@ def with_precision(score_fn, precision, device):
 
 
 def fast_score_fn(model, sde, continuous, device, precision="fp32", channels_last=True, compile=False, fold=True):
-    """score_fn(x, t) of a copy of `model` made ready for sampling (`model` is unchanged): with
-    `fold`, its constants folded (models.fold_constants: fewer kernels a call, the same function up
-    to rounding); channels_last weights and inputs (the convolutions run faster in that layout on
-    GPUs and, through oneDNN, on CPUs; every kernel takes it natively); evaluated in `precision`
-    (fp32 / tf32 / bf16 / fp16, or None: as torch is set; see with_precision; bf16 / fp16 with
-    half_weights); with `compile`, under torch.compile. fold=False, channels_last=False and
-    precision=None leave the official code's path.
-    x: [B, C, H, W] float32 in any layout; t: [B]. Returns the score, float32, [B, C, H, W]."""
+    """score_fn(x, t) of a copy of `model` made ready for sampling; `model` is unchanged.
+
+    fold: constants folded (models.fold_constants): fewer kernels a call, the same function up to rounding.
+    channels_last: weights and inputs in that layout, which convolutions run faster in on GPUs and CPUs.
+    precision: fp32, tf32, bf16 or fp16 (see with_precision), or None: as torch is set.
+    compile: the network under torch.compile.
+    fold=False, channels_last=False and precision=None leave the official code's path.
+    x: [B, C, H, W] float32 in any layout; t: [B]. Returns the score, float32, [B, C, H, W].
+    """
     from .models import fold_constants, get_score_fn
 
     device = torch.device(device)

@@ -54,14 +54,16 @@ def sample_batch(
     noise="torch",
     schedule=None,
 ):
-    """Samples `indices` (a list of sample numbers), each from its own seed: model-space
-    [len(indices), C, H, W] and the number of network evaluations. sampler: 'pc' (the config's
-    predictor / corrector unless given, N = sde.N steps, per-sample Langevin step sizes), 'ode'
-    (RK45, the official probability-flow sampler, with step sizes per sample) or a solver of
-    fastsde.solvers with `steps` steps on `schedule` (default: SOLVER_STEPS on EDM's). cuda_graph:
-    replay each step from a CUDA graph (CUDA only). noise: 'torch' (a
-    torch.Generator per sample) or 'philox' (a fastsde.Philox stream per sample, drawn inside the
-    PC kernels; different numbers from 'torch')."""
+    """Samples `indices` (a list of sample numbers), each from its own seed.
+
+    sampler: 'pc' (the config's predictor and corrector unless given, N = sde.N, per-sample Langevin
+    step sizes); 'ode' (RK45, the official probability-flow sampler, steps per sample); or a solver of
+    fastsde.solvers, with `steps` steps on `schedule` (default: SOLVER_STEPS on EDM's).
+    cuda_graph: each step replays a CUDA graph (CUDA only).
+    noise: 'torch' (a torch.Generator per sample) or 'philox' (a fastsde.Philox stream per sample,
+    drawn inside the PC kernels; other numbers than 'torch').
+    Returns model-space samples [len(indices), C, H, W] and the network evaluations.
+    """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if noise not in NOISE:

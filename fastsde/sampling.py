@@ -404,15 +404,14 @@ def ode_sample(
 ):
     """Samples by solving the probability-flow ODE (Song et al. 2021, Sec. 4.3) from T to eps.
 
-    method: 'RK45' (adaptive Dormand-Prince on the device, rtol/atol), 'scipy' (the official
-    scipy.integrate.solve_ivp path, float64 on the host), or a deterministic solver of
-    fastsde.solvers ('heun', 'dpmpp_2m', 'dpmpp_3m', 'unipc' with `steps` steps on `schedule`;
-    'dpm_adaptive'). z: the prior sample to start from
-    (default: drawn with `generator`), or a latent code from ode_encode. denoise: one reverse-diffusion
-    step at eps, taking its mean (the official noise removal). cuda_graph: run the fast solvers' steps
-    as replays of a CUDA graph (RK45's adaptive steps need the host). per_sample: RK45 steps each
-    sample on its own (see solve_rk45), so that it does not depend on the batch; the official sampler
-    steps the whole batch. Returns (x, nfe), nfe the score evaluations a sample (per_sample: one each).
+    method: 'RK45' (adaptive Dormand-Prince on the device, rtol / atol); 'scipy' (the official
+    solve_ivp path, float64 on the host); or a deterministic solver of fastsde.solvers, with `steps`
+    steps on `schedule`.
+    z: the prior sample to start from (default: drawn with `generator`), or a code from ode_encode.
+    denoise: one reverse-diffusion step at eps, taking its mean (the official noise removal).
+    cuda_graph: the fast solvers' steps replay a CUDA graph (RK45's adaptive steps need the host).
+    per_sample: RK45 steps each sample on its own (see solve_rk45), so it does not depend on the batch.
+    Returns (x, nfe): nfe the score evaluations a sample (per_sample: one count each).
     """
     _check_eps(eps, sde)
     _check_method(method, steps)
