@@ -125,13 +125,33 @@ def path_score_fn(model, sde, config, device, path):
         )
 
 
+def config_pc_sample(score_fn, sde, config, shape, generator, device, cuda_graph=False):
+    """pc_sample as the config's sampling section sets it (the official batch-averaged Langevin step)."""
+    s = config.sampling
+    return sampling.pc_sample(
+        score_fn,
+        sde,
+        shape,
+        s.predictor,
+        s.corrector,
+        s.snr,
+        s.n_steps_each,
+        s.probability_flow,
+        s.noise_removal,
+        default_eps(sde),
+        generator,
+        device,
+        cuda_graph=cuda_graph,
+    )
+
+
 def fastsde_sampler(model, sde, config, device, path):
     """sampler(name, steps) -> run(batch, seed) -> (samples, nfe) of one fastsde path, all samplers sharing
     one prepared (and perhaps compiled) network: 'pc' (the config's predictor / corrector, N =
     steps, the official batch-averaged Langevin step) or a fast solver with `steps` steps. The
     noise comes from a torch.Generator, or from a fastsde.Philox where path['noise'] is 'philox'."""
     score_fn = path_score_fn(model, sde, config, device, path)
-    s, eps = config.sampling, default_eps(sde)
+    eps = default_eps(sde)
 
     def sampler(name, steps):
         pc_sde = checkpoint.sde_from_config(config, steps) if name == "pc" else sde
@@ -145,21 +165,7 @@ def fastsde_sampler(model, sde, config, device, path):
             )
             with _backend(path["backend"]):
                 if name == "pc":
-                    return sampling.pc_sample(
-                        score_fn,
-                        pc_sde,
-                        shape,
-                        s.predictor,
-                        s.corrector,
-                        s.snr,
-                        s.n_steps_each,
-                        s.probability_flow,
-                        s.noise_removal,
-                        eps,
-                        gen,
-                        device,
-                        cuda_graph=path["cuda_graph"],
-                    )
+                    return config_pc_sample(score_fn, pc_sde, config, shape, gen, device, path["cuda_graph"])
                 return sampling.ode_sample(
                     score_fn,
                     sde,
@@ -655,7 +661,7 @@ def accuracy(model, sde, config, device, batch=16, solver_steps=20, pc_steps=Non
     cuda = torch.device(device).type == "cuda"
     shape = (batch, config.data.num_channels, config.data.image_size, config.data.image_size)
     z = sde.prior_sampling(shape, torch.Generator(device).manual_seed(seed), device=device)
-    s, eps = config.sampling, default_eps(sde)
+    eps = default_eps(sde)
     pc_sde = checkpoint.sde_from_config(config, pc_steps) if pc_steps else sde
     # (name, precision, CUDA graph); every variant runs channels_last and folded, the reference
     # NCHW and unfolded (the official network's arithmetic).
@@ -671,21 +677,8 @@ def accuracy(model, sde, config, device, batch=16, solver_steps=20, pc_steps=Non
                 model, sde, bool(config.training.continuous), device, precision, channels_last=fast, fold=fast
             )
             if method == "pc":
-                x, nfe = sampling.pc_sample(
-                    score_fn,
-                    pc_sde,
-                    shape,
-                    s.predictor,
-                    s.corrector,
-                    s.snr,
-                    s.n_steps_each,
-                    s.probability_flow,
-                    s.noise_removal,
-                    eps,
-                    torch.Generator(device).manual_seed(seed),
-                    device,
-                    cuda_graph=graph,
-                )
+                gen = torch.Generator(device).manual_seed(seed)
+                x, nfe = config_pc_sample(score_fn, pc_sde, config, shape, gen, device, graph)
             else:
                 x, nfe = sampling.ode_sample(
                     score_fn,
