@@ -171,10 +171,10 @@ def sampling_verdicts(rows, gpu):
     return out
 
 
-def verdicts_of(csv, since=""):
-    """The verdicts of a results table (ops-* or sampling-*), from its rows dated `since` or later."""
-    benchmark, kind = os.path.basename(csv)[: -len(".csv")].split("-", 1)
-    rows = table.records([r for r in table.read(csv) if r["date"] >= since])
+def verdicts_of(name, rows):
+    """The verdicts of the rows of a results table named `name` (ops-<kind>.csv or sampling-<kind>.csv)."""
+    benchmark, kind = os.path.basename(name)[: -len(".csv")].split("-", 1)
+    rows = table.records(rows)
     if benchmark == "ops":
         return op_verdicts(rows) if not kind.startswith("cpu") else []
     return sampling_verdicts(rows, gpu=not kind.startswith("cpu")) if benchmark == "sampling" else []
@@ -226,15 +226,17 @@ def report(out, seconds, steps):
     # This check's rows: those dated since it started.
     start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds + 1)
     since = start.isoformat(timespec="seconds")
-    tables = sorted(glob.glob(path("*.csv")))
-    rep["rows"] = {os.path.basename(t): sum(r["date"] >= since for r in table.read(t)) for t in tables}
+    tables = {
+        os.path.basename(t): [r for r in table.read(t) if r["date"] >= since] for t in sorted(glob.glob(path("*.csv")))
+    }
+    rep["rows"] = {name: len(rows) for name, rows in tables.items()}
     # Judged first, report.json written, then the tables printed: a table that fails to print loses nothing.
-    verdicts = rep["targets"] = [v for t in tables for v in verdicts_of(t, since)]
+    verdicts = rep["targets"] = [v for name, rows in tables.items() for v in verdicts_of(name, rows)]
     with open(path("report.json"), "w") as fh:
         json.dump(rep, fh, indent=1)
-    for t in tables:
-        print(f"# {os.path.basename(t)}")
-        print(table.text([r for r in table.read(t) if r["date"] >= since]))
+    for name, rows in tables.items():
+        print(f"# {name}")
+        print(table.text(rows))
     print(json.dumps({k: v for k, v in rep.items() if k != "targets"}))
     print(verdict_table(verdicts))
     return rep
@@ -242,7 +244,7 @@ def report(out, seconds, steps):
 
 def main(argv):
     if argv[:1] == ["--targets"]:
-        print(verdict_table([v for t in argv[1:] for v in verdicts_of(t)]))
+        print(verdict_table([v for t in argv[1:] for v in verdicts_of(t, table.read(t))]))
         return
     if len(argv) < 2:
         sys.exit(__doc__)

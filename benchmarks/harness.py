@@ -43,57 +43,20 @@ def paths_for(device, official=None, precisions=None, compile=False):
     ]
     if official:
         paths.append(dict(name="official code", official=official, precision=None))
+
+    def fast(p, suffix="", **changes):  # fastsde's path in precision p, as changes alter it
+        base = dict(backend=None, precision=p, cuda_graph=False, channels_last=True, compile=False, fold=True)
+        return dict(base, name=f"fastsde {p}{suffix}", **changes)
+
     precisions = precisions or (("fp32", "tf32", "bf16") if cuda else ("fp32",))
     for p in precisions:
-        paths.append(
-            dict(
-                name=f"fastsde {p}",
-                backend=None,
-                precision=p,
-                cuda_graph=False,
-                channels_last=True,
-                compile=False,
-                fold=True,
-            )
-        )
+        paths.append(fast(p))
         if cuda:
-            paths.append(
-                dict(
-                    name=f"fastsde {p} + graph",
-                    backend=None,
-                    precision=p,
-                    cuda_graph=True,
-                    channels_last=True,
-                    compile=False,
-                    fold=True,
-                )
-            )
+            paths.append(fast(p, " + graph", cuda_graph=True))
         if compile:
-            paths.append(
-                dict(
-                    name=f"fastsde {p} + compile",
-                    backend=None,
-                    precision=p,
-                    cuda_graph=False,
-                    channels_last=True,
-                    compile=True,
-                    fold=True,
-                )
-            )
+            paths.append(fast(p, " + compile", compile=True))
     if cuda:  # the fastest path again with its noise drawn inside the PC kernels
-        p = precisions[-1]
-        paths.append(
-            dict(
-                name=f"fastsde {p} + graph + philox",
-                backend=None,
-                precision=p,
-                cuda_graph=True,
-                channels_last=True,
-                compile=False,
-                fold=True,
-                noise="philox",
-            )
-        )
+        paths.append(fast(precisions[-1], " + graph + philox", cuda_graph=True, noise="philox"))
     return paths
 
 

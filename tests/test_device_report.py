@@ -123,14 +123,14 @@ def test_sampling_verdicts_on_a_gpu_and_on_a_cpu():
     ]
 
 
-def write_table(path, results, date):
-    """Writes result dicts as a results table, every row dated `date`."""
+def table_rows(results, date):
+    """Result dicts as results-table rows, every row dated `date`."""
     keys = ("measure", "model", "sampler", "batch")
     rows = table.melt(
         dict({k: v for k, v in r.items() if k not in keys}, case=r.get("case") or table.case(**{k: r[k] for k in keys}))
         for r in results
     )
-    table.write(path, [dict(r, machine="NVIDIA H200", torch="2.11.0", date=date) for r in rows])
+    return [dict(r, machine="NVIDIA H200", torch="2.11.0", date=date) for r in rows]
 
 
 def test_the_report_of_a_device_check(tmp_path):
@@ -146,14 +146,10 @@ def test_the_report_of_a_device_check(tmp_path):
     m = device_report.NCSNPP
     sampling = [pc_row(m, 512, "official loop", 1.0, 1000), pc_row(m, 512, "fastsde bf16 + graph", 4.5, 800)]
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    write_table(out / "ops-nvidia-h200.csv", OPS, now)
+    table.write(out / "ops-nvidia-h200.csv", table_rows(OPS, now))
     # An earlier check's row: shown in no table or verdict of this check.
-    write_table(out / "sampling-nvidia-h200.csv", sampling, now)
-    earlier = [pc_row(m, 512, "fastsde tf32", 0.5)]
-    write_table(out / "old.csv", earlier, "2026-01-01T00:00:00+00:00")
-    with open(out / "sampling-nvidia-h200.csv", "a") as fh:
-        fh.writelines((out / "old.csv").read_text().splitlines(keepends=True)[1:])
-    os.remove(out / "old.csv")
+    earlier = table_rows([pc_row(m, 512, "fastsde tf32", 0.5)], "2026-01-01T00:00:00+00:00")
+    table.write(out / "sampling-nvidia-h200.csv", table_rows(sampling, now) + earlier)
     run = subprocess.run(
         [
             sys.executable,
