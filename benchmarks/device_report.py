@@ -3,7 +3,7 @@ GPU tests' results, the results tables, and a verdict on each performance target
 rows this check measured. Writes OUTDIR/report.json; the tables print, the verdicts last.
 
     python benchmarks/device_report.py OUTDIR SECONDS STEP:OUTCOME ...
-    python benchmarks/device_report.py --targets results/ops-nvidia-h200.csv ...   # verdicts of a table
+    python benchmarks/device_report.py --targets results/ops-nvidia-h200.csv ...   # a table's newest run
 
 A target whose rows are absent (another device, a run cut short) is left out, not failed.
 """
@@ -244,7 +244,7 @@ def report(out, seconds, steps):
 
 def main(argv):
     if argv[:1] == ["--targets"]:
-        print(verdict_table([v for t in argv[1:] for v in verdicts_of(t, table.read(t))]))
+        print(verdict_table([v for t in argv[1:] for v in verdicts_of(t, table.newest(table.read(t)))]))
         return
     if len(argv) < 2:
         sys.exit(__doc__)

@@ -17,11 +17,10 @@ def main(csv, out):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in table.read(csv) if r["metric"] == "images_per_s"]
+    rows = table.newest([r for r in table.read(csv) if r["metric"] == "images_per_s"])
     if not rows:
         raise SystemExit(f"{csv}: no throughput rows")
     newest = max(rows, key=lambda r: r["date"])
-    rows = [r for r in rows if (r["machine"], r["torch"]) == (newest["machine"], newest["torch"])]
     panels = defaultdict(lambda: defaultdict(list))  # (model, sampler) -> path -> [(batch, img/s)]
     for r in rows:
         f = table.fields(r["case"])

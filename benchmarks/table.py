@@ -103,6 +103,14 @@ def write(path, rows):
     atomic_write_bytes(path, out.getvalue().encode())
 
 
+def newest(rows):
+    """The rows measured on the machine and torch of the newest row: one run's figures, not a mix."""
+    if not rows:
+        return []
+    last = max(rows, key=lambda r: r["date"])
+    return [r for r in rows if (r["machine"], r["torch"]) == (last["machine"], last["torch"])]
+
+
 def wide(rows):
     """{(case, path): {metric: value}} of a table's rows."""
     out = {}

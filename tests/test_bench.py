@@ -184,6 +184,8 @@ def test_a_table_is_updated_in_place(tmp_path):
         ("model=m batch=2", "a", 3.0),
         ("x=1", "b", 4.0),
     ]
+    other = [dict(r, machine="elsewhere", date="2020-01-01T00:00:00+00:00", value=9.0) for r in rows]
+    assert table.newest(other + rows) == rows and table.newest([]) == []
     assert table.records(rows)[0] == dict(model="m", batch=1, case="model=m batch=1", path="a", ms=1.5)
     assert table.fields("model=ve/cifar10 batch=8") == {"model": "ve/cifar10", "batch": "8"}
     with pytest.raises(ValueError, match="case field model='a b'"):
